@@ -1,0 +1,2 @@
+"""``minillm.nn``: layers and the functional ops (``minillm.nn.functional``)."""
+from . import functional  # noqa: F401

@@ -1,0 +1,81 @@
+"""Small helpers shared by the ops: turning arguments into tensors, checking dims and shapes."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..tensor import Tensor, get_default_dtype
+
+
+def as_tensor_like(value, like: Tensor) -> Tensor:
+    """Turn a Python/NumPy scalar into a tensor with ``like``'s dtype (no float32 -> float64 upcast).
+
+    Integer tensors combined with a Python float become the default float dtype, as in PyTorch.
+    """
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, (bool, np.bool_)):
+        dtype = like.dtype
+        if dtype.kind != "f" and isinstance(value, (float, np.floating)):
+            dtype = get_default_dtype()
+        elif dtype.kind == "b":
+            dtype = np.dtype("int64")
+        return Tensor._wrap(np.asarray(value, dtype=dtype))
+    if isinstance(value, (bool, np.bool_)):
+        return Tensor._wrap(np.asarray(value, dtype=like.dtype))
+    return Tensor(value)
+
+
+def binary_operands(a, b):
+    """Both operands as tensors; scalars adopt the other operand's dtype."""
+    if isinstance(a, Tensor):
+        return a, as_tensor_like(b, a)
+    if isinstance(b, Tensor):
+        return as_tensor_like(a, b), b
+    raise TypeError("expected at least one Tensor operand")
+
+
+def broadcast_shape(op: str, *shapes) -> tuple:
+    try:
+        return np.broadcast_shapes(*shapes)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {' and '.join(str(tuple(s)) for s in shapes)} cannot be broadcast together") from None
+
+
+def normalize_dim(dim: int, ndim: int, op: str = "dim") -> int:
+    """Map a possibly negative ``dim`` into ``range(ndim)`` with a clear error."""
+    if not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{op}: dim must be an int, got {type(dim).__name__}")
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dims (expected -{n} <= dim < {n})")
+    return int(dim) % n
+
+
+def normalize_dims(dim, ndim: int, op: str = "dim"):
+    """``None`` -> all axes; int or tuple -> sorted tuple of positive axes."""
+    if dim is None:
+        return tuple(range(ndim))
+    if isinstance(dim, (list, tuple)):
+        axes = tuple(normalize_dim(d, ndim, op) for d in dim)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"{op}: dim {dim} names an axis twice")
+        return tuple(sorted(axes))
+    return (normalize_dim(dim, ndim, op),)
+
+
+def check_float(t: Tensor, op: str) -> None:
+    if t.dtype.kind != "f":
+        raise TypeError(f"{op}: expected a floating point tensor, got dtype {t.dtype}")
+
+
+def check_ids(t: Tensor, op: str, upper: int | None = None, name: str = "ids") -> None:
+    """Token ids / indices must be integers (and, with ``upper``, inside ``[0, upper)``)."""
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{op}: {name} must be an integer tensor (e.g. int64), got dtype {t.dtype}")
+    if upper is not None and t.data.size:
+        lo, hi = int(t.data.min()), int(t.data.max())
+        if lo < 0 or hi >= upper:
+            bad = lo if lo < 0 else hi
+            raise IndexError(f"{op}: {name} contain {bad}, outside the valid range [0, {upper})")

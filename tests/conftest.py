@@ -1,0 +1,31 @@
+"""Shared test setup: a small, deadline-free hypothesis profile and a kernel-backend fixture."""
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+import minillm as mi
+
+# "ci" is the default: modest example counts (many small tests beat few huge ones).
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+settings.register_profile("thorough", max_examples=300, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(params=["numpy", "numba"])
+def backend(request):
+    """Run a test once on the NumPy reference kernels and once on the Numba kernels."""
+    previous = mi.get_kernels()
+    mi.set_kernels(request.param)
+    yield request.param
+    mi.set_kernels(previous)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    mi.manual_seed(0)
+    np.random.seed(0)
+    yield
