@@ -64,17 +64,16 @@ class set_grad_enabled(contextlib.ContextDecorator):
 
 
 class no_grad(set_grad_enabled):
-    """``with mi.no_grad():`` or ``@mi.no_grad()`` — run without recording a graph
-    (inference, optimizer updates). Saves the memory of every intermediate."""
+    """``with mi.no_grad():``, ``@mi.no_grad()`` or ``@mi.no_grad`` — run without recording a
+    graph (inference, optimizer updates). Saves the memory of every intermediate."""
 
-    def __init__(self):
+    def __new__(cls, orig_func=None):
+        if orig_func is None:
+            return super().__new__(cls)
+        return cls()(orig_func)  # used as a bare decorator: wrap the function
+
+    def __init__(self, orig_func=None):
         super().__init__(False)
-
-    def __call__(self, func=None):
-        # Allow both ``@no_grad()`` and the bare ``@no_grad`` form.
-        if func is None:
-            return self
-        return super().__call__(func)
 
 
 class enable_grad(set_grad_enabled):

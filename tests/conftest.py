@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, settings
 import minillm as mi
 
 # "ci" is the default: modest example counts (many small tests beat few huge ones).
-settings.register_profile(
-    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
-)
-settings.register_profile("thorough", max_examples=300, deadline=None)
+# The `backend` fixture only selects kernels, so sharing it across the examples of one test is safe.
+_SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=_SUPPRESS)
+settings.register_profile("thorough", max_examples=300, deadline=None, suppress_health_check=_SUPPRESS)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

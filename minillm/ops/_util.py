@@ -28,12 +28,22 @@ def as_tensor_like(value, like: Tensor) -> Tensor:
 
 
 def binary_operands(a, b):
-    """Both operands as tensors; scalars adopt the other operand's dtype."""
+    """Both operands as tensors; scalars adopt the other operand's dtype.
+
+    An integer tensor meeting a float one is cast to that float dtype first, so
+    ``ids * 0.5`` is float32 (as in PyTorch), never NumPy's float64.
+    """
     if isinstance(a, Tensor):
-        return a, as_tensor_like(b, a)
-    if isinstance(b, Tensor):
-        return as_tensor_like(a, b), b
-    raise TypeError("expected at least one Tensor operand")
+        b = as_tensor_like(b, a)
+    elif isinstance(b, Tensor):
+        a = as_tensor_like(a, b)
+    else:
+        raise TypeError("expected at least one Tensor operand")
+    if a.dtype.kind == "f" and b.dtype.kind in "iub":
+        b = Tensor._wrap(b.data.astype(a.dtype))
+    elif b.dtype.kind == "f" and a.dtype.kind in "iub":
+        a = Tensor._wrap(a.data.astype(b.dtype))
+    return a, b
 
 
 def broadcast_shape(op: str, *shapes) -> tuple:

@@ -26,11 +26,8 @@ class MatMul(Function):
         # Promote 1-D operands to matrices so one formula covers every case.
         a2 = a[None, :] if a.ndim == 1 else a  # (K,) -> (1, K)
         b2 = b[:, None] if b.ndim == 1 else b  # (K,) -> (K, 1)
-        g = grad
-        if a.ndim == 1:
-            g = np.expand_dims(g, -2)  # (..., N) -> (..., 1, N)
-        if b.ndim == 1:
-            g = np.expand_dims(g, -1)  # (..., M) -> (..., M, 1)
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        g = grad.reshape(batch + (a2.shape[-2], b2.shape[-1]))  # put back the axes of size 1: (..., M, N)
         ga = gb = None
         if ctx.needs_input_grad[0]:
             ga = kernels.matmul(g, b2, trans_b=True)  # (..., M, N) @ (..., N, K) -> (..., M, K)

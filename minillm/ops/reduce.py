@@ -5,6 +5,7 @@ gradient copied back along the reduced axes (expand <-> sum are a symmetric pair
 """
 from __future__ import annotations
 
+import builtins
 from collections import namedtuple
 
 import numpy as np
@@ -96,7 +97,7 @@ class Var(Function):
         n = int(np.prod([a.shape[i] for i in axes])) if axes else 1
         mean = np.mean(a, axis=axes, keepdims=True)
         centered = a - mean
-        denom = a.dtype.type(max(n - correction, 0))
+        denom = a.dtype.type(builtins.max(n - correction, 0))
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.sum(centered * centered, axis=axes, keepdims=keepdim) / denom
         ctx.save_for_backward(centered)
@@ -127,7 +128,9 @@ class LogSumExp(Function):
     def backward(ctx, grad):
         a, out = ctx.saved
         axes, keepdim = ctx.args
-        softmax = np.exp(a - out)  # d logsumexp / dx = softmax(x)
+        with np.errstate(invalid="ignore"):
+            softmax = np.exp(a - out)  # d logsumexp / dx = softmax(x)
+        softmax = np.where(np.isneginf(out), 0, softmax)  # an all -inf row gets no gradient, not NaN
         return _expand_back(grad, a.shape, axes, keepdim) * softmax
 
 

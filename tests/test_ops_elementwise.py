@@ -1,0 +1,155 @@
+"""Elementwise ops: forward against NumPy, backward against finite differences (float64),
+with broadcasting and non-contiguous inputs."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import minillm as mi
+import minillm.nn.functional as F
+from minillm.testing import gradcheck
+from minillm.testing.strategies import array_pair, arrays, noncontiguous_arrays, shapes
+
+_erf = np.vectorize(math.erf)
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+# name -> (minillm function, NumPy reference, input domain)
+UNARY = {
+    "neg": (lambda x: -x, lambda a: -a, "any"),
+    "exp": (mi.exp, np.exp, "any"),
+    "log": (mi.log, np.log, "positive"),
+    "sqrt": (mi.sqrt, np.sqrt, "positive"),
+    "rsqrt": (mi.rsqrt, lambda a: 1 / np.sqrt(a), "positive"),
+    "abs": (mi.abs, np.abs, "nonzero"),
+    "tanh": (mi.tanh, np.tanh, "any"),
+    "sigmoid": (mi.sigmoid, _sigmoid, "any"),
+    "relu": (mi.relu, lambda a: np.maximum(a, 0), "nonzero"),
+    "silu": (F.silu, lambda a: a * _sigmoid(a), "any"),
+    "gelu_erf": (F.gelu, lambda a: 0.5 * a * (1 + _erf(a / math.sqrt(2))), "any"),
+    "gelu_tanh": (
+        lambda x: F.gelu(x, approximate="tanh"),
+        lambda a: 0.5 * a * (1 + np.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a**3))),
+        "any",
+    ),
+    "square": (lambda x: x**2, lambda a: a**2, "any"),
+    "pow_half": (lambda x: x**0.5, lambda a: a**0.5, "positive"),
+    "scalar_sub": (lambda x: 2.0 - x, lambda a: 2.0 - a, "any"),
+    "scalar_div": (lambda x: 1.5 / x, lambda a: 1.5 / a, "nonzero"),
+    "scalar_pow": (lambda x: 2.0**x, lambda a: 2.0**a, "any"),
+    "clamp": (lambda x: x.clamp(-1.0, 1.0), lambda a: np.clip(a, -1, 1), "any"),
+    "clamp_min": (lambda x: x.clamp(min=0.5), lambda a: np.maximum(a, 0.5), "any"),
+}
+
+BINARY = {
+    "add": (lambda a, b: a + b, np.add, "any", "any"),
+    "sub": (lambda a, b: a - b, np.subtract, "any", "any"),
+    "mul": (lambda a, b: a * b, np.multiply, "any", "any"),
+    "div": (lambda a, b: a / b, np.divide, "any", "nonzero"),
+    "pow": (lambda a, b: a**b, np.power, "positive", "any"),
+    "maximum": (mi.maximum, np.maximum, "any", "any"),
+    "minimum": (mi.minimum, np.minimum, "any", "any"),
+}
+
+
+def _avoid_kinks(name, x):
+    """clamp has kinks at ±1 / 0.5: keep finite differences away from them."""
+    if name.startswith("clamp"):
+        for k in (-1.0, 1.0, 0.5):
+            x = np.where(np.abs(x - k) < 1e-2, x + 0.05, x)
+    return x
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+@given(data=st.data())
+def test_unary_forward_matches_numpy(name, data):
+    fn, ref, domain = UNARY[name]
+    x = data.draw(arrays(shapes(), domain))
+    out = fn(mi.tensor(x))
+    np.testing.assert_allclose(out.numpy(), ref(x), rtol=1e-12, atol=1e-12)
+    # float32 in -> float32 out (no silent upcast)
+    assert fn(mi.tensor(x.astype(np.float32))).dtype == np.float32
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+@given(data=st.data())
+def test_unary_gradcheck(name, data):
+    fn, _, domain = UNARY[name]
+    x = _avoid_kinks(name, data.draw(arrays(shapes(max_dims=3, max_side=3), domain)))
+    gradcheck(fn, [x], name=name)
+
+
+@pytest.mark.parametrize("name", sorted(UNARY))
+@given(data=st.data())
+def test_unary_noncontiguous(name, data):
+    fn, ref, domain = UNARY[name]
+    x = _avoid_kinks(name, data.draw(noncontiguous_arrays(shapes(min_dims=2, max_dims=3, max_side=3), domain)))
+    t = mi.Tensor(x, requires_grad=True)
+    np.testing.assert_allclose(fn(t).numpy(), ref(x), rtol=1e-12, atol=1e-12)
+    gradcheck(fn, [t], name=name)
+
+
+@pytest.mark.parametrize("name", sorted(BINARY))
+@given(data=st.data())
+def test_binary_forward_and_grad_with_broadcasting(name, data):
+    fn, ref, da, db = BINARY[name]
+    a, b = data.draw(array_pair(da, db))
+    out = fn(mi.tensor(a), mi.tensor(b))
+    np.testing.assert_allclose(out.numpy(), ref(a, b), rtol=1e-12, atol=1e-12)
+    if name in ("maximum", "minimum"):  # away from ties, where the derivative is not defined
+        assume(not np.isclose(np.broadcast_to(a, out.shape), np.broadcast_to(b, out.shape), atol=1e-4).any())
+    gradcheck(fn, [a, b], name=name)
+
+
+def test_maximum_tie_splits_gradient():
+    a = mi.tensor([1.0, 2.0], requires_grad=True)
+    b = mi.tensor([1.0, 3.0], requires_grad=True)
+    mi.maximum(a, b).sum().backward()
+    assert a.grad.tolist() == [0.5, 0.0] and b.grad.tolist() == [0.5, 1.0]
+
+
+@given(data=st.data())
+def test_where_and_masked_fill(data):
+    a, b = data.draw(array_pair())
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    cond = np.random.default_rng(a.size).random(shape) > 0.5
+    np.testing.assert_allclose(mi.where(mi.tensor(cond), mi.tensor(a), mi.tensor(b)).numpy(), np.where(cond, a, b))
+    gradcheck(lambda x, y: mi.where(mi.tensor(cond), x, y), [a, b], name="where")
+    x = np.broadcast_to(a, shape).copy()
+    np.testing.assert_allclose(mi.tensor(x).masked_fill(mi.tensor(cond), -7.0).numpy(), np.where(cond, -7.0, x))
+    gradcheck(lambda t: t.masked_fill(mi.tensor(cond), -7.0), [x], name="masked_fill")
+
+
+def test_python_scalars_keep_float32():
+    x = mi.ones(3)
+    for y in (x * 0.5, 0.5 * x, x + 1, x / 3, x**2, 2.0 - x, x.clamp(0.1, 0.2), mi.maximum(x, 0.3)):
+        assert y.dtype == np.float32
+    assert (mi.arange(3) * 2).dtype == np.int64
+    assert (mi.arange(3) * 0.5).dtype == np.float32
+    assert (mi.arange(3) / 2).dtype == np.float32
+
+
+def test_broadcast_error_names_both_shapes():
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(4,\)"):
+        mi.ones(2, 3) + mi.ones(4)
+
+
+def test_where_requires_bool_condition():
+    with pytest.raises(TypeError, match="bool"):
+        mi.where(mi.ones(2), mi.ones(2), mi.zeros(2))
+
+
+def test_gelu_bad_approximate():
+    with pytest.raises(ValueError, match="approximate"):
+        F.gelu(mi.ones(2), approximate="fast")
+
+
+def test_sigmoid_is_stable_for_large_inputs():
+    x = mi.tensor([-1e4, 0.0, 1e4])
+    assert np.all(np.isfinite(mi.sigmoid(x).numpy()))
+    assert mi.sigmoid(x).tolist() == [0.0, 0.5, 1.0]
