@@ -25,3 +25,4 @@ from .ops import (  # noqa: E402
     unsqueeze, var, where, zeros, zeros_like,
 )
 from . import nn  # noqa: E402
+from . import optim  # noqa: E402

@@ -19,7 +19,8 @@ class Linear(Function):
     @staticmethod
     def forward(ctx, x, weight, bias=None):
         ctx.save_for_backward(x, weight)
-        y = kernels.matmul(x, weight, trans_b=True)  # (..., in) @ (out, in)ᵀ -> (..., out)
+        # One GEMM over all rows: (..., in) -> (N, in) @ (out, in)ᵀ -> (N, out) -> (..., out)
+        y = kernels.matmul(x.reshape(-1, x.shape[-1]), weight, trans_b=True).reshape(x.shape[:-1] + weight.shape[:1])
         if bias is not None:
             y += bias
         return y
@@ -31,7 +32,7 @@ class Linear(Function):
         g2 = grad.reshape(-1, n_out)  # (..., out) -> (N, out)
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = kernels.matmul(grad, weight)  # (..., out) @ (out, in) -> (..., in)
+            gx = kernels.matmul(g2, weight).reshape(x.shape)  # (N, out) @ (out, in) -> (N, in) -> (..., in)
         if ctx.needs_input_grad[1]:
             gw = kernels.matmul(g2, x.reshape(-1, n_in), trans_a=True)  # (out, N) @ (N, in) -> (out, in)
         if len(ctx.needs_input_grad) > 2 and ctx.needs_input_grad[2]:

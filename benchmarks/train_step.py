@@ -1,0 +1,275 @@
+"""Tokens/s of one full training step (forward, cross-entropy, backward, AdamW, zero_grad).
+
+Contenders, run side by side in ONE process so their ratio is meaningful on a noisy machine:
+  minillm (numba)   the default fast path
+  minillm (numpy)   every fused op on the NumPy reference kernels
+  torch (manual)    PyTorch eager, attention written out (softmax(QKᵀ)V), when torch is installed
+  torch (sdpa)      PyTorch eager with F.scaled_dot_product_attention
+
+Prints a table (median step time after warm-up, tokens/s, per-phase breakdown, model FLOPs
+utilisation against the FP32 peak) and, with --json, machine-readable results.
+
+    python benchmarks/train_step.py                  # tiny and small, 2 threads
+    python benchmarks/train_step.py --configs tiny --steps 5 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+CONFIGS = {
+    # the issue's benchmark shapes: vocab, dim, layers, heads, kv heads, T, B
+    "tiny": dict(vocab_size=2048, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, seq_len=256, batch_size=8),
+    "small": dict(vocab_size=4096, dim=288, n_layers=6, n_heads=6, n_kv_heads=6, seq_len=256, batch_size=8),
+}
+
+
+def set_threads(n: int) -> None:
+    """The same thread count for every contender: BLAS, Numba and torch."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover
+        pass
+    import numba
+
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def peak_gflops(cores: int, ghz: float) -> float:
+    return cores * ghz * 32  # AVX2 + FMA: 2 FMA units × 8 float32 lanes × 2 FLOP
+
+
+def model_flops_per_token(c: dict, n_params: int) -> float:
+    """6·N for the matmuls (forward 2N, backward 4N) plus the attention scores/values (PaLM)."""
+    return 6 * n_params + 12 * c["n_layers"] * c["dim"] * c["seq_len"]
+
+
+# ----------------------------------------------------------------------------- minillm
+def make_minillm(c: dict, backend: str):
+    import minillm as mi
+    from minillm.models.llama import ModelConfig, Transformer
+
+    mi.set_kernels(backend)
+    mi.manual_seed(0)
+    cfg = ModelConfig(
+        dim=c["dim"], n_layers=c["n_layers"], n_heads=c["n_heads"], n_kv_heads=c["n_kv_heads"],
+        vocab_size=c["vocab_size"], max_seq_len=c["seq_len"],
+    )
+    model = Transformer(cfg)
+    opt = mi.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    def step(x, y, timings):
+        mi.set_kernels(backend)
+        t0 = time.perf_counter()
+        loss = model(x, targets=y).loss
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        timings.append((t1 - t0, t2 - t1, t3 - t2))
+        return float(loss.item())
+
+    return step, n_params
+
+
+# ----------------------------------------------------------------------------- torch
+def make_torch(c: dict, sdpa: bool):
+    import torch
+    import torch.nn as tnn
+    import torch.nn.functional as tF
+
+    torch.manual_seed(0)
+    D, H, Hkv = c["dim"], c["n_heads"], c["n_kv_heads"]
+    hd = D // H
+    hidden = 64 * ((int(8 * D / 3) + 63) // 64)
+
+    class RMSNorm(tnn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.weight = tnn.Parameter(torch.ones(d))
+
+        def forward(self, x):
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * self.weight
+
+    def rope(x, cos, sin):  # interleaved pairs, as the book
+        x0, x1 = x[..., 0::2], x[..., 1::2]
+        return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2)
+
+    class Layer(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wq = tnn.Linear(D, H * hd, bias=False)
+            self.wk = tnn.Linear(D, Hkv * hd, bias=False)
+            self.wv = tnn.Linear(D, Hkv * hd, bias=False)
+            self.wo = tnn.Linear(H * hd, D, bias=False)
+            self.w1 = tnn.Linear(D, hidden, bias=False)
+            self.w2 = tnn.Linear(hidden, D, bias=False)
+            self.w3 = tnn.Linear(D, hidden, bias=False)
+            self.n1, self.n2 = RMSNorm(D), RMSNorm(D)
+
+        def forward(self, x, cos, sin, causal):
+            B, T, _ = x.shape
+            h = self.n1(x)
+            q = rope(self.wq(h).view(B, T, H, hd), cos, sin).transpose(1, 2)
+            k = rope(self.wk(h).view(B, T, Hkv, hd), cos, sin).transpose(1, 2)
+            v = self.wv(h).view(B, T, Hkv, hd).transpose(1, 2)
+            if Hkv != H:
+                k = k.repeat_interleave(H // Hkv, dim=1)
+                v = v.repeat_interleave(H // Hkv, dim=1)
+            if sdpa:
+                a = tF.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                s = (q @ k.transpose(-2, -1)) / math.sqrt(hd)
+                a = torch.softmax(s.masked_fill(causal, float("-inf")), dim=-1) @ v
+            x = x + self.wo(a.transpose(1, 2).reshape(B, T, D))
+            h = self.n2(x)
+            return x + self.w2(tF.silu(self.w1(h)) * self.w3(h))
+
+    class Model(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = tnn.Embedding(c["vocab_size"], D)
+            self.layers = tnn.ModuleList([Layer() for _ in range(c["n_layers"])])
+            self.norm = RMSNorm(D)
+            self.out = tnn.Linear(D, c["vocab_size"], bias=False)
+            self.out.weight = self.emb.weight
+            for p in self.parameters():
+                if p.dim() == 2:
+                    tnn.init.normal_(p, std=0.02)
+
+        def forward(self, x, y):
+            T = x.shape[1]
+            freqs = 1.0 / (10000 ** (torch.arange(0, hd, 2).float() / hd))
+            ang = torch.outer(torch.arange(T).float(), freqs)
+            cos, sin = ang.cos()[None, :, None, :], ang.sin()[None, :, None, :]
+            causal = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+            h = self.emb(x)
+            for layer in self.layers:
+                h = layer(h, cos, sin, causal)
+            logits = self.out(self.norm(h))
+            return tF.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
+
+    model = Model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    def step(x, y, timings):
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        t0 = time.perf_counter()
+        loss = model(xt, yt)
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        t3 = time.perf_counter()
+        timings.append((t1 - t0, t2 - t1, t3 - t2))
+        return float(loss.item())
+
+    return step, n_params
+
+
+# ----------------------------------------------------------------------------- driver
+def run(name: str, c: dict, contenders: list, steps: int, warmup: int, peak: float) -> list:
+    rng = np.random.default_rng(0)
+    tokens = c["batch_size"] * c["seq_len"]
+    batches = [rng.integers(0, c["vocab_size"], size=(c["batch_size"], c["seq_len"] + 1)) for _ in range(4)]
+    results = []
+    built = []
+    for label, factory in contenders:
+        t0 = time.perf_counter()
+        try:
+            step, n_params = factory(c)
+        except ImportError as e:
+            print(f"  skipping {label}: {e}", file=sys.stderr)
+            continue
+        built.append((label, step, n_params))
+        timings = []
+        for i in range(warmup):  # the first step compiles / warms caches
+            b = batches[i % len(batches)]
+            step(b[:, :-1].copy(), b[:, 1:].copy(), timings)
+        results.append(dict(config=name, contender=label, first_step_s=time.perf_counter() - t0))
+    # interleave the contenders step by step, so a slow patch of the machine hits them all
+    per = {label: [] for label, _, _ in built}
+    for i in range(steps):
+        b = batches[i % len(batches)]
+        for label, step, _ in built:
+            step(b[:, :-1].copy(), b[:, 1:].copy(), per[label])
+    for r, (label, _, n_params) in zip(results, built):
+        t = np.array(per[label])  # (steps, 3): forward, backward, optimizer
+        total = t.sum(axis=1)
+        med = float(statistics.median(total))
+        tps = tokens / med
+        r.update(
+            n_params=n_params, tokens_per_step=tokens, median_step_s=med, tokens_per_s=tps,
+            forward_s=float(np.median(t[:, 0])), backward_s=float(np.median(t[:, 1])),
+            optimizer_s=float(np.median(t[:, 2])),
+            mfu=model_flops_per_token(c, n_params) * tps / (peak * 1e9),
+        )
+    return results
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="+", default=["tiny", "small"], choices=sorted(CONFIGS))
+    p.add_argument("--steps", type=int, default=10, help="timed steps per contender (median reported)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation, caches)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ghz", type=float, default=2.45, help="clock used for the FP32 peak")
+    p.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy reference path")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON results instead of the table")
+    args = p.parse_args(argv)
+
+    set_threads(args.threads)
+    peak = peak_gflops(args.threads, args.ghz)
+    contenders = [("minillm (numba)", lambda c: make_minillm(c, "numba"))]
+    if not args.no_numpy:
+        contenders.append(("minillm (numpy)", lambda c: make_minillm(c, "numpy")))
+    if not args.no_torch:
+        contenders += [("torch (manual)", lambda c: make_torch(c, False)), ("torch (sdpa)", lambda c: make_torch(c, True))]
+
+    all_results = []
+    for name in args.configs:
+        all_results += run(name, CONFIGS[name], contenders, args.steps, args.warmup, peak)
+    if args.json:
+        print(json.dumps({"threads": args.threads, "peak_gflops": peak, "results": all_results}, indent=2))
+        return
+    print(f"training step, {args.threads} threads, FP32 peak {peak:.0f} GFLOP/s, median of {args.steps} steps")
+    head = f"{'config':6} {'contender':17} {'tokens/s':>9} {'step ms':>8} {'fwd ms':>7} {'bwd ms':>7} {'opt ms':>7} {'MFU':>6} {'vs best torch':>13}"
+    print(head)
+    print("-" * len(head))
+    for name in args.configs:
+        rows = [r for r in all_results if r["config"] == name]
+        torch_best = max((r["tokens_per_s"] for r in rows if r["contender"].startswith("torch")), default=None)
+        for r in rows:
+            ratio = f"{r['tokens_per_s'] / torch_best:.2f}x" if torch_best else "-"
+            print(
+                f"{name:6} {r['contender']:17} {r['tokens_per_s']:9.0f} {1e3 * r['median_step_s']:8.1f} "
+                f"{1e3 * r['forward_s']:7.1f} {1e3 * r['backward_s']:7.1f} {1e3 * r['optimizer_s']:7.1f} "
+                f"{100 * r['mfu']:5.1f}% {ratio:>13}"
+            )
+
+
+if __name__ == "__main__":
+    main()
