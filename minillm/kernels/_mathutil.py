@@ -1,0 +1,75 @@
+"""Small helpers shared by the Numba kernels.
+
+`fast_exp(x)`: for float32 a branch-free polynomial exp that LLVM can vectorise
+(8 lanes on AVX2); Numba's own `math.exp` is a scalar libm call unless the
+optional SVML runtime is installed.  For float64 it is plain `math.exp`, so the
+float64 kernels keep full precision (the tests compare them to 1e-10).
+
+Accuracy of the float32 path: max relative error ~1e-7 (1-2 ulp) on the whole
+finite range; exp(x) = 0 for x < -87.34 (including -inf), inf above 88.72.
+It is Cephes' `expf`: x = n*ln2 + r, |r| <= ln2/2, exp(r) by a degree-7
+polynomial, 2**n built directly in the exponent bits.
+"""
+import math
+
+import numpy as np
+from numba.core import types
+from numba.extending import intrinsic, overload, register_jitable
+
+
+def fast_exp(x):
+    """exp(x) in x's precision. (Pure-Python body runs only with NUMBA_DISABLE_JIT=1.)"""
+    with np.errstate(over="ignore"):
+        return np.exp(x)
+
+
+def typed(x, value):
+    """`value` as a scalar of x's dtype (keeps float32 kernels from drifting to float64)."""
+    return x.dtype.type(value)
+
+
+@intrinsic
+def _int32_bits_as_float32(typingctx, i):
+    sig = types.float32(types.int32)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return sig, codegen
+
+
+@register_jitable(inline="always")
+def _expf32(x):
+    lo = np.float32(-87.33654)
+    hi = np.float32(88.72283)
+    xc = min(max(x, lo), hi)
+    n = np.float32(math.floor(xc * np.float32(1.44269504) + np.float32(0.5)))  # round(x / ln2)
+    r = xc - n * np.float32(0.693359375)  # Cody-Waite: ln2 split in two parts
+    r = r + n * np.float32(2.12194440e-4)
+    z = r * r
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    p = p * z + r + np.float32(1.0)
+    two_n = _int32_bits_as_float32((np.int32(n) + np.int32(127)) << np.int32(23))  # 2**n
+    return np.float32(0.0) if x < lo else p * two_n
+
+
+@overload(fast_exp, inline="always")
+def _fast_exp_overload(x):
+    if x == types.float32:
+        return lambda x: _expf32(x)
+    return lambda x: math.exp(x)
+
+
+@overload(typed, inline="always")
+def _typed_overload(x, value):
+    dt = x.dtype
+
+    def impl(x, value):
+        return dt(value)
+
+    return impl

@@ -1,0 +1,172 @@
+"""Numba kernels: softmax, log-softmax and cross-entropy (row-wise, numerically stable).
+
+One row = one task for `prange`.  Each row is read at most three times
+(max, sum of exp, write) and no (N, V) temporary is allocated.
+Reductions use `fastmath=REDUCE` = reassociation only (no 'nnan'/'ninf', so
++-inf and NaN keep their IEEE meaning): that lets LLVM vectorise the sums; the
+tests against `reference.py` bound the rounding difference it causes.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._mathutil import fast_exp, typed
+
+REDUCE = {"reassoc", "nsz", "contract"}
+
+
+@njit(cache=True, fastmath=REDUCE, inline="always")
+def _row_max(x, r):
+    # 8 independent running maxima, so the compare/select chain is not one long dependency
+    C = x.shape[1]
+    m = np.empty(8, x.dtype)
+    m[:] = x[r, 0]
+    c = 0
+    while c + 8 <= C:
+        for l in range(8):
+            v = x[r, c + l]
+            m[l] = v if v > m[l] else m[l]
+        c += 8
+    out = m[0]
+    for l in range(1, 8):
+        out = m[l] if m[l] > out else out
+    for cc in range(c, C):
+        out = x[r, cc] if x[r, cc] > out else out
+    return out
+
+
+@njit(cache=True, parallel=True, fastmath=REDUCE)
+def softmax_rows(x, y, log):
+    """y = softmax(x) (log=False) or log_softmax(x) (log=True), rows of a 2-D array."""
+    N, C = x.shape
+    for r in prange(N):
+        m = _row_max(x, r)
+        s = typed(x, 0.0)
+        if log:
+            for c in range(C):
+                s += fast_exp(x[r, c] - m)
+            ls = math.log(s)
+            for c in range(C):
+                y[r, c] = (x[r, c] - m) - ls
+        else:
+            for c in range(C):
+                e = fast_exp(x[r, c] - m)
+                y[r, c] = e
+                s += e
+            inv = typed(x, 1.0) / s
+            for c in range(C):
+                y[r, c] *= inv
+
+
+@njit(cache=True, parallel=True, fastmath=REDUCE)
+def softmax_backward_rows(y, gy, gx, log):
+    """softmax: gx = y * (gy - sum(gy*y));  log-softmax: gx = gy - exp(y) * sum(gy)."""
+    N, C = y.shape
+    for r in prange(N):
+        s = typed(y, 0.0)
+        if log:
+            for c in range(C):
+                s += gy[r, c]
+            for c in range(C):
+                gx[r, c] = gy[r, c] - fast_exp(y[r, c]) * s
+        else:
+            for c in range(C):
+                s += gy[r, c] * y[r, c]
+            for c in range(C):
+                gx[r, c] = y[r, c] * (gy[r, c] - s)
+
+
+@njit(cache=True, parallel=True, fastmath=REDUCE)
+def cross_entropy_forward_rows(x, target, ignore_index, eps, loss, lse):
+    N, V = x.shape
+    one = typed(x, 1.0)
+    for r in prange(N):
+        m = _row_max(x, r)
+        s = typed(x, 0.0)
+        sx = typed(x, 0.0)
+        for c in range(V):
+            s += fast_exp(x[r, c] - m)
+            sx += x[r, c]
+        L = m + math.log(s)
+        lse[r] = L
+        t = target[r]
+        if t == ignore_index:
+            loss[r] = 0
+        else:
+            loss[r] = (one - eps) * (L - x[r, t]) + eps * (L - sx / typed(x, V))
+
+
+@njit(cache=True, parallel=True, fastmath=REDUCE)
+def cross_entropy_backward_rows(x, target, lse, grad, ignore_index, eps, g):
+    N, V = x.shape
+    one = typed(x, 1.0)
+    u = eps / typed(x, V)
+    for r in prange(N):
+        t = target[r]
+        if t == ignore_index:
+            for c in range(V):
+                g[r, c] = 0
+            continue
+        L = lse[r]
+        gr = grad[r]
+        for c in range(V):
+            g[r, c] = (fast_exp(x[r, c] - L) - u) * gr
+        g[r, t] = (fast_exp(x[r, t] - L) - u - (one - eps)) * gr
+
+
+# ------------------------------------------------------------------ array-level API
+def _rows(x):
+    x = np.ascontiguousarray(x)
+    return x, x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+
+
+def softmax_forward(x):
+    x, x2 = _rows(x)
+    y = np.empty_like(x)
+    softmax_rows(x2, y.reshape(x2.shape), False)
+    return y
+
+
+def log_softmax_forward(x):
+    x, x2 = _rows(x)
+    y = np.empty_like(x)
+    softmax_rows(x2, y.reshape(x2.shape), True)
+    return y
+
+
+def softmax_backward(y, gy):
+    y, y2 = _rows(y)
+    gy = np.ascontiguousarray(gy, dtype=y.dtype)
+    gx = np.empty_like(y)
+    softmax_backward_rows(y2, gy.reshape(y2.shape), gx.reshape(y2.shape), False)
+    return gx
+
+
+def log_softmax_backward(y, gy):
+    y, y2 = _rows(y)
+    gy = np.ascontiguousarray(gy, dtype=y.dtype)
+    gx = np.empty_like(y)
+    softmax_backward_rows(y2, gy.reshape(y2.shape), gx.reshape(y2.shape), True)
+    return gx
+
+
+def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
+    x = np.ascontiguousarray(logits)
+    t = np.ascontiguousarray(target, dtype=np.int64)
+    loss = np.empty(x.shape[0], x.dtype)
+    lse = np.empty(x.shape[0], x.dtype)
+    cross_entropy_forward_rows(x, t, int(ignore_index), x.dtype.type(label_smoothing), loss, lse)
+    return loss, lse
+
+
+def cross_entropy_backward(logits, target, lse, grad_losses, ignore_index, label_smoothing):
+    x = np.ascontiguousarray(logits)
+    dt = x.dtype
+    t = np.ascontiguousarray(target, dtype=np.int64)
+    g = np.empty_like(x)
+    cross_entropy_backward_rows(
+        x, t, np.ascontiguousarray(lse, dtype=dt), np.ascontiguousarray(grad_losses, dtype=dt),
+        int(ignore_index), dt.type(label_smoothing), g,
+    )
+    return g

@@ -1,0 +1,233 @@
+"""Plain NumPy reference kernels: the version a learner reads.
+
+Every function here has a Numba twin (see `_softmax.py`, `_attention.py`, ...)
+that is tested equal to it.  They work on raw `np.ndarray`s (no autograd):
+the ops in `minillm/ops` call them through `minillm.kernels`, which picks this
+module or the Numba one (`MINILLM_KERNELS=numpy|numba`, `set_kernels`).
+
+Conventions: computation stays in the input dtype (float32 in, float32 out);
+"last axis" means the feature axis; shape comments read `# (in) -> (out)`.
+"""
+import math
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------- matmul
+def matmul(a, b, trans_a=False, trans_b=False):
+    """a @ b with np.matmul semantics (batch dims broadcast); trans_* transposes the last two axes."""
+    if trans_a:
+        a = a.swapaxes(-1, -2)  # (..., K, M) -> (..., M, K)
+    if trans_b:
+        b = b.swapaxes(-1, -2)  # (..., N, K) -> (..., K, N)
+    return np.matmul(a, b)  # (..., M, K) @ (..., K, N) -> (..., M, N)
+
+
+# -------------------------------------------------------------------------- softmax
+def softmax_forward(x):
+    """softmax over the last axis, shifted by the row max so exp never overflows."""
+    m = x.max(axis=-1, keepdims=True)  # (..., C) -> (..., 1)
+    e = np.exp(x - m)  # (..., C), every value in (0, 1]
+    return e / e.sum(axis=-1, keepdims=True)  # (..., C)
+
+
+def softmax_backward(y, gy):
+    """dL/dx_i = y_i * (gy_i - sum_j gy_j y_j)   (y = softmax output)."""
+    dot = (gy * y).sum(axis=-1, keepdims=True)  # (..., C) -> (..., 1)
+    return y * (gy - dot)  # (..., C)
+
+
+def log_softmax_forward(x):
+    """log softmax = (x - max) - log(sum(exp(x - max)))."""
+    z = x - x.max(axis=-1, keepdims=True)  # (..., C)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))  # (..., C)
+
+
+def log_softmax_backward(y, gy):
+    """dL/dx = gy - softmax(x) * sum(gy)   (y = log-softmax output, so softmax = exp(y))."""
+    return gy - np.exp(y) * gy.sum(axis=-1, keepdims=True)  # (..., C)
+
+
+# ------------------------------------------------------------------- cross-entropy
+def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
+    """Per-row cross-entropy of `logits` (N, V) against class ids `target` (N,).
+
+    loss_n = (1 - eps) * (lse_n - x_{n,t}) + eps * mean_j(lse_n - x_{n,j})   (PyTorch's label smoothing)
+    Rows whose target == ignore_index get loss 0.  Returns (losses (N,), lse (N,)),
+    lse = log-sum-exp of each row, which the backward reuses.
+    """
+    N, V = logits.shape
+    eps = logits.dtype.type(label_smoothing)
+    m = logits.max(axis=1, keepdims=True)  # (N, V) -> (N, 1)
+    lse = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))  # (N,)
+    valid = target != ignore_index  # (N,) bool
+    t = np.where(valid, target, 0)  # (N,) safe index for ignored rows
+    nll = lse - logits[np.arange(N), t]  # (N,)   -log p_target
+    smooth = lse - logits.mean(axis=1)  # (N,)   mean_j(-log p_j)
+    loss = (1 - eps) * nll + eps * smooth  # (N,)
+    return np.where(valid, loss, 0).astype(logits.dtype), lse
+
+
+def cross_entropy_backward(logits, target, lse, grad_losses, ignore_index, label_smoothing):
+    """d loss_n / d logits_n = softmax(logits_n) - (1 - eps) * onehot(t_n) - eps / V, times grad_losses_n."""
+    N, V = logits.shape
+    eps = logits.dtype.type(label_smoothing)
+    valid = target != ignore_index  # (N,)
+    t = np.where(valid, target, 0)  # (N,)
+    g = np.exp(logits - lse[:, None]) - eps / V  # (N, V)   softmax, recomputed from lse
+    g[np.arange(N), t] -= 1 - eps  # subtract the (smoothed) one-hot target
+    return g * np.where(valid, grad_losses, 0)[:, None]  # (N, V), ignored rows -> 0
+
+
+# ------------------------------------------------------------------------- RMSNorm
+def rmsnorm_forward(x, weight, eps):
+    """y = x / sqrt(mean(x^2) + eps) * weight.  Returns (y (..., C), rstd (...))."""
+    ms = (x * x).mean(axis=-1, keepdims=True)  # (..., C) -> (..., 1)
+    rstd = 1 / np.sqrt(ms + x.dtype.type(eps))  # (..., 1)
+    y = x * rstd * weight  # (..., C) * (..., 1) * (C,) -> (..., C)
+    return y, rstd[..., 0]  # rstd: (..., 1) -> (...)
+
+
+def rmsnorm_backward(x, weight, rstd, gy):
+    """With xhat = x * rstd:  gweight = sum_rows(gy * xhat),
+    gx = rstd * (g - xhat * mean(g * xhat)),  g = gy * weight."""
+    C = x.shape[-1]
+    r = rstd[..., None]  # (...) -> (..., 1)
+    xhat = x * r  # (..., C)
+    gweight = (gy * xhat).reshape(-1, C).sum(axis=0)  # (..., C) -> (N, C) -> (C,)
+    g = gy * weight  # (..., C)
+    gx = r * (g - xhat * (g * xhat).mean(axis=-1, keepdims=True))  # (..., C)
+    return gx, gweight
+
+
+# ---------------------------------------------------------------------------- RoPE
+def rope_forward(x, cos, sin):
+    """Rotary embedding, the book's interleaved-pair convention: the pair
+    (x[..., 2i], x[..., 2i+1]) at position t is rotated by angle theta_{t,i}:
+        y0 = x0 cos - x1 sin,   y1 = x0 sin + x1 cos.
+    x: (B, T, H, D); cos, sin: (T, D // 2)."""
+    x0 = x[..., 0::2]  # (B, T, H, D) -> (B, T, H, D/2)  even dims
+    x1 = x[..., 1::2]  # (B, T, H, D) -> (B, T, H, D/2)  odd dims
+    c = cos[None, :, None, :]  # (T, D/2) -> (1, T, 1, D/2)
+    s = sin[None, :, None, :]  # (T, D/2) -> (1, T, 1, D/2)
+    y = np.empty_like(x)  # (B, T, H, D)
+    y[..., 0::2] = x0 * c - x1 * s
+    y[..., 1::2] = x0 * s + x1 * c
+    return y
+
+
+def rope_backward(gy, cos, sin):
+    """A rotation's gradient is the rotation by the opposite angle (its transpose)."""
+    return rope_forward(gy, cos, -sin)
+
+
+# -------------------------------------------------------------------------- SwiGLU
+def _sigmoid(a):
+    with np.errstate(over="ignore"):  # exp(-a) = inf for very negative a gives sigmoid 0, as it should
+        return 1 / (1 + np.exp(-a))
+
+
+def swiglu_forward(a, b):
+    """y = silu(a) * b,  silu(a) = a * sigmoid(a)."""
+    return a * _sigmoid(a) * b
+
+
+def swiglu_backward(a, b, gy):
+    """ga = gy * b * sig * (1 + a * (1 - sig)),   gb = gy * silu(a)."""
+    sig = _sigmoid(a)
+    ga = gy * b * sig * (1 + a * (1 - sig))
+    gb = gy * a * sig
+    return ga, gb
+
+
+# ----------------------------------------------------------------------- embedding
+def embedding_backward(ids, gout, num_embeddings):
+    """The embedding lookup copies rows, so its gradient scatter-adds rows back;
+    an id that appears twice collects both gradients."""
+    gweight = np.zeros((num_embeddings, gout.shape[1]), dtype=gout.dtype)  # (num_embeddings, C)
+    np.add.at(gweight, ids, gout)  # gweight[ids[n]] += gout[n]  (unbuffered, repeats accumulate)
+    return gweight
+
+
+# --------------------------------------------------------------------------- AdamW
+def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
+    """One AdamW update in place, exactly PyTorch's formula (`step` counts from 1)."""
+    param *= 1 - lr * weight_decay  # decoupled weight decay
+    exp_avg *= beta1
+    exp_avg += (1 - beta1) * grad  # m = beta1 m + (1 - beta1) g
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad  # v = beta2 v + (1 - beta2) g^2
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    step_size = lr / bias_correction1
+    denom = np.sqrt(exp_avg_sq) / math.sqrt(bias_correction2) + eps  # sqrt(v_hat) + eps
+    param -= step_size * exp_avg / denom  # param -= lr * m_hat / (sqrt(v_hat) + eps)
+
+
+# ----------------------------------------------------------------------- attention
+def bool_mask_to_additive(mask, dtype=np.float32):
+    """Boolean mask (True = attend, PyTorch's convention) -> additive mask (0 / -inf)."""
+    return np.where(mask, 0, -np.inf).astype(dtype)
+
+
+def _attention_scores(q, k, mask, is_causal, scale):
+    """Scaled scores with the masks applied: (B, H, Tq, Tk).
+    Grouped-query attention without copying K: the H query heads are viewed as
+    Hkv groups of G = H // Hkv heads that all read the same kv head."""
+    B, H, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    G = H // Hkv
+    qg = q.reshape(B, Hkv, G, Tq, D)  # (B, H, Tq, D) -> (B, Hkv, G, Tq, D)
+    kT = k[:, :, None].swapaxes(-1, -2)  # (B, Hkv, Tk, D) -> (B, Hkv, 1, D, Tk)  (a view)
+    s = (qg @ kT) * q.dtype.type(scale)  # (B, Hkv, G, Tq, Tk)
+    s = s.reshape(B, H, Tq, Tk)  # (B, Hkv, G, Tq, Tk) -> (B, H, Tq, Tk)
+    if mask is not None:
+        s = s + mask  # additive mask, broadcast to (B, H, Tq, Tk)
+    if is_causal:
+        # bottom-right aligned: query i sits at absolute position i + (Tk - Tq) (KV-cache decode)
+        i = np.arange(Tq)[:, None]  # (Tq, 1)
+        j = np.arange(Tk)[None, :]  # (1, Tk)
+        s = np.where(j <= i + (Tk - Tq), s, -np.inf)  # (B, H, Tq, Tk)
+    return s
+
+
+def attention_forward(q, k, v, mask, is_causal, scale):
+    """softmax(q k^T * scale + mask) v.  q: (B, H, Tq, D); k, v: (B, Hkv, Tk, D).
+    Returns (out (B, H, Tq, D), lse (B, H, Tq)).  A row whose keys are all masked
+    gets out = 0 and lse = -inf (instead of NaN)."""
+    B, H, Tq, D = q.shape
+    Hkv = k.shape[1]
+    G = H // Hkv
+    s = _attention_scores(q, k, mask, is_causal, scale)  # (B, H, Tq, Tk)
+    m = s.max(axis=-1, keepdims=True)  # (B, H, Tq, 1)
+    m = np.where(np.isfinite(m), m, 0)  # fully masked row: shift by 0, not by -inf
+    e = np.exp(s - m)  # (B, H, Tq, Tk)
+    l = e.sum(axis=-1, keepdims=True)  # (B, H, Tq, 1)
+    p = e / np.where(l > 0, l, 1)  # (B, H, Tq, Tk), all-zero rows stay 0
+    with np.errstate(divide="ignore"):
+        lse = (m + np.log(l))[..., 0]  # (B, H, Tq), -inf for fully masked rows
+    pg = p.reshape(B, Hkv, G, Tq, -1)  # (B, H, Tq, Tk) -> (B, Hkv, G, Tq, Tk)
+    out = pg @ v[:, :, None]  # (B, Hkv, G, Tq, Tk) @ (B, Hkv, 1, Tk, D) -> (B, Hkv, G, Tq, D)
+    return out.reshape(B, H, Tq, D), lse  # -> (B, H, Tq, D)
+
+
+def attention_backward(q, k, v, mask, is_causal, scale, out, lse, gout):
+    """Gradients of attention_forward.  P is recomputed from the saved lse:
+    P = exp(S - lse); dV = P^T dO; dP = dO V^T; dS = P * (dP - rowsum(dO * O));
+    dQ = dS K * scale; dK = dS^T Q * scale.  Heads sharing a kv head sum into it."""
+    B, H, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    G = H // Hkv
+    s = _attention_scores(q, k, mask, is_causal, scale)  # (B, H, Tq, Tk)
+    live = np.isfinite(lse)[..., None]  # (B, H, Tq, 1) rows with at least one visible key
+    p = np.where(live, np.exp(s - np.where(live, lse[..., None], 0)), 0)  # (B, H, Tq, Tk)
+    pg = p.reshape(B, Hkv, G, Tq, Tk)  # (B, H, Tq, Tk) -> (B, Hkv, G, Tq, Tk)
+    gog = gout.reshape(B, Hkv, G, Tq, D)  # (B, H, Tq, D) -> (B, Hkv, G, Tq, D)
+    gv = (pg.swapaxes(-1, -2) @ gog).sum(axis=2)  # (B, Hkv, G, Tk, D) -> (B, Hkv, Tk, D)
+    dp = gog @ v[:, :, None].swapaxes(-1, -2)  # (B, Hkv, G, Tq, D) @ (B, Hkv, 1, D, Tk) -> (B, Hkv, G, Tq, Tk)
+    delta = (gout * out).sum(axis=-1).reshape(B, Hkv, G, Tq, 1)  # (B, H, Tq, D) -> (B, Hkv, G, Tq, 1)
+    ds = pg * (dp - delta) * q.dtype.type(scale)  # (B, Hkv, G, Tq, Tk)
+    gq = (ds @ k[:, :, None]).reshape(B, H, Tq, D)  # (B, Hkv, G, Tq, D) -> (B, H, Tq, D)
+    qg = q.reshape(B, Hkv, G, Tq, D)  # (B, H, Tq, D) -> (B, Hkv, G, Tq, D)
+    gk = (ds.swapaxes(-1, -2) @ qg).sum(axis=2)  # (B, Hkv, G, Tk, D) -> (B, Hkv, Tk, D)
+    return gq, gk, gv

@@ -1,0 +1,331 @@
+"""Numba kernels == NumPy reference (hypothesis shapes), finite-difference gradient checks,
+stability with huge logits, and the backend switch."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minillm import kernels as K
+from minillm.kernels import _elementwise, _matmul, _norms, _optim, _softmax
+from minillm.kernels import reference as R
+
+from test_kernels_helpers import BACKENDS, DTYPES, assert_close, assert_grad, backend
+
+SETTINGS = settings(max_examples=25, deadline=None)
+seeds = st.integers(0, 2**32 - 1)
+dim = st.integers(1, 37)  # odd sizes and size 1
+
+
+def rng_arrays(seed, dtype, *shapes, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(s) * scale).astype(dtype) for s in shapes]
+
+
+# --------------------------------------------------------------------- switch
+def test_switch_and_bad_name():
+    assert K.get_kernels() in ("numba", "numpy")
+    with backend("numpy"):
+        assert K.get_kernels() == "numpy"
+    with pytest.raises(ValueError, match="numba, numpy"):
+        K.set_kernels("cuda")
+
+
+def test_env_variable_selects_reference():
+    code = "import minillm.kernels as K; print(K.get_kernels())"
+    env = dict(os.environ, MINILLM_KERNELS="numpy")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "numpy"
+
+
+def test_dispatch_reaches_reference(monkeypatch):
+    called = []
+    monkeypatch.setattr(R, "softmax_forward", lambda x: called.append(1) or x)
+    with backend("numpy"):
+        K.softmax_forward(np.ones((2, 2)))
+    with backend("numba"):
+        K.softmax_forward(np.ones((2, 2)))
+    assert called == [1]
+
+
+# --------------------------------------------------------------------- matmul
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=seeds, m=dim, k=dim, n=dim, ta=st.booleans(), tb=st.booleans(), batch=st.sampled_from([(), (1,), (3,), (2, 1)]))
+def test_matmul_numba_equals_reference(dtype, seed, m, k, n, ta, tb, batch):
+    a_shape = batch + ((k, m) if ta else (m, k))
+    b_shape = (2,) + ((n, k) if tb else (k, n)) if batch == (2, 1) else ((n, k) if tb else (k, n))
+    a, b = rng_arrays(seed, dtype, a_shape, b_shape)
+    expected = R.matmul(a, b, ta, tb)
+    assert_close(_matmul.matmul_numba(a, b, ta, tb), expected, dtype, scale=k, what="matmul_numba")
+    assert_close(K.matmul_numba(a, b, ta, tb), expected, dtype, scale=k)
+    assert_close(K.matmul(a, b, ta, tb), expected, dtype, scale=k, what="matmul dispatch")
+
+
+def test_matmul_shape_classes_documented():
+    assert set(K.MATMUL_DISPATCH.values()) <= {"blas", "numba"}
+    assert K.matmul_shape_class((4, 4), (4, 4)) == "tiny"
+    assert K.matmul_shape_class((1024, 1024), (1024, 1024)) == "large"
+    assert K.matmul_shape_class((32, 256, 32), (32, 32, 256)) == "batched"
+    assert K.matmul_shape_class((2048, 128), (128, 384)) == "linear"
+
+
+# -------------------------------------------------------------------- softmax
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("log", [False, True])
+@SETTINGS
+@given(seed=seeds, shape=st.lists(dim, min_size=1, max_size=3))
+def test_softmax_numba_equals_reference(dtype, log, seed, shape):
+    x, gy = rng_arrays(seed, dtype, tuple(shape), tuple(shape), scale=3.0)
+    fwd, bwd = ("log_softmax_forward", "log_softmax_backward") if log else ("softmax_forward", "softmax_backward")
+    y_ref = getattr(R, fwd)(x)
+    y = getattr(_softmax, fwd)(x)
+    assert_close(y, y_ref, dtype, what=fwd)
+    assert_close(getattr(_softmax, bwd)(y_ref, gy), getattr(R, bwd)(y_ref, gy), dtype, scale=4, what=bwd)
+
+
+# --------------------------------------------------------------- cross-entropy
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=seeds, n=dim, v=st.integers(1, 70), smoothing=st.sampled_from([0.0, 0.1]))
+def test_cross_entropy_numba_equals_reference(dtype, seed, n, v, smoothing):
+    x, gl = rng_arrays(seed, dtype, (n, v), (n,), scale=3.0)
+    rng = np.random.default_rng(seed + 1)
+    t = rng.integers(0, v, n)
+    t[rng.random(n) < 0.3] = -100
+    loss_ref, lse_ref = R.cross_entropy_forward(x, t, -100, smoothing)
+    loss, lse = _softmax.cross_entropy_forward(x, t, -100, smoothing)
+    assert_close(loss, loss_ref, dtype, what="ce loss")
+    assert_close(lse, lse_ref, dtype, what="ce lse")
+    assert np.all(loss[t == -100] == 0)
+    g_ref = R.cross_entropy_backward(x, t, lse_ref, gl, -100, smoothing)
+    g = _softmax.cross_entropy_backward(x, t, lse_ref, gl, -100, smoothing)
+    assert_close(g, g_ref, dtype, what="ce grad")
+    assert np.all(g[t == -100] == 0)
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_logits_stay_finite(be, dtype):
+    x = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]], dtype)
+    t = np.array([1, 2])
+    with backend(be):
+        y = K.softmax_forward(x)
+        np.testing.assert_allclose(y, [[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]], rtol=1e-6, atol=1e-30)
+        ly = K.log_softmax_forward(x)
+        np.testing.assert_allclose(ly[0], [0, -2e4, -1e4], rtol=1e-6)
+        gx = K.softmax_backward(y, np.ones_like(x))
+        assert np.all(np.isfinite(gx)) and np.allclose(gx, 0, atol=1e-6)
+        loss, lse = K.cross_entropy_forward(x, t, -100, 0.0)
+        # lse - x_t cancels two numbers of size 1e4: absolute error ~ 1e4 * machine eps
+        np.testing.assert_allclose(loss, [2e4, np.log(3)], rtol=1e-6, atol=4e4 * np.finfo(dtype).eps)
+        g = K.cross_entropy_backward(x, t, lse, np.ones(2, dtype), -100, 0.0)
+        expected = [[1, -1, 0], [1 / 3, 1 / 3, -2 / 3]]
+        np.testing.assert_allclose(g, expected, rtol=1e-5, atol=4e4 * np.finfo(dtype).eps)
+        assert g.dtype == dtype and loss.dtype == dtype
+
+
+def test_cross_entropy_label_smoothing_matches_formula():
+    # PyTorch: loss = (1 - eps) * nll + eps * mean_j(-log p_j)
+    x = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]])
+    t = np.array([0, 2])
+    logp = R.log_softmax_forward(x)
+    expected = 0.8 * -logp[[0, 1], t] + 0.2 * -logp.mean(axis=1)
+    for be in BACKENDS:
+        with backend(be):
+            np.testing.assert_allclose(K.cross_entropy_forward(x, t, -100, 0.2)[0], expected, rtol=1e-12)
+
+
+# --------------------------------------------------------------------- RMSNorm
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=seeds, shape=st.lists(dim, min_size=1, max_size=3))
+def test_rmsnorm_numba_equals_reference(dtype, seed, shape):
+    shape = tuple(shape)
+    x, w, gy = rng_arrays(seed, dtype, shape, shape[-1:], shape)
+    y_ref, r_ref = R.rmsnorm_forward(x, w, 1e-5)
+    y, r = _norms.rmsnorm_forward(x, w, 1e-5)
+    assert_close(y, y_ref, dtype, what="rmsnorm y")
+    assert_close(r, r_ref, dtype, what="rmsnorm rstd")
+    gx_ref, gw_ref = R.rmsnorm_backward(x, w, r_ref, gy)
+    gx, gw = _norms.rmsnorm_backward(x, w, r_ref, gy)
+    assert_close(gx, gx_ref, dtype, what="rmsnorm gx")
+    assert_close(gw, gw_ref, dtype, scale=np.sqrt(x.size), what="rmsnorm gw")
+
+
+# ------------------------------------------------------------------------ RoPE
+def _rope_tables(T, half, dtype):
+    theta = 1.0 / 10000 ** (np.arange(half) * 2 / (2 * half))
+    ang = np.outer(np.arange(T), theta)  # (T, D/2)
+    return np.cos(ang).astype(dtype), np.sin(ang).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=seeds, b=st.integers(1, 3), t=dim, h=st.integers(1, 4), half=st.integers(1, 9))
+def test_rope_numba_equals_reference(dtype, seed, b, t, h, half):
+    x, gy = rng_arrays(seed, dtype, (b, t, h, 2 * half), (b, t, h, 2 * half))
+    cos, sin = _rope_tables(t, half, dtype)
+    assert_close(_elementwise.rope_forward(x, cos, sin), R.rope_forward(x, cos, sin), dtype, what="rope fwd")
+    assert_close(_elementwise.rope_backward(gy, cos, sin), R.rope_backward(gy, cos, sin), dtype, what="rope bwd")
+
+
+def test_rope_rotates_interleaved_pairs():
+    x = np.zeros((1, 1, 1, 4))
+    x[..., 0] = 1.0  # pair 0 = (1, 0)
+    cos = np.array([[0.0, 1.0]])
+    sin = np.array([[1.0, 0.0]])  # pair 0 rotated by 90 degrees, pair 1 by 0
+    for be in BACKENDS:
+        with backend(be):
+            np.testing.assert_allclose(K.rope_forward(x, cos, sin)[0, 0, 0], [0, 1, 0, 0])
+
+
+# ---------------------------------------------------------------------- SwiGLU
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=seeds, shape=st.lists(dim, min_size=1, max_size=3))
+def test_swiglu_numba_equals_reference(dtype, seed, shape):
+    a, b, gy = rng_arrays(seed, dtype, tuple(shape), tuple(shape), tuple(shape), scale=3.0)
+    assert_close(_elementwise.swiglu_forward(a, b), R.swiglu_forward(a, b), dtype, what="swiglu fwd")
+    for got, ref in zip(_elementwise.swiglu_backward(a, b, gy), R.swiglu_backward(a, b, gy)):
+        assert_close(got, ref, dtype, what="swiglu bwd")
+
+
+def test_swiglu_extreme_inputs_finite():
+    a = np.array([-1e4, -100.0, 100.0, 1e4], np.float32)
+    for be in BACKENDS:
+        with backend(be):
+            y = K.swiglu_forward(a, np.ones_like(a))
+            ga, gb = K.swiglu_backward(a, np.ones_like(a), np.ones_like(a))
+            np.testing.assert_allclose(y, [0, 0, 100, 1e4], atol=1e-30)
+            np.testing.assert_allclose(ga, [0, 0, 1, 1], atol=1e-30)
+
+
+# ------------------------------------------------------------------- embedding
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=seeds, n=dim, c=st.integers(1, 140), v=st.integers(1, 9))
+def test_embedding_backward_numba_equals_reference(dtype, seed, n, c, v):
+    (g,) = rng_arrays(seed, dtype, (n, c))
+    ids = np.random.default_rng(seed).integers(0, v, n)  # repeats are likely
+    assert_close(_elementwise.embedding_backward(ids, g, v), R.embedding_backward(ids, g, v), dtype)
+
+
+# ----------------------------------------------------------------------- AdamW
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=seeds, shape=st.lists(dim, min_size=1, max_size=2), wd=st.sampled_from([0.0, 0.1]))
+def test_adamw_numba_equals_reference(dtype, seed, shape, wd):
+    p, g1, g2 = rng_arrays(seed, dtype, tuple(shape), tuple(shape), tuple(shape))
+    states = [[p.copy(), np.zeros_like(p), np.zeros_like(p)] for _ in range(2)]
+    for step, g in enumerate([g1, g2, g1], start=1):
+        R.adamw_step(states[0][0], g, states[0][1], states[0][2], step, 1e-2, 0.9, 0.95, 1e-8, wd)
+        _optim.adamw_step(states[1][0], g, states[1][1], states[1][2], step, 1e-2, 0.9, 0.95, 1e-8, wd)
+    for a, b in zip(states[1], states[0]):
+        assert_close(a, b, dtype, what="adamw")
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+def test_adamw_matches_pytorch_formula(be):
+    p = np.array([1.0, -2.0, 0.5])
+    m, v = np.zeros(3), np.zeros(3)
+    g = np.array([0.1, -0.3, 2.0])
+    lr, b1, b2, eps, wd = 1e-3, 0.9, 0.999, 1e-8, 0.01
+    with backend(be):
+        K.adamw_step(p, g, m, v, 1, lr, b1, b2, eps, wd)
+    # step 1: m_hat = g, v_hat = g^2, so the update is lr * g / (|g| + eps)
+    expected = np.array([1.0, -2.0, 0.5]) * (1 - lr * wd) - lr * g / (np.abs(g) + eps)
+    np.testing.assert_allclose(p, expected, rtol=1e-12)
+    np.testing.assert_allclose(m, 0.1 * g, rtol=1e-12)
+    np.testing.assert_allclose(v, 0.001 * g * g, rtol=1e-12)
+
+
+# ------------------------------------------------- non-contiguous inputs at dispatch
+@pytest.mark.parametrize("be", BACKENDS)
+def test_non_contiguous_inputs(be):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 5)).astype(np.float32).T  # (5, 6) view, not C-contiguous
+    w = rng.standard_normal(6).astype(np.float32)
+    x4 = rng.standard_normal((2, 3, 5, 4)).astype(np.float32).transpose(0, 2, 1, 3)  # (2, 5, 3, 4)
+    cos, sin = _rope_tables(5, 2, np.float32)
+    with backend(be):
+        assert_close(K.softmax_forward(x), R.softmax_forward(np.ascontiguousarray(x)), np.float32)
+        assert_close(K.rmsnorm_forward(x, w, 1e-6)[0], R.rmsnorm_forward(x.copy(), w, 1e-6)[0], np.float32)
+        assert_close(K.rope_forward(x4, cos, sin), R.rope_forward(x4.copy(), cos, sin), np.float32)
+        assert_close(K.swiglu_forward(x, x), R.swiglu_forward(x.copy(), x.copy()), np.float32)
+        assert_close(K.matmul(x, x, trans_b=True), x @ x.T, np.float32, scale=6)
+
+
+# ------------------------------------------------ finite-difference gradient checks
+@pytest.mark.parametrize("be", BACKENDS)
+def test_gradcheck_softmax_family(be):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 5))
+    w = rng.standard_normal((3, 5))
+    with backend(be):
+        for fwd, bwd in ((K.softmax_forward, K.softmax_backward), (K.log_softmax_forward, K.log_softmax_backward)):
+            assert_grad(bwd(fwd(x), w), lambda: float((fwd(x) * w).sum()), x, fwd.__name__)
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_gradcheck_cross_entropy(be, smoothing):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 6))
+    t = np.array([1, -100, 5, 0])
+    gl = rng.standard_normal(4)
+    with backend(be):
+        _, lse = K.cross_entropy_forward(x, t, -100, smoothing)
+        g = K.cross_entropy_backward(x, t, lse, gl, -100, smoothing)
+        assert_grad(g, lambda: float((K.cross_entropy_forward(x, t, -100, smoothing)[0] * gl).sum()), x, "ce")
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+def test_gradcheck_rmsnorm(be):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 5))
+    w = rng.standard_normal(5)
+    gy = rng.standard_normal((2, 3, 5))
+    with backend(be):
+        _, rstd = K.rmsnorm_forward(x, w, 1e-5)
+        gx, gw = K.rmsnorm_backward(x, w, rstd, gy)
+        f = lambda: float((K.rmsnorm_forward(x, w, 1e-5)[0] * gy).sum())  # noqa: E731
+        assert_grad(gx, f, x, "rmsnorm x")
+        assert_grad(gw, f, w, "rmsnorm weight")
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+def test_gradcheck_rope_swiglu_embedding(be):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 2, 6))
+    gy = rng.standard_normal((2, 3, 2, 6))
+    cos, sin = _rope_tables(3, 3, np.float64)
+    a, b, gs = (rng.standard_normal((3, 4)) for _ in range(3))
+    ids = np.array([2, 0, 2, 2, 1])
+    table = rng.standard_normal((4, 3))
+    ge = rng.standard_normal((5, 3))
+    with backend(be):
+        assert_grad(K.rope_backward(gy, cos, sin), lambda: float((K.rope_forward(x, cos, sin) * gy).sum()), x, "rope")
+        ga, gb = K.swiglu_backward(a, b, gs)
+        f = lambda: float((K.swiglu_forward(a, b) * gs).sum())  # noqa: E731
+        assert_grad(ga, f, a, "swiglu a")
+        assert_grad(gb, f, b, "swiglu b")
+        assert_grad(K.embedding_backward(ids, ge, 4), lambda: float((table[ids] * ge).sum()), table, "embedding")
+
+
+def test_numba_disable_jit_still_runs():
+    code = (
+        "import numpy as np, minillm.kernels as K;"
+        "x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32);"
+        "y = K.softmax_forward(x); o, l = K.attention_forward(x[None, None], x[None, None], x[None, None], None, True, 0.5);"
+        "assert np.allclose(y, K.reference.softmax_forward(x), rtol=1e-5);"
+        "assert np.allclose(o, K.reference.attention_forward(x[None, None], x[None, None], x[None, None], None, True, 0.5)[0], rtol=1e-5);"
+        "print('ok')"
+    )
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", MINILLM_KERNELS="numba")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

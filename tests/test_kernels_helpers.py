@@ -1,0 +1,50 @@
+"""Shared helpers for the kernel tests (no tests here; named test_kernels_* to sit with them)."""
+import contextlib
+
+import numpy as np
+
+from minillm import kernels as K
+
+DTYPES = [np.float32, np.float64]
+BACKENDS = ["numpy", "numba"]
+# float32: the Numba twin may sum in another order / use the vectorised exp;
+# float64: must agree to ~1e-10.
+TOL = {np.float32: dict(rtol=1e-5, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def assert_close(actual, expected, dtype, scale=1.0, what=""):
+    tol = TOL[np.dtype(dtype).type]
+    assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype} != {np.dtype(dtype)}"
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale, err_msg=what)
+
+
+@contextlib.contextmanager
+def backend(name):
+    old = K.get_kernels()
+    K.set_kernels(name)
+    try:
+        yield
+    finally:
+        K.set_kernels(old)
+
+
+def numeric_grad(f, x, eps=1e-6):
+    """Central differences of the scalar f() w.r.t. every element of x (float64, changed in place)."""
+    g = np.zeros_like(x)
+    flat = x.reshape(-1)
+    gf = g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        fp = f()
+        flat[i] = old - eps
+        fm = f()
+        flat[i] = old
+        gf[i] = (fp - fm) / (2 * eps)
+    return g
+
+
+def assert_grad(analytic, f, x, what, rtol=1e-5, atol=1e-7):
+    num = numeric_grad(f, x)
+    np.testing.assert_allclose(analytic, num, rtol=rtol, atol=atol, err_msg=f"gradcheck {what}")
