@@ -1,0 +1,165 @@
+"""Train a tiny LLaMA2 from scratch on your CPU: the whole of Happy LLM chapters 5–6 in one command.
+
+    python examples/train_tiny_llama.py            # the default run (~10 minutes on 2 cores)
+    python examples/train_tiny_llama.py --quick    # a ~1 minute smoke run
+
+Steps (each one a function in minillm/pipeline.py):
+  1. generate the built-in bilingual story world (no download)           5.3.1
+  2. train a byte-level BPE tokenizer on it                                5.2
+  3. pretrain the `tiny` LLaMA2 (dim 128, 4 layers, GQA, RoPE, SwiGLU)     5.1, 5.3, 6.1
+  4. print sample continuations
+  5. supervised fine-tuning on question answering, translation and sums   6.2
+  6. answer held-out questions and report exact-match accuracy
+  7. save the model (safetensors), tokenizer.json, metrics and a loss plot
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import minillm as mi  # noqa: E402
+from minillm import pipeline  # noqa: E402
+from minillm.data import exact_match  # noqa: E402
+from minillm.io import save_model  # noqa: E402
+from minillm.models.llama import PRESETS, ModelConfig, Transformer  # noqa: E402
+from minillm.train import TrainConfig  # noqa: E402
+
+DEFAULTS = dict(
+    n_stories=30_000, n_sft=6_000, vocab_size=2048, block_size=256, batch_size=8, pretrain_steps=600,
+    sft_steps=300, sft_batch_size=16, lr=2e-3, sft_lr=1e-3, eval_limit=300,
+)
+QUICK = dict(
+    n_stories=2_000, n_sft=600, vocab_size=512, block_size=128, batch_size=8, pretrain_steps=60,
+    sft_steps=30, sft_batch_size=16, lr=3e-3, sft_lr=1e-3, eval_limit=40,
+)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="a ~1 minute run on a small corpus (smoke test)")
+    p.add_argument("--out-dir", default="runs/tiny_llama", help="where everything is written (default: %(default)s)")
+    p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default: %(default)s)")
+    p.add_argument("--data-dir", default=None, help="corpus directory (default: OUT_DIR/data, generated if missing)")
+    p.add_argument("--pretrain-data", nargs="+", default=None,
+                   help="your own pretraining files (.jsonl with a 'text' field, or .txt) instead of the built-in world")
+    p.add_argument("--pretrain-val", nargs="+", default=None, help="validation texts for --pretrain-data")
+    p.add_argument("--sft-data", default=None, help="your own SFT .jsonl (BelleGroup or OpenAI shape)")
+    p.add_argument("--sft-val", default=None, help="held-out SFT .jsonl for --sft-data")
+    p.add_argument("--n-stories", type=int, help="pretraining documents to generate")
+    p.add_argument("--n-sft", type=int, help="SFT conversations to generate")
+    p.add_argument("--vocab-size", type=int, help="BPE vocabulary size")
+    p.add_argument("--block-size", type=int, help="pretraining sequence length (tokens)")
+    p.add_argument("--batch-size", type=int, help="pretraining sequences per step")
+    p.add_argument("--pretrain-steps", type=int, help="pretraining optimizer steps")
+    p.add_argument("--sft-steps", type=int, help="SFT optimizer steps (0 skips SFT)")
+    p.add_argument("--sft-batch-size", type=int, help="SFT conversations per step")
+    p.add_argument("--lr", type=float, help="peak pretraining learning rate")
+    p.add_argument("--sft-lr", type=float, help="peak SFT learning rate")
+    p.add_argument("--eval-limit", type=int, help="held-out questions to answer")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--kernels", choices=["numba", "numpy"], default=None, help="kernel backend (default: numba)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    args = p.parse_args(argv)
+    base = QUICK if args.quick else DEFAULTS
+    for k, v in base.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if (args.pretrain_data is None) != (args.pretrain_val is None):
+        p.error("--pretrain-data and --pretrain-val go together")
+    if (args.sft_data is None) != (args.sft_val is None):
+        p.error("--sft-data and --sft-val go together")
+    return args
+
+
+def banner(text):
+    print(f"\n=== {text} ===", flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.kernels:
+        mi.set_kernels(args.kernels)
+    mi.manual_seed(args.seed)
+    os.makedirs(args.out_dir, exist_ok=True)
+    show = not args.no_progress
+    t_start = time.time()
+    report = {"args": vars(args)}
+
+    banner("1. corpus")
+    data_dir = args.data_dir or os.path.join(args.out_dir, "data")
+    paths = pipeline.prepare_corpus(data_dir, n_stories=args.n_stories, n_sft=args.n_sft, seed=args.seed)
+    if args.pretrain_data:
+        paths.update(pretrain_train=args.pretrain_data, pretrain_val=args.pretrain_val)
+    if args.sft_data:
+        paths.update(sft_train=args.sft_data, sft_val=args.sft_val)
+    print(f"pretraining texts: {paths['pretrain_train']}\nSFT conversations:  {paths['sft_train']}")
+
+    banner("2. BPE tokenizer")
+    tok, secs = pipeline.timed(pipeline.train_tokenizer, paths["pretrain_train"], args.vocab_size,
+                               os.path.join(args.out_dir, "tokenizer"), show_progress=show)
+    print(f"vocab size {tok.vocab_size}, trained in {secs:.1f}s")
+
+    banner(f"3. pretraining the '{args.preset}' LLaMA2")
+    cfg = ModelConfig.preset(args.preset, vocab_size=tok.vocab_size, max_seq_len=max(args.block_size, 256))
+    model = Transformer(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{n_params:,} parameters; {args.pretrain_steps} steps of {args.batch_size}×{args.block_size} tokens")
+    pre_cfg = TrainConfig(
+        out_dir=os.path.join(args.out_dir, "pretrain"), max_steps=args.pretrain_steps, lr=args.lr, min_lr=args.lr / 10,
+        warmup_steps=max(1, args.pretrain_steps // 20), eval_interval=max(1, args.pretrain_steps // 4),
+        eval_batches=10, checkpoint_interval=0, keep_last=1, seed=args.seed, progress=show,
+    )
+    trainer = pipeline.pretrain(model, tok, paths, pre_cfg, block_size=args.block_size, batch_size=args.batch_size)
+    ev = trainer.evaluate()
+    report["pretrain"] = {"val_loss": ev["val_loss"], "val_ppl": ev["val_ppl"], "steps": trainer.step}
+    print(f"validation loss {ev['val_loss']:.3f}, perplexity {ev['val_ppl']:.2f} (uniform guess: {tok.vocab_size})")
+
+    banner("4. samples after pretraining")
+    sample = pipeline.make_sample_fn(tok, list(pipeline.DEFAULT_PROMPTS), max_new_tokens=60, temperature=0.0)
+    for text in sample(model, trainer.step):
+        print("  " + text.replace("\n", " "))
+    report["samples"] = sample(model, trainer.step)
+
+    banner("5. supervised fine-tuning")
+    before = pipeline.evaluate_sft(model, tok, paths["sft_val"], limit=args.eval_limit)
+    print(f"held-out exact match before SFT: {pipeline.format_accuracy(before)}")
+    report["exact_match_before_sft"] = {k: v for k, v in before.items() if k != "examples"}
+    if args.sft_steps > 0:
+        sft_cfg = TrainConfig(
+            out_dir=os.path.join(args.out_dir, "sft"), max_steps=args.sft_steps, lr=args.sft_lr, min_lr=args.sft_lr / 10,
+            warmup_steps=max(1, args.sft_steps // 20), eval_interval=max(1, args.sft_steps // 3), eval_batches=10,
+            checkpoint_interval=0, keep_last=1, seed=args.seed, progress=show,
+        )
+        pipeline.sft(model, tok, paths, sft_cfg, batch_size=args.sft_batch_size)
+
+    banner("6. held-out questions")
+    after = pipeline.evaluate_sft(model, tok, paths["sft_val"], limit=args.eval_limit)
+    for ex in after["examples"][:8]:
+        q = ex["question"].replace("\n", " ")
+        q = q if len(q) < 90 else "…" + q[-88:]
+        mark = "✓" if exact_match(ex["prediction"], ex["reference"]) else "✗"
+        print(f"  {mark} {q}\n      model: {ex['prediction']!r}   reference: {ex['reference']!r}")
+    print(f"held-out exact match after SFT:  {pipeline.format_accuracy(after)}")
+    report["exact_match_after_sft"] = {k: v for k, v in after.items() if k != "examples"}
+
+    banner("7. saving")
+    model_dir = os.path.join(args.out_dir, "model")
+    save_model(model, model_dir)
+    tok.save(model_dir)  # a model dir carries its tokenizer: `python -m minillm chat --model DIR`
+    report["minutes"] = (time.time() - t_start) / 60
+    with open(os.path.join(args.out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, ensure_ascii=False, indent=1)
+    print(f"model: {model_dir}/ (config.json, model.safetensors, tokenizer.json)")
+    print(f"try it: python -m minillm chat --model {model_dir}")
+    print(f"metrics: {args.out_dir}/pretrain/metrics.jsonl, {args.out_dir}/sft/metrics.jsonl; report: {args.out_dir}/report.json")
+    print(f"done in {report['minutes']:.1f} minutes")
+    return report
+
+
+if __name__ == "__main__":
+    main()

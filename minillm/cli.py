@@ -1,0 +1,264 @@
+"""``python -m minillm COMMAND``: the training pipeline of Happy LLM chapters 5–6 from the shell.
+
+    python -m minillm train-tokenizer --input data.jsonl --vocab-size 2048 --out tok/
+    python -m minillm pretrain --out runs/pre                     # built-in world corpus by default
+    python -m minillm sft --model runs/pre/model --out runs/sft   # add --lora for LoRA SFT (6.3)
+    python -m minillm generate --model runs/sft/model --prompt "In the morning, Tom"
+    python -m minillm chat --model runs/sft/model
+
+A model directory holds ``config.json`` + ``model.safetensors`` + ``tokenizer.json``, so
+``--model DIR`` is all the later commands need.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["main"]
+
+
+def _add_training_args(p, steps, lr, batch_size):
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory (checkpoints, metrics, the final model/)")
+    p.add_argument("--steps", type=int, default=steps, help="optimizer steps (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=batch_size, help="sequences per step (default: %(default)s)")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (default: %(default)s)")
+    p.add_argument("--eval-interval", type=int, default=None, help="evaluate every N steps (default: steps/4)")
+    p.add_argument("--checkpoint-interval", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _data_args(p, kind):
+    if kind == "pretrain":
+        p.add_argument("--data", nargs="+", help="pretraining .jsonl (field 'text') or .txt files (default: the built-in world)")
+        p.add_argument("--val", nargs="+", help="validation files for --data")
+    else:
+        p.add_argument("--data", help="SFT .jsonl, BelleGroup or OpenAI shape (default: the built-in world)")
+        p.add_argument("--val", help="held-out SFT .jsonl for --data")
+    p.add_argument("--world-dir", default="runs/world", help="where the built-in corpus is generated (default: %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m minillm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kernels", choices=["numba", "numpy"], help="kernel backend (default: numba, or $MINILLM_KERNELS)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer (5.2)",
+                       description="Train a byte-level BPE and save DIR/tokenizer.json. "
+                       "(More options: python -m minillm.tokenizers train --help.)")
+    t.add_argument("--input", nargs="+", help="text or .jsonl files (default: the built-in world's pretraining texts)")
+    t.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size incl. special tokens (default: %(default)s)")
+    t.add_argument("--out", required=True, metavar="DIR")
+    t.add_argument("--world-dir", default="runs/world", help="where the built-in corpus is generated (default: %(default)s)")
+
+    pt = sub.add_parser("pretrain", help="pretrain a LLaMA2 from scratch (5.3, 6.1)",
+                        description="Next-token pretraining on packed blocks; writes OUT/model/.")
+    _data_args(pt, "pretrain")
+    pt.add_argument("--tokenizer", help="tokenizer dir or tokenizer.json (default: train one on the data)")
+    pt.add_argument("--vocab-size", type=int, default=2048, help="vocab size when training a tokenizer (default: %(default)s)")
+    pt.add_argument("--preset", default="tiny", help="model size: tiny, small or book (default: %(default)s)")
+    pt.add_argument("--block-size", type=int, default=256, help="tokens per sequence (default: %(default)s)")
+    _add_training_args(pt, steps=600, lr=2e-3, batch_size=8)
+
+    s = sub.add_parser("sft", help="supervised fine-tuning, full or LoRA (6.2, 6.3)",
+                       description="Fine-tune on chat conversations (loss on assistant replies only); writes OUT/model/.")
+    s.add_argument("--model", required=True, help="pretrained model dir (config.json, model.safetensors, tokenizer.json)")
+    _data_args(s, "sft")
+    s.add_argument("--max-length", type=int, default=256, help="tokens per conversation (longer ones are cut)")
+    s.add_argument("--lora", action="store_true", help="train LoRA adapters only (6.3); the saved model is merged")
+    s.add_argument("--lora-r", type=int, default=8)
+    s.add_argument("--lora-alpha", type=float, default=32)
+    s.add_argument("--lora-dropout", type=float, default=0.05)
+    s.add_argument("--lora-targets", nargs="+", default=["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
+                   help="module names (or regexes) to adapt (default: %(default)s)")
+    s.add_argument("--eval-limit", type=int, default=200, help="held-out questions to score at the end (0: skip)")
+    _add_training_args(s, steps=300, lr=1e-3, batch_size=16)
+
+    g = sub.add_parser("generate", help="continue a prompt (5.4)")
+    g.add_argument("--model", required=True, help="model dir")
+    g.add_argument("--prompt", required=True, nargs="+", help="one or more prompts")
+    _sampling_args(g)
+
+    c = sub.add_parser("chat", help="talk to an SFT model in the terminal (streams tokens)")
+    c.add_argument("--model", required=True, help="model dir")
+    c.add_argument("--system", default=None, help="optional system message")
+    _sampling_args(c)
+    return p
+
+
+def _sampling_args(p):
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (default: %(default)s)")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _load_model_dir(path):
+    from .io import load_model
+    from .tokenizers import load_tokenizer
+
+    if not os.path.isdir(path):
+        raise SystemExit(f"error: model directory {path!r} does not exist")
+    tok_path = os.path.join(path, "tokenizer.json")
+    if not os.path.exists(tok_path):
+        raise SystemExit(f"error: {tok_path} is missing (a model dir needs its tokenizer beside the weights)")
+    return load_model(path), load_tokenizer(tok_path)
+
+
+def _save_model_dir(model, tok, path):
+    from .io import save_model
+
+    save_model(model, path)
+    tok.save(path)
+    print(f"saved model and tokenizer to {path}/")
+
+
+def _train_config(args, out_dir):
+    from .train import TrainConfig
+
+    steps = args.steps
+    return TrainConfig(
+        out_dir=out_dir, max_steps=steps, lr=args.lr, min_lr=args.lr / 10, warmup_steps=max(1, steps // 20),
+        grad_accum_steps=args.grad_accum, eval_interval=args.eval_interval or max(1, steps // 4), eval_batches=10,
+        checkpoint_interval=args.checkpoint_interval, seed=args.seed, progress=not args.no_progress,
+    )
+
+
+def _world_paths(args):
+    from . import pipeline
+
+    return pipeline.prepare_corpus(args.world_dir)
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_train_tokenizer(args):
+    from . import pipeline
+
+    inputs = args.input or _world_paths(args)["pretrain_train"]
+    tok = pipeline.train_tokenizer(inputs, args.vocab_size, args.out)
+    print(f"trained a BPE tokenizer with {tok.vocab_size} tokens -> {args.out}/tokenizer.json")
+
+
+def cmd_pretrain(args):
+    import minillm as mi
+
+    from . import pipeline
+    from .models.llama import ModelConfig, Transformer
+    from .tokenizers import load_tokenizer
+
+    mi.manual_seed(args.seed)
+    if (args.data is None) != (args.val is None):
+        raise SystemExit("error: --data and --val go together")
+    paths = _world_paths(args) if args.data is None else {"pretrain_train": args.data, "pretrain_val": args.val}
+    tok = load_tokenizer(args.tokenizer) if args.tokenizer else pipeline.train_tokenizer(paths["pretrain_train"], args.vocab_size)
+    cfg = ModelConfig.preset(args.preset, vocab_size=tok.vocab_size, max_seq_len=max(256, args.block_size))
+    model = Transformer(cfg)
+    print(f"{args.preset}: {model.num_parameters():,} parameters")
+    trainer = pipeline.pretrain(model, tok, paths, _train_config(args, args.out), block_size=args.block_size,
+                                batch_size=args.batch_size, resume=args.resume)
+    ev = trainer.evaluate()
+    print(f"validation loss {ev['val_loss']:.3f}, perplexity {ev['val_ppl']:.2f}")
+    _save_model_dir(model, tok, os.path.join(args.out, "model"))
+
+
+def cmd_sft(args):
+    import minillm as mi
+
+    from . import pipeline
+
+    mi.manual_seed(args.seed)
+    model, tok = _load_model_dir(args.model)
+    if (args.data is None) != (args.val is None):
+        raise SystemExit("error: --data and --val go together")
+    paths = _world_paths(args) if args.data is None else {"sft_train": args.data, "sft_val": args.val}
+    train_model = model
+    if args.lora:
+        from .nn.lora import LoraConfig, get_peft_model
+
+        train_model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha,
+                                                       lora_dropout=args.lora_dropout, target_modules=args.lora_targets))
+        train_model.print_trainable_parameters()
+    pipeline.sft(train_model, tok, paths, _train_config(args, args.out), max_length=args.max_length,
+                 batch_size=args.batch_size, resume=args.resume)
+    if args.lora:
+        train_model.save_pretrained(os.path.join(args.out, "adapter"))
+        model = train_model.merge_and_unload()
+    if args.eval_limit:
+        result = pipeline.evaluate_sft(model, tok, paths["sft_val"], limit=args.eval_limit)
+        print(f"held-out exact match: {pipeline.format_accuracy(result)}")
+    _save_model_dir(model, tok, os.path.join(args.out, "model"))
+
+
+def cmd_generate(args):
+    from .generation import generate
+
+    model, tok = _load_model_dir(args.model)
+    for prompt in args.prompt:
+        ids = tok.encode(prompt)
+        new = generate(model, ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                       eos_token_id=tok.eos_token_id, seed=args.seed, repetition_penalty=args.repetition_penalty)
+        print(prompt + tok.decode(new, skip_special_tokens=True))
+
+
+def cmd_chat(args):
+    from .generation import stream_generate
+
+    model, tok = _load_model_dir(args.model)
+    end_id = tok.token_to_id("<|im_end|>")
+    history = [{"role": "system", "content": args.system}] if args.system else []
+    print("minillm chat — empty line or Ctrl-D to quit, /reset to forget the conversation")
+    while True:
+        try:
+            line = input("you> ").strip()
+        except EOFError:
+            print()
+            return
+        if not line:
+            return
+        if line == "/reset":
+            history = history[:1] if args.system else []
+            continue
+        history.append({"role": "user", "content": line})
+        text = tok.apply_chat_template(history, add_generation_prompt=True)
+        ids = tok.encode(text, allowed_special="all")
+        budget = model.args.max_seq_len - len(ids)
+        if budget < 1:  # forget the oldest turns when the context is full
+            history = history[-1:]
+            ids = tok.encode(tok.apply_chat_template(history, add_generation_prompt=True), allowed_special="all")
+            budget = model.args.max_seq_len - len(ids)
+        print("bot> ", end="", flush=True)
+        reply_ids = []
+        for t in stream_generate(model, ids, max(1, min(args.max_new_tokens, budget)), temperature=args.temperature,
+                                 top_k=args.top_k, top_p=args.top_p, eos_token_id=end_id, seed=args.seed,
+                                 repetition_penalty=args.repetition_penalty):
+            reply_ids.append(t)
+            # decode the whole reply each time: a multi-byte character may span several tokens
+            print("\rbot> " + tok.decode(reply_ids, skip_special_tokens=True), end="", flush=True)
+        print()
+        history.append({"role": "assistant", "content": tok.decode(reply_ids, skip_special_tokens=True)})
+
+
+COMMANDS = {
+    "train-tokenizer": cmd_train_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,
+    "generate": cmd_generate, "chat": cmd_chat,
+}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.kernels:
+        import minillm as mi
+
+        mi.set_kernels(args.kernels)
+    COMMANDS[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""The whole training recipe of Happy LLM chapters 5–6 as a few functions:
+corpus → tokenizer → pretraining → SFT → evaluation.
+
+``examples/train_tiny_llama.py`` and ``python -m minillm ...`` are thin command lines over
+these; read this file to see every step of the pipeline in order.
+
+    paths = prepare_corpus("out/data")                            # 5.3.1 the data
+    tok = train_tokenizer(paths["pretrain_train"], 2048, "out/tokenizer")   # 5.2 BPE
+    model = Transformer(ModelConfig.preset("tiny", vocab_size=tok.vocab_size))  # 5.1
+    pretrain(model, tok, paths, TrainConfig(out_dir="out/pretrain", max_steps=600))  # 5.3 / 6.1
+    sft(model, tok, paths, TrainConfig(out_dir="out/sft", max_steps=300))            # 6.2
+    evaluate_sft(model, tok, paths["sft_val"])                    # exact-match accuracy
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Iterable, Sequence
+
+from .autograd import no_grad
+from .data import (
+    DataLoader, PretrainDataset, SFTDataset, build_token_file, collate_sft, read_pretrain_texts,
+    read_sft_conversations, score, write_default_corpus,
+)
+from .generation import generate
+from .tokenizers import BPETokenizer
+from .train import Trainer, TrainConfig, make_sample_fn
+
+__all__ = [
+    "prepare_corpus", "train_tokenizer", "pretrain", "sft", "answer", "evaluate_sft", "read_sft_records",
+    "DEFAULT_PROMPTS",
+]
+
+# Continuations printed while pretraining: one English, one Chinese story opening.
+DEFAULT_PROMPTS = ("In the morning, Tom", "早上，")
+
+
+def prepare_corpus(data_dir: str, n_stories: int = 30_000, n_sft: int = 6_000, seed: int = 0, rebuild: bool = False) -> dict:
+    """Write the built-in world corpus to ``data_dir`` (once) and return its file paths.
+
+    Keys: ``pretrain_train``, ``pretrain_val``, ``sft_train``, ``sft_val``. An existing corpus
+    written with the same settings is reused.
+    """
+    stamp_path = os.path.join(data_dir, "corpus.json")
+    stamp = {"n_stories": n_stories, "n_sft": n_sft, "seed": seed}
+    names = ("pretrain_train", "pretrain_val", "sft_train", "sft_val")
+    paths = {k: os.path.join(data_dir, f"{k}.jsonl") for k in names}
+    if not rebuild and os.path.exists(stamp_path) and all(os.path.exists(p) for p in paths.values()):
+        with open(stamp_path, encoding="utf-8") as f:
+            if json.load(f) == stamp:
+                return paths
+    written = write_default_corpus(data_dir, n_stories=n_stories, n_sft=n_sft, seed=seed)
+    with open(stamp_path, "w", encoding="utf-8") as f:
+        json.dump(stamp, f)
+    return {k: written[k] for k in names}
+
+
+def train_tokenizer(pretrain_paths, vocab_size: int, out_dir: str | None = None, show_progress: bool = True) -> BPETokenizer:
+    """Train a byte-level BPE on the pretraining texts (5.2) and save it to ``out_dir``."""
+    tok = BPETokenizer.train(read_pretrain_texts(pretrain_paths), vocab_size=vocab_size, show_progress=show_progress)
+    if out_dir is not None:
+        tok.save(out_dir)
+    return tok
+
+
+def _token_file(tok, texts_path, out_path: str, show_progress: bool) -> str:
+    build_token_file(read_pretrain_texts(texts_path), tok, out_path, show_progress=show_progress)
+    return out_path
+
+
+def pretrain(model, tokenizer, paths: dict, config: TrainConfig, block_size: int = 256, batch_size: int = 8,
+             prompts: Sequence[str] = DEFAULT_PROMPTS, resume: bool = False) -> Trainer:
+    """Next-token pretraining (5.3 / 6.1) on packed blocks of ``block_size`` tokens.
+
+    The texts are tokenized once into ``config.out_dir/{train,val}.bin`` (EOS after every
+    document); a ``Trainer`` runs ``config.max_steps`` AdamW updates with warmup + cosine
+    decay, evaluating validation loss/perplexity and printing sample continuations.
+    """
+    if block_size > model.args.max_seq_len:
+        raise ValueError(f"pretrain: block_size {block_size} exceeds the model's max_seq_len {model.args.max_seq_len}")
+    os.makedirs(config.out_dir, exist_ok=True)
+    show = config.progress
+    train_bin = _token_file(tokenizer, paths["pretrain_train"], os.path.join(config.out_dir, "train.bin"), show)
+    val_bin = _token_file(tokenizer, paths["pretrain_val"], os.path.join(config.out_dir, "val.bin"), show)
+    train_ds, val_ds = PretrainDataset(train_bin, block_size), PretrainDataset(val_bin, block_size)
+    if len(train_ds) < batch_size or len(val_ds) < 1:
+        raise ValueError(
+            f"pretrain: not enough tokens for blocks of {block_size}: {len(train_ds)} train / {len(val_ds)} val blocks"
+        )
+    train_loader = DataLoader(train_ds, batch_size, shuffle=True, seed=config.seed, drop_last=True)
+    val_loader = DataLoader(val_ds, min(batch_size, len(val_ds)), shuffle=False, drop_last=True)
+    sample_fn = make_sample_fn(tokenizer, list(prompts), max_new_tokens=48, temperature=0.0) if prompts else None
+    trainer = Trainer(model, None, train_loader, val_loader, config, sample_fn=sample_fn)
+    if resume:
+        trainer.resume()
+    trainer.train()
+    return trainer
+
+
+def read_sft_records(path) -> list:
+    """SFT conversations as ``{"messages": [...], "meta": {...}}`` records (meta kept when present)."""
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                records.append(json.loads(line))
+    if not records or "messages" not in records[0]:  # BelleGroup shape or other: normalise via the reader
+        records = [{"messages": conv} for conv in read_sft_conversations(path)]
+    return records
+
+
+def sft(model, tokenizer, paths: dict, config: TrainConfig, max_length: int = 256, batch_size: int = 16,
+        resume: bool = False) -> Trainer:
+    """Supervised fine-tuning (6.2): train only on the assistant replies (and their ``<|im_end|>``)."""
+    pad_id = tokenizer.pad_token_id
+    max_length = min(max_length, model.args.max_seq_len)
+    train_ds = SFTDataset(list(read_sft_conversations(paths["sft_train"])), tokenizer, max_length)
+    val_ds = SFTDataset(list(read_sft_conversations(paths["sft_val"])), tokenizer, max_length)
+    collate = functools.partial(collate_sft, pad_id=pad_id)
+    train_loader = DataLoader(train_ds, batch_size, shuffle=True, seed=config.seed, drop_last=True, collate_fn=collate)
+    val_loader = DataLoader(val_ds, min(batch_size, len(val_ds)), shuffle=False, drop_last=True, collate_fn=collate)
+    trainer = Trainer(model, None, train_loader, val_loader, config)
+    if resume:
+        trainer.resume()
+    trainer.train()
+    return trainer
+
+
+def answer(model, tokenizer, conversations: Iterable[list], max_new_tokens: int = 32, batch_size: int = 32,
+           temperature: float = 0.0, seed: int | None = 0) -> list:
+    """The model's reply to each conversation (a list of ``{"role", "content"}`` ending with a
+    user turn), decoded without special tokens. Greedy by default; prompts are batched with
+    left padding and each reply stops at ``<|im_end|>``."""
+    end_id = tokenizer.token_to_id("<|im_end|>")
+    prompts = []
+    for messages in conversations:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        prompts.append(tokenizer.encode(text, allowed_special="all"))
+    max_new = lambda p: max(1, min(max_new_tokens, model.args.max_seq_len - len(p)))  # noqa: E731
+    replies = []
+    with no_grad():
+        for i in range(0, len(prompts), batch_size):
+            chunk = prompts[i : i + batch_size]
+            n_new = min(max_new(p) for p in chunk)
+            outs = generate(model, chunk, n_new, temperature=temperature, eos_token_id=end_id, seed=seed,
+                            pad_token_id=tokenizer.pad_token_id)
+            replies += [tokenizer.decode(o, skip_special_tokens=True).strip() for o in outs]
+    return replies
+
+
+def evaluate_sft(model, tokenizer, records_or_path, limit: int | None = None, max_new_tokens: int = 32) -> dict:
+    """Exact-match accuracy of greedy answers on SFT records, overall and per skill.
+
+    Returns ``{"all": acc, "qa": ..., "translate": ..., "math": ..., "n": count, "examples": [...]}``.
+    """
+    records = read_sft_records(records_or_path) if isinstance(records_or_path, (str, os.PathLike)) else list(records_or_path)
+    if limit is not None:
+        records = records[:limit]
+    prompts = [r["messages"][:-1] for r in records]
+    preds = answer(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    result = score(records, preds)
+    result["examples"] = [
+        {"question": r["messages"][-2]["content"], "reference": r["messages"][-1]["content"], "prediction": p}
+        for r, p in zip(records, preds)
+    ]
+    return result
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
+
+
+def timed(fn, *args, **kwargs):
+    """``(result, seconds)`` of one call."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def format_accuracy(result: dict) -> str:
+    skills = [k for k in result if k not in ("all", "n", "examples")]
+    parts = [f"{100 * result['all']:.1f}% of {result['n']}"] + [f"{k} {100 * result[k]:.0f}%" for k in sorted(skills)]
+    return ", ".join(parts)
+
