@@ -1,0 +1,246 @@
+"""Benchmark: BPE training time and encode throughput (Happy LLM 5.2.3).
+
+Compares minillm's ``BPETokenizer`` with Hugging Face ``tokenizers`` and
+``tiktoken`` (each only when installed) and with the textbook trainer that
+recounts every pair after every merge (``train_naive``, on a slice).
+
+    python benchmarks/tokenizer.py                 # 5 MB built-in English+Chinese corpus, vocab 4096
+    python benchmarks/tokenizer.py --corpus my.txt --vocab-size 8192 --json
+
+Encode throughput is measured one document (paragraph) at a time, single
+threaded, starting from an empty cache ("cold") and again on the same text
+("warm": every chunk is a cache hit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from minillm.tokenizers import BPETokenizer, train_naive  # noqa: E402
+from minillm.tokenizers.corpus import sample_corpus  # noqa: E402
+
+_HF_TRAIN = r"""
+import sys, time
+from tokenizers import Tokenizer, Regex, decoders, models, pre_tokenizers, trainers
+path, vocab, pattern = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+specials = sys.argv[4].split("\x1f")
+text = open(path, encoding="utf-8").read()
+tok = Tokenizer(models.BPE())
+tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+                                             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+tok.decoder = decoders.ByteLevel()
+trainer = trainers.BpeTrainer(vocab_size=vocab, min_frequency=2, special_tokens=specials,
+                              initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+t = time.perf_counter()
+tok.train_from_iterator([text], trainer)
+print(time.perf_counter() - t)
+tok.save(sys.argv[5])
+"""
+
+
+def _mbps(n_bytes: int, seconds: float) -> float:
+    return n_bytes / 1e6 / seconds if seconds > 0 else float("inf")
+
+
+def _time(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def _hf_train(corpus_path: str, vocab: int, pattern: str, specials, threads: int | None, out: str) -> float:
+    env = dict(os.environ)
+    if threads is not None:
+        env["RAYON_NUM_THREADS"] = str(threads)
+    r = subprocess.run(
+        [sys.executable, "-c", _HF_TRAIN, corpus_path, str(vocab), pattern, "\x1f".join(specials), out],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def run(args) -> dict:
+    if args.corpus:
+        corpus = Path(args.corpus).read_text(encoding="utf-8")
+        corpus_name = args.corpus
+    else:
+        corpus = sample_corpus(int(args.mb * 1e6), chinese_fraction=args.chinese_fraction)
+        corpus_name = f"built-in sample_corpus({args.mb:g} MB, {args.chinese_fraction:.0%} Chinese)"
+    n_bytes = len(corpus.encode("utf-8"))
+    docs = [d for d in corpus.split("\n\n") if d]
+    res: dict = {
+        "corpus": corpus_name,
+        "corpus_mb": n_bytes / 1e6,
+        "documents": len(docs),
+        "vocab_size": args.vocab_size,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "rows": {},
+    }
+    rows = res["rows"]
+
+    # ---------------- minillm ----------------
+    BPETokenizer.train([corpus[:20_000]], 400, show_progress=False)  # compile the kernels first (cached on disk)
+    t_train, tok = _time(lambda: BPETokenizer.train([corpus], args.vocab_size, show_progress=False))
+    with tempfile.TemporaryDirectory() as d:
+        tok.save(d)
+        fresh = BPETokenizer.load(d)  # empty cache
+        t_cold, ids = _time(lambda: [fresh.encode(x) for x in docs])
+        t_warm, _ = _time(lambda: [fresh.encode(x) for x in docs])
+        n_tokens = sum(map(len, ids))
+        rows["minillm"] = {
+            "train_s": t_train,
+            "encode_mbps": _mbps(n_bytes, t_cold),
+            "encode_warm_mbps": _mbps(n_bytes, t_warm),
+            "tokens": n_tokens,
+            "bytes_per_token": n_bytes / n_tokens,
+        }
+
+        # ---------------- Hugging Face tokenizers ----------------
+        try:
+            import tokenizers  # noqa: F401
+
+            have_hf = True
+        except ImportError:
+            have_hf = False
+        if have_hf:
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False) as f:
+                f.write(corpus)
+                path = f.name
+            try:
+                hf_file = os.path.join(d, "hf.json")
+                t_hf = _hf_train(path, args.vocab_size, tok.pattern, list(tok.special_tokens), None, hf_file)
+                t_hf1 = _hf_train(path, args.vocab_size, tok.pattern, list(tok.special_tokens), 1, hf_file)
+            finally:
+                os.unlink(path)
+            from tokenizers import Tokenizer
+
+            hf = Tokenizer.from_file(hf_file)
+            t_enc, enc = _time(lambda: [hf.encode(x, add_special_tokens=False).ids for x in docs])
+            t_batch, _ = _time(lambda: hf.encode_batch(docs, add_special_tokens=False))
+            hf_tokens = sum(map(len, enc))
+            ours_in_hf = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+            same = all(ours_in_hf.encode(x, add_special_tokens=False).ids == i for x, i in zip(docs[:500], ids))
+            rows["tokenizers"] = {
+                "version": tokenizers.__version__,
+                "train_s": t_hf,
+                "train_1thread_s": t_hf1,
+                "encode_mbps": _mbps(n_bytes, t_enc),
+                "encode_batch_mbps": _mbps(n_bytes, t_batch),
+                "tokens": hf_tokens,
+                "bytes_per_token": n_bytes / hf_tokens,
+                "loads_our_file_same_ids": same,
+            }
+
+    # ---------------- tiktoken (built from our merges, no download) ----------------
+    try:
+        import tiktoken
+    except ImportError:
+        tiktoken = None
+    if tiktoken is not None:
+        ranks = {tok.id_to_bytes(i): i for i in range(tok.vocab_size) if i not in tok.all_special_ids}
+        enc = tiktoken.Encoding("minillm", pat_str=tok.pattern, mergeable_ranks=ranks, special_tokens=tok.special_tokens)
+        t_tt, tt_ids = _time(lambda: [enc.encode_ordinary(x) for x in docs])
+        rows["tiktoken"] = {
+            "version": tiktoken.__version__,
+            "train_s": None,
+            "encode_mbps": _mbps(n_bytes, t_tt),
+            "tokens": sum(map(len, tt_ids)),
+            "bytes_per_token": n_bytes / sum(map(len, tt_ids)),
+            "same_ids": tt_ids == ids,
+        }
+
+    # ---------------- textbook trainer on a slice ----------------
+    if args.naive_kb > 0:
+        piece = corpus.encode("utf-8")[: int(args.naive_kb * 1000)].decode("utf-8", errors="ignore")
+        vocab = 6 + 256 + args.naive_merges
+        t_naive, naive = _time(lambda: train_naive(piece, vocab))
+        t_fast, fast = _time(lambda: BPETokenizer.train([piece], vocab, show_progress=False))
+        res["naive"] = {
+            "slice_kb": args.naive_kb,
+            "merges": args.naive_merges,
+            "naive_s": t_naive,
+            "minillm_s": t_fast,
+            "speedup": t_naive / t_fast,
+            "same_merges": naive._merges == fast._merges,
+        }
+    return res
+
+
+def _fmt(x, spec):
+    return "—" if x is None else format(x, spec)
+
+
+def print_table(res: dict) -> None:
+    print(f"corpus: {res['corpus']}: {res['corpus_mb']:.2f} MB, {res['documents']} documents; "
+          f"vocab {res['vocab_size']}; {res['machine']}")
+    print()
+    print(f"| {'tokenizer':<22} | {'train (s)':>9} | {'encode MB/s':>11} | {'tokens':>9} | {'bytes/token':>11} |")
+    print(f"|{'-' * 24}|{'-' * 11}|{'-' * 13}|{'-' * 11}|{'-' * 13}|")
+    rows = res["rows"]
+    m = rows["minillm"]
+    print(f"| {'minillm (cold cache)':<22} | {m['train_s']:>9.2f} | {m['encode_mbps']:>11.2f} | {m['tokens']:>9} | "
+          f"{m['bytes_per_token']:>11.3f} |")
+    print(f"| {'minillm (warm cache)':<22} | {'':>9} | {m['encode_warm_mbps']:>11.2f} | {'':>9} | {'':>11} |")
+    if "tokenizers" in rows:
+        h = rows["tokenizers"]
+        print(f"| {'tokenizers ' + h['version']:<22} | {h['train_s']:>9.2f} | {h['encode_mbps']:>11.2f} | "
+              f"{h['tokens']:>9} | {h['bytes_per_token']:>11.3f} |")
+        print(f"| {'  (1 thread; batch)':<22} | {h['train_1thread_s']:>9.2f} | {h['encode_batch_mbps']:>11.2f} | "
+              f"{'':>9} | {'':>11} |")
+    if "tiktoken" in rows:
+        t = rows["tiktoken"]
+        print(f"| {'tiktoken ' + t['version']:<22} | {_fmt(t['train_s'], '>9.2f'):>9} | {t['encode_mbps']:>11.2f} | "
+              f"{t['tokens']:>9} | {t['bytes_per_token']:>11.3f} |")
+    if "naive" in res:
+        n = res["naive"]
+        print()
+        print(f"textbook trainer (recount every merge) on a {n['slice_kb']:g} KB slice, {n['merges']} merges: "
+              f"{n['naive_s']:.2f} s vs minillm {n['minillm_s']:.3f} s -> {n['speedup']:.0f}x faster "
+              f"(same merges: {n['same_merges']})")
+    print()
+    print("targets:")
+    if "naive" in res:
+        print(f"  training >= 100x faster than the textbook trainer: {res['naive']['speedup']:.0f}x")
+    if "tokenizers" in rows:
+        h = rows["tokenizers"]
+        print(f"  training within 5x of tokenizers: {m['train_s'] / h['train_s']:.2f}x its time "
+              f"({m['train_s'] / h['train_1thread_s']:.2f}x its 1-thread time)")
+        print(f"  compression vs tokenizers ByteLevel BPE: {100 * (m['tokens'] / h['tokens'] - 1):+.2f}% tokens; "
+              f"tokenizers loads our file with identical ids: {h['loads_our_file_same_ids']}")
+    print(f"  encode >= 2 MB/s single-threaded: {m['encode_mbps']:.2f} MB/s cold, {m['encode_warm_mbps']:.2f} warm")
+    if "tiktoken" in rows:
+        print(f"  tiktoken built from our merges gives identical ids: {rows['tiktoken']['same_ids']}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", help="UTF-8 text file to use instead of the built-in corpus")
+    p.add_argument("--mb", type=float, default=5.0, help="size of the built-in corpus in MB (default 5)")
+    p.add_argument("--chinese-fraction", type=float, default=0.4,
+                   help="share of the built-in corpus that is Chinese (default 0.4)")
+    p.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size to train (default 4096)")
+    p.add_argument("--naive-kb", type=float, default=30.0,
+                   help="slice size for the textbook trainer in KB, 0 to skip (default 30)")
+    p.add_argument("--naive-merges", type=int, default=500, help="merges the textbook trainer learns (default 500)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    args = p.parse_args(argv)
+    res = run(args)
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print_table(res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""Happy LLM 5.2.3–5.2.4 — the two BPE hot loops, compiled with Numba.
+
+The readable versions of these algorithms live in ``bpe.py`` (``get_stats``,
+``merge``, ``train_naive``, ``encode_naive``); the tests check that these kernels
+give exactly the same merges and ids.  They exist because measurement showed the
+pure-Python loops are too slow for real corpora:
+
+* training spends its time re-scanning the words that contain the pair just
+  merged (Chinese clauses are long and contain many pairs), and
+* encoding spends its time merging chunks that are not in the cache yet.
+
+Everything here works on flat NumPy arrays (no Python objects), so the same
+code runs compiled, or as plain Python under ``NUMBA_DISABLE_JIT=1`` or
+``MINILLM_KERNELS=numpy`` (see :func:`kernel`).  All arithmetic is done in
+int64 on purpose, so that the plain-Python run (NumPy scalars, NEP 50 rules)
+never overflows int32 where the compiled run would not.
+
+A *pair key* packs a pair of token ids into one int64: ``(a << 32) | b``.  Keys
+sort like the tuples ``(a, b)``, which is what makes tie-breaking deterministic.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "pair_key",
+    "initial_pair_stats",
+    "merge_pair_in_words",
+    "build_merge_table",
+    "bpe_encode_chunks",
+    "kernel",
+    "use_numba",
+]
+
+_LOW32 = 0xFFFFFFFF
+
+
+def use_numba() -> bool:
+    """False when ``MINILLM_KERNELS=numpy`` or ``minillm.kernels.set_kernels("numpy")`` asks for plain Python."""
+    if os.environ.get("MINILLM_KERNELS", "numba").strip().lower() == "numpy":
+        return False
+    try:
+        from minillm import kernels  # the library-wide switch, when that package is present
+    except Exception:  # pragma: no cover - tokenizers also work on their own
+        return True
+    get = getattr(kernels, "get_kernels", None)
+    return get is None or get() != "numpy"
+
+
+def kernel(fn):
+    """Return the compiled kernel, or its plain-Python body when asked for."""
+    if use_numba():
+        return fn
+    return getattr(fn, "py_func", fn)  # NUMBA_DISABLE_JIT=1: fn is already Python
+
+
+@njit(cache=True)
+def pair_key(a, b):
+    """Pack a pair of ids into one sortable int64: ``pair_key(3, 7) == (3 << 32) | 7``."""
+    return (np.int64(a) << np.int64(32)) | np.int64(b)
+
+
+# --------------------------------------------------------------------------- #
+# Training
+# --------------------------------------------------------------------------- #
+@njit(cache=True)
+def initial_pair_stats(ids, starts, lens, freqs):
+    """Count every adjacent pair once, weighted by word frequency.
+
+    ``ids[starts[w] : starts[w] + lens[w]]`` are the token ids of unique word
+    ``w``, which occurs ``freqs[w]`` times in the corpus.
+
+    Returns ``(keys, counts, offsets, words)``: the distinct pair keys in sorted
+    order, their total counts, and for pair ``k`` the sorted distinct words that
+    contain it, ``words[offsets[k]:offsets[k + 1]]`` (the pair -> words index).
+
+    Example: words ``[1, 1, 2]`` (freq 3) and ``[1, 2]`` (freq 1) give the pair
+    (1, 1) count 3 in word 0, and (1, 2) count 4 in words 0 and 1.
+    """
+    n_words = len(starts)
+    total = 0
+    for w in range(n_words):
+        if lens[w] > 1:
+            total += lens[w] - 1
+    keys = np.empty(total, np.int64)
+    owner = np.empty(total, np.int64)
+    k = 0
+    for w in range(n_words):
+        s = starts[w]
+        for i in range(lens[w] - 1):
+            keys[k] = pair_key(ids[s + i], ids[s + i + 1])
+            owner[k] = w
+            k += 1
+    # A stable sort keeps the words of one key in increasing order.
+    order = np.argsort(keys, kind="mergesort")
+    ukeys = np.empty(total, np.int64)
+    counts = np.zeros(total, np.int64)
+    offsets = np.zeros(total + 1, np.int64)
+    words = np.empty(total, np.int64)
+    nu = -1
+    nw = 0
+    last_key = np.int64(-1)
+    last_word = np.int64(-1)
+    for t in range(total):
+        idx = order[t]
+        key = keys[idx]
+        w = owner[idx]
+        if key != last_key:
+            nu += 1
+            ukeys[nu] = key
+            offsets[nu] = nw
+            last_key = key
+            last_word = np.int64(-1)
+        counts[nu] += freqs[w]
+        if w != last_word:
+            words[nw] = w
+            nw += 1
+            last_word = w
+    nu += 1
+    offsets[nu] = nw
+    return ukeys[:nu].copy(), counts[:nu].copy(), offsets[: nu + 1].copy(), words[:nw].copy()
+
+
+@njit(cache=True)
+def merge_pair_in_words(ids, starts, lens, freqs, words, a, b, new_id):
+    """Replace every ``(a, b)`` by ``new_id`` inside ``words`` (in place) and
+    report how the pair counts change.  This is the incremental step of training:
+    only the words that contain the merged pair are touched.
+
+    For each occurrence, with ``p`` the (already merged) token before it and
+    ``n`` the token after it, the counts change by (times the word frequency)::
+
+        (a, b) -1     (p, a) -1  (p, new) +1     (b, n) -1  (new, n) +1
+
+    Worked example: merging (a, b) -> Z in ``a b a b`` gives ``Z Z``: the
+    changes sum to (a, b) -2, (b, a) -1, (Z, a) +1 -1 = 0, (Z, Z) +1, which is
+    exactly the difference between the pair counts before and after.
+
+    Words that no longer contain the pair (stale index entries) are left
+    unchanged.  ``lens`` is updated in place.
+
+    Returns ``(keys, deltas, new_keys, new_offsets, new_words)``: the summed
+    count change of every pair touched, and for every pair that gained
+    occurrences (they all contain ``new_id``) the sorted words where it now occurs.
+    """
+    total = 0
+    for t in range(len(words)):
+        total += lens[words[t]]
+    cap = 3 * total + 8  # an occurrence covers 2 tokens and makes at most 5 changes
+    ch_key = np.empty(cap, np.int64)
+    ch_delta = np.empty(cap, np.int64)
+    ch_word = np.empty(cap, np.int64)  # -1 for a decrease, the word for an increase
+    m = 0
+    merged = pair_key(a, b)
+    for t in range(len(words)):
+        w = words[t]
+        s = starts[w]
+        n = lens[w]
+        f = freqs[w]
+        i = 0
+        j = 0  # write position: the word is compacted in place (j <= i always)
+        while i < n:
+            if i < n - 1 and ids[s + i] == a and ids[s + i + 1] == b:
+                ch_key[m] = merged
+                ch_delta[m] = -f
+                ch_word[m] = -1
+                m += 1
+                if j > 0:
+                    p = ids[s + j - 1]  # the token before, possibly just merged
+                    ch_key[m] = pair_key(p, a)
+                    ch_delta[m] = -f
+                    ch_word[m] = -1
+                    m += 1
+                    ch_key[m] = pair_key(p, new_id)
+                    ch_delta[m] = f
+                    ch_word[m] = w
+                    m += 1
+                if i + 2 < n:
+                    nx = ids[s + i + 2]  # still the old token: we only wrote up to j
+                    ch_key[m] = pair_key(b, nx)
+                    ch_delta[m] = -f
+                    ch_word[m] = -1
+                    m += 1
+                    ch_key[m] = pair_key(new_id, nx)
+                    ch_delta[m] = f
+                    ch_word[m] = w
+                    m += 1
+                ids[s + j] = new_id
+                j += 1
+                i += 2
+            else:
+                ids[s + j] = ids[s + i]
+                j += 1
+                i += 1
+        lens[w] = j
+
+    # Sum the changes per pair; stable sort keeps each pair's words in order.
+    order = np.argsort(ch_key[:m], kind="mergesort")
+    ukeys = np.empty(m, np.int64)
+    udelta = np.zeros(m, np.int64)
+    nkeys = np.empty(m, np.int64)
+    noffsets = np.zeros(m + 1, np.int64)
+    nwords = np.empty(m, np.int64)
+    nu = -1
+    nn = -1
+    nw = 0
+    last_key = np.int64(-1)
+    last_nkey = np.int64(-1)
+    last_word = np.int64(-1)
+    for t in range(m):
+        idx = order[t]
+        key = ch_key[idx]
+        if key != last_key:
+            nu += 1
+            ukeys[nu] = key
+            last_key = key
+        udelta[nu] += ch_delta[idx]
+        w = ch_word[idx]
+        if w >= 0:
+            if key != last_nkey:
+                nn += 1
+                nkeys[nn] = key
+                noffsets[nn] = nw
+                last_nkey = key
+                last_word = np.int64(-1)
+            if w != last_word:
+                nwords[nw] = w
+                nw += 1
+                last_word = w
+    nu += 1
+    nn += 1
+    noffsets[nn] = nw
+    return (
+        ukeys[:nu].copy(),
+        udelta[:nu].copy(),
+        nkeys[:nn].copy(),
+        noffsets[: nn + 1].copy(),
+        nwords[:nw].copy(),
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Encoding
+# --------------------------------------------------------------------------- #
+@njit(cache=True)
+def _slot(a, b, mask):
+    # Mix both ids (no int64 overflow for ids < 2**24), then keep the low bits.
+    h = np.int64(a) * np.int64(0x9E3779B1) + np.int64(b) * np.int64(0x85EBCA77)
+    h = h ^ (h >> np.int64(15))
+    return h & mask
+
+
+@njit(cache=True)
+def build_merge_table(left, right, new_ids):
+    """An open-addressing hash table ``(a, b) -> (rank, new id)`` in three arrays.
+
+    ``rank`` is the position in the merge list (lower merges first).  Returns
+    ``(keys, ranks, mask)``; ``keys == -1`` marks an empty slot.  The new id of
+    rank ``r`` is ``new_ids[r]``.
+    """
+    n = len(left)
+    cap = 16
+    while cap < 2 * n + 2:
+        cap *= 2
+    mask = np.int64(cap - 1)
+    keys = np.full(cap, -1, np.int64)
+    ranks = np.full(cap, -1, np.int64)
+    for r in range(n):
+        key = pair_key(left[r], right[r])
+        h = _slot(left[r], right[r], mask)
+        while keys[h] != -1 and keys[h] != key:
+            h = (h + 1) & mask
+        if keys[h] == -1:  # keep the first (lowest-rank) merge of a duplicate pair
+            keys[h] = key
+            ranks[h] = r
+    return keys, ranks, mask
+
+
+@njit(cache=True)
+def _lookup(keys, ranks, mask, a, b):
+    """Rank of merging ``(a, b)``, or -1 when it is not a merge."""
+    key = pair_key(a, b)
+    h = _slot(a, b, mask)
+    while True:
+        k = keys[h]
+        if k == key:
+            return ranks[h]
+        if k == -1:
+            return np.int64(-1)
+        h = (h + 1) & mask
+
+
+@njit(cache=True)
+def _heap_push(heap, size, item):
+    i = size
+    heap[i] = item
+    while i > 0:
+        parent = (i - 1) >> 1
+        if heap[parent] <= heap[i]:
+            break
+        tmp = heap[parent]
+        heap[parent] = heap[i]
+        heap[i] = tmp
+        i = parent
+    return size + 1
+
+
+@njit(cache=True)
+def _heap_pop(heap, size):
+    top = heap[0]
+    size -= 1
+    heap[0] = heap[size]
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            break
+        child = left
+        if left + 1 < size and heap[left + 1] < heap[left]:
+            child = left + 1
+        if heap[i] <= heap[child]:
+            break
+        tmp = heap[child]
+        heap[child] = heap[i]
+        heap[i] = tmp
+        i = child
+    return top, size
+
+
+@njit(cache=True)
+def bpe_encode_chunks(sym_in, offsets, keys, ranks, mask, new_ids):
+    """Apply the merges, lowest rank first, to each chunk independently.
+
+    ``sym_in[offsets[c]:offsets[c + 1]]`` are the byte ids of chunk ``c``.
+    Within a chunk a min-heap of ``(rank, position)`` picks the next merge and a
+    doubly linked list removes the right token of each merged pair, so a chunk
+    of n bytes costs O(n log n) (the plain loop in ``encode_naive`` is O(n^2)).
+    Stale heap entries are skipped when popped, as in Hugging Face
+    ``tokenizers`` (``Word::merge_all``), which this reproduces exactly.
+
+    Returns ``(out, out_offsets)`` in the same layout as the input.
+    """
+    n_chunks = len(offsets) - 1
+    out = np.empty(len(sym_in), np.int64)
+    out_offsets = np.zeros(n_chunks + 1, np.int64)
+    maxlen = 1
+    for c in range(n_chunks):
+        maxlen = max(maxlen, offsets[c + 1] - offsets[c])
+    sym = np.empty(maxlen, np.int64)
+    nxt = np.empty(maxlen, np.int64)
+    prv = np.empty(maxlen, np.int64)
+    heap = np.empty(3 * maxlen + 3, np.int64)
+    o = 0
+    for c in range(n_chunks):
+        s = offsets[c]
+        n = offsets[c + 1] - s
+        out_offsets[c] = o
+        if n <= 1:
+            for i in range(n):
+                out[o] = sym_in[s + i]
+                o += 1
+            continue
+        for i in range(n):
+            sym[i] = sym_in[s + i]
+            prv[i] = i - 1
+            nxt[i] = i + 1
+        nxt[n - 1] = -1
+        size = 0
+        for i in range(n - 1):
+            r = _lookup(keys, ranks, mask, sym[i], sym[i + 1])
+            if r >= 0:
+                size = _heap_push(heap, size, (r << np.int64(32)) | np.int64(i))
+        while size > 0:
+            top, size = _heap_pop(heap, size)
+            r = top >> np.int64(32)
+            i = top & np.int64(_LOW32)
+            if sym[i] < 0 or nxt[i] < 0:
+                continue  # the left token was merged away, or has no right neighbour
+            j = nxt[i]
+            cur = _lookup(keys, ranks, mask, sym[i], sym[j])
+            if cur < 0 or new_ids[cur] != new_ids[r]:
+                continue  # stale: this pair changed since the entry was pushed
+            sym[i] = new_ids[r]
+            sym[j] = -1
+            k = nxt[j]
+            nxt[i] = k
+            if k >= 0:
+                prv[k] = i
+                r2 = _lookup(keys, ranks, mask, sym[i], sym[k])
+                if r2 >= 0:
+                    size = _heap_push(heap, size, (r2 << np.int64(32)) | np.int64(i))
+            p = prv[i]
+            if p >= 0:
+                r2 = _lookup(keys, ranks, mask, sym[p], sym[i])
+                if r2 >= 0:
+                    size = _heap_push(heap, size, (r2 << np.int64(32)) | np.int64(p))
+        i = 0  # position 0 is never removed: merges remove the right token
+        while i >= 0:
+            out[o] = sym[i]
+            o += 1
+            i = nxt[i]
+    out_offsets[n_chunks] = o
+    return out[:o].copy(), out_offsets
