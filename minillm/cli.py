@@ -225,12 +225,11 @@ def cmd_chat(args):
             history = history[:1] if args.system else []
             continue
         history.append({"role": "user", "content": line})
-        text = tok.apply_chat_template(history, add_generation_prompt=True)
-        ids = tok.encode(text, allowed_special="all")
+        ids = tok.encode_chat(history, add_generation_prompt=True)  # user text never becomes control tokens
         budget = model.args.max_seq_len - len(ids)
         if budget < 1:  # forget the oldest turns when the context is full
             history = history[-1:]
-            ids = tok.encode(tok.apply_chat_template(history, add_generation_prompt=True), allowed_special="all")
+            ids = tok.encode_chat(history, add_generation_prompt=True)
             budget = model.args.max_seq_len - len(ids)
         print("bot> ", end="", flush=True)
         reply_ids = []

@@ -135,10 +135,8 @@ def answer(model, tokenizer, conversations: Iterable[list], max_new_tokens: int 
     user turn), decoded without special tokens. Greedy by default; prompts are batched with
     left padding and each reply stops at ``<|im_end|>``."""
     end_id = tokenizer.token_to_id("<|im_end|>")
-    prompts = []
-    for messages in conversations:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-        prompts.append(tokenizer.encode(text, allowed_special="all"))
+    # encode_chat gives the ids SFT trained on (contents as plain text, control tokens as ids)
+    prompts = [tokenizer.encode_chat(messages, add_generation_prompt=True) for messages in conversations]
     max_new = lambda p: max(1, min(max_new_tokens, model.args.max_seq_len - len(p)))  # noqa: E731
     replies = []
     with no_grad():

@@ -13,9 +13,17 @@ Each function here forwards to `reference.<name>` or to the Numba module's
 """
 import os
 
+import numba
 import numpy as np
 
-from . import reference
+# Numba's default OpenMP threading layer keeps its threads spinning after each parallel
+# kernel; those spinning threads then fight OpenBLAS's threads for the same 2 cores during
+# the matmuls that follow, making a training step 2-4x slower (benchmarks/train_step.py,
+# measured here). The "workqueue" layer does not spin. Set NUMBA_THREADING_LAYER to override.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+from . import reference  # noqa: E402
 from ._attention import attention_backward as _nb_attention_backward
 from ._attention import attention_forward as _nb_attention_forward
 from ._elementwise import embedding_backward as _nb_embedding_backward

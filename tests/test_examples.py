@@ -1,0 +1,74 @@
+"""End to end: the main example in --quick mode, and the command line."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_train_tiny_llama_quick_runs_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "train_tiny_llama.py"), "--quick", "--no-progress", "--out-dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    vocab = json.loads((out / "model" / "config.json").read_text())["vocab_size"]
+    # learning happened: validation loss far below a uniform guess over the vocabulary
+    assert report["pretrain"]["val_loss"] < 0.75 * math.log(vocab)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert (out / "model" / name).exists()
+    assert (out / "pretrain" / "metrics.jsonl").exists()
+    assert "held-out exact match after SFT" in proc.stdout
+
+
+def test_example_help():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train_tiny_llama.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--quick" in proc.stdout and "--out-dir" in proc.stdout
+
+
+def _write_jsonl(path, rows):
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def test_cli_pipeline(tmp_path, capsys):
+    from minillm.cli import main
+    from minillm.data import generate_sft, generate_stories
+
+    _write_jsonl(tmp_path / "pre.jsonl", [{"text": t} for t in generate_stories(300, seed=1)])
+    _write_jsonl(tmp_path / "pre_val.jsonl", [{"text": t} for t in generate_stories(40, seed=1, split="val")])
+    _write_jsonl(tmp_path / "sft.jsonl", generate_sft(64, seed=1))
+    _write_jsonl(tmp_path / "sft_val.jsonl", generate_sft(8, seed=1, split="val"))
+
+    assert main(["train-tokenizer", "--input", str(tmp_path / "pre.jsonl"), "--vocab-size", "300", "--out", str(tmp_path / "tok")]) == 0
+    assert (tmp_path / "tok" / "tokenizer.json").exists()
+    pre = tmp_path / "pre"
+    assert main(["pretrain", "--data", str(tmp_path / "pre.jsonl"), "--val", str(tmp_path / "pre_val.jsonl"),
+                 "--tokenizer", str(tmp_path / "tok"), "--block-size", "64", "--steps", "3", "--batch-size", "2",
+                 "--out", str(pre), "--no-progress"]) == 0
+    assert (pre / "model" / "model.safetensors").exists() and (pre / "model" / "tokenizer.json").exists()
+    for extra in ([], ["--lora", "--lora-r", "2"]):
+        sft = tmp_path / ("sft_lora" if extra else "sft")
+        assert main(["sft", "--model", str(pre / "model"), "--data", str(tmp_path / "sft.jsonl"),
+                     "--val", str(tmp_path / "sft_val.jsonl"), "--steps", "2", "--batch-size", "2",
+                     "--eval-limit", "2", "--out", str(sft), "--no-progress", *extra]) == 0
+        assert (sft / "model" / "model.safetensors").exists()
+    capsys.readouterr()
+    assert main(["generate", "--model", str(tmp_path / "sft" / "model"), "--prompt", "In the morning",
+                 "--max-new-tokens", "5", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.startswith("In the morning")
+
+
+def test_cli_errors_are_clear(tmp_path):
+    from minillm.cli import main
+
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["generate", "--model", str(tmp_path / "missing"), "--prompt", "hi"])
+    with pytest.raises(SystemExit):
+        main(["pretrain"])  # --out is required: argparse exits with a usage message
