@@ -1,0 +1,191 @@
+"""Benchmark: decoding speed of the LLaMA2 model (Happy LLM 5.1.6 / generation), batch 1.
+
+For each preset (``tiny``, ``small``) it measures greedy generation with minillm
+
+* with the KV cache (prefill once, then one token per step), and
+* without it (the book's loop: the whole prefix again for every token),
+
+and, when torch is installed, a plain PyTorch eager LLaMA with the *same weights* (the
+same interleaved RoPE; a hand-written decoding loop with a preallocated KV cache).
+Every implementation must produce the same greedy tokens (checked) before its speed
+counts. All libraries get the same number of threads (``--threads``; set before NumPy,
+Numba and torch start their thread pools).
+
+    python benchmarks/generate.py                    # tiny + small, 64 new tokens after a 32-token prompt
+    python benchmarks/generate.py --threads 2 --json
+
+"prefill ms" is the time to produce the first new token; "decode tok/s" counts the
+remaining tokens: (N - 1) / (time(N tokens) - time(1 token)).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    p.add_argument("--vocab-size", type=int, default=6144, help="the book's tokenizer size")
+    p.add_argument("--prompt-len", type=int, default=32)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3, help="best of N timings")
+    p.add_argument("--threads", type=int, default=1, help="threads for BLAS, Numba and torch (default 1: batch-1 decoding is latency bound)")
+    p.add_argument("--kernels", default="numba", choices=["numba", "numpy"])
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p.parse_args(argv)
+
+
+ARGS = parse_args()
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[var] = str(ARGS.threads)  # before numpy / numba / torch are imported
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+import minillm as mi  # noqa: E402
+from minillm.generation import generate  # noqa: E402
+from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
+
+
+# ------------------------------------------------------------------------------ PyTorch baseline
+def torch_llama(model):
+    """A plain PyTorch LLaMA holding ``model``'s weights, with a greedy KV-cache decoding loop."""
+    import torch
+    import torch.nn.functional as TF
+
+    a = model.args
+    W = {k: torch.from_numpy(v.data.copy()) for k, v in model.state_dict().items()}
+    cos = torch.from_numpy(model.freqs_cos.data.copy())  # (max_seq_len, D/2)
+    sin = torch.from_numpy(model.freqs_sin.data.copy())
+    H, Hkv, D = a.n_heads, a.n_kv_heads, a.head_dim
+
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + a.norm_eps) * w
+
+    def rope(x, c, s):  # x (B, T, H, D), adjacent pairs as in the book
+        xr, xi = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
+        c, s = c[None, :, None, :], s[None, :, None, :]
+        return torch.stack([xr * c - xi * s, xr * s + xi * c], dim=-1).flatten(3)
+
+    def forward(ids, cache, start):
+        B, T = ids.shape
+        h = W["tok_embeddings.weight"][ids]
+        c, s = cos[start : start + T], sin[start : start + T]
+        for i in range(a.n_layers):
+            p = f"layers.{i}."
+            x = rms(h, W[p + "attention_norm.weight"])
+            q = TF.linear(x, W[p + "attention.wq.weight"]).view(B, T, H, D)
+            k = TF.linear(x, W[p + "attention.wk.weight"]).view(B, T, Hkv, D)
+            v = TF.linear(x, W[p + "attention.wv.weight"]).view(B, T, Hkv, D)
+            q, k = rope(q, c, s).transpose(1, 2), rope(k, c, s).transpose(1, 2)
+            kc, vc = cache[i]
+            kc[:, :, start : start + T] = k
+            vc[:, :, start : start + T] = v.transpose(1, 2)
+            o = TF.scaled_dot_product_attention(q, kc[:, :, : start + T], vc[:, :, : start + T], is_causal=T > 1, enable_gqa=True)
+            h = h + TF.linear(o.transpose(1, 2).reshape(B, T, H * D), W[p + "attention.wo.weight"])
+            x = rms(h, W[p + "ffn_norm.weight"])
+            gate = TF.silu(TF.linear(x, W[p + "feed_forward.w1.weight"])) * TF.linear(x, W[p + "feed_forward.w3.weight"])
+            h = h + TF.linear(gate, W[p + "feed_forward.w2.weight"])
+        h = rms(h[:, -1:], W["norm.weight"])
+        return TF.linear(h, W["output.weight"])  # (B, 1, V)
+
+    @torch.inference_mode()
+    def run(prompt, n_new):
+        cache = [(torch.zeros(1, Hkv, a.max_seq_len, D), torch.zeros(1, Hkv, a.max_seq_len, D)) for _ in range(a.n_layers)]
+        ids = torch.tensor([prompt])
+        logits = forward(ids, cache, 0)
+        pos, out = len(prompt), []
+        for _ in range(n_new):
+            nxt = int(logits[0, -1].argmax())
+            out.append(nxt)
+            if len(out) == n_new:
+                break
+            logits = forward(torch.tensor([[nxt]]), cache, pos)
+            pos += 1
+        return out
+
+    return run
+
+
+# ------------------------------------------------------------------------------ timing
+def best_time(fn, repeats):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def measure(run, prompt, n_new, repeats):
+    run(prompt, 2)  # warm-up (JIT, caches)
+    t1, _ = best_time(lambda: run(prompt, 1), repeats)
+    tn, tokens = best_time(lambda: run(prompt, n_new), repeats)
+    return {"prefill_ms": 1000 * t1, "decode_tok_s": (n_new - 1) / max(tn - t1, 1e-9), "tokens": tokens}
+
+
+def main():
+    mi.set_kernels(ARGS.kernels)
+    have_torch = False
+    if not ARGS.no_torch:
+        try:
+            import torch
+
+            torch.set_num_threads(ARGS.threads)
+            have_torch = True
+        except ImportError:
+            pass
+    rows = []
+    for preset in ARGS.presets:
+        mi.manual_seed(0)
+        cfg = ModelConfig.preset(preset, vocab_size=ARGS.vocab_size)
+        if ARGS.prompt_len + ARGS.new_tokens > cfg.max_seq_len:
+            raise SystemExit(f"prompt + new tokens ({ARGS.prompt_len + ARGS.new_tokens}) exceed max_seq_len {cfg.max_seq_len}")
+        model = Transformer(cfg).eval()
+        prompt = np.random.default_rng(0).integers(0, cfg.vocab_size, ARGS.prompt_len).tolist()
+        impls = {
+            "minillm + KV cache": lambda p, n: generate(model, p, n, temperature=0),
+            "minillm, no cache (book)": lambda p, n: generate(model, p, n, temperature=0, use_cache=False),
+        }
+        if have_torch:
+            impls["PyTorch eager + KV cache"] = torch_llama(model)
+        reference = None
+        for name, run in impls.items():
+            r = measure(run, prompt, ARGS.new_tokens, ARGS.repeats)
+            reference = r["tokens"] if reference is None else reference
+            rows.append({
+                "preset": preset, "params": model.num_parameters(), "impl": name, "prefill_ms": round(r["prefill_ms"], 2),
+                "decode_tok_s": round(r["decode_tok_s"], 1), "same_tokens": r["tokens"] == reference,
+            })
+    meta = {
+        "threads": ARGS.threads, "kernels": ARGS.kernels, "prompt_len": ARGS.prompt_len, "new_tokens": ARGS.new_tokens,
+        "vocab_size": ARGS.vocab_size, "python": platform.python_version(), "numpy": np.__version__,
+        "machine": platform.machine(), "cpus": os.cpu_count(),
+    }
+    if have_torch:
+        import torch
+
+        meta["torch"] = torch.__version__
+    if ARGS.json:
+        print(json.dumps({"meta": meta, "results": rows}, indent=2))
+        return
+    print(f"greedy decoding, batch 1, prompt {ARGS.prompt_len} + {ARGS.new_tokens} new tokens, {ARGS.threads} thread(s), kernels={ARGS.kernels}")
+    header = f"{'preset':<7} {'params':>10} {'implementation':<26} {'prefill ms':>11} {'decode tok/s':>13} {'same tokens':>12}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['preset']:<7} {r['params']:>10,} {r['impl']:<26} {r['prefill_ms']:>11.1f} {r['decode_tok_s']:>13.1f} {str(r['same_tokens']):>12}")
+    if not all(r["same_tokens"] for r in rows):
+        raise SystemExit("implementations disagree on the greedy tokens")
+
+
+if __name__ == "__main__":
+    main()

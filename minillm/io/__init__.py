@@ -1,0 +1,13 @@
+"""Weights on disk, without pickle: our own model directories and Hugging Face's.
+
+    from minillm.io import save_model, load_model, export_hf, import_hf
+    save_model(model, "ckpt/")                 # config.json + model.safetensors
+    model = load_model("ckpt/")
+    export_hf(model, "hf/")                    # LlamaForCausalLM.from_pretrained("hf/") loads it
+    model = import_hf("hf/")
+"""
+from .checkpoint import load_model, save_model
+from .hf import export_hf, import_hf
+from .safetensors import load_safetensors, save_safetensors
+
+__all__ = ["save_model", "load_model", "export_hf", "import_hf", "load_safetensors", "save_safetensors"]

@@ -1,0 +1,214 @@
+"""Hugging Face interop: ``export_hf`` writes a directory that
+``transformers.LlamaForCausalLM.from_pretrained(dir)`` loads (no ``trust_remote_code``),
+``import_hf`` reads such a directory back into our ``Transformer``.
+
+Names map one to one (book's name -> Hugging Face name):
+
+    tok_embeddings.weight                  model.embed_tokens.weight
+    layers.{i}.attention.wq/wk/wv/wo       model.layers.{i}.self_attn.q_proj/k_proj/v_proj/o_proj
+    layers.{i}.feed_forward.w1/w3/w2       model.layers.{i}.mlp.gate_proj/up_proj/down_proj
+    layers.{i}.attention_norm.weight       model.layers.{i}.input_layernorm.weight
+    layers.{i}.ffn_norm.weight             model.layers.{i}.post_attention_layernorm.weight
+    norm.weight                            model.norm.weight
+    output.weight                          lm_head.weight   (left out when tied)
+
+The one real difference is RoPE. The book (and Meta's original code) rotates *adjacent*
+pairs of each head, dims (2i, 2i+1); Hugging Face's ``rotate_half`` rotates dims
+(i, i + D/2), with the same frequency θ_i. So we reorder the output rows of ``wq`` and
+``wk`` inside every head: our row 2i+c goes to Hugging Face row c·D/2 + i. Query and key
+are reordered the same way, so every q·k dot product (hence every attention score) is
+unchanged, and Hugging Face's rotation of pair (i, i+D/2) is exactly our rotation of pair
+(2i, 2i+1). ``wv`` and ``wo`` are not touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+
+from ..models.llama import ModelConfig, Transformer
+from .safetensors import atomic_write_bytes, load_safetensors, save_safetensors
+
+__all__ = ["export_hf", "import_hf", "permute_rope_rows_to_hf", "permute_rope_rows_from_hf", "hf_config"]
+
+_LAYER_MAP = {
+    "attention.wq.weight": "self_attn.q_proj.weight",
+    "attention.wk.weight": "self_attn.k_proj.weight",
+    "attention.wv.weight": "self_attn.v_proj.weight",
+    "attention.wo.weight": "self_attn.o_proj.weight",
+    "feed_forward.w1.weight": "mlp.gate_proj.weight",
+    "feed_forward.w3.weight": "mlp.up_proj.weight",
+    "feed_forward.w2.weight": "mlp.down_proj.weight",
+    "attention_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+}
+_TOP_MAP = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
+
+
+def permute_rope_rows_to_hf(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Rows of wq/wk (n_heads·D, dim): interleaved pairs (2i, 2i+1) -> halves (i, i + D/2), per head."""
+    rows, cols = w.shape
+    D = rows // n_heads
+    return w.reshape(n_heads, D // 2, 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)  # (H, D/2, 2, dim) -> (H, 2, D/2, dim)
+
+
+def permute_rope_rows_from_hf(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """The inverse of ``permute_rope_rows_to_hf``."""
+    rows, cols = w.shape
+    D = rows // n_heads
+    return w.reshape(n_heads, 2, D // 2, cols).transpose(0, 2, 1, 3).reshape(rows, cols)  # (H, 2, D/2, dim) -> (H, D/2, 2, dim)
+
+
+def _to_hf_name(name: str) -> str:
+    if name in _TOP_MAP:
+        return _TOP_MAP[name]
+    m = re.fullmatch(r"layers\.(\d+)\.(.+)", name)
+    if m and m.group(2) in _LAYER_MAP:
+        return f"model.layers.{m.group(1)}.{_LAYER_MAP[m.group(2)]}"
+    raise KeyError(f"export_hf: no Hugging Face name for parameter '{name}'")
+
+
+def hf_config(config: ModelConfig, dtype: str = "float32", bos_token_id=None, eos_token_id=None, pad_token_id=None) -> dict:
+    """A ``LlamaConfig`` dict for our config (legacy and current key names both present)."""
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.dim,
+        "intermediate_size": config.ffn_hidden_dim,
+        "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads,
+        "num_key_value_heads": config.n_kv_heads,
+        "head_dim": config.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.max_seq_len,
+        "initializer_range": 0.02,
+        "rms_norm_eps": config.norm_eps,
+        "rope_theta": config.rope_theta,  # transformers 4.x
+        "rope_parameters": {"rope_type": "default", "rope_theta": config.rope_theta},  # transformers 5.x
+        "rope_scaling": None,
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "bos_token_id": bos_token_id,
+        "eos_token_id": eos_token_id,
+        "pad_token_id": pad_token_id,
+        "use_cache": True,
+        "torch_dtype": dtype,  # transformers 4.x
+        "dtype": dtype,  # transformers 5.x
+    }
+
+
+def export_hf(model: Transformer, directory, bos_token_id=None, eos_token_id=None, pad_token_id=None) -> None:
+    """Write ``config.json`` + ``model.safetensors`` in Hugging Face's Llama layout."""
+    if not isinstance(model, Transformer):
+        raise TypeError(f"export_hf: expected a minillm.models.llama.Transformer, got {type(model).__name__}")
+    cfg = model.args
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    tensors = {}
+    for name, p in model.named_parameters():  # a tied output head is listed once, as tok_embeddings.weight
+        w = p.data
+        if name.endswith("attention.wq.weight"):
+            w = permute_rope_rows_to_hf(w, cfg.n_heads)
+        elif name.endswith("attention.wk.weight"):
+            w = permute_rope_rows_to_hf(w, cfg.n_kv_heads)
+        tensors[_to_hf_name(name)] = w
+    dtype = str(model.output.weight.dtype)
+    save_safetensors(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    config = hf_config(cfg, dtype, bos_token_id, eos_token_id, pad_token_id)
+    atomic_write_bytes(os.path.join(directory, "config.json"), (json.dumps(config, indent=2) + "\n").encode())
+
+
+def _read_hf_config(directory) -> tuple[ModelConfig, dict]:
+    path = os.path.join(directory, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            c = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if c.get("model_type") != "llama":
+        raise ValueError(f"{path}: model_type is {c.get('model_type')!r}; import_hf reads Llama models only")
+    if c.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"{path}: hidden_act {c['hidden_act']!r} is not supported (only silu)")
+    if c.get("attention_bias") or c.get("mlp_bias"):
+        raise ValueError(f"{path}: attention_bias / mlp_bias are not supported")
+    rope = c.get("rope_parameters") or {}
+    scaling = c.get("rope_scaling")
+    if (rope.get("rope_type", "default") != "default") or (scaling and scaling.get("rope_type", scaling.get("type")) != "default"):
+        raise ValueError(f"{path}: RoPE scaling ({rope or scaling}) is not supported")
+    heads = c["num_attention_heads"]
+    if c.get("head_dim") not in (None, c["hidden_size"] // heads):
+        raise ValueError(f"{path}: head_dim {c['head_dim']} != hidden_size / num_attention_heads is not supported")
+    try:
+        cfg = ModelConfig(
+            dim=c["hidden_size"],
+            n_layers=c["num_hidden_layers"],
+            n_heads=heads,
+            n_kv_heads=c.get("num_key_value_heads") or heads,
+            vocab_size=c["vocab_size"],
+            hidden_dim=c["intermediate_size"],
+            norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+            max_seq_len=c.get("max_position_embeddings", 2048),
+            tie_word_embeddings=bool(c.get("tie_word_embeddings", False)),
+            rope_theta=float(rope.get("rope_theta", c.get("rope_theta", 10000.0))),
+        )
+    except KeyError as e:
+        raise ValueError(f"{path}: missing field {e}") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return cfg, c
+
+
+def _read_hf_tensors(directory) -> tuple[dict, str]:
+    single = os.path.join(directory, "model.safetensors")
+    index = os.path.join(directory, "model.safetensors.index.json")
+    if os.path.exists(single):
+        return load_safetensors(single), single
+    if os.path.exists(index):  # sharded checkpoint
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+        tensors = {}
+        for shard in sorted(set(weight_map.values())):
+            tensors.update(load_safetensors(os.path.join(directory, shard)))
+        return tensors, index
+    raise FileNotFoundError(f"{directory}: no model.safetensors (or model.safetensors.index.json); .bin (pickle) checkpoints are not read")
+
+
+def import_hf(directory, dtype=np.float32) -> Transformer:
+    """Read a Hugging Face Llama directory (config.json + safetensors) into our ``Transformer``."""
+    directory = os.fspath(directory)
+    cfg, _ = _read_hf_config(directory)
+    tensors, path = _read_hf_tensors(directory)
+    model = Transformer(cfg)
+    if np.dtype(dtype) != np.float32:
+        model.to(dtype)
+    state = {}
+    hf_names = {}
+    for name in model.state_dict():
+        if name == "output.weight" and cfg.tie_word_embeddings:
+            continue
+        hf_names[_to_hf_name(name)] = name
+    missing = [h for h in hf_names if h not in tensors]
+    ignored = {k for k in tensors if k.endswith("rotary_emb.inv_freq") or (k == "lm_head.weight" and cfg.tie_word_embeddings)}
+    unexpected = [k for k in tensors if k not in hf_names and k not in ignored]
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing tensors {missing}; unexpected tensors {unexpected}")
+    for hf_name, name in hf_names.items():
+        w = tensors[hf_name]
+        if name.endswith("attention.wq.weight") and w.ndim == 2:
+            w = permute_rope_rows_from_hf(w, cfg.n_heads)
+        elif name.endswith("attention.wk.weight") and w.ndim == 2:
+            w = permute_rope_rows_from_hf(w, cfg.n_kv_heads)
+        state[name] = w
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return model
