@@ -34,8 +34,9 @@ __all__ = [
     "DEFAULT_PROMPTS",
 ]
 
-# Continuations printed while pretraining: one English, one Chinese story opening.
-DEFAULT_PROMPTS = ("In the morning, Tom", "早上，")
+# Continuations printed while pretraining: one English, one Chinese story opening. Each ends
+# where the tokenizer's pre-split ends a chunk ("，汤姆"), so the prompt ids look like training ids.
+DEFAULT_PROMPTS = ("In the morning, Tom", "早上，汤姆")
 
 
 def prepare_corpus(data_dir: str, n_stories: int = 30_000, n_sft: int = 6_000, seed: int = 0, rebuild: bool = False) -> dict:
