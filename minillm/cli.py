@@ -18,10 +18,10 @@ import sys
 __all__ = ["main"]
 
 
-def _add_training_args(p, steps, lr, batch_size):
+def _add_training_args(p, steps, lr, batch_size, lr_note=""):
     p.add_argument("--out", required=True, metavar="DIR", help="run directory (checkpoints, metrics, the final model/)")
     p.add_argument("--steps", type=int, default=steps, help="optimizer steps (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default: {lr}{lr_note})")
     p.add_argument("--batch-size", type=int, default=batch_size, help="sequences per step (default: %(default)s)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (default: %(default)s)")
     p.add_argument("--eval-interval", type=int, default=None, help="evaluate every N steps (default: steps/4)")
@@ -71,11 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lora", action="store_true", help="train LoRA adapters only (6.3); the saved model is merged")
     s.add_argument("--lora-r", type=int, default=8)
     s.add_argument("--lora-alpha", type=float, default=32)
-    s.add_argument("--lora-dropout", type=float, default=0.05)
+    s.add_argument("--lora-dropout", type=float, default=0.1)
     s.add_argument("--lora-targets", nargs="+", default=["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
                    help="module names (or regexes) to adapt (default: %(default)s)")
     s.add_argument("--eval-limit", type=int, default=200, help="held-out questions to score at the end (0: skip)")
-    _add_training_args(s, steps=300, lr=1e-3, batch_size=16)
+    _add_training_args(s, steps=300, lr=1e-3, batch_size=16, lr_note="; 5e-3 with --lora, which likes a larger one")
 
     g = sub.add_parser("generate", help="continue a prompt (5.4)")
     g.add_argument("--model", required=True, help="model dir")
@@ -153,6 +153,7 @@ def cmd_pretrain(args):
     from .tokenizers import load_tokenizer
 
     mi.manual_seed(args.seed)
+    args.lr = 2e-3 if args.lr is None else args.lr
     if (args.data is None) != (args.val is None):
         raise SystemExit("error: --data and --val go together")
     paths = _world_paths(args) if args.data is None else {"pretrain_train": args.data, "pretrain_val": args.val}
@@ -173,6 +174,8 @@ def cmd_sft(args):
     from . import pipeline
 
     mi.manual_seed(args.seed)
+    if args.lr is None:
+        args.lr = 5e-3 if args.lora else 1e-3
     model, tok = _load_model_dir(args.model)
     if (args.data is None) != (args.val is None):
         raise SystemExit("error: --data and --val go together")
