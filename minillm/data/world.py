@@ -156,7 +156,7 @@ END_TEMPLATES = [
 ]
 
 SKILLS = ("qa", "translate", "math", "facts")
-_DOC_KINDS = ("story", "bilingual", "words", "math")
+_DOC_KINDS = ("story", "qa", "bilingual", "words", "math")
 
 
 # ----------------------------------------------------------------------------
@@ -176,6 +176,9 @@ class WorldConfig:
     langs: story/question languages; both are needed for "translate".
     min_sentences / max_sentences: story length (inclusive), 2 <= min <= max <= 10.
     doc_mix: share of pretraining document kinds: monolingual "story",
+        "qa" (a story followed by questions about it and their answers: reading
+        comprehension text, as web corpora contain; it teaches a small model to
+        look things up in its context during pretraining, which SFT then builds on),
         parallel "bilingual" story (English and Chinese telling the same story),
         "words" (bilingual word lists) and "math" (worked sums). The last two
         give pretraining some grounding for the translate and math skills.
@@ -198,7 +201,7 @@ class WorldConfig:
     min_sentences: int = 3
     max_sentences: int = 8
     doc_mix: dict = field(
-        default_factory=lambda: {"story": 0.8, "bilingual": 0.1, "words": 0.05, "math": 0.05}
+        default_factory=lambda: {"story": 0.55, "qa": 0.25, "bilingual": 0.1, "words": 0.05, "math": 0.05}
     )
     skill_weights: dict = field(
         default_factory=lambda: {"qa": 0.6, "translate": 0.2, "math": 0.2, "facts": 0.2}
@@ -547,6 +550,17 @@ def _word_list_doc(rng: random.Random) -> str:
     return "\n".join(lines)
 
 
+def _qa_doc(events: Sequence[tuple], lang: str, world: World, rng: random.Random) -> str:
+    """A story, then 1-3 of its questions with answers, one per line."""
+    qs = story_questions(events, lang, world)
+    picked = rng.sample(qs, min(len(qs), rng.randint(1, 3)))
+    if lang == "zh":
+        lines = [f"问题：{q}\n答案：{a}" for _, q, a in picked]
+    else:
+        lines = [f"Question: {q}\nAnswer: {a}" for _, q, a in picked]
+    return "\n".join([render_story(events, lang, world)] + lines)
+
+
 def _math_doc(rng: random.Random, cfg: WorldConfig, split: str) -> str:
     probs = _math_problems(cfg.seed, cfg.max_number, cfg.val_fraction, cfg.heldout_math, split)
     lines = []
@@ -593,6 +607,8 @@ def generate_stories(n: int, seed: Optional[int] = None, split: str = "train", c
         kind = rng.choices(kinds, weights)[0] if len(kinds) > 1 else kinds[0]
         if kind == "story":
             docs.append(render_story(next(stories), rng.choice(cfg.langs), world))
+        elif kind == "qa":
+            docs.append(_qa_doc(next(stories), rng.choice(cfg.langs), world, rng))
         elif kind == "bilingual":
             events = next(stories)
             first, second = ("en", "zh") if rng.random() < 0.5 else ("zh", "en")
