@@ -1,6 +1,7 @@
 """Tokens/s of one full training step (forward, cross-entropy, backward, AdamW, zero_grad).
 
-Contenders, run side by side in ONE process so their ratio is meaningful on a noisy machine:
+Contenders, run side by side in ONE process (blocks of steps, two rounds in opposite order)
+so their ratio is meaningful on a noisy machine:
   minillm (numba)   the default fast path
   minillm (numpy)   every fused op on the NumPy reference kernels
   torch (manual)    PyTorch eager, attention written out (softmax(QKᵀ)V), when torch is installed
@@ -35,6 +36,8 @@ CONFIGS = {
 
 def set_threads(n: int) -> None:
     """The same thread count for every contender: BLAS, Numba and torch."""
+    import minillm  # noqa: F401  (first: it picks Numba's threading layer before set_num_threads starts it)
+
     try:
         from threadpoolctl import threadpool_limits
 
@@ -209,12 +212,17 @@ def run(name: str, c: dict, contenders: list, steps: int, warmup: int, peak: flo
             b = batches[i % len(batches)]
             step(b[:, :-1].copy(), b[:, 1:].copy(), timings)
         results.append(dict(config=name, contender=label, first_step_s=time.perf_counter() - t0))
-    # interleave the contenders step by step, so a slow patch of the machine hits them all
+    # Each contender runs its timed steps as one block (thread pools of different libraries
+    # spin after their work and would slow a neighbour's very next step), in two rounds of
+    # opposite order, so a slow patch of the machine hits every contender alike.
     per = {label: [] for label, _, _ in built}
-    for i in range(steps):
-        b = batches[i % len(batches)]
-        for label, step, _ in built:
-            step(b[:, :-1].copy(), b[:, 1:].copy(), per[label])
+    for order in (built, built[::-1]):
+        for label, step, _ in order:
+            b = batches[0]
+            step(b[:, :-1].copy(), b[:, 1:].copy(), [])  # one untimed step after the switch
+            for i in range((steps + 1) // 2):
+                b = batches[i % len(batches)]
+                step(b[:, :-1].copy(), b[:, 1:].copy(), per[label])
     for r, (label, _, n_params) in zip(results, built):
         t = np.array(per[label])  # (steps, 3): forward, backward, optimizer
         total = t.sum(axis=1)
