@@ -47,6 +47,8 @@ def median_time(fn, repeats):
 def set_threads(n):
     import numba
 
+    import minillm  # noqa: F401  (first: it picks Numba's non-spinning threading layer before the threads start)
+
     numba.set_num_threads(n)
     try:
         from threadpoolctl import threadpool_limits
