@@ -1,6 +1,6 @@
 """Train a tiny LLaMA2 from scratch on your CPU: the whole of Happy LLM chapters 5–6 in one command.
 
-    python examples/train_tiny_llama.py            # the default run (~10 minutes on 2 cores)
+    python examples/train_tiny_llama.py            # the default run (~8 minutes on 2 idle cores)
     python examples/train_tiny_llama.py --quick    # a ~1 minute smoke run
 
 Steps (each one a function in minillm/pipeline.py):
@@ -28,8 +28,8 @@ from minillm.models.llama import PRESETS, ModelConfig, Transformer  # noqa: E402
 from minillm.train import TrainConfig  # noqa: E402
 
 DEFAULTS = dict(
-    n_stories=30_000, n_sft=6_000, vocab_size=2048, block_size=256, batch_size=8, pretrain_steps=600,
-    sft_steps=300, sft_batch_size=16, lr=2e-3, sft_lr=1e-3, eval_limit=300,
+    n_stories=30_000, n_sft=6_000, vocab_size=2048, block_size=256, batch_size=8, pretrain_steps=1500,
+    sft_steps=1500, sft_batch_size=16, lr=3e-3, sft_lr=2e-3, eval_limit=300,
 )
 QUICK = dict(
     n_stories=2_000, n_sft=600, vocab_size=512, block_size=128, batch_size=8, pretrain_steps=60,

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--vocab-size", type=int, default=2048, help="vocab size when training a tokenizer (default: %(default)s)")
     pt.add_argument("--preset", default="tiny", help="model size: tiny, small or book (default: %(default)s)")
     pt.add_argument("--block-size", type=int, default=256, help="tokens per sequence (default: %(default)s)")
-    _add_training_args(pt, steps=600, lr=2e-3, batch_size=8)
+    _add_training_args(pt, steps=1500, lr=3e-3, batch_size=8)
 
     s = sub.add_parser("sft", help="supervised fine-tuning, full or LoRA (6.2, 6.3)",
                        description="Fine-tune on chat conversations (loss on assistant replies only); writes OUT/model/.")
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lora-targets", nargs="+", default=["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
                    help="module names (or regexes) to adapt (default: %(default)s)")
     s.add_argument("--eval-limit", type=int, default=200, help="held-out questions to score at the end (0: skip)")
-    _add_training_args(s, steps=300, lr=1e-3, batch_size=16, lr_note="; 5e-3 with --lora, which likes a larger one")
+    _add_training_args(s, steps=1500, lr=2e-3, batch_size=16, lr_note="; 5e-3 with --lora, which likes a larger one")
 
     g = sub.add_parser("generate", help="continue a prompt (5.4)")
     g.add_argument("--model", required=True, help="model dir")
@@ -153,7 +153,7 @@ def cmd_pretrain(args):
     from .tokenizers import load_tokenizer
 
     mi.manual_seed(args.seed)
-    args.lr = 2e-3 if args.lr is None else args.lr
+    args.lr = 3e-3 if args.lr is None else args.lr
     if (args.data is None) != (args.val is None):
         raise SystemExit("error: --data and --val go together")
     paths = _world_paths(args) if args.data is None else {"pretrain_train": args.data, "pretrain_val": args.val}
@@ -175,7 +175,7 @@ def cmd_sft(args):
 
     mi.manual_seed(args.seed)
     if args.lr is None:
-        args.lr = 5e-3 if args.lora else 1e-3
+        args.lr = 5e-3 if args.lora else 2e-3
     model, tok = _load_model_dir(args.model)
     if (args.data is None) != (args.val is None):
         raise SystemExit("error: --data and --val go together")

@@ -7,8 +7,8 @@ these; read this file to see every step of the pipeline in order.
     paths = prepare_corpus("out/data")                            # 5.3.1 the data
     tok = train_tokenizer(paths["pretrain_train"], 2048, "out/tokenizer")   # 5.2 BPE
     model = Transformer(ModelConfig.preset("tiny", vocab_size=tok.vocab_size))  # 5.1
-    pretrain(model, tok, paths, TrainConfig(out_dir="out/pretrain", max_steps=600))  # 5.3 / 6.1
-    sft(model, tok, paths, TrainConfig(out_dir="out/sft", max_steps=300))            # 6.2
+    pretrain(model, tok, paths, TrainConfig(out_dir="out/pretrain", max_steps=1500))  # 5.3 / 6.1
+    sft(model, tok, paths, TrainConfig(out_dir="out/sft", max_steps=1500))           # 6.2
     evaluate_sft(model, tok, paths["sft_val"])                    # exact-match accuracy
 """
 from __future__ import annotations
