@@ -6,6 +6,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import minillm as mi
+import minillm.kernels
+
+# The "numba" backend sends arrays smaller than SMALL_INPUT to the NumPy reference (faster
+# there); the tests use small arrays, so make every call on that backend reach Numba.
+minillm.kernels.SMALL_INPUT = 0
 
 # "ci" is the default: modest example counts (many small tests beat few huge ones).
 # The `backend` fixture only selects kernels, so sharing it across the examples of one test is safe.

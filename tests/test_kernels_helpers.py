@@ -48,3 +48,22 @@ def numeric_grad(f, x, eps=1e-6):
 def assert_grad(analytic, f, x, what, rtol=1e-5, atol=1e-7):
     num = numeric_grad(f, x)
     np.testing.assert_allclose(analytic, num, rtol=rtol, atol=atol, err_msg=f"gradcheck {what}")
+
+
+def test_small_inputs_run_on_the_reference_and_agree(monkeypatch):
+    """Below SMALL_INPUT elements the numba backend uses the NumPy reference (cheaper than
+    waking Numba's threads); both sides of the threshold give the same result."""
+    import numpy as np
+
+    import minillm.kernels as K
+
+    K.set_kernels("numba")
+    x = np.random.default_rng(0).standard_normal((2, 3, 8)).astype(np.float32)
+    w = np.ones(8, np.float32)
+    monkeypatch.setattr(K, "SMALL_INPUT", 10**9)
+    assert not K._fast(x)
+    small, _ = K.rmsnorm_forward(x, w, 1e-5)
+    monkeypatch.setattr(K, "SMALL_INPUT", 0)
+    assert K._fast(x)
+    big, _ = K.rmsnorm_forward(x, w, 1e-5)
+    np.testing.assert_allclose(small, big, rtol=1e-5, atol=1e-6)

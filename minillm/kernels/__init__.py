@@ -102,72 +102,84 @@ def matmul(a, b, trans_a=False, trans_b=False):
 
 
 # --------------------------------------------------------------- dispatchers
+# Launching a parallel Numba kernel costs tens of microseconds (the worker threads must wake
+# up), more than the whole NumPy reference needs for a small array; decoding one token at a
+# time calls every kernel on a (1, 1, dim) input. So inputs below SMALL_INPUT elements run
+# on the reference even on the "numba" backend (measured with benchmarks/generate.py: tiny-model
+# greedy decoding went from ~300 to ~1000 tokens/s). Tests set it to 0 so Numba is always exercised.
+SMALL_INPUT = 8192
+
+
+def _fast(x) -> bool:
+    return _use_numba and x.size >= SMALL_INPUT
+
+
 def softmax_forward(x):
-    return (_nb_softmax_forward if _use_numba else reference.softmax_forward)(x)
+    return (_nb_softmax_forward if _fast(x) else reference.softmax_forward)(x)
 
 
 def softmax_backward(y, gy):
-    return (_nb_softmax_backward if _use_numba else reference.softmax_backward)(y, gy)
+    return (_nb_softmax_backward if _fast(y) else reference.softmax_backward)(y, gy)
 
 
 def log_softmax_forward(x):
-    return (_nb_log_softmax_forward if _use_numba else reference.log_softmax_forward)(x)
+    return (_nb_log_softmax_forward if _fast(x) else reference.log_softmax_forward)(x)
 
 
 def log_softmax_backward(y, gy):
-    return (_nb_log_softmax_backward if _use_numba else reference.log_softmax_backward)(y, gy)
+    return (_nb_log_softmax_backward if _fast(y) else reference.log_softmax_backward)(y, gy)
 
 
 def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
-    f = _nb_cross_entropy_forward if _use_numba else reference.cross_entropy_forward
+    f = _nb_cross_entropy_forward if _fast(logits) else reference.cross_entropy_forward
     return f(logits, target, ignore_index, label_smoothing)
 
 
 def cross_entropy_backward(logits, target, lse, grad_losses, ignore_index, label_smoothing):
-    f = _nb_cross_entropy_backward if _use_numba else reference.cross_entropy_backward
+    f = _nb_cross_entropy_backward if _fast(logits) else reference.cross_entropy_backward
     return f(logits, target, lse, grad_losses, ignore_index, label_smoothing)
 
 
 def rmsnorm_forward(x, weight, eps):
-    return (_nb_rmsnorm_forward if _use_numba else reference.rmsnorm_forward)(x, weight, eps)
+    return (_nb_rmsnorm_forward if _fast(x) else reference.rmsnorm_forward)(x, weight, eps)
 
 
 def rmsnorm_backward(x, weight, rstd, gy):
-    return (_nb_rmsnorm_backward if _use_numba else reference.rmsnorm_backward)(x, weight, rstd, gy)
+    return (_nb_rmsnorm_backward if _fast(x) else reference.rmsnorm_backward)(x, weight, rstd, gy)
 
 
 def rope_forward(x, cos, sin):
-    return (_nb_rope_forward if _use_numba else reference.rope_forward)(x, cos, sin)
+    return (_nb_rope_forward if _fast(x) else reference.rope_forward)(x, cos, sin)
 
 
 def rope_backward(gy, cos, sin):
-    return (_nb_rope_backward if _use_numba else reference.rope_backward)(gy, cos, sin)
+    return (_nb_rope_backward if _fast(gy) else reference.rope_backward)(gy, cos, sin)
 
 
 def swiglu_forward(a, b):
-    return (_nb_swiglu_forward if _use_numba else reference.swiglu_forward)(a, b)
+    return (_nb_swiglu_forward if _fast(a) else reference.swiglu_forward)(a, b)
 
 
 def swiglu_backward(a, b, gy):
-    return (_nb_swiglu_backward if _use_numba else reference.swiglu_backward)(a, b, gy)
+    return (_nb_swiglu_backward if _fast(a) else reference.swiglu_backward)(a, b, gy)
 
 
 def attention_forward(q, k, v, mask, is_causal, scale):
-    f = _nb_attention_forward if _use_numba else reference.attention_forward
+    f = _nb_attention_forward if _fast(q) else reference.attention_forward
     return f(q, k, v, mask, is_causal, scale)
 
 
 def attention_backward(q, k, v, mask, is_causal, scale, out, lse, gout):
-    f = _nb_attention_backward if _use_numba else reference.attention_backward
+    f = _nb_attention_backward if _fast(q) else reference.attention_backward
     return f(q, k, v, mask, is_causal, scale, out, lse, gout)
 
 
 def embedding_backward(ids, gout, num_embeddings):
-    return (_nb_embedding_backward if _use_numba else reference.embedding_backward)(ids, gout, num_embeddings)
+    return (_nb_embedding_backward if _fast(gout) else reference.embedding_backward)(ids, gout, num_embeddings)
 
 
 def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
-    f = _nb_adamw_step if _use_numba else reference.adamw_step
+    f = _nb_adamw_step if _fast(param) else reference.adamw_step
     f(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay)
 
 
