@@ -9,6 +9,7 @@ the median of --repeats runs after one warm-up (which also compiles), all in one
 process, with the same thread count for OpenBLAS (threadpoolctl), Numba and torch.
 """
 import os
+import sys
 
 # Threads that spin after a parallel region steal the other core from the next library's kernel.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -21,6 +22,8 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout
 
 SIZES = {
     "tiny": dict(B=8, T=256, H=4, n_kv=2, D=32, dim=128, vocab=2048),
