@@ -234,14 +234,16 @@ def cmd_chat(args):
             history = history[-1:]
             ids = tok.encode_chat(history, add_generation_prompt=True)
             budget = model.args.max_seq_len - len(ids)
-        print("bot> ", end="", flush=True)
+        live = sys.stdout.isatty()  # redraw the line as tokens arrive only on a terminal
         reply_ids = []
         for t in stream_generate(model, ids, max(1, min(args.max_new_tokens, budget)), temperature=args.temperature,
                                  top_k=args.top_k, top_p=args.top_p, eos_token_id=end_id, seed=args.seed,
                                  repetition_penalty=args.repetition_penalty):
             reply_ids.append(t)
-            # decode the whole reply each time: a multi-byte character may span several tokens
-            print("\rbot> " + tok.decode(reply_ids, skip_special_tokens=True), end="", flush=True)
+            if live:  # decode the whole reply each time: a multi-byte character may span several tokens
+                print("\rbot> " + tok.decode(reply_ids, skip_special_tokens=True), end="", flush=True)
+        if not live:
+            print("bot> " + tok.decode(reply_ids, skip_special_tokens=True), end="")
         print()
         history.append({"role": "assistant", "content": tok.decode(reply_ids, skip_special_tokens=True)})
 

@@ -37,7 +37,7 @@ def _write_jsonl(path, rows):
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def test_cli_pipeline(tmp_path, capsys):
+def test_cli_pipeline(tmp_path, capsys, monkeypatch):
     from minillm.cli import main
     from minillm.data import generate_sft, generate_stories
 
@@ -63,6 +63,11 @@ def test_cli_pipeline(tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "sft" / "model"), "--prompt", "In the morning",
                  "--max-new-tokens", "5", "--seed", "0"]) == 0
     assert capsys.readouterr().out.startswith("In the morning")
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("What is 2 + 3?\n/reset\nhello\n\n"))
+    assert main(["chat", "--model", str(tmp_path / "sft" / "model"), "--max-new-tokens", "4", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.count("bot> ") == 2  # two questions answered, /reset in between
 
 
 def test_cli_errors_are_clear(tmp_path):
