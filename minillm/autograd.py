@@ -143,13 +143,12 @@ class Function:
     through to ``forward`` unchanged and get no gradient.
     """
 
-    @staticmethod
-    def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    @staticmethod
-    def backward(ctx, grad):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def __init_subclass__(cls, **kwargs):
+        # Catch a missing half when the op is defined, not at its first backward pass.
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "backward"):
+            if not callable(getattr(cls, name, None)):
+                raise TypeError(f"{cls.__name__} must define a static method {name}(ctx, ...) to be a Function")
 
     @classmethod
     def apply(cls, *args, **kwargs):

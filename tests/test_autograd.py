@@ -158,3 +158,13 @@ def test_unbroadcast():
     assert unbroadcast(g, ()).item() == 24.0
     with pytest.raises(ValueError):
         unbroadcast(g, (5,))
+
+
+def test_function_without_backward_is_refused_at_definition():
+    from minillm.autograd import Function
+
+    with pytest.raises(TypeError, match="must define a static method backward"):
+        class HalfOp(Function):  # noqa: F841
+            @staticmethod
+            def forward(ctx, a):
+                return a

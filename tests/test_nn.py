@@ -92,8 +92,10 @@ def test_assignment_rules():
 
 
 def test_forward_missing_is_clear():
-    with pytest.raises(NotImplementedError, match="Module has no forward"):
+    with pytest.raises(TypeError, match="Module has no forward"):
         nn.Module()(1)
+    with pytest.raises(TypeError, match="ModuleList has no forward.*iterate"):
+        nn.ModuleList([nn.Linear(2, 2)])(1)
 
 
 def test_shared_parameter_listed_once():

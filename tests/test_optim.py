@@ -362,3 +362,13 @@ def test_param_groups_for_weight_decay():
     assert param_groups_for_weight_decay(dict(named[:2]), 0.1)[0]["param_names"] == ["layers.0.attention.wq.weight"]
     with pytest.raises(TypeError, match="named_parameters"):
         param_groups_for_weight_decay([emb], 0.1)
+
+
+def test_incomplete_optimizer_or_scheduler_cannot_be_built():
+    from minillm.optim import Optimizer
+    from minillm.optim.lr_scheduler import LRScheduler
+
+    with pytest.raises(TypeError, match="abstract"):
+        Optimizer([mi.zeros(2, requires_grad=True)], {"lr": 0.1})
+    with pytest.raises(TypeError, match="abstract"):
+        LRScheduler.__new__(LRScheduler)

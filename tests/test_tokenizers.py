@@ -555,3 +555,14 @@ def test_docstring_examples(name):
     mod = importlib.import_module("minillm.tokenizers" + ("" if name == "__init__" else f".{name}"))
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_base_tokenizer_is_abstract():
+    import pytest
+
+    from minillm.tokenizers import Tokenizer
+    from minillm.tokenizers.wordlevel import WordLevelTokenizer
+
+    for base in (Tokenizer, WordLevelTokenizer):
+        with pytest.raises(TypeError, match="abstract"):
+            base.__new__(base)

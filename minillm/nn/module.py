@@ -63,11 +63,14 @@ class Module:
         object.__setattr__(self, "training", True)
 
     # ------------------------------------------------------------------ calling
-    def forward(self, *args, **kwargs):
-        raise NotImplementedError(f"{type(self).__name__} has no forward(); define forward(self, ...) in the subclass")
+    # Why a module without forward() cannot be called (a container overrides this hint).
+    _no_forward_hint = "define forward(self, ...) in the subclass"
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        forward = getattr(type(self), "forward", None)
+        if forward is None:
+            raise TypeError(f"{type(self).__name__} has no forward(); {self._no_forward_hint}")
+        return forward(self, *args, **kwargs)
 
     # ------------------------------------------------------------------ registration
     def _check_init(self, what):
@@ -433,8 +436,7 @@ class ModuleList(Module):
         for i, m in enumerate(mods):
             self.add_module(str(i), m)
 
-    def forward(self, *args, **kwargs):
-        raise NotImplementedError("ModuleList has no forward(): iterate over it (for layer in self.layers: ...)")
+    _no_forward_hint = "iterate over it (for layer in self.layers: ...)"
 
 
 class ModuleDict(Module):
@@ -484,8 +486,7 @@ class ModuleDict(Module):
         for k, m in items:
             self[k] = m
 
-    def forward(self, *args, **kwargs):
-        raise NotImplementedError("ModuleDict has no forward(): call its members")
+    _no_forward_hint = "call its members"
 
 
 class Sequential(Module):

@@ -27,6 +27,7 @@ Each group's own starting lr (``group["initial_lr"]``) plays the role of ``max_l
 """
 from __future__ import annotations
 
+import abc
 import math
 from typing import Callable
 
@@ -107,7 +108,7 @@ def linear_decay(step: int, max_lr: float, warmup_steps: int, total_steps: int, 
 
 
 # ---------------------------------------------------------------------------- scheduler objects
-class LRScheduler:
+class LRScheduler(abc.ABC):
     """Base class: writes ``get_lr()`` into ``optimizer.param_groups[i]["lr"]``.
 
     ``last_step`` is the index of the update whose lr is currently set (0 after
@@ -123,8 +124,9 @@ class LRScheduler:
         self.last_step = int(last_step)
         self._apply()
 
-    def lr_at(self, step: int, base_lr: float) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def lr_at(self, step: int, base_lr: float) -> float:
+        """The learning rate of update ``step`` for a group whose peak is ``base_lr``."""
 
     def get_lr(self) -> list:
         """The lr of each group for update ``last_step``."""

@@ -17,7 +17,7 @@ Every optimizer in this package does the same three things, so they live here on
        "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), ..., "params": [0, 1, 2]}, ...]}
 
   Only ints, floats, strings, lists and NumPy arrays: ``flatten_state_dict`` splits it
-  into arrays (for safetensors) and a JSON-able rest, so no pickle is ever needed.
+  into arrays (for safetensors) and a JSON-able rest, so nothing executable is ever written.
 
 Parameters are ``Tensor``s; the update is done in place on ``p.data`` (the raw NumPy
 array) with ``p.grad.data``. All arithmetic stays in the parameter's dtype: the
@@ -26,6 +26,7 @@ scalar times a float32 array gives float64 under NumPy 2.
 """
 from __future__ import annotations
 
+import abc
 import copy
 from typing import Callable, Iterable, Optional
 
@@ -37,7 +38,7 @@ from ..tensor import Tensor
 __all__ = ["Optimizer"]
 
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """Base class. Subclasses set ``defaults`` and implement ``_update_group(group)``.
 
     ``params`` may be
@@ -137,8 +138,9 @@ class Optimizer:
             self._update_group(group)
         return loss
 
-    def _update_group(self, group: dict) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _update_group(self, group: dict) -> None:
+        """Apply one update to every parameter of ``group`` that has a gradient."""
 
     # ------------------------------------------------------------------ save / restore
     def state_dict(self) -> dict:

@@ -26,6 +26,7 @@ else lives here, once:
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -93,7 +94,7 @@ def _resolve_files(path: str | os.PathLike) -> tuple[Path, Path | None]:
     return file, (config if config.exists() else None)
 
 
-class Tokenizer:
+class Tokenizer(abc.ABC):
     """Base class: special tokens, encode/decode plumbing, chat template, files.
 
     Subclasses implement ``_encode_ordinary``, ``_decode``, ``vocab_size``,
@@ -142,31 +143,40 @@ class Tokenizer:
     # ------------------------------------------------------------------ #
     # What subclasses provide
     # ------------------------------------------------------------------ #
+    # (abstract: a subclass missing one of these cannot be instantiated)
     @property
+    @abc.abstractmethod
     def vocab_size(self) -> int:
-        raise NotImplementedError
+        """Number of ids, special tokens included."""
 
+    @abc.abstractmethod
     def _encode_ordinary(self, text: str) -> list[int]:
-        raise NotImplementedError
+        """Ids of ``text`` with no special-token handling."""
 
+    @abc.abstractmethod
     def _decode(self, ids: list[int], skip_special_tokens: bool) -> str:
-        raise NotImplementedError
+        """Text of validated ids."""
 
+    @abc.abstractmethod
     def id_to_token(self, token_id: int) -> str:
-        raise NotImplementedError
+        """The vocabulary string of one id."""
 
+    @abc.abstractmethod
     def token_to_id(self, token: str) -> int | None:
-        raise NotImplementedError
+        """The id of a vocabulary string, or None."""
 
+    @abc.abstractmethod
     def get_vocab(self) -> dict[str, int]:
-        raise NotImplementedError
+        """``{token string: id}`` for the whole vocabulary."""
 
+    @abc.abstractmethod
     def to_hf_json(self) -> dict:
-        raise NotImplementedError
+        """The Hugging Face ``tokenizer.json`` content."""
 
     @classmethod
+    @abc.abstractmethod
     def _from_hf(cls, data: dict, config: dict, source: str) -> "Tokenizer":
-        raise NotImplementedError
+        """Rebuild from a parsed ``tokenizer.json`` (and ``tokenizer_config.json``)."""
 
     def _listings(self) -> dict[str, str]:
         return {}

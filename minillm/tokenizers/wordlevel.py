@@ -8,6 +8,7 @@ In Hugging Face's format both are a ``WordLevel`` model.
 
 from __future__ import annotations
 
+import abc
 from collections import Counter
 from typing import ClassVar, Iterable, Mapping, Sequence
 
@@ -64,11 +65,13 @@ class WordLevelTokenizer(Tokenizer):
     # subclasses: how text is cut into units and glued back
     PATTERN: ClassVar[str] = ""
 
+    @abc.abstractmethod
     def _split(self, text: str) -> list[str]:
-        raise NotImplementedError
+        """Cut text into vocabulary units (words, characters)."""
 
+    @abc.abstractmethod
     def _join(self, tokens: list[str]) -> str:
-        raise NotImplementedError
+        """Glue units back into text."""
 
     # ------------------------------------------------------------------ #
     @property
@@ -145,8 +148,9 @@ class WordLevelTokenizer(Tokenizer):
     def _hf_normalizer(self):
         return None
 
+    @abc.abstractmethod
     def _hf_pre_tokenizer(self) -> dict:
-        raise NotImplementedError
+        """The Hugging Face ``pre_tokenizer`` entry that splits text as ``_split`` does."""
 
     def _hf_decoder(self):
         return None
