@@ -1,4 +1,4 @@
-"""Weights on disk, without pickle: our own model directories and Hugging Face's.
+"""Weights on disk, as data only (never executable): our own model directories and Hugging Face's.
 
     from minillm.io import save_model, load_model, export_hf, import_hf
     save_model(model, "ckpt/")                 # config.json + model.safetensors

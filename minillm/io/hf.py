@@ -178,7 +178,7 @@ def _read_hf_tensors(directory) -> tuple[dict, str]:
         for shard in sorted(set(weight_map.values())):
             tensors.update(load_safetensors(os.path.join(directory, shard)))
         return tensors, index
-    raise FileNotFoundError(f"{directory}: no model.safetensors (or model.safetensors.index.json); .bin (pickle) checkpoints are not read")
+    raise FileNotFoundError(f"{directory}: no model.safetensors (or model.safetensors.index.json); .bin (torch.save) checkpoints are not read: they can run code when loaded")
 
 
 def import_hf(directory, dtype=np.float32) -> Transformer:

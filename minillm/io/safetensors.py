@@ -1,4 +1,4 @@
-"""Reading and writing ``.safetensors`` files: weights without pickle.
+"""Reading and writing ``.safetensors`` files: weights as plain data.
 
 The format is simple enough to read by hand:
 
@@ -6,7 +6,7 @@ The format is simple enough to read by hand:
 
 The header maps each tensor name to ``{"dtype": "F32", "shape": [..], "data_offsets": [start, end]}``
 (offsets into the raw bytes that follow the header), plus an optional ``"__metadata__"``
-dict of strings. Nothing in the file is executed when it is loaded (unlike pickle).
+dict of strings. Nothing in the file is executed when it is loaded (unlike ``torch.save`` files).
 
 ``load_safetensors`` is our own reader so that every problem names the file and the
 tensor (a truncated download, a header that does not match the data) and so it can read

@@ -19,7 +19,7 @@
     lr_scheduler.py   constant / warmup + cosine / linear decay, as functions and objects
     clip.py           clip_grad_norm_
     groups.py         param_groups_for_weight_decay (no decay on norms, biases, embeddings)
-    serialization.py  flatten_state_dict / unflatten_state_dict (safetensors + JSON, no pickle)
+    serialization.py  flatten_state_dict / unflatten_state_dict (safetensors + JSON, nothing executable)
 """
 from . import lr_scheduler
 from .adam import Adam, AdamW

@@ -1,4 +1,4 @@
-"""Optimizer state to disk without pickle: arrays for safetensors, the rest for JSON.
+"""Optimizer state to disk as data only: arrays for safetensors, the rest for JSON.
 
 ``optimizer.state_dict()`` mixes arrays (Adam's moments) with small values (step
 counts, hyperparameters). ``flatten_state_dict`` splits them::

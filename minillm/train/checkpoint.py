@@ -1,4 +1,4 @@
-"""Checkpoints on disk: safetensors for arrays, JSON for the rest, never pickle (Happy LLM 5.3, 6.1).
+"""Checkpoints on disk: safetensors for arrays, JSON for the rest, data only (Happy LLM 5.3, 6.1).
 
 One checkpoint is one directory::
 
@@ -14,8 +14,8 @@ complete: a crash mid-save leaves only a ``.tmp-*`` directory, which is ignored 
 cleared by the next save). Only after the new checkpoint exists are old ones deleted
 (``keep_last``).
 
-Why not pickle (``torch.save``)? Unpickling runs code named in the file, so opening a
-downloaded checkpoint can run anything; a safetensors file is only a JSON header plus
+Why not ``torch.save`` as the book does? Its format rebuilds Python objects named in the
+file, so opening a downloaded checkpoint can run anything; a safetensors file is only a JSON header plus
 raw bytes, and it opens in any language.
 """
 from __future__ import annotations
