@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import time
 from typing import Iterable, Sequence
@@ -166,10 +165,6 @@ def evaluate_sft(model, tokenizer, records_or_path, limit: int | None = None, ma
         for r, p in zip(records, preds)
     ]
     return result
-
-
-def perplexity(loss: float) -> float:
-    return math.exp(min(loss, 50.0))
 
 
 def timed(fn, *args, **kwargs):

@@ -10,7 +10,7 @@ float32 tensor into float64.
 """
 from __future__ import annotations
 
-import numbers
+import builtins
 
 import numpy as np
 
@@ -161,7 +161,7 @@ class Tensor:
         return bool(self.data)
 
     def __float__(self):
-        return builtins_float(self.item())
+        return builtins.float(self.item())  # `float` in this module is the dtype alias
 
     def __int__(self):
         return int(self.item())
@@ -512,7 +512,5 @@ class Tensor:
     def repeat_interleave(self, repeats, dim):
         return _ops.repeat_interleave(self, repeats, dim)
 
-
-builtins_float = __builtins__["float"] if isinstance(__builtins__, dict) else __builtins__.float
 
 from . import ops as _ops  # noqa: E402  (ops need the Tensor class defined above)

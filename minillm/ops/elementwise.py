@@ -117,8 +117,7 @@ class Maximum(Function):
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved
-        wa = (a > b) + 0.5 * (a == b)
-        return unbroadcast(grad * wa.astype(grad.dtype), a.shape), unbroadcast(grad * (1 - wa).astype(grad.dtype), b.shape)
+        return _tie_split(grad, a > b, a == b, a.shape, b.shape)
 
 
 class Minimum(Function):
@@ -130,8 +129,14 @@ class Minimum(Function):
     @staticmethod
     def backward(ctx, grad):
         a, b = ctx.saved
-        wa = (a < b) + 0.5 * (a == b)
-        return unbroadcast(grad * wa.astype(grad.dtype), a.shape), unbroadcast(grad * (1 - wa).astype(grad.dtype), b.shape)
+        return _tie_split(grad, a < b, a == b, a.shape, b.shape)
+
+
+def _tie_split(grad, a_wins, tie, a_shape, b_shape):
+    """Gradient of max/min: to the winner, split evenly at ties (in grad's dtype, no float64 temporaries)."""
+    wa = np.array(a_wins, dtype=grad.dtype)  # an array even for 0-d inputs
+    wa[np.asarray(tie)] = 0.5
+    return unbroadcast(grad * wa, a_shape), unbroadcast(grad * (1 - wa), b_shape)
 
 
 class Where(Function):
@@ -447,10 +452,7 @@ def where(condition, x, y):
         return Tensor(np.where(cond, x, y))
     x, y = binary_operands(x, y)
     broadcast_shape("where", cond.shape, x.shape, y.shape)
-    out_shape = np.broadcast_shapes(cond.shape, x.shape, y.shape)
-    out = Where.apply(cond, x, y)
-    assert out.shape == out_shape
-    return out
+    return Where.apply(cond, x, y)
 
 
 def masked_fill(x: Tensor, mask, value) -> Tensor:

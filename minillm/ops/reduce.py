@@ -72,12 +72,9 @@ class MaxWithIndices(Function):
     """``x.max(dim)``: values and indices along one dim; the gradient goes to the chosen index."""
 
     @staticmethod
-    def forward(ctx, a, axis, keepdim, use_min):
-        idx = (np.argmin if use_min else np.argmax)(a, axis=axis)
-        idx_k = np.expand_dims(idx, axis)
-        values = np.take_along_axis(a, idx_k, axis=axis)
+    def forward(ctx, a, axis, keepdim, idx_k):
+        values = np.take_along_axis(a, idx_k, axis=axis)  # idx_k: the arg-max/min, keeping the reduced axis
         ctx.args = (a.shape, axis, keepdim, idx_k)
-        ctx.indices = idx_k if keepdim else idx
         return values if keepdim else np.squeeze(values, axis=axis)
 
     @staticmethod
@@ -155,10 +152,9 @@ def _max_min(x: Tensor, dim, keepdim: bool, use_min: bool):
         # Over all dims or several dims there is no single index: return the values only.
         return AMax.apply(x, normalize_dims(dim, x.ndim, name), keepdim, use_min)
     axis = normalize_dim(dim, x.ndim, name)
-    values = MaxWithIndices.apply(x, axis, keepdim, use_min)
-    idx = (np.argmin if use_min else np.argmax)(x.data, axis=axis)
-    if keepdim:
-        idx = np.expand_dims(idx, axis)
+    idx_k = np.expand_dims((np.argmin if use_min else np.argmax)(x.data, axis=axis), axis)  # computed once
+    values = MaxWithIndices.apply(x, axis, keepdim, idx_k)
+    idx = idx_k if keepdim else np.squeeze(idx_k, axis=axis)
     return MaxMin(values, Tensor._wrap(idx.astype(np.int64)))
 
 
