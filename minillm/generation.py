@@ -32,6 +32,7 @@ import numpy as np
 
 from . import random as _random
 from .autograd import no_grad
+from .models.llama_decode import FusedDecoder, fused_decode_unsupported
 from .tensor import Tensor
 
 __all__ = ["generate", "stream_generate", "sample_next_token", "left_pad"]
@@ -146,7 +147,9 @@ def _positions(mask: np.ndarray):
     return np.maximum(np.cumsum(mask, axis=1) - 1, 0)  # (B, T)
 
 
-def _steps(model, ids, mask, max_new_tokens, temperature, top_k, top_p, eos_token_id, rng, repetition_penalty, use_cache):
+def _steps(
+    model, ids, mask, max_new_tokens, temperature, top_k, top_p, eos_token_id, rng, repetition_penalty, use_cache, fused_decode
+):
     """Yield (next_tokens (B,), active (B,) bool) once per new token; stops when every row hit EOS."""
     max_len = model.args.max_seq_len
     vocab = model.args.vocab_size
@@ -158,9 +161,13 @@ def _steps(model, ids, mask, max_new_tokens, temperature, top_k, top_p, eos_toke
         rows, cols = np.nonzero(mask)
         seen[rows, ids[rows, cols]] = True
     state = {"cache": None}
+    # One fused kernel call per new token instead of the layer-by-layer modules (same logits).
+    decoder = FusedDecoder(model, B) if use_cache and fused_decode and fused_decode_unsupported(model) is None else None
 
     def run_full(ids, mask):
         """Prefill (or recompute after cropping): the whole window through the model."""
+        if decoder is not None:
+            return decoder.prefill(ids, attention_mask=mask, position_ids=_positions(mask))  # (B, V)
         if use_cache:
             state["cache"] = model.new_kv_cache(B)
         out = model(ids, attention_mask=mask, position_ids=_positions(mask), kv_cache=state["cache"], logits_to_keep=1)
@@ -183,6 +190,9 @@ def _steps(model, ids, mask, max_new_tokens, temperature, top_k, top_p, eos_toke
         if ids.shape[1] > max_len:  # context full: keep the last max_len tokens and recompute
             ids, mask = ids[:, -max_len:], mask[:, -max_len:]
             logits = run_full(ids, mask)
+        elif decoder is not None:  # one fused kernel call for all layers
+            pos = _positions(mask)
+            logits = decoder.step(nxt, positions=None if pos is None else pos[:, -1], attention_mask=mask)  # (B, V)
         elif use_cache:  # one new token per row against the cache
             pos = _positions(mask)
             out = model(
@@ -195,7 +205,7 @@ def _steps(model, ids, mask, max_new_tokens, temperature, top_k, top_p, eos_toke
 
 def _run(
     model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, seed, repetition_penalty, use_cache,
-    attention_mask, pad_token_id,
+    attention_mask, pad_token_id, fused_decode,
 ):
     _check_args(max_new_tokens, temperature, top_k, top_p, repetition_penalty)
     if pad_token_id is None:
@@ -207,7 +217,7 @@ def _run(
         raise IndexError(f"generate: prompt contains token id {bad}, outside the vocabulary [0, {vocab})")
     ids = np.where(mask, ids, np.clip(ids, 0, vocab - 1))  # padding ids only need to be valid
     rng = np.random.default_rng(seed) if seed is not None else None
-    args = (max_new_tokens, temperature, top_k, top_p, eos_token_id, rng, repetition_penalty, use_cache)
+    args = (max_new_tokens, temperature, top_k, top_p, eos_token_id, rng, repetition_penalty, use_cache, bool(fused_decode))
     return ids, mask, single, args
 
 
@@ -224,6 +234,7 @@ def generate(
     use_cache: bool = True,
     attention_mask=None,
     pad_token_id: int | None = None,
+    fused_decode: bool = True,
 ):
     """Continue ``input_ids`` by up to ``max_new_tokens`` tokens; return only the new ones.
 
@@ -232,11 +243,13 @@ def generate(
     ``attention_mask``) -> returns ``list[list[int]]``. A row stops at ``eos_token_id``
     (which is not included in its output). ``seed`` makes sampling reproducible
     (default: the library's generator, ``mi.manual_seed``). ``use_cache=False`` is the
-    book's recompute-everything loop.
+    book's recompute-everything loop. ``fused_decode`` runs each cached step as one fused
+    kernel call (``minillm.models.llama_decode.FusedDecoder``) when the model allows it;
+    ``False`` runs every step through the model's modules (the readable path, same tokens).
     """
     ids, mask, single, args = _run(
         model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, seed, repetition_penalty, use_cache,
-        attention_mask, pad_token_id,
+        attention_mask, pad_token_id, fused_decode,
     )
     out = [[] for _ in range(ids.shape[0])]
     was_training = model.training
@@ -263,12 +276,13 @@ def stream_generate(
     seed: int | None = None,
     repetition_penalty: float = 1.0,
     use_cache: bool = True,
+    fused_decode: bool = True,
 ) -> Iterator[int]:
     """Like ``generate`` for one prompt, but yields each new token id as soon as it exists
     (for a chat loop that prints while the model writes). Stops before EOS."""
     ids, mask, single, args = _run(
         model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, seed, repetition_penalty, use_cache,
-        None, None,
+        None, None, fused_decode,
     )
     if ids.shape[0] != 1:
         raise ValueError(f"stream_generate: expected one prompt, got a batch of {ids.shape[0]}; use generate() for batches")

@@ -25,6 +25,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 from . import reference  # noqa: E402
 from ._attention import attention_backward as _nb_attention_backward
+from ._decode import llama_decode_step as _nb_llama_decode_step
 from ._attention import attention_forward as _nb_attention_forward
 from ._elementwise import embedding_backward as _nb_embedding_backward
 from ._elementwise import rope_backward as _nb_rope_backward
@@ -183,10 +184,19 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
     f(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay)
 
 
+def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq, wk, wv, wo,
+                      ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps):
+    """One decode step of the whole LLaMA2 model (see reference.llama_decode_step). No SMALL_INPUT
+    cut-off: this kernel exists precisely to make one-token steps a single call."""
+    f = _nb_llama_decode_step if _use_numba else reference.llama_decode_step
+    return f(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq, wk, wv, wo,
+             ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps)
+
+
 __all__ = [
     "BACKENDS", "MATMUL_DISPATCH", "adamw_step", "attention_backward", "attention_forward",
     "bool_mask_to_additive", "cross_entropy_backward", "cross_entropy_forward", "embedding_backward",
-    "get_kernels", "log_softmax_backward", "log_softmax_forward", "matmul", "matmul_numba",
+    "get_kernels", "llama_decode_step", "log_softmax_backward", "log_softmax_forward", "matmul", "matmul_numba",
     "matmul_shape_class", "reference", "rmsnorm_backward", "rmsnorm_forward", "rope_backward",
     "rope_forward", "set_kernels", "softmax_backward", "softmax_forward", "swiglu_backward",
     "swiglu_forward",

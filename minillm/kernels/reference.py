@@ -231,3 +231,61 @@ def attention_backward(q, k, v, mask, is_causal, scale, out, lse, gout):
     qg = q.reshape(B, Hkv, G, Tq, D)  # (B, H, Tq, D) -> (B, Hkv, G, Tq, D)
     gk = (ds.swapaxes(-1, -2) @ qg).sum(axis=2)  # (B, Hkv, G, Tk, D) -> (B, Hkv, Tk, D)
     return gq, gk, gv
+
+
+# ------------------------------------------------------------- LLaMA2 decode step
+def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq, wk, wv, wo,
+                      ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps):
+    """One new token per row through the whole LLaMA2 model (inference only, no graph).
+
+    The same arithmetic as ``Transformer.forward`` on a (B, 1) input with a KV cache,
+    written as one function over raw arrays so a decode step costs one call instead of
+    ~100 autograd ops. Weights are stacked over the L layers (``minillm.models.llama_decode``
+    packs them):
+
+    tokens, positions: (B,) int64 -- the new token ids and their RoPE positions
+    cache_pos: int -- the cache slot the new keys/values go to (same for every row)
+    key_valid: (B, >= cache_pos + 1) bool -- which cached slots each row may attend to
+    emb, output: (V, dim); attention_norm, ffn_norm: (L, dim); norm: (dim,)
+    wq: (L, H*D, dim); wk, wv: (L, Hkv*D, dim); wo: (L, dim, H*D)
+    w1, w3: (L, hidden, dim); w2: (L, dim, hidden); cos, sin: (max_seq_len, D/2)
+    k_cache, v_cache: (L, B, Hkv, S, D), written at slot cache_pos
+    Returns logits (B, V).
+    """
+    B = tokens.shape[0]
+    L, Hkv, D = k_cache.shape[0], k_cache.shape[2], k_cache.shape[4]
+    H = wq.shape[1] // D
+    G = H // Hkv  # query heads per kv head
+    P = cache_pos + 1  # keys visible after this step
+    dt = emb.dtype.type
+
+    def rms(x, w):
+        return x * (1 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + dt(eps))) * w  # (B, dim)
+
+    def rope(x):  # x: (B, heads, D), interleaved pairs (2i, 2i+1) as in the book
+        c, s = cos[positions][:, None, :], sin[positions][:, None, :]  # (B, D/2) -> (B, 1, D/2)
+        y = np.empty_like(x)
+        y[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
+        y[..., 1::2] = x[..., 0::2] * s + x[..., 1::2] * c
+        return y
+
+    key_mask = np.where(key_valid[:, :P], dt(0), dt(-np.inf))[:, None, None, :]  # (B, 1, 1, P)
+    h = emb[tokens]  # (B,) -> (B, dim)
+    for layer in range(L):
+        x = rms(h, attention_norm[layer])  # (B, dim)
+        q = rope((x @ wq[layer].T).reshape(B, H, D))  # (B, dim) -> (B, H, D)
+        k = rope((x @ wk[layer].T).reshape(B, Hkv, D))  # (B, dim) -> (B, Hkv, D)
+        v = (x @ wv[layer].T).reshape(B, Hkv, D)  # (B, dim) -> (B, Hkv, D)
+        k_cache[layer, :, :, cache_pos] = k  # write this step's keys and values in place
+        v_cache[layer, :, :, cache_pos] = v
+        keys, values = k_cache[layer, :, :, :P], v_cache[layer, :, :, :P]  # (B, Hkv, P, D)
+        qg = q.reshape(B, Hkv, G, D)  # (B, H, D) -> (B, Hkv, G, D): G heads share a kv head
+        scores = qg @ keys.swapaxes(-1, -2) * dt(1 / math.sqrt(D)) + key_mask  # (B, Hkv, G, P)
+        p = np.exp(scores - scores.max(axis=-1, keepdims=True))  # the new token is always visible
+        p /= p.sum(axis=-1, keepdims=True)  # (B, Hkv, G, P)
+        att = (p @ values).reshape(B, H * D)  # (B, Hkv, G, P) @ (B, Hkv, P, D) -> (B, H*D)
+        h = h + att @ wo[layer].T  # (B, H*D) -> (B, dim), residual
+        x = rms(h, ffn_norm[layer])  # (B, dim)
+        gate = x @ w1[layer].T  # (B, dim) -> (B, hidden)
+        h = h + (gate * _sigmoid(gate) * (x @ w3[layer].T)) @ w2[layer].T  # SwiGLU MLP, residual
+    return rms(h, norm) @ output.T  # (B, dim) -> (B, V)

@@ -269,6 +269,16 @@ class KVCache:
         self.v = np.zeros_like(self.k)
         self.length = 0
 
+    @classmethod
+    def from_arrays(cls, k: np.ndarray, v: np.ndarray) -> "KVCache":
+        """An empty cache that writes into existing (B, n_kv_heads, max_len, head_dim) arrays
+        (e.g. one layer's slice of ``FusedDecoder``'s stacked cache)."""
+        if k.shape != v.shape or k.ndim != 4 or k.dtype != v.dtype:
+            raise ValueError(f"KVCache.from_arrays: k and v must be equal 4-D arrays, got {k.dtype} {k.shape} and {v.dtype} {v.shape}")
+        cache = cls.__new__(cls)
+        cache.k, cache.v, cache.length = k, v, 0
+        return cache
+
     @property
     def max_len(self) -> int:
         return self.k.shape[2]

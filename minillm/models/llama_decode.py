@@ -1,0 +1,169 @@
+"""Fast inference for the LLaMA2 model: each decode step is one fused kernel call.
+
+Generation (Happy LLM 5.1.6) adds one token at a time. Through ``Transformer.forward``
+every such step runs ~100 autograd ops on (B, 1, dim) arrays, and at batch 1 their Python
+overhead costs more than their arithmetic. ``FusedDecoder`` keeps the readable model for
+the prompt ("prefill": many tokens at once, where the ops are efficient) and runs every
+later step as ONE call of ``kernels.llama_decode_step``: embedding, then per layer
+RMSNorm -> wq/wk/wv -> RoPE -> KV-cache write -> attention -> wo -> residual ->
+RMSNorm -> SwiGLU MLP -> residual, then the final norm and the output head.
+
+    dec = FusedDecoder(model, batch_size=1)
+    logits = dec.prefill(ids)                  # (B, V) logits of the last prompt position
+    logits = dec.step(next_ids)                # (B, V) after one more token per row
+
+The kernel's NumPy twin, ``kernels.reference.llama_decode_step``, is the same step written
+out with array operations (``MINILLM_KERNELS=numpy`` runs it); tests check both against
+``Transformer.forward``. ``minillm.generation.generate`` uses this class automatically
+when the model allows it (see ``fused_decode_unsupported``).
+
+Weights are packed once per decoder (stacked over layers, (L, out, in)), so build a new
+``FusedDecoder`` after changing the model's weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kernels
+from ..nn import Linear
+from .llama import KVCache, RMSNorm, Transformer
+
+__all__ = ["FusedDecoder", "fused_decode_unsupported"]
+
+_LINEARS = ("attention.wq", "attention.wk", "attention.wv", "attention.wo", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
+
+
+def fused_decode_unsupported(model) -> str | None:
+    """Why ``model`` cannot run on ``FusedDecoder``, or None when it can.
+
+    The kernel computes exactly the plain LLaMA2 of ``minillm.models.llama``: bias-free
+    ``nn.Linear`` projections and ``RMSNorm``s, all in one float dtype. Anything else
+    (a subclass with its own forward, LoRA adapters that are not merged, mixed dtypes)
+    takes the layer-by-layer path, which handles every module.
+    """
+    if type(model) is not Transformer:
+        return f"{type(model).__name__} is not a minillm.models.llama.Transformer"
+    modules = dict(model.named_modules())
+    for i in range(model.n_layers):
+        for name in _LINEARS:
+            m = modules.get(f"layers.{i}.{name}")
+            if type(m) is not Linear or m.bias is not None:
+                return f"layers.{i}.{name} is a {type(m).__name__}, not a bias-free nn.Linear (merge LoRA adapters first)"
+        for name in ("attention_norm", "ffn_norm"):
+            if type(modules.get(f"layers.{i}.{name}")) is not RMSNorm:
+                return f"layers.{i}.{name} is not an RMSNorm"
+    if type(model.output) is not Linear or model.output.bias is not None or type(model.norm) is not RMSNorm:
+        return "the output head must be a bias-free nn.Linear after an RMSNorm"
+    dtypes = {p.data.dtype for p in model.parameters()}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
+        return f"parameters must all be float32 or all float64, got {sorted(str(d) for d in dtypes)}"
+    return None
+
+
+class FusedDecoder:
+    """Prefill with ``Transformer.forward``, then one fused kernel call per new token.
+
+    model: a ``Transformer`` (checked with ``fused_decode_unsupported``); its weights are
+    copied into layer-stacked arrays here. batch_size: rows decoded together. The KV cache,
+    (L, B, n_kv_heads, max_seq_len, head_dim) for keys and for values, is shared by both
+    paths: ``kv_cache`` lists per-layer ``KVCache`` views of it for ``Transformer.forward``.
+    Inference only (no gradients); dropout is not applied.
+    """
+
+    def __init__(self, model: Transformer, batch_size: int = 1):
+        reason = fused_decode_unsupported(model)
+        if reason is not None:
+            raise ValueError(f"FusedDecoder: {reason}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"FusedDecoder: batch_size must be a positive int, got {batch_size!r}")
+        a = model.args
+        self.model = model
+        self.batch_size = int(batch_size)
+        layers = model.layers
+        dtype = model.output.weight.dtype
+
+        def stacked(path):  # the same weight of every layer -> (L, ...) contiguous
+            return np.stack([_get(layer, path).weight.data for layer in layers])
+
+        self.weights = dict(
+            emb=np.ascontiguousarray(model.tok_embeddings.weight.data),  # (V, dim)
+            attention_norm=stacked("attention_norm"),  # (L, dim)
+            wq=stacked("attention.wq"), wk=stacked("attention.wk"), wv=stacked("attention.wv"), wo=stacked("attention.wo"),
+            ffn_norm=stacked("ffn_norm"),  # (L, dim)
+            w1=stacked("feed_forward.w1"), w2=stacked("feed_forward.w2"), w3=stacked("feed_forward.w3"),
+            norm=np.ascontiguousarray(model.norm.weight.data),  # (dim,)
+            output=np.ascontiguousarray(model.output.weight.data),  # (V, dim); the embedding when tied
+            cos=np.ascontiguousarray(model.freqs_cos.data, dtype=dtype),  # (max_seq_len, D/2)
+            sin=np.ascontiguousarray(model.freqs_sin.data, dtype=dtype),
+        )
+        shape = (a.n_layers, self.batch_size, a.n_kv_heads, a.max_seq_len, a.head_dim)
+        self.k_cache = np.zeros(shape, dtype)  # (L, B, Hkv, S, D)
+        self.v_cache = np.zeros(shape, dtype)
+        self.kv_cache = [KVCache.from_arrays(self.k_cache[i], self.v_cache[i]) for i in range(a.n_layers)]
+        self.eps = float(a.norm_eps)
+
+    @property
+    def length(self) -> int:
+        """Positions filled in the cache."""
+        return self.kv_cache[0].length
+
+    def reset(self) -> None:
+        for c in self.kv_cache:
+            c.reset()
+
+    def prefill(self, input_ids, attention_mask=None, position_ids=None) -> np.ndarray:
+        """Empty the cache and run the prompt (B, T) through ``Transformer.forward``, which
+        fills the cache. attention_mask (B, T) marks real tokens (left padding = 0);
+        position_ids (B, T) are RoPE positions. Returns the last position's logits (B, V)."""
+        ids = np.asarray(getattr(input_ids, "data", input_ids))
+        if ids.ndim != 2 or ids.shape[0] != self.batch_size:
+            raise ValueError(f"FusedDecoder.prefill: input_ids must have shape ({self.batch_size}, T), got {ids.shape}")
+        self.reset()
+        out = self.model(ids, attention_mask=attention_mask, position_ids=position_ids, kv_cache=self.kv_cache, logits_to_keep=1)
+        return out.logits.data[:, -1]  # (B, 1, V) -> (B, V)
+
+    def step(self, tokens, positions=None, attention_mask=None) -> np.ndarray:
+        """One new token per row. tokens: (B,) ids; positions: (B,) RoPE positions (default:
+        the cache length, as for unpadded rows); attention_mask: (B, length + 1) with 1 for
+        positions a row may attend to (left padding = 0; default all 1). Returns (B, V)."""
+        B, start = self.batch_size, self.length
+        cfg = self.model.args
+        tokens = _int_vector(tokens, B, "tokens")
+        if tokens.min() < 0 or tokens.max() >= cfg.vocab_size:
+            raise IndexError(f"FusedDecoder.step: token ids must be in [0, {cfg.vocab_size}), got {tokens.tolist()}")
+        if start >= cfg.max_seq_len:
+            raise ValueError(f"FusedDecoder.step: the cache is full ({start} = max_seq_len positions)")
+        positions = np.full(B, start, np.int64) if positions is None else _int_vector(positions, B, "positions")
+        if positions.min() < 0 or positions.max() >= cfg.max_seq_len:
+            raise IndexError(f"FusedDecoder.step: positions must be in [0, {cfg.max_seq_len}), got {positions.tolist()}")
+        if attention_mask is None:
+            valid = np.ones((B, start + 1), dtype=bool)
+        else:
+            valid = np.asarray(getattr(attention_mask, "data", attention_mask))
+            if valid.shape != (B, start + 1):
+                raise ValueError(f"FusedDecoder.step: attention_mask must have shape (batch, cached + 1) = {(B, start + 1)}, got {valid.shape}")
+            valid = np.ascontiguousarray(valid, dtype=bool)
+            if not valid[:, -1].all():
+                raise ValueError("FusedDecoder.step: the new token itself must be unmasked (attention_mask[:, -1] == 1)")
+        w = self.weights
+        logits = kernels.llama_decode_step(
+            tokens, positions, start, valid, w["emb"], w["attention_norm"], w["wq"], w["wk"], w["wv"], w["wo"],
+            w["ffn_norm"], w["w1"], w["w2"], w["w3"], w["norm"], w["output"], w["cos"], w["sin"],
+            self.k_cache, self.v_cache, self.eps,
+        )  # (B, V); keys/values written at slot `start`
+        for c in self.kv_cache:
+            c.length = start + 1
+        return logits
+
+
+def _get(module, path):
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _int_vector(x, n, name):
+    a = np.asarray(getattr(x, "data", x))
+    if a.shape != (n,) or a.dtype.kind not in "iu":
+        raise ValueError(f"FusedDecoder.step: {name} must be {n} integers (shape ({n},)), got {a.dtype} {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.int64)

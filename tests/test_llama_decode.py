@@ -1,0 +1,180 @@
+"""FusedDecoder / kernels.llama_decode_step: one decode step of the whole LLaMA2 in one call,
+equal to Transformer.forward with a KV cache (both backends), Numba kernel equal to its
+NumPy twin, fallbacks and errors."""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minillm as mi
+import minillm.nn as nn
+from minillm.generation import generate, left_pad
+from minillm.kernels import _decode, reference
+from minillm.models.llama import ModelConfig, Transformer
+from minillm.models.llama_decode import FusedDecoder, fused_decode_unsupported
+from minillm.nn.lora import LoraConfig, get_peft_model
+
+
+def make_model(dtype=np.float32, **overrides):
+    cfg = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=50, max_seq_len=24)
+    cfg.update(overrides)
+    model = Transformer(ModelConfig(**cfg)).eval()
+    for p in model.parameters():  # larger than the init: logits that differ clearly between tokens
+        if p.ndim == 2:
+            nn.init.normal_(p, 0.0, 0.3)
+    return model.to(dtype)
+
+
+def positions_of(mask):
+    return np.maximum(np.cumsum(mask, axis=1) - 1, 0)  # RoPE positions counted from each row's first real token
+
+
+TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("heads", [(4, 2), (4, 4), (4, 1)])  # (n_heads, n_kv_heads): GQA, MHA, MQA
+def test_steps_equal_the_models_forward(backend, dtype, heads):
+    """Prefill a left-padded batch, then decode: every step's logits equal Transformer.forward
+    over the whole sequence so far (no cache), at the last position."""
+    model = make_model(dtype, n_heads=heads[0], n_kv_heads=heads[1])
+    ids, mask = left_pad([[3, 4, 5, 6, 7], [9, 1], [2, 2, 2, 8]])
+    mask = mask.astype(bool)
+    dec = FusedDecoder(model, batch_size=3)
+    rng = np.random.default_rng(0)
+    with mi.no_grad():
+        logits = dec.prefill(ids, attention_mask=mask, position_ids=positions_of(mask))
+        for _ in range(6):
+            nxt = rng.integers(0, 50, 3)
+            ids = np.concatenate([ids, nxt[:, None]], axis=1)
+            mask = np.concatenate([mask, np.ones((3, 1), bool)], axis=1)
+            pos = positions_of(mask)
+            logits = dec.step(nxt, positions=pos[:, -1], attention_mask=mask)
+            full = model(ids, attention_mask=mask, position_ids=pos).logits.data[:, -1]
+            assert logits.dtype == dtype and logits.shape == (3, 50)
+            np.testing.assert_allclose(logits, full, **TOL[dtype])
+    assert dec.length == ids.shape[1]
+
+
+def test_cache_is_shared_with_the_modules_path(backend):
+    """The prefill writes the stacked cache through per-layer KVCache views, and the fused steps
+    write the same slots the modules would: keys after fused steps equal a modules-only run."""
+    model = make_model()
+    prompt = np.array([[1, 2, 3, 4]])
+    dec = FusedDecoder(model)
+    cache = model.new_kv_cache(1)
+    with mi.no_grad():
+        dec.prefill(prompt)
+        model(prompt, kv_cache=cache)
+        for tok in (5, 6, 7):
+            dec.step([tok])
+            model(np.array([[tok]]), kv_cache=cache)
+    for layer, c in enumerate(cache):
+        np.testing.assert_allclose(dec.k_cache[layer, :, :, : c.length], c.k[:, :, : c.length], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(dec.v_cache[layer, :, :, : c.length], c.v[:, :, : c.length], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sampling", [dict(temperature=0), dict(temperature=0.9, top_p=0.9, seed=3), dict(temperature=0, repetition_penalty=1.3)])
+def test_generate_fused_equals_modules(backend, sampling):
+    model = make_model()
+    prompts = [[1, 2, 3, 4, 5], [9, 8], [7, 7, 30, 31, 2, 3, 4, 11]]
+    fused = generate(model, prompts, 20, **sampling)  # runs past max_seq_len=24: crop + recompute too
+    modules = generate(model, prompts, 20, fused_decode=False, **sampling)
+    assert fused == modules
+    assert len(set(fused[0])) > 2
+
+
+def test_generate_sees_weights_changed_after_an_earlier_call():
+    model = make_model()
+    before = generate(model, [1, 2, 3], 8, temperature=0)
+    for p in model.parameters():
+        p.data *= -1  # an in-place update, as an optimizer step does
+    after = generate(model, [1, 2, 3], 8, temperature=0)
+    assert after == generate(model, [1, 2, 3], 8, temperature=0, fused_decode=False)
+    assert after != before
+
+
+# ----------------------------------------------------------------------- kernel vs reference
+@st.composite
+def decode_problem(draw):
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    B, L = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    Hkv, G, D = draw(st.integers(1, 2)), draw(st.integers(1, 3)), 2 * draw(st.integers(1, 3))
+    dim, hidden, V, S = draw(st.integers(1, 9)), draw(st.integers(1, 7)), draw(st.integers(1, 11)), draw(st.integers(1, 9))
+    H = Hkv * G
+    cache_pos = draw(st.integers(0, S - 1))
+
+    def r(*shape, scale=0.5):
+        return (rng.standard_normal(shape) * scale).astype(dtype)
+
+    valid = rng.random((B, cache_pos + 1)) < 0.7
+    valid[:, -1] = True  # the new token always sees itself
+    args = dict(
+        tokens=rng.integers(0, V, B), positions=rng.integers(0, S, B), cache_pos=cache_pos, key_valid=valid,
+        emb=r(V, dim), attention_norm=1 + r(L, dim), wq=r(L, H * D, dim), wk=r(L, Hkv * D, dim), wv=r(L, Hkv * D, dim),
+        wo=r(L, dim, H * D), ffn_norm=1 + r(L, dim), w1=r(L, hidden, dim), w2=r(L, dim, hidden), w3=r(L, hidden, dim),
+        norm=1 + r(dim), output=r(V, dim), cos=r(S, D // 2, scale=1.0), sin=r(S, D // 2, scale=1.0),
+        k_cache=r(L, B, Hkv, S, D), v_cache=r(L, B, Hkv, S, D), eps=1e-5,
+    )
+    return dtype, args
+
+
+@given(decode_problem())
+def test_numba_kernel_equals_reference(problem):
+    dtype, args = problem
+    ref_args = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in args.items()}
+    want = reference.llama_decode_step(**ref_args)
+    got = _decode.llama_decode_step(**args)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    assert got.dtype == want.dtype == dtype
+    np.testing.assert_allclose(got, want, **tol)
+    for name in ("k_cache", "v_cache"):  # the new keys/values land in slot cache_pos, nothing else changes
+        np.testing.assert_allclose(args[name], ref_args[name], **tol)
+
+
+# ----------------------------------------------------------------------- fallbacks and errors
+def test_unsupported_models_fall_back_to_the_modules():
+    model = make_model()
+    assert fused_decode_unsupported(model) is None
+    peft = get_peft_model(make_model(), LoraConfig(r=2, target_modules=["wq", "wv"], init_lora_weights=False))
+    reason = fused_decode_unsupported(peft.base_model)
+    assert "layers.0.attention.wq is a LoRALinear" in reason and "merge LoRA adapters first" in reason
+    with pytest.raises(ValueError, match="FusedDecoder: layers.0.attention.wq is a LoRALinear"):
+        FusedDecoder(peft.base_model)
+    # generate still works (layer by layer); after merging, the fused path gives the same tokens
+    adapted = generate(peft, [1, 2, 3], 6, temperature=0)
+    assert adapted == generate(peft, [1, 2, 3], 6, temperature=0, fused_decode=False)
+    merged = peft.merge_and_unload()
+    assert fused_decode_unsupported(merged) is None
+    assert generate(merged, [1, 2, 3], 6, temperature=0) == adapted
+
+    class Custom(Transformer):
+        pass
+
+    assert "not a minillm.models.llama.Transformer" in fused_decode_unsupported(Custom(model.args))
+
+
+def test_step_errors_name_the_problem():
+    model = make_model(max_seq_len=6)
+    dec = FusedDecoder(model, batch_size=2)
+    with pytest.raises(ValueError, match="batch_size"):
+        FusedDecoder(model, batch_size=0)
+    with pytest.raises(ValueError, match=r"input_ids must have shape \(2, T\)"):
+        dec.prefill(np.array([[1, 2]]))
+    with mi.no_grad():
+        dec.prefill(np.array([[1, 2], [3, 4]]))
+    with pytest.raises(ValueError, match=r"tokens must be 2 integers"):
+        dec.step([1])
+    with pytest.raises(IndexError, match=r"token ids must be in \[0, 50\)"):
+        dec.step([1, 50])
+    with pytest.raises(ValueError, match=r"attention_mask must have shape .* \(2, 3\)"):
+        dec.step([1, 2], attention_mask=np.ones((2, 2)))
+    with pytest.raises(ValueError, match="new token itself must be unmasked"):
+        dec.step([1, 2], attention_mask=np.array([[1, 1, 0], [1, 1, 1]]))
+    with pytest.raises(IndexError, match="positions must be in"):
+        dec.step([1, 2], positions=[0, 6])
+    for tok in range(4):
+        dec.step([tok, tok])
+    with pytest.raises(ValueError, match="cache is full"):
+        dec.step([1, 2])
