@@ -1,0 +1,80 @@
+"""The parallel variants of the RMSNorm / RoPE / SwiGLU kernels.
+
+The wrappers run these only above PARALLEL_MIN elements (millions: below that the serial
+kernel wins), far beyond the arrays the other tests use. Here the threshold is lowered to 0
+so the parallel kernels run on small hypothesis shapes with 2 threads, and must equal both
+the NumPy reference and the serial kernel (RMSNorm: bit for bit, since both add the same
+row blocks in the same order)."""
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minillm.kernels import _elementwise, _norms
+from minillm.kernels import reference as R
+
+from test_kernels_helpers import DTYPES, assert_close
+
+SETTINGS = settings(max_examples=15, deadline=None)
+
+
+@pytest.fixture
+def parallel(monkeypatch):
+    """Force the parallel kernels (2 threads) in the wrappers; yields a function that turns it off."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    previous = numba.get_num_threads()
+    numba.set_num_threads(2)
+    monkeypatch.setattr(_norms, "PARALLEL_MIN", {k: 0 for k in _norms.PARALLEL_MIN})
+    monkeypatch.setattr(_elementwise, "PARALLEL_MIN", {k: 0 for k in _elementwise.PARALLEL_MIN})
+
+    def serial():
+        monkeypatch.setattr(_norms, "PARALLEL_MIN", {k: 10**18 for k in _norms.PARALLEL_MIN})
+        monkeypatch.setattr(_elementwise, "PARALLEL_MIN", {k: 10**18 for k in _elementwise.PARALLEL_MIN})
+
+    yield serial
+    numba.set_num_threads(previous)
+
+
+def arrays(seed, dtype, *shapes):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype(dtype) for s in shapes]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3 * _norms.ROW_BLOCK + 5), c=st.integers(1, 40))
+def test_rmsnorm_parallel_equals_reference_and_serial(parallel, dtype, seed, n, c):
+    x, w, gy = arrays(seed, dtype, (n, c), (c,), (n, c))
+    y, rstd = _norms.rmsnorm_forward(x, w, 1e-5)
+    gx, gw = _norms.rmsnorm_backward(x, w, rstd, gy)
+    ry, rrstd = R.rmsnorm_forward(x, w, 1e-5)
+    rgx, rgw = R.rmsnorm_backward(x, w, rrstd, gy)
+    for got, want in ((y, ry), (rstd, rrstd), (gx, rgx), (gw, rgw)):
+        assert_close(got, want, dtype)
+    parallel()  # now the serial kernels: same blocks, same order -> identical bits
+    sy, srstd = _norms.rmsnorm_forward(x, w, 1e-5)
+    sgx, sgw = _norms.rmsnorm_backward(x, w, rstd, gy)
+    for got, want in ((y, sy), (rstd, srstd), (gx, sgx), (gw, sgw)):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), b=st.integers(1, 3), t=st.integers(1, 9), h=st.integers(1, 3), half=st.integers(1, 4))
+def test_rope_parallel_equals_reference(parallel, dtype, seed, b, t, h, half):
+    x, cos, sin = arrays(seed, dtype, (b, t, h, 2 * half), (t, half), (t, half))
+    assert_close(_elementwise.rope_forward(x, cos, sin), R.rope_forward(x, cos, sin), dtype)
+    assert_close(_elementwise.rope_backward(x, cos, sin), R.rope_backward(x, cos, sin), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 100))
+def test_swiglu_parallel_equals_reference(parallel, dtype, seed, n):
+    a, b, gy = arrays(seed, dtype, (n,), (n,), (n,))
+    a[::7] *= 1e4  # saturated gates: sigmoid 0 / 1 must stay finite
+    assert_close(_elementwise.swiglu_forward(a, b), R.swiglu_forward(a, b), dtype)
+    for got, want in zip(_elementwise.swiglu_backward(a, b, gy), R.swiglu_backward(a, b, gy)):
+        assert_close(got, want, dtype)
