@@ -22,10 +22,11 @@ from numba import njit
 from ._mathutil import fast_exp, typed
 
 # Reductions may be reordered (vectorised dot products); no 'nnan'/'ninf': masked keys are -inf.
+# error_model="numpy" (on every function here): no Python division-by-zero checks inside loops.
 REDUCE = {"reassoc", "nsz", "contract", "arcp"}
 
 
-@njit(cache=True, fastmath=REDUCE)
+@njit(cache=True, error_model="numpy", fastmath=REDUCE)
 def _matvec(w, x, y):
     """y[b] = w @ x[b] for every row b.   w: (N, K); x: (B, K); y: (B, N)."""
     N, K = w.shape
@@ -37,7 +38,7 @@ def _matvec(w, x, y):
             y[b, n] = acc
 
 
-@njit(cache=True, fastmath=REDUCE)
+@njit(cache=True, error_model="numpy", fastmath=REDUCE)
 def _rmsnorm(h, w, eps, x):
     """x[b] = h[b] / sqrt(mean(h[b]^2) + eps) * w.   h, x: (B, dim)."""
     B, C = h.shape
@@ -50,7 +51,7 @@ def _rmsnorm(h, w, eps, x):
             x[b, c] = h[b, c] * rstd * w[c]
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _rope(x, n_heads, head_dim, positions, cos, sin):
     """Rotate pairs (2i, 2i+1) of every head in place.   x: (B, n_heads*head_dim)."""
     for b in range(x.shape[0]):
@@ -66,7 +67,7 @@ def _rope(x, n_heads, head_dim, positions, cos, sin):
                 x[b, base + 2 * i + 1] = x0 * s + x1 * c
 
 
-@njit(cache=True, fastmath=REDUCE)
+@njit(cache=True, error_model="numpy", fastmath=REDUCE)
 def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq, wk, wv, wo,
                       ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps):
     B = tokens.shape[0]
