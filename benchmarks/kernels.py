@@ -37,7 +37,13 @@ def hidden_dim(dim, multiple_of=64):  # the book's MLP: 4*dim -> 2/3 -> round up
     return multiple_of * ((h + multiple_of - 1) // multiple_of)
 
 
+SETTLE_S = 0.3  # OpenBLAS's worker threads spin ~0.1 s after a call: let them sleep before the next contender
+
+
 def median_time(fn, repeats):
+    # Without the pause a Numba kernel timed right after the BLAS-backed NumPy reference shares
+    # its 2 cores with a spinning BLAS thread (measured: attention bwd 1.9 ms alone, 3.8 ms after).
+    time.sleep(SETTLE_S)
     fn()  # warm-up (and compile)
     times = []
     for _ in range(repeats):

@@ -9,6 +9,10 @@ the book's code reads the same here.
 """
 __version__ = "0.1.0"
 
+from ._runtime import tune_malloc as _tune_malloc  # noqa: E402
+
+_tune_malloc()  # reuse freed activation memory instead of page-faulting it in every step
+
 from . import kernels  # noqa: E402  (before the ops, which dispatch through it)
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
 from .kernels import get_kernels, set_kernels  # noqa: E402
