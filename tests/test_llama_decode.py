@@ -178,3 +178,25 @@ def test_step_errors_name_the_problem():
         dec.step([tok, tok])
     with pytest.raises(ValueError, match="cache is full"):
         dec.step([1, 2])
+
+
+def test_decode_kernel_runs_with_numba_disable_jit():
+    """NUMBA_DISABLE_JIT=1 (for a debugger) runs the decode kernel as plain Python: same tokens."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, minillm as mi;"
+        "from minillm.generation import generate;"
+        "from minillm.models.llama import ModelConfig, Transformer;"
+        "mi.manual_seed(0);"
+        "m = Transformer(ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=20, max_seq_len=12));"
+        "[mi.nn.init.normal_(p, 0.0, 0.3) for p in m.parameters() if p.ndim == 2];"
+        "a = generate(m, [1, 2, 3], 6, temperature=0); b = generate(m, [1, 2, 3], 6, temperature=0, fused_decode=False);"
+        "assert a == b and len(set(a)) > 1, (a, b); print('ok')"
+    )
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", MINILLM_KERNELS="numba")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
