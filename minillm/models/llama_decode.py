@@ -43,14 +43,13 @@ def fused_decode_unsupported(model) -> str | None:
     """
     if type(model) is not Transformer:
         return f"{type(model).__name__} is not a minillm.models.llama.Transformer"
-    modules = dict(model.named_modules())
-    for i in range(model.n_layers):
+    for i, layer in enumerate(model.layers):
         for name in _LINEARS:
-            m = modules.get(f"layers.{i}.{name}")
+            m = _get(layer, name)
             if type(m) is not Linear or m.bias is not None:
                 return f"layers.{i}.{name} is a {type(m).__name__}, not a bias-free nn.Linear (merge LoRA adapters first)"
         for name in ("attention_norm", "ffn_norm"):
-            if type(modules.get(f"layers.{i}.{name}")) is not RMSNorm:
+            if type(_get(layer, name)) is not RMSNorm:
                 return f"layers.{i}.{name} is not an RMSNorm"
     if type(model.output) is not Linear or model.output.bias is not None or type(model.norm) is not RMSNorm:
         return "the output head must be a bias-free nn.Linear after an RMSNorm"
@@ -157,8 +156,9 @@ class FusedDecoder:
 
 
 def _get(module, path):
+    """module.attention.wq for path "attention.wq" (None if a part is missing)."""
     for part in path.split("."):
-        module = getattr(module, part)
+        module = getattr(module, part, None)
     return module
 
 
