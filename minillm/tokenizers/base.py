@@ -110,7 +110,7 @@ class Tokenizer(abc.ABC):
 
     def __init__(
         self,
-        special_tokens: Mapping[str, int],
+        special_tokens: Sequence[str] | Mapping[str, int],
         *,
         unk_token: str | None = _AUTO,
         bos_token: str | None = _AUTO,
@@ -118,6 +118,11 @@ class Tokenizer(abc.ABC):
         pad_token: str | None = _AUTO,
         default_system: str | None = None,
     ):
+        if not isinstance(special_tokens, Mapping):  # a list: ids 0, 1, 2, ... in order
+            special_tokens = list(special_tokens)
+            if len(set(special_tokens)) != len(special_tokens):
+                raise ValueError(f"special_tokens has duplicates: {special_tokens}")
+            special_tokens = {t: i for i, t in enumerate(special_tokens)}
         self._special_tokens: dict[str, int] = {}
         for tok, i in dict(special_tokens).items():
             if not isinstance(tok, str) or not tok:

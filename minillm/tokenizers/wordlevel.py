@@ -38,11 +38,6 @@ class WordLevelTokenizer(Tokenizer):
         pad_token: str | None = _AUTO,
         default_system: str | None = None,
     ):
-        if not isinstance(special_tokens, Mapping):
-            special_tokens = list(special_tokens)
-            if len(set(special_tokens)) != len(special_tokens):
-                raise ValueError(f"special_tokens has duplicates: {special_tokens}")
-            special_tokens = {t: i for i, t in enumerate(special_tokens)}
         super().__init__(special_tokens, unk_token=unk_token, bos_token=bos_token, eos_token=eos_token,
                          pad_token=pad_token, default_system=default_system)
         tokens = list(tokens)
