@@ -26,6 +26,7 @@ recomputed (the book's rule), so cached and uncached decoding stay identical.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
@@ -252,16 +253,11 @@ def generate(
         attention_mask, pad_token_id, fused_decode,
     )
     out = [[] for _ in range(ids.shape[0])]
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            for nxt, active in _steps(model, ids, mask, *args):
-                for b in np.nonzero(active)[0]:
-                    if eos_token_id is None or nxt[b] != eos_token_id:
-                        out[b].append(int(nxt[b]))
-    finally:
-        model.train(was_training)
+    with _eval_mode(model), no_grad():
+        for nxt, active in _steps(model, ids, mask, *args):
+            for b in np.nonzero(active)[0]:
+                if eos_token_id is None or nxt[b] != eos_token_id:
+                    out[b].append(int(nxt[b]))
     return out[0] if single else out
 
 
@@ -286,14 +282,21 @@ def stream_generate(
     )
     if ids.shape[0] != 1:
         raise ValueError(f"stream_generate: expected one prompt, got a batch of {ids.shape[0]}; use generate() for batches")
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         for nxt, _active in _with_no_grad(_steps(model, ids, mask, *args)):
             tok = int(nxt[0])
             if eos_token_id is not None and tok == eos_token_id:
                 return
             yield tok
+
+
+@contextmanager
+def _eval_mode(model):
+    """model.eval() inside, the model's own train/eval mode restored after (also on errors)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
     finally:
         model.train(was_training)
 
