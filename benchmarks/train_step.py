@@ -64,6 +64,21 @@ def model_flops_per_token(c: dict, n_params: int) -> float:
     return 6 * n_params + 12 * c["n_layers"] * c["dim"] * c["seq_len"]
 
 
+def timed_step(compute_loss, opt, timings: list) -> float:
+    """One training step, the same for every contender: appends (forward, backward, optimizer)
+    seconds to ``timings`` and returns the loss."""
+    t0 = time.perf_counter()
+    loss = compute_loss()
+    t1 = time.perf_counter()
+    loss.backward()
+    t2 = time.perf_counter()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    t3 = time.perf_counter()
+    timings.append((t1 - t0, t2 - t1, t3 - t2))
+    return float(loss.item())
+
+
 # ----------------------------------------------------------------------------- minillm
 def make_minillm(c: dict, backend: str):
     import minillm as mi
@@ -81,16 +96,7 @@ def make_minillm(c: dict, backend: str):
 
     def step(x, y, timings):
         mi.set_kernels(backend)
-        t0 = time.perf_counter()
-        loss = model(x, targets=y).loss
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        t3 = time.perf_counter()
-        timings.append((t1 - t0, t2 - t1, t3 - t2))
-        return float(loss.item())
+        return timed_step(lambda: model(x, targets=y).loss, opt, timings)
 
     return step, n_params
 
@@ -178,16 +184,7 @@ def make_torch(c: dict, sdpa: bool):
 
     def step(x, y, timings):
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        t0 = time.perf_counter()
-        loss = model(xt, yt)
-        t1 = time.perf_counter()
-        loss.backward()
-        t2 = time.perf_counter()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        t3 = time.perf_counter()
-        timings.append((t1 - t0, t2 - t1, t3 - t2))
-        return float(loss.item())
+        return timed_step(lambda: model(xt, yt), opt, timings)
 
     return step, n_params
 
