@@ -25,6 +25,7 @@ from .data import (
     read_sft_conversations, score, write_default_corpus,
 )
 from .generation import generate
+from .io.jsonfile import read_json_object
 from .tokenizers import BPETokenizer
 from .train import Trainer, TrainConfig, make_sample_fn
 
@@ -49,9 +50,11 @@ def prepare_corpus(data_dir: str, n_stories: int = 30_000, n_sft: int = 6_000, s
     names = ("pretrain_train", "pretrain_val", "sft_train", "sft_val")
     paths = {k: os.path.join(data_dir, f"{k}.jsonl") for k in names}
     if not rebuild and os.path.exists(stamp_path) and all(os.path.exists(p) for p in paths.values()):
-        with open(stamp_path, encoding="utf-8") as f:
-            if json.load(f) == stamp:
+        try:
+            if read_json_object(stamp_path) == stamp:
                 return paths
+        except ValueError:  # a damaged stamp: write the corpus again
+            pass
     written = write_default_corpus(data_dir, n_stories=n_stories, n_sft=n_sft, seed=seed)
     with open(stamp_path, "w", encoding="utf-8") as f:
         json.dump(stamp, f)

@@ -77,3 +77,16 @@ def test_cli_errors_are_clear(tmp_path):
         main(["generate", "--model", str(tmp_path / "missing"), "--prompt", "hi"])
     with pytest.raises(SystemExit):
         main(["pretrain"])  # --out is required: argparse exits with a usage message
+
+
+def test_prepare_corpus_reuses_or_rebuilds(tmp_path):
+    from minillm.pipeline import prepare_corpus
+
+    paths = prepare_corpus(str(tmp_path), n_stories=20, n_sft=10, seed=1)
+    stamp = tmp_path / "corpus.json"
+    first = os.path.getmtime(paths["pretrain_train"])
+    assert prepare_corpus(str(tmp_path), n_stories=20, n_sft=10, seed=1) == paths  # same settings: reused
+    assert os.path.getmtime(paths["pretrain_train"]) == first
+    stamp.write_text("{damaged")  # e.g. a run killed while writing it: rebuilt, not a JSON traceback
+    assert prepare_corpus(str(tmp_path), n_stories=20, n_sft=10, seed=1) == paths
+    assert json.loads(stamp.read_text()) == {"n_stories": 20, "n_sft": 10, "seed": 1}

@@ -129,3 +129,38 @@ def test_hf_layout_roundtrip_offline(tmp_path):
     back = import_hf(tmp_path / "hf")
     np.testing.assert_array_equal(back(X).logits.data, model(X).logits.data)
     assert back.args.tie_word_embeddings is False
+
+
+def test_json_metadata_files_fail_with_the_file_named(tmp_path):
+    """Every JSON file minillm reads (configs, checkpoint state, adapter config, sidecars) goes
+    through read_json_object: a damaged file is a ValueError naming it, never a json traceback."""
+    from minillm.data.pretrain import read_token_file_info
+    from minillm.io.jsonfile import read_json_object
+    from minillm.nn.lora import PeftModel
+    from minillm.train.checkpoint import read_checkpoint
+
+    good = tmp_path / "good.json"
+    good.write_text('{"a": 1}')
+    assert read_json_object(good) == {"a": 1}
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"list\.json: expected a JSON object, got a JSON list"):
+        read_json_object(tmp_path / "list.json")
+    (tmp_path / "latin1.json").write_bytes(b'{"a": "\xe9"}')
+    with pytest.raises(ValueError, match=r"latin1\.json: not valid JSON"):
+        read_json_object(tmp_path / "latin1.json")
+    with pytest.raises(FileNotFoundError, match=r"missing\.json: no such file \(hint\)"):
+        read_json_object(tmp_path / "missing.json", " (hint)")
+
+    ckpt = tmp_path / "step_1"
+    ckpt.mkdir()
+    (ckpt / "trainer_state.json").write_text("{oops")
+    with pytest.raises(ValueError, match=r"trainer_state\.json: not valid JSON"):
+        read_checkpoint(str(ckpt))
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('"r=8"')
+    with pytest.raises(ValueError, match=r"adapter_config\.json: expected a JSON object"):
+        PeftModel.from_pretrained(make_model(), str(adapter))
+    (tmp_path / "tokens.bin.json").write_text("")
+    with pytest.raises(ValueError, match=r"tokens\.bin\.json: not valid JSON"):
+        read_token_file_info(tmp_path / "tokens.bin")

@@ -32,6 +32,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from ..io.jsonfile import read_json_object
+
 __all__ = ["build_token_file", "read_token_file_info", "PretrainDataset"]
 
 _FORMAT = "minillm-token-file-v1"
@@ -135,8 +137,7 @@ def read_token_file_info(token_file) -> dict:
     meta_path = os.fspath(token_file) + ".json"
     if not os.path.exists(meta_path):
         raise FileNotFoundError(f"{meta_path} not found: token files are made by build_token_file(), which writes it")
-    with open(meta_path, encoding="utf-8") as f:
-        info = json.load(f)
+    info = read_json_object(meta_path)
     for key in ("dtype", "n_tokens", "vocab_size", "eos_token_id"):
         if key not in info:
             raise ValueError(f"{meta_path}: missing field {key!r}")

@@ -13,6 +13,7 @@ import json
 import os
 
 from ..models.llama import ModelConfig, Transformer
+from .jsonfile import read_json_object
 from .safetensors import atomic_write_bytes, load_safetensors, save_safetensors
 
 __all__ = ["save_model", "load_model", "CONFIG_NAME", "WEIGHTS_NAME"]
@@ -46,14 +47,8 @@ def save_model(model: Transformer, directory) -> None:
 
 def read_config(directory) -> ModelConfig:
     path = os.path.join(os.fspath(directory), CONFIG_NAME)
-    try:
-        with open(path, encoding="utf-8") as f:
-            raw = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file (is {directory!s} a model directory written by save_model?)") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(raw, dict) or raw.pop("model_type", None) != MODEL_TYPE:
+    raw = read_json_object(path, f" (is {directory!s} a model directory written by save_model?)")
+    if raw.pop("model_type", None) != MODEL_TYPE:
         raise ValueError(
             f"{path}: not a minillm model config (expected \"model_type\": \"{MODEL_TYPE}\"; "
             "for Hugging Face directories use import_hf)"

@@ -29,6 +29,7 @@ import re
 import numpy as np
 
 from ..models.llama import ModelConfig, Transformer
+from .jsonfile import read_json_object
 from .safetensors import atomic_write_bytes, load_safetensors, save_safetensors
 
 __all__ = ["export_hf", "import_hf", "permute_rope_rows_to_hf", "permute_rope_rows_from_hf", "hf_config"]
@@ -126,13 +127,7 @@ def export_hf(model: Transformer, directory, bos_token_id=None, eos_token_id=Non
 
 def _read_hf_config(directory) -> tuple[ModelConfig, dict]:
     path = os.path.join(directory, "config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            c = json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    c = read_json_object(path)
     if c.get("model_type") != "llama":
         raise ValueError(f"{path}: model_type is {c.get('model_type')!r}; import_hf reads Llama models only")
     if c.get("hidden_act", "silu") != "silu":
@@ -172,8 +167,9 @@ def _read_hf_tensors(directory) -> tuple[dict, str]:
     if os.path.exists(single):
         return load_safetensors(single), single
     if os.path.exists(index):  # sharded checkpoint
-        with open(index, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{index}: no \"weight_map\" object (tensor name -> shard file)")
         tensors = {}
         for shard in sorted(set(weight_map.values())):
             tensors.update(load_safetensors(os.path.join(directory, shard)))

@@ -670,8 +670,9 @@ def _read_adapter_config(model_id: str) -> dict:
     path = os.path.join(model_id, ADAPTER_CONFIG_NAME)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"PeftModel: no {ADAPTER_CONFIG_NAME} in {model_id!r} (expected a directory written by save_pretrained)")
-    with open(path, encoding="utf-8") as f:
-        meta = json.load(f)
+    from ..io.jsonfile import read_json_object  # here: minillm.io imports the models, which import nn
+
+    meta = read_json_object(path)
     if meta.get("peft_type", "LORA") != "LORA":
         raise ValueError(f"PeftModel: {path} is a {meta.get('peft_type')} adapter; only LORA is supported")
     return meta

@@ -28,6 +28,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..io.jsonfile import read_json_object
+
 __all__ = [
     "CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "list_checkpoints", "latest_checkpoint",
     "checkpoint_dir_name",
@@ -140,8 +142,7 @@ def read_checkpoint(path: str) -> tuple:
     state_path = os.path.join(path, STATE_FILE)
     if not os.path.isfile(state_path):
         raise FileNotFoundError(f"{path} is not a minillm checkpoint directory (no {STATE_FILE})")
-    with open(state_path, encoding="utf-8") as f:
-        state = json.load(f)
+    state = read_json_object(state_path)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{state_path}: format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
     model_arrays = load_file(os.path.join(path, MODEL_FILE))
