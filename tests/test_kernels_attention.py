@@ -23,6 +23,23 @@ def make_qkv(seed, dtype, B, H, Hkv, Tq, Tk, D):
     return q, k, v, go
 
 
+def assert_kernel_equals_reference(q, k, v, go, mask, causal, scale, dtype):
+    """The Numba forward (out, lse) and backward (gq, gk, gv) equal the NumPy reference; no NaN,
+    and the same rows are fully masked (lse = -inf)."""
+    o_ref, l_ref = R.attention_forward(q, k, v, mask, causal, scale)
+    o, l = _attention.attention_forward(q, k, v, mask, causal, scale)
+    assert_close(o, o_ref, dtype, what="attention out")
+    assert not np.isnan(o).any() and not np.isnan(l).any()
+    np.testing.assert_array_equal(np.isneginf(l), np.isneginf(l_ref))
+    fin = np.isfinite(l_ref)
+    assert_close(l[fin], l_ref[fin], dtype, what="attention lse")
+    grads_ref = R.attention_backward(q, k, v, mask, causal, scale, o_ref, l_ref, go)
+    grads = _attention.attention_backward(q, k, v, mask, causal, scale, o_ref, l_ref, go)
+    for name, g, gr in zip("qkv", grads, grads_ref):
+        assert not np.isnan(g).any()
+        assert_close(g, gr, dtype, scale=4, what=f"attention g{name}")
+
+
 @st.composite
 def attn_case(draw):
     Hkv = draw(st.integers(1, 2))
@@ -44,19 +61,7 @@ def test_attention_numba_equals_reference(dtype, case, seed, causal, masked):
         mask = R.bool_mask_to_additive(keep, dtype)
     elif masked == "full":  # a per-query float mask (B, H, Tq, Tk)
         mask = np.random.default_rng(seed).standard_normal((B, case["H"], Tq, Tk)).astype(dtype)
-    scale = 1 / np.sqrt(case["D"])
-    o_ref, l_ref = R.attention_forward(q, k, v, mask, causal, scale)
-    o, l = _attention.attention_forward(q, k, v, mask, causal, scale)
-    assert_close(o, o_ref, dtype, what="attention out")
-    assert not np.isnan(o).any() and not np.isnan(l).any()
-    np.testing.assert_array_equal(np.isneginf(l), np.isneginf(l_ref))
-    fin = np.isfinite(l_ref)
-    assert_close(l[fin], l_ref[fin], dtype, what="attention lse")
-    grads_ref = R.attention_backward(q, k, v, mask, causal, scale, o_ref, l_ref, go)
-    grads = _attention.attention_backward(q, k, v, mask, causal, scale, o_ref, l_ref, go)
-    for name, g, gr in zip("qkv", grads, grads_ref):
-        assert not np.isnan(g).any()
-        assert_close(g, gr, dtype, scale=4, what=f"attention g{name}")
+    assert_kernel_equals_reference(q, k, v, go, mask, causal, 1 / np.sqrt(case["D"]), dtype)
 
 
 @pytest.mark.parametrize("be", BACKENDS)
@@ -159,15 +164,4 @@ def test_attention_row_and_block_kernels_equal_reference(dtype, Tq, Tk, D, causa
     if masked:
         keep = np.random.default_rng(7).random((2, 1, 1, Tk)) < 0.7
         mask = R.bool_mask_to_additive(keep, dtype)
-    scale = 1 / np.sqrt(D)
-    o_ref, l_ref = R.attention_forward(q, k, v, mask, causal, scale)
-    o, l = _attention.attention_forward(q, k, v, mask, causal, scale)
-    assert_close(o, o_ref, dtype, what="attention out")
-    np.testing.assert_array_equal(np.isneginf(l), np.isneginf(l_ref))
-    fin = np.isfinite(l_ref)
-    assert_close(l[fin], l_ref[fin], dtype, what="attention lse")
-    grads_ref = R.attention_backward(q, k, v, mask, causal, scale, o_ref, l_ref, go)
-    grads = _attention.attention_backward(q, k, v, mask, causal, scale, o_ref, l_ref, go)
-    for name, g, gr in zip("qkv", grads, grads_ref):
-        assert not np.isnan(g).any()
-        assert_close(g, gr, dtype, scale=4, what=f"attention g{name}")
+    assert_kernel_equals_reference(q, k, v, go, mask, causal, 1 / np.sqrt(D), dtype)
