@@ -262,8 +262,9 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
     def rms(x, w):
         return x * (1 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + dt(eps))) * w  # (B, dim)
 
+    c, s = cos[positions][:, None, :], sin[positions][:, None, :]  # each row's angles: (B, D/2) -> (B, 1, D/2)
+
     def rope(x):  # x: (B, heads, D), interleaved pairs (2i, 2i+1) as in the book
-        c, s = cos[positions][:, None, :], sin[positions][:, None, :]  # (B, D/2) -> (B, 1, D/2)
         y = np.empty_like(x)
         y[..., 0::2] = x[..., 0::2] * c - x[..., 1::2] * s
         y[..., 1::2] = x[..., 0::2] * s + x[..., 1::2] * c
