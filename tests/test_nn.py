@@ -334,3 +334,21 @@ def test_functional_reexports():
                  "embedding", "dropout", "layer_norm", "softmax", "silu"):
         assert callable(getattr(F, name))
     assert nn.functional is F
+
+
+def test_mode_context_manager_restores_each_submodules_own_mode():
+    m = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1))
+    m[1].eval()
+    with m.mode(training=True):
+        assert all(x.training for x in m.modules())
+    assert m.training and not m[1].training
+    try:
+        with m.mode(training=False):
+            assert not any(x.training for x in m.modules())
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert m.training and not m[1].training  # restored on errors too
+    with pytest.raises(ValueError, match="training must be a bool"):
+        with m.mode(training="no"):
+            pass

@@ -20,6 +20,7 @@ output head of LLaMA) is listed once by ``parameters()``, as in PyTorch.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict, namedtuple
 from typing import Callable, Iterator
 
@@ -244,6 +245,24 @@ class Module:
     def eval(self) -> "Module":
         """Evaluation mode: ``train(False)`` (dropout off)."""
         return self.train(False)
+
+    @contextlib.contextmanager
+    def mode(self, training: bool):
+        """Set train/eval mode inside a ``with`` block and restore every sub-module's own mode
+        after it, also on errors::
+
+            with model.mode(training=False):   # dropout off while generating or evaluating
+                ...
+        """
+        if not isinstance(training, bool):
+            raise ValueError(f"mode(): training must be a bool, got {training!r}")
+        saved = [(m, m.training) for m in self.modules()]
+        self.train(training)
+        try:
+            yield self
+        finally:
+            for m, was in saved:
+                object.__setattr__(m, "training", was)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Module":
         for p in self.parameters():
