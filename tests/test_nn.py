@@ -352,3 +352,19 @@ def test_mode_context_manager_restores_each_submodules_own_mode():
     with pytest.raises(ValueError, match="training must be a bool"):
         with m.mode(training="no"):
             pass
+
+
+def test_kv_cache_reorder_picks_parent_rows_in_place():
+    from minillm.nn import KVCache
+
+    c = KVCache(batch_size=3, n_kv_heads=1, head_dim=2, max_len=4, dtype=np.float64)
+    k = mi.tensor(np.arange(3 * 2 * 2, dtype=np.float64).reshape(3, 1, 2, 2))
+    with mi.no_grad():
+        c.update(k, k * 10)
+    view = c.k
+    c.reorder([2, 2, 0])
+    assert c.k is view  # rewritten in place
+    np.testing.assert_array_equal(c.k[:, :, :2], k.data[[2, 2, 0]])
+    np.testing.assert_array_equal(c.v[:, :, :2], 10 * k.data[[2, 2, 0]])
+    with pytest.raises(ValueError, match="reorder"):
+        c.reorder([0, 3, 1])

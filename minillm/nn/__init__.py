@@ -8,6 +8,7 @@
 """
 from . import functional  # noqa: F401
 from . import init  # noqa: F401
+from .kv_cache import KVCache
 from .layers import Dropout, Embedding, Identity, LayerNorm, Linear, RMSNorm
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
 
