@@ -151,26 +151,20 @@ def _require_positive_int(cfg, name):
 
 
 # =============================================================================== 5.1.2
-class RMSNorm(nn.Module):
+class RMSNorm(nn.RMSNorm):
     """5.1.2 构建 RMSNorm:  RMSNorm(x) = x / √(mean(x²) + eps) · γ   (γ = ``self.weight``, init 1).
 
-    ``forward`` runs the fused op ``F.rms_norm``; ``_norm`` is the book's formula written
-    with primitive ops (tests check they agree, values and gradients).
+    The layer itself is the shared ``nn.RMSNorm`` (``forward`` runs the fused op
+    ``F.rms_norm``); this subclass keeps the book's signature ``RMSNorm(dim, eps)`` and its
+    ``_norm``, the formula written with primitive ops (tests check they agree, values and
+    gradients).
     """
 
     def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps  # keeps the denominator away from 0
-        self.weight = nn.Parameter(np.ones(dim, dtype=np.float32))  # γ, learnable, starts at 1
+        super().__init__(dim, eps)  # eps keeps the denominator away from 0; weight γ starts at 1
 
     def _norm(self, x: Tensor) -> Tensor:
         return x * ((x * x).mean(-1, keepdim=True) + self.eps).rsqrt()  # (..., dim) / (..., 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, (self.weight.shape[0],), self.weight, self.eps)  # (..., dim) -> (..., dim)
-
-    def extra_repr(self):
-        return f"{self.weight.shape[0]}, eps={self.eps}"
 
 
 # =============================================================================== 5.1.3.1
@@ -275,7 +269,6 @@ class Attention(nn.Module):
         self.wk = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wv = nn.Linear(args.dim, self.n_kv_heads * self.head_dim, bias=False)
         self.wo = nn.Linear(args.n_heads * self.head_dim, args.dim, bias=False)
-        self.attn_dropout = nn.Dropout(args.dropout)
         self.resid_dropout = nn.Dropout(args.dropout)
         self.dropout = args.dropout
         self.flash = args.flash_attn
@@ -303,15 +296,16 @@ class Attention(nn.Module):
                 xq, xk, xv, attn_mask=mask, dropout_p=dropout_p, is_causal=True, enable_gqa=True
             )  # (B, H, T, D)
         else:
-            output = self._manual_attention(xq, xk, xv, cos, sin, mask, kv_cache)  # (B, H, T, D)
+            output = self._manual_attention(xq, xk, xv, cos, sin, mask, kv_cache, dropout_p)  # (B, H, T, D)
 
         output = output.transpose(1, 2).reshape(bsz, seqlen, -1)  # (B, H, T, D) -> (B, T, H, D) -> (B, T, H·D)
         output = self.wo(output)  # (B, T, H·D) -> (B, T, dim)
         return self.resid_dropout(output)
 
-    def _manual_attention(self, xq, xk, xv, cos, sin, mask, kv_cache):
-        """The book's step-by-step attention: explicit RoPE, repeat_kv, scores, mask, softmax."""
-        bsz, seqlen = xq.shape[:2]
+    def _manual_attention(self, xq, xk, xv, cos, sin, mask, kv_cache, dropout_p):
+        """The book's step-by-step attention: explicit RoPE, the KV cache, ``repeat_kv``, then
+        softmax(q·kᵀ/√d + causal and padding masks)·v, written out once for every model in
+        ``F.manual_attention`` (``minillm/ops/attention.py``)."""
         xq, xk = apply_rotary_emb(xq, xk, cos, sin)  # shapes unchanged
         if kv_cache is not None:
             k_all, v_all = kv_cache.update(xk.transpose(1, 2), xv.transpose(1, 2))  # (B, Hkv, P+T, D)
@@ -319,17 +313,9 @@ class Attention(nn.Module):
         xk = repeat_kv(xk, self.n_rep)  # (B, P+T, Hkv, D) -> (B, P+T, H, D)
         xv = repeat_kv(xv, self.n_rep)
         xq, xk, xv = xq.transpose(1, 2), xk.transpose(1, 2), xv.transpose(1, 2)  # heads first: (B, H, T|P+T, D)
-        total = xk.shape[2]
-        scores = (xq @ xk.transpose(2, 3)) / math.sqrt(self.head_dim)  # (B, H, T, D) @ (B, H, D, P+T) -> (B, H, T, P+T)
-        # causal mask: query i (absolute position P+i) may not see keys after it
-        future = np.triu(np.ones((seqlen, total), dtype=bool), k=total - seqlen + 1)  # (T, P+T)
-        scores = scores.masked_fill(future, -np.inf)
-        if mask is not None:  # padding keys get the lowest finite value (a row of only padding stays finite)
-            keep = np.asarray(mask.data if isinstance(mask, Tensor) else mask, dtype=bool)  # (B, 1, 1, P+T)
-            scores = scores.masked_fill(~keep, np.finfo(scores.dtype).min)
-        scores = F.softmax(scores, dim=-1)  # (B, H, T, P+T), each row sums to 1
-        scores = self.attn_dropout(scores)
-        return scores @ xv  # (B, H, T, P+T) @ (B, H, P+T, D) -> (B, H, T, D)
+        # is_causal aligns the last query with the last key: new query i (absolute position
+        # P+i) sees the P cached keys and the new keys up to itself.
+        return F.manual_attention(xq, xk, xv, attn_mask=mask, dropout_p=dropout_p, is_causal=True)  # (B, H, T, D)
 
 
 # =============================================================================== 5.1.4
