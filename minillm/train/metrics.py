@@ -84,7 +84,7 @@ def plot_metrics(metrics_path: str, png_path: str) -> bool:
         ax.legend()
     fig.tight_layout()
     try:
-        with atomic_path(png_path) as tmp:  # the temp name ends in ".png", so savefig picks PNG
+        with atomic_path(png_path) as tmp:  # a crash mid-save never leaves a torn PNG
             fig.savefig(tmp, dpi=100, format="png")
     finally:
         plt.close(fig)
