@@ -31,10 +31,11 @@ import numpy as np  # noqa: E402
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm._files import atomic_write  # noqa: E402
 from minillm.data import DataLoader, SFTDataset, collate_sft, read_sft_conversations  # noqa: E402
 from minillm.io import load_model, save_model  # noqa: E402
 from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
-from minillm.nn.lora import LoraConfig, PeftModel, get_peft_model  # noqa: E402
+from minillm.peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from minillm.tokenizers import load_tokenizer  # noqa: E402
 from minillm.train import Trainer, TrainConfig  # noqa: E402
 
@@ -118,8 +119,7 @@ def get_base(args, paths, show):
     )
     pipeline.pretrain(model, tok, paths, pre_cfg, block_size=args.block_size, batch_size=8, prompts=())
     save_model(model, base_dir)
-    with open(stamp_path, "w", encoding="utf-8") as f:
-        json.dump(stamp, f)
+    atomic_write(stamp_path, json.dumps(stamp))
     return base_dir, tok
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
-from minillm.data import exact_match  # noqa: E402
+from minillm.eval import exact_match  # noqa: E402
 from minillm.io import save_model  # noqa: E402
 from minillm.models.llama import PRESETS, ModelConfig, Transformer  # noqa: E402
 from minillm.train import TrainConfig  # noqa: E402

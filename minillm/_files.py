@@ -5,19 +5,39 @@ the disk (``fsync``), then renames it over ``path``. A rename within one directo
 so a reader (or the next run after a ``kill -9``) sees either the old file or the new one,
 never a mixture. The directory is fsynced too, so the rename itself survives a power cut.
 
+Writers that stream (a token file written in chunks, a safetensors file written by its
+library, a PNG written by matplotlib) use the same steps through ``atomic_path``::
+
+    with atomic_path("data/train.bin") as tmp:   # tmp: a fresh name next to the target
+        with open(tmp, "wb") as f:
+            ...write as much as you like...
+    # here data/train.bin is the complete new file; after an exception, the old one is untouched
+
 It sits at the bottom of the layer diagram (it imports only the standard library), so the
-tokenizers, ``io``, ``data`` and ``train`` all share it.
+tokenizers, ``io``, ``data``, ``train`` and ``peft`` all share it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from typing import Union
+from typing import Iterator, Union
 
-__all__ = ["atomic_write", "fsync_dir"]
+__all__ = ["atomic_write", "atomic_path", "fsync_file", "fsync_dir"]
+
+PathLike = Union[str, os.PathLike]
 
 
-def fsync_dir(directory: Union[str, os.PathLike]) -> None:
+def fsync_file(path: PathLike) -> None:
+    """Flush a finished file's bytes to disk (before a rename publishes it)."""
+    fd = os.open(os.fspath(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory: PathLike) -> None:
     """Flush a directory entry (a finished rename) to disk; a no-op where the OS cannot."""
     try:
         fd = os.open(os.fspath(directory), os.O_RDONLY)
@@ -31,27 +51,40 @@ def fsync_dir(directory: Union[str, os.PathLike]) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Union[str, os.PathLike], data: Union[bytes, str], encoding: str = "utf-8") -> None:
-    """Replace ``path`` with ``data`` (bytes, or str encoded with ``encoding``) atomically.
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[str]:
+    """Yield a temporary path next to ``path``; when the block ends without an exception,
+    fsync that file, rename it over ``path`` and fsync the directory.
 
-    The temporary file lives next to ``path`` (a rename across file systems is not atomic)
-    and is removed again if anything fails, leaving any earlier ``path`` untouched.
+    If the block raises, the temporary file is removed and any earlier ``path`` is left
+    untouched. The temporary name keeps ``path``'s extension (``.tmp-XXXX-loss.png``), so
+    writers that pick a format from the name (matplotlib) still work. The temporary file
+    lives in the same directory because a rename across file systems is not atomic.
     """
     path = os.fspath(path)
-    if isinstance(data, str):
-        data = data.encode(encoding)
-    elif not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"atomic_write({path!r}): data must be bytes or str, got {type(data).__name__}")
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
+    os.close(fd)  # the caller (or its library) opens the name itself
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
+        fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     fsync_dir(directory)
+
+
+def atomic_write(path: PathLike, data: Union[bytes, str], encoding: str = "utf-8") -> None:
+    """Replace ``path`` with ``data`` (bytes, or str encoded with ``encoding``) atomically.
+
+    A str is written as it is (no newline translation), so files are identical on every OS.
+    """
+    if isinstance(data, str):
+        data = data.encode(encoding)
+    elif not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"atomic_write({os.fspath(path)!r}): data must be bytes or str, got {type(data).__name__}")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)

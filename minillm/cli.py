@@ -182,7 +182,7 @@ def cmd_sft(args):
     paths = _world_paths(args) if args.data is None else {"sft_train": args.data, "sft_val": args.val}
     train_model = model
     if args.lora:
-        from .nn.lora import LoraConfig, get_peft_model
+        from .peft import LoraConfig, get_peft_model
 
         train_model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha,
                                                        lora_dropout=args.lora_dropout, target_modules=args.lora_targets))

@@ -22,8 +22,9 @@ from typing import Iterable, Sequence
 from .autograd import no_grad
 from .data import (
     DataLoader, PretrainDataset, SFTDataset, build_token_file, collate_sft, read_pretrain_texts,
-    read_sft_conversations, score, write_default_corpus,
+    read_sft_conversations, write_default_corpus,
 )
+from .eval import score_sft
 from .generation import generate
 from .io.jsonfile import read_json_object
 from .tokenizers import BPETokenizer
@@ -162,7 +163,7 @@ def evaluate_sft(model, tokenizer, records_or_path, limit: int | None = None, ma
         records = records[:limit]
     prompts = [r["messages"][:-1] for r in records]
     preds = answer(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
-    result = score(records, preds)
+    result = score_sft(records, preds)
     result["examples"] = [
         {"question": r["messages"][-2]["content"], "reference": r["messages"][-1]["content"], "prediction": p}
         for r, p in zip(records, preds)

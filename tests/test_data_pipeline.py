@@ -2,6 +2,7 @@
 
 import functools
 import json
+import os
 import re
 
 import numpy as np
@@ -66,7 +67,7 @@ def test_token_file_puts_eos_after_every_document(tmp_path):
     assert side == {k: info[k] for k in side} and info["path"] == str(out)
     assert side["dtype"] == "uint16" and side["n_tokens"] == len(want) and side["n_documents"] == 3
     assert side["eos_token_id"] == 2 and side["vocab_size"] == TOK.vocab_size
-    assert not (tmp_path / "tok.bin.tmp").exists()
+    assert sorted(os.listdir(tmp_path)) == ["tok.bin", "tok.bin.json"]  # no temp file left behind
 
 
 def test_token_file_uint32_for_large_vocab_and_chunking(tmp_path):
@@ -78,9 +79,18 @@ def test_token_file_uint32_for_large_vocab_and_chunking(tmp_path):
 
 def test_token_file_rejects_out_of_range_ids(tmp_path):
     small = CharTokenizer(vocab_size=50)
-    with pytest.raises(ValueError, match="document 0: tokenizer returned id"):
-        build_token_file(["a"], small, tmp_path / "t.bin", show_progress=False)
-    assert not (tmp_path / "t.bin").exists() and not (tmp_path / "t.bin.tmp").exists()
+    with pytest.raises(ValueError, match=r"document 1 \(tokenizer output\): token id 103 at position 0 is outside "
+                                         r"the valid range \[0, 50\)"):
+        build_token_file(["", "a"], small, tmp_path / "t.bin", show_progress=False)
+    assert os.listdir(tmp_path) == []  # neither a half-written t.bin nor a temp file
+    (tmp_path / "t.bin").write_bytes(b"old")
+    with pytest.raises(ValueError, match="document 0"):
+        build_token_file(["ok", "a"], CharTokenizer(vocab_size=104), tmp_path / "t.bin", show_progress=False)
+    assert os.listdir(tmp_path) == ["t.bin"] and (tmp_path / "t.bin").read_bytes() == b"old"  # the old file survives
+    eos_out = CharTokenizer(vocab_size=50)
+    eos_out.eos_token_id = 50
+    with pytest.raises(ValueError, match=r"tokenizer.eos_token_id 50 is outside the valid range \[0, 50\)"):
+        build_token_file(["a"], eos_out, tmp_path / "u.bin", show_progress=False)
 
 
 def test_pretrain_blocks_are_packed_without_padding(tmp_path):

@@ -107,6 +107,48 @@ def test_bad_config_files(tmp_path):
         load_model(tmp_path / "m")
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_model(tmp_path / "nowhere")
+    cfg_path.write_text(json.dumps({**cfg, "model_type": "llama"}))
+    with pytest.raises(ValueError, match=r"config\.json: not a minillm model config .*'llama'.*\['minillm-llama'\].*import_hf"):
+        load_model(tmp_path / "m")
+
+
+def test_io_finds_model_classes_through_the_registry(tmp_path):
+    """io sits above models: save_model/load_model name no family, only minillm.models.MODEL_TYPES."""
+    import ast
+    import inspect
+
+    import minillm.io.checkpoint as checkpoint
+    from minillm.models import MODEL_TYPES
+
+    tree = ast.parse(inspect.getsource(checkpoint))
+    imported = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert "models" in imported and not [m for m in imported if m and m.startswith("models.")]  # the registry only
+    assert MODEL_TYPES["minillm-llama"] == (ModelConfig, Transformer)
+    with pytest.raises(TypeError, match=r"save_model: expected a registered model class .*Transformer.*got Linear"):
+        save_model(nn.Linear(2, 2), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_model_config_dict_is_the_json_form_of_the_config():
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    from minillm.io import model_config_dict
+
+    model = make_model(n_kv_heads=np.int64(2))
+    d = model_config_dict(model)
+    assert d == json.loads(json.dumps(model.args.to_dict(), default=int))  # model.args: the book's name
+    assert type(d["n_kv_heads"]) is int  # a NumPy number comes back as a Python number
+
+    @dataclass
+    class Cfg:
+        dims: tuple = (1, 2)
+        dtype: object = np.dtype("float32")
+
+    assert model_config_dict(SimpleNamespace(config=Cfg())) == {"dims": [1, 2], "dtype": "float32"}  # as read back from JSON
+    assert model_config_dict(SimpleNamespace(params=Cfg())) == {"dims": [1, 2], "dtype": "float32"}  # llama2.c's name
+    assert model_config_dict(SimpleNamespace(config=SimpleNamespace(a=1))) is None  # not a config dataclass
+    assert model_config_dict(nn.Linear(2, 2)) is None
 
 
 def test_rope_row_permutation_is_a_bijection():
@@ -136,7 +178,7 @@ def test_json_metadata_files_fail_with_the_file_named(tmp_path):
     through read_json_object: a damaged file is a ValueError naming it, never a json traceback."""
     from minillm.data.pretrain import read_token_file_info
     from minillm.io.jsonfile import read_json_object
-    from minillm.nn.lora import PeftModel
+    from minillm.peft import PeftModel
     from minillm.train.checkpoint import read_checkpoint
 
     good = tmp_path / "good.json"

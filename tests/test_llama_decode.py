@@ -12,7 +12,7 @@ from minillm.generation import generate, left_pad
 from minillm.kernels import _decode, reference
 from minillm.models.llama import ModelConfig, Transformer
 from minillm.models.llama_decode import FusedDecoder, fused_decode_unsupported
-from minillm.nn.lora import LoraConfig, get_peft_model
+from minillm.peft import LoraConfig, get_peft_model
 
 
 def make_model(dtype=np.float32, **overrides):

@@ -12,7 +12,7 @@ import pytest
 
 import minillm as mi
 import minillm.nn as nn
-from minillm.nn.lora import (
+from minillm.peft import (
     ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, LoraConfig, LoRALinear, PeftModel, book_lora_param_count,
     find_target_modules, get_peft_model, lora_param_formula,
 )
@@ -303,6 +303,43 @@ def test_peft_model_forward_and_attributes_pass_through():
     assert not model.training and not model.layers[0].attention.wq.training
     peft.train()
     assert model.training and model.layers[0].attention.wq.lora_dropout.training
+    # mode(): the wrapper, the base model (not in the wrapper's tree) and every layer, restored after
+    model.layers[1].train(False)  # a sub-module in its own mode must get it back too
+    with peft.mode(training=False) as m:
+        assert m is peft and not peft.training and not model.training and not model.layers[0].training
+        with pytest.raises(RuntimeError, match="boom"):
+            with peft.mode(training=True):
+                assert model.layers[1].training
+                raise RuntimeError("boom")
+        assert not model.training and not model.layers[1].training
+    assert peft.training and model.training and model.layers[0].training and not model.layers[1].training
+
+
+def test_injection_lives_in_nn_and_knows_no_files():
+    """nn/lora.py is a layer (LoRALinear, LoraConfig, matching, injection); the PeftModel
+    wrapper and its adapter files live one level up in minillm/peft.py (like peft above torch)."""
+    import ast
+    import inspect
+
+    import minillm.nn.lora as lora_module
+    from minillm.nn.lora import inject_adapter_in_model, lora_layers
+
+    tree = ast.parse(inspect.getsource(lora_module))
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.lstrip(".").split(".")[0] in ("io", "peft", "models", "train", "json", "os")], imported
+
+    model = Small()
+    names = inject_adapter_in_model(LoraConfig(r=2, target_modules=["wq"], bias="lora_only"), model)
+    assert [n for n, _ in lora_layers(model)] == ["layers.0.attention.wq", "layers.1.attention.wq"]
+    assert names == ["layers.0.attention.wq.lora_A.weight", "layers.0.attention.wq.lora_B.weight",
+                     "layers.1.attention.wq.lora_A.weight", "layers.1.attention.wq.lora_B.weight",
+                     "layers.0.attention.wq.bias", "layers.1.attention.wq.bias"]
+    assert sorted(n for n, p in model.named_parameters() if p.requires_grad) == sorted(names)
+    wq = model.layers[0].attention.wq
+    assert wq.get_base_layer().weight is wq.weight  # the same Parameter, put back by unload()
+    with pytest.raises(ValueError, match="has no module"):
+        inject_adapter_in_model(LoraConfig(target_modules=["wk"]), Small(), ["layers.9.wk"])
 
 
 def test_disable_adapter_runs_the_base_model():

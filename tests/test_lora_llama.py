@@ -6,7 +6,7 @@ import pytest
 
 import minillm as mi
 from minillm.models import ModelConfig, Transformer
-from minillm.nn.lora import (
+from minillm.peft import (
     ADAPTER_CONFIG_NAME, LLAMA_ALL_LINEAR_TARGETS, LLAMA_ATTENTION_TARGETS, LoraConfig, LoRALinear, PeftModel,
     book_lora_param_count, get_peft_model, lora_param_formula,
 )

@@ -299,10 +299,17 @@ def test_decode_accepts_arrays_and_checks_range(bpe):
     ids = bpe.encode("模型 model")
     assert bpe.decode(tuple(ids)) == bpe.decode(np.array(ids, dtype=np.int32)) == "模型 model"
     assert bpe.decode([]) == ""
-    with pytest.raises(ValueError, match="token id 1024 at position 1"):
+    with pytest.raises(ValueError, match=r"decode: token id 1024 at position 1 is outside the valid range \[0, 1024\)"):
         bpe.decode([7, 1024])
-    with pytest.raises(ValueError, match="token id -1"):
+    with pytest.raises(ValueError, match="token id -1 at position 0"):
         bpe.decode(np.array([-1]))
+    # one id: the same check and message shape (minillm._checks.check_token_ids)
+    with pytest.raises(ValueError, match=r"id_to_token: token id 1024 is outside the valid range \[0, 1024\)"):
+        bpe.id_to_token(1024)
+    with pytest.raises(ValueError, match=r"id_to_bytes: token id -1 is outside"):
+        bpe.id_to_bytes(-1)
+    with pytest.raises(TypeError, match="token id must be an int"):
+        bpe.id_to_token("7")
     with pytest.raises(ValueError, match="integer"):
         bpe.decode(np.array([1.0]))
     with pytest.raises(TypeError):
@@ -383,7 +390,8 @@ def test_save_load_bpe_every_field(tmp_path):
     assert path == tmp_path / "tok" / "tokenizer.json"
     for name in ("tokenizer.json", "tokenizer_config.json", "merges.txt", "vocab.txt"):
         assert (tmp_path / "tok" / name).is_file()
-    assert not list((tmp_path / "tok").glob("*.tmp"))
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == sorted(  # no temp file left behind
+        ["merges.txt", "tokenizer.json", "tokenizer_config.json", "vocab.txt"])
     texts = [MIXED, "ＡＢＣ <|tool|> x<|endoftext|>", ""]
     for source in (tmp_path / "tok", path, str(path)):
         loaded = BPETokenizer.load(source)
@@ -454,6 +462,10 @@ def test_char_tokenizer():
     assert tok.oov_rate("az") == 0.5
     assert CharTokenizer.train(["aab"], vocab_size=7).encode("ab") == [6, 0]
     assert tok.encode("<s>a", allowed_special="all") == [1, 6]
+    with pytest.raises(ValueError, match=r"id_to_token: token id 11 is outside the valid range \[0, 11\)"):
+        tok.id_to_token(11)
+    with pytest.raises(ValueError, match=r"decode: token id 11 at position 1 is outside the valid range \[0, 11\)"):
+        tok.decode([6, 11])
 
 
 @settings(max_examples=50, deadline=None)

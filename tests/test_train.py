@@ -196,6 +196,22 @@ def test_sampling_does_not_change_training(tmp_path):
     assert [r["samples"] for r in samples] == [["sample at 4"], ["sample at 8"], ["sample at 10"]]
 
 
+def test_evaluate_turns_dropout_off_and_restores_every_modules_mode(tmp_path):
+    trainer = setup(tmp_path)
+    model = trainer.model
+    seen = []
+    trainer.forward_fn = lambda m, batch: (seen.append((m.training, m.drop.training)), m(*map(mi.tensor, batch[:2])))[1]
+    model.norm.eval()  # a sub-module the user froze in eval mode must stay so
+    first = trainer.evaluate()["val_loss"]
+    assert trainer.evaluate()["val_loss"] == first  # dropout off: the same batches give the same loss
+    assert seen and all(state == (False, False) for state in seen)
+    assert model.training and model.drop.training and not model.norm.training
+    with pytest.raises(RuntimeError, match="broken batch"):
+        trainer.forward_fn = lambda m, batch: (_ for _ in ()).throw(RuntimeError("broken batch"))
+        trainer.evaluate()
+    assert model.training and model.drop.training and not model.norm.training  # restored after an error too
+
+
 def test_grad_accumulation_matches_one_big_batch(tmp_path):
     """2 micro-batches of 4 == 1 batch of 8 (same data, no dropout): the summed grads of loss / 2."""
     data = make_data(16, 3)
@@ -228,6 +244,8 @@ def test_config_validation_and_errors(tmp_path):
         setup(tmp_path, batch_size=8)
     with pytest.raises(ValueError, match="needs a val_loader"):
         Trainer(TinyLM(), None, DataLoader(make_data(8, 0), 4), None, TrainConfig(progress=False)).evaluate()
+    with pytest.raises(TypeError, match="model must be an nn.Module.*got function"):
+        Trainer(lambda x: x, None, DataLoader(make_data(8, 0), 4), None, TrainConfig(progress=False))
 
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path):

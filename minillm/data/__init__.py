@@ -2,8 +2,8 @@
 
 ==================  ==========================================================
 ``world``           built-in bilingual story world: pretraining documents, SFT
-                    conversations (reading QA, translation, arithmetic), the
-                    default corpus files and ``exact_match``
+                    conversations (reading QA, translation, arithmetic) and the
+                    default corpus files (scoring answers: ``minillm.eval``)
 ``formats``         reading user data: pretraining ``.jsonl`` (``text``) /
                     ``.txt``, SFT ``.jsonl`` in BelleGroup or OpenAI shape
 ``pretrain``        tokenize once into a uint16/uint32 token file, EOS after
@@ -27,14 +27,11 @@ from .formats import DataFormatError, RecordReader, normalize_conversation, read
 from .loader import DataLoader, default_collate
 from .pretrain import PretrainDataset, build_token_file, read_token_file_info
 from .sft import IGNORE_INDEX, SFTDataset, build_sft_example, collate_sft, tokenize_conversation
-from .world import (
-    SKILLS, World, WorldConfig, exact_match, generate_sft, generate_stories, get_world, normalize_answer,
-    score, write_default_corpus,
-)
+from .world import SKILLS, World, WorldConfig, generate_sft, generate_stories, get_world, write_default_corpus
 
 __all__ = [
     "WorldConfig", "World", "get_world", "generate_stories", "generate_sft", "write_default_corpus",
-    "exact_match", "normalize_answer", "score", "SKILLS",
+    "SKILLS",
     "DataFormatError", "RecordReader", "read_pretrain_texts", "read_sft_conversations", "normalize_conversation",
     "build_token_file", "read_token_file_info", "PretrainDataset",
     "IGNORE_INDEX", "build_sft_example", "tokenize_conversation", "SFTDataset", "collate_sft",

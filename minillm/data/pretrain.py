@@ -32,6 +32,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from .._checks import check_token_ids
+from .._files import atomic_path, atomic_write
 from ..io.jsonfile import read_json_object
 
 __all__ = ["build_token_file", "read_token_file_info", "PretrainDataset"]
@@ -67,12 +69,12 @@ def build_token_file(
     """
     vocab_size = int(tokenizer.vocab_size)
     eos = tokenizer.eos_token_id
-    if eos is None or not 0 <= int(eos) < vocab_size:
-        raise ValueError(f"tokenizer.eos_token_id must be an id in [0, {vocab_size}), got {eos!r}")
+    if eos is None:
+        raise ValueError("build_token_file: tokenizer.eos_token_id is None; every document must end with an EOS id")
+    check_token_ids(int(eos), vocab_size, "build_token_file", name="tokenizer.eos_token_id")
     eos = int(eos)
     dtype = _dtype_for(vocab_size)
     out_path = os.fspath(out_path)
-    tmp_path = out_path + ".tmp"
     if os.path.dirname(out_path):
         os.makedirs(os.path.dirname(out_path), exist_ok=True)
 
@@ -87,14 +89,13 @@ def build_token_file(
     n_docs = 0
     buf: list = []  # token ids waiting to be written
     try:
-        with open(tmp_path, "wb") as f:
+        # streamed into a temporary file, renamed over out_path only when complete
+        with atomic_path(out_path) as tmp_path, open(tmp_path, "wb") as f:
             for text in texts:
                 if not isinstance(text, str):
                     raise TypeError(f"document {n_docs} is {type(text).__name__}, expected str")
                 ids = tokenizer.encode(text) if allowed_special is None else tokenizer.encode(text, allowed_special=allowed_special)
-                if ids and (max(ids) >= vocab_size or min(ids) < 0):
-                    bad = max(ids) if max(ids) >= vocab_size else min(ids)
-                    raise ValueError(f"document {n_docs}: tokenizer returned id {bad}, outside [0, {vocab_size})")
+                check_token_ids(ids, vocab_size, f"build_token_file: document {n_docs} (tokenizer output)")
                 buf.extend(ids)
                 buf.append(eos)  # close every document: the book forgets this
                 n_docs += 1
@@ -109,11 +110,6 @@ def build_token_file(
             if buf:
                 np.asarray(buf, dtype=dtype).tofile(f)
                 n_tokens += len(buf)
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
     finally:
         if progress is not None:
             progress.set_postfix(tokens=n_tokens, refresh=False)
@@ -127,8 +123,7 @@ def build_token_file(
         "vocab_size": vocab_size,
         "eos_token_id": eos,
     }
-    with open(out_path + ".json", "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=1)
+    atomic_write(out_path + ".json", json.dumps(info, indent=1))
     return dict(info, path=out_path)
 
 

@@ -48,11 +48,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import unicodedata
 import zlib
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Optional, Sequence
+
+from .._files import atomic_path, atomic_write
 
 __all__ = [
     "WorldConfig",
@@ -61,9 +62,6 @@ __all__ = [
     "generate_stories",
     "generate_sft",
     "write_default_corpus",
-    "exact_match",
-    "normalize_answer",
-    "score",
     "SKILLS",
 ]
 
@@ -698,12 +696,11 @@ def generate_sft(
 
 
 def _write_jsonl(path: str, records) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    # streamed to a temporary file and renamed: a crash never leaves half a file under the real name
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False))
             f.write("\n")
-    os.replace(tmp, path)  # a crash never leaves a half-written file under the real name
 
 
 def write_default_corpus(
@@ -736,70 +733,5 @@ def write_default_corpus(
     _write_jsonl(paths["sft_train"], generate_sft(n_sft, split="train", skills=skills, config=cfg))
     _write_jsonl(paths["sft_val"], generate_sft(cfg.n_val_sft, split="val", skills=skills, config=cfg))
     paths["world_facts"] = os.path.join(os.fspath(out_dir), "world_facts.json")
-    with open(paths["world_facts"], "w", encoding="utf-8") as f:
-        json.dump(get_world(cfg.seed).facts(), f, ensure_ascii=False, indent=1)
+    atomic_write(paths["world_facts"], json.dumps(get_world(cfg.seed).facts(), ensure_ascii=False, indent=1))
     return paths
-
-
-# ----------------------------------------------------------------------------
-# Evaluation
-# ----------------------------------------------------------------------------
-
-
-def normalize_answer(text: str) -> str:
-    """Normalisation used by ``exact_match``.
-
-    1. Unicode NFKC (full-width "？" -> "?", full-width digits -> ASCII);
-    2. lowercase (``str.casefold``);
-    3. collapse runs of whitespace to one space and strip both ends;
-    4. remove trailing punctuation (any Unicode "P*" character, so both "." and
-       "。"), then strip again.
-
-    >>> normalize_answer("  The Market. ")
-    'the market'
-    >>> normalize_answer("市场。")
-    '市场'
-    """
-    s = unicodedata.normalize("NFKC", text).casefold()
-    s = " ".join(s.split())
-    while s and unicodedata.category(s[-1]).startswith("P"):
-        s = s[:-1].rstrip()
-    return s
-
-
-def exact_match(pred: str, ref: str) -> bool:
-    """True if ``pred`` equals ``ref`` after ``normalize_answer`` on both.
-
-    >>> exact_match("the market", "The market.")
-    True
-    >>> exact_match("市场。", "市场")
-    True
-    >>> exact_match("the park.", "the market.")
-    False
-    """
-    return normalize_answer(pred) == normalize_answer(ref)
-
-
-def score(records: Sequence[dict], predictions: Sequence[str]) -> dict:
-    """Exact-match accuracy of ``predictions`` against the SFT ``records``' last assistant reply.
-
-    Returns ``{"all": acc, "<skill>": acc, ...}`` (skills read from each record's
-    ``meta``; records without it count under "all" only), plus ``"n"``.
-
-    >>> recs = generate_sft(2, skills=("math",))
-    >>> score(recs, [r["messages"][-1]["content"] for r in recs])["all"]
-    1.0
-    """
-    if len(records) != len(predictions):
-        raise ValueError(f"{len(records)} records but {len(predictions)} predictions")
-    hits: dict = {}
-    for rec, pred in zip(records, predictions):
-        ref = [m for m in rec["messages"] if m["role"] == "assistant"][-1]["content"]
-        ok = exact_match(pred, ref)
-        for key in ("all", rec.get("meta", {}).get("skill")):
-            if key is not None:
-                n, k = hits.get(key, (0, 0))
-                hits[key] = (n + 1, k + ok)
-    out = {key: (k / n if n else 0.0) for key, (n, k) in hits.items()}
-    out["n"] = len(records)
-    return out

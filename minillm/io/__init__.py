@@ -5,9 +5,14 @@
     model = load_model("ckpt/")
     export_hf(model, "hf/")                    # LlamaForCausalLM.from_pretrained("hf/") loads it
     model = import_hf("hf/")
+
+Layering: ``io`` sits *above* ``models`` (it imports them; no model imports ``io``).
+``checkpoint.py`` reaches model classes only through the registry ``minillm.models.MODEL_TYPES``;
+``hf.py`` is the per-family Hugging Face mapping (LLaMA <-> HF Llama) and the one file here that
+imports a family module. ``safetensors.py`` and ``jsonfile.py`` know no model at all.
 """
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, model_config_dict, save_model
 from .hf import export_hf, import_hf
 from .safetensors import load_safetensors, save_safetensors
 
-__all__ = ["save_model", "load_model", "export_hf", "import_hf", "load_safetensors", "save_safetensors"]
+__all__ = ["save_model", "load_model", "model_config_dict", "export_hf", "import_hf", "load_safetensors", "save_safetensors"]

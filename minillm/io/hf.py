@@ -1,4 +1,4 @@
-"""Hugging Face interop: ``export_hf`` writes a directory that
+"""Hugging Face interop for the LLaMA family: ``export_hf`` writes a directory that
 ``transformers.LlamaForCausalLM.from_pretrained(dir)`` loads (no ``trust_remote_code``),
 ``import_hf`` reads such a directory back into our ``Transformer``.
 
@@ -28,9 +28,10 @@ import re
 
 import numpy as np
 
-from ..models.llama import ModelConfig, Transformer
+from .._files import atomic_write
+from ..models.llama import ModelConfig, Transformer  # the one family-specific file in io: LLaMA <-> HF Llama
 from .jsonfile import read_json_object
-from .safetensors import atomic_write_bytes, load_safetensors, save_safetensors
+from .safetensors import load_safetensors, save_safetensors
 
 __all__ = ["export_hf", "import_hf", "permute_rope_rows_to_hf", "permute_rope_rows_from_hf", "hf_config"]
 
@@ -122,7 +123,7 @@ def export_hf(model: Transformer, directory, bos_token_id=None, eos_token_id=Non
     dtype = str(model.output.weight.dtype)
     save_safetensors(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
     config = hf_config(cfg, dtype, bos_token_id, eos_token_id, pad_token_id)
-    atomic_write_bytes(os.path.join(directory, "config.json"), (json.dumps(config, indent=2) + "\n").encode())
+    atomic_write(os.path.join(directory, "config.json"), json.dumps(config, indent=2) + "\n")
 
 
 def _read_hf_config(directory) -> tuple[ModelConfig, dict]:

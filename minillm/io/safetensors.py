@@ -12,17 +12,18 @@ dict of strings. Nothing in the file is executed when it is loaded (unlike ``tor
 tensor (a truncated download, a header that does not match the data) and so it can read
 bfloat16 checkpoints (NumPy has no bfloat16: they become float32). Writing uses the
 ``safetensors`` package, the reference implementation, to a temporary file that is then
-renamed, so a crash never leaves a half-written file behind.
+renamed (``minillm._files.atomic_path``), so a crash never leaves a half-written file behind.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 
-__all__ = ["load_safetensors", "save_safetensors", "read_safetensors_header", "atomic_write_bytes"]
+from .._files import atomic_path
+
+__all__ = ["load_safetensors", "save_safetensors", "read_safetensors_header"]
 
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,  # BF16 is widened below
@@ -88,28 +89,13 @@ def load_safetensors(path) -> dict[str, np.ndarray]:
     return out
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then rename over ``path``."""
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:
     """Write name -> array (or Tensor) to ``path`` (atomically). Metadata values must be strings."""
-    from safetensors.numpy import save
+    from safetensors.numpy import save_file
 
     arrays = {}
     for name, t in tensors.items():
         a = t.data if hasattr(t, "data") and not isinstance(t, np.ndarray) else np.asarray(t)
         arrays[name] = np.ascontiguousarray(a)
-    atomic_write_bytes(path, save(arrays, metadata=metadata))
+    with atomic_path(path) as tmp:  # the library streams into a temp file; renamed when complete
+        save_file(arrays, tmp, metadata=metadata)

@@ -1,4 +1,9 @@
 """Models of the book: ``llama`` (ch. 5.1, LLaMA2)."""
 from .llama import ModelConfig, Transformer  # noqa: F401
 
-__all__ = ["ModelConfig", "Transformer"]
+#: Every model family ``minillm.io.save_model`` / ``load_model`` can write and read:
+#: ``"model_type"`` (stored in config.json) -> (config class, model class). A new family adds
+#: one line here; ``io`` (the layer above) never names a family's class itself.
+MODEL_TYPES = {"minillm-llama": (ModelConfig, Transformer)}
+
+__all__ = ["ModelConfig", "Transformer", "MODEL_TYPES"]

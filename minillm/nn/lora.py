@@ -1,4 +1,4 @@
-"""LoRA from scratch, and a small ``peft``-style API around it (Happy LLM 6.3).
+"""LoRA from scratch: the layer, its configuration and its injection (Happy LLM 6.3.1-6.3.4).
 
 Where each part of the book's section 6.3 lives:
 
@@ -7,12 +7,17 @@ Where each part of the book's section 6.3 lives:
 6.3.2 LoRA 微调                          ``LoRALinear``: the update ΔW is low-rank, ΔW = B·A
 6.3.3 LoRA 微调的原理                     ``LoRALinear.forward`` (h = W0·x + B·A·x · α/r);
                                          ``lora_param_formula`` (Θ = 2·L·d·r)
-6.3.4 LoRA 的代码实现                     ``LoraConfig.target_modules`` matching, layer
-                                         replacement and freezing in ``get_peft_model``
-6.3.5 使用 peft 实现 LoRA 微调            ``LoraConfig``, ``get_peft_model``, ``PeftModel``
+6.3.4 LoRA 的代码实现                     ``LoraConfig.target_modules`` matching
+                                         (``find_target_modules``), layer replacement and
+                                         freezing (``inject_adapter_in_model``)
+6.3.5 使用 peft 实现 LoRA 微调            ``minillm/peft.py``: ``get_peft_model``, ``PeftModel``
                                          (``print_trainable_parameters``, ``save_pretrained``,
                                          ``from_pretrained``, ``merge_and_unload``)
 ======================================  ==================================================
+
+This file is a layer like any other in ``nn`` (it knows nothing about files); the
+``peft``-style wrapper with adapter files lives one level up in ``minillm/peft.py``, as
+``peft`` sits on top of ``torch``.
 
 The idea (6.3.3). A pretrained weight W0 (out × in) is frozen. Its fine-tuning update is
 learned as the product of two thin matrices, B (out × r) and A (r × in), with r ≪ in, out::
@@ -25,19 +30,12 @@ exactly the pretrained one. Only A and B are trained: r·(in + out) numbers inst
 in·out. After training, B·A·scaling can be added into W0 once (``merge``): the model is
 then a plain model again, with no extra cost at inference.
 
-Usage, as in the book's 6.3.5 (``import`` lines aside, the same code as with ``peft``)::
+Usage, as in the book's 6.3.5 (see ``minillm/peft.py``)::
 
-    from minillm.nn.lora import LoraConfig, get_peft_model, PeftModel
+    from minillm.peft import LoraConfig, get_peft_model, PeftModel
 
     config = LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1, target_modules=["wq", "wv"])
-    model = get_peft_model(model, config)        # modifies `model` in place, returns a PeftModel
-    model.print_trainable_parameters()           # trainable params: ... || all params: ... || trainable%: ...
-    ... train: model(input_ids, targets=labels).loss.backward(); optimizer.step() ...
-    model.save_pretrained("out/lora")            # adapter_model.safetensors + adapter_config.json (small)
-
-    base = Transformer(config)  ...load the pretrained weights...
-    model = PeftModel.from_pretrained(base, "out/lora")   # the same adapted model again
-    plain = model.merge_and_unload()             # a plain Transformer with W = W0 + B·A·α/r
+    model = get_peft_model(model, config)        # inject_adapter_in_model + a PeftModel around it
 
 Parameter names. A ``LoRALinear`` keeps the frozen base weight under the base layer's own
 name (``layers.0.attention.wq.weight``, as the book's ``Linear(nn.Linear, LoraLayer)`` does)
@@ -53,14 +51,10 @@ embedding / output head) is refused, since merging would change both.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
 import numbers
-import os
 import re
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence, Union
@@ -75,14 +69,9 @@ from .layers import Dropout, Identity, Linear
 from .module import Module
 
 __all__ = [
-    "LoRALinear", "LoraConfig", "PeftModel", "get_peft_model", "find_target_modules", "lora_param_formula",
-    "book_lora_param_count", "LLAMA_ATTENTION_TARGETS", "LLAMA_ALL_LINEAR_TARGETS",
-    "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME",
+    "LoRALinear", "LoraConfig", "find_target_modules", "inject_adapter_in_model", "lora_layers",
+    "lora_param_formula", "book_lora_param_count", "LLAMA_ATTENTION_TARGETS", "LLAMA_ALL_LINEAR_TARGETS",
 ]
-
-# The file names peft uses, so an adapter directory looks familiar.
-ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
-ADAPTER_CONFIG_NAME = "adapter_config.json"
 
 # Target lists for minillm's LLaMA (minillm/models/llama.py). The book (6.3.3) adapts the
 # attention projections; Hu et al. found W_q and W_v together the best small choice.
@@ -196,6 +185,10 @@ class LoRALinear(Module):
                 "Call unmerge() (PeftModel.unmerge_adapter()) before training, or use eval() / no_grad()"
             )
         return super().__call__(*args, **kwargs)
+
+    def get_base_layer(self) -> Linear:
+        """The ``nn.Linear`` this layer wraps (same weight and bias Parameters): put back by unloading."""
+        return self._base_layer
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -353,338 +346,78 @@ def book_lora_param_count(n_matrices: int, d_model: int, r: int) -> int:
     return 2 * n_matrices * d_model * r
 
 
-# ====================================================================== 6.3.4 injection + 6.3.5 PeftModel
-def get_peft_model(model: Module, peft_config: LoraConfig) -> "PeftModel":
-    """Add LoRA adapters to ``model`` (6.3.4): find the target layers, replace each by a
-    ``LoRALinear``, freeze everything except the adapters. ``model`` is modified **in place**
-    (as ``peft``'s ``inject_adapter_in_model``); the returned ``PeftModel`` wraps it.
+# ====================================================================== 6.3.4 injection
+def lora_layers(model: Module) -> Iterator[tuple]:
+    """(name, LoRALinear) for every adapted layer of ``model``, in module order."""
+    for name, m in model.named_modules():
+        if isinstance(m, LoRALinear):
+            yield name, m
+
+
+def inject_adapter_in_model(peft_config: LoraConfig, model: Module, target_names: Sequence[str] | None = None) -> list:
+    """Add LoRA to ``model`` in place (6.3.4 (1)-(3)); returns the names of the parameters
+    the adapter trains and saves.
+
+    (1) find the targets: ``target_names`` if given (the exact layers an adapter file was
+    saved with), else every module ``peft_config.target_modules`` matches
+    (``find_target_modules``); (3) freeze every parameter; (2) replace each target
+    ``nn.Linear`` by a ``LoRALinear`` (A and B trainable). Then the extras of the config
+    train too: biases (``bias="all"`` / ``"lora_only"``) and ``modules_to_save``. With
+    ``inference_mode`` the adapters are frozen as well.
+
+    The returned names are ``state_dict`` names: ``...wq.lora_A.weight``, ``...wq.lora_B.weight``
+    for every adapted layer, then the extras. Refused (nothing changed): a name the model
+    does not have, a target that is not a plain ``Linear`` or already has an adapter, and a
+    weight shared by two modules (the tied embedding / output head), which merging would
+    change in both places.
     """
-    if not isinstance(peft_config, LoraConfig):
-        raise TypeError(f"get_peft_model: expected a LoraConfig, got {type(peft_config).__name__}")
-    if isinstance(model, PeftModel):
-        raise ValueError("get_peft_model: this model is already a PeftModel (one adapter per model)")
-    if not isinstance(model, Module):
-        raise TypeError(f"get_peft_model: expected an nn.Module, got {type(model).__name__}")
-    names = list(find_target_modules(model, peft_config.target_modules))
-    return PeftModel(model, peft_config, _target_names=names)
-
-
-class PeftModel(Module):
-    """A model with LoRA adapters (the object ``get_peft_model`` returns).
-
-    It *shares* the base model's parameters, buffers and sub-modules (the same dicts, not
-    copies), so every name is the base model's name (``layers.0.attention.wq.weight``) and
-    optimizers, ``state_dict()`` and checkpoints see the same keys with or without LoRA.
-    ``forward`` and any attribute the wrapper lacks (``args``, ``generate``, ...) go to the
-    base model, so ``peft_model(input_ids, targets=...)`` returns ``.logits`` / ``.loss``.
-    """
-
-    def __init__(self, model: Module, peft_config: LoraConfig, _target_names: Sequence[str] | None = None):
-        super().__init__()
-        if _target_names is None:
-            _target_names = list(find_target_modules(model, peft_config.target_modules))
-        # Share the base model's registries: one tree, seen through two objects.
-        for registry in ("_parameters", "_buffers", "_non_persistent_buffers", "_modules"):
-            object.__setattr__(self, registry, model.__dict__[registry])
-        object.__setattr__(self, "base_model", model)  # not registered: it *is* this tree
-        object.__setattr__(self, "training", model.training)
-        self.peft_config = peft_config
-        self._unloaded = False
-        # Remember each parameter's requires_grad so unload() can restore it.
-        self._requires_grad_before = {id(p): p.requires_grad for p in model.parameters()}
-        self._inject(list(_target_names))
-
-    # ------------------------------------------------------------------ injection (6.3.4 (1)-(3))
-    def _inject(self, names: list) -> None:
-        cfg, model = self.peft_config, self.base_model
-        modules = dict(model.named_modules())
-        missing = [n for n in names if n not in modules]
-        if missing:
-            raise ValueError(f"PeftModel: {type(model).__name__} has no module(s) named {missing}")
-        for n in names:
-            m = modules[n]
-            if isinstance(m, LoRALinear):
-                raise ValueError(f"PeftModel: {n!r} already has a LoRA adapter (one adapter per model)")
-            if not isinstance(m, Linear):
-                raise TypeError(
-                    f"PeftModel: target {n!r} is a {type(m).__name__}; only nn.Linear layers can get LoRA. "
-                    "Make target_modules more specific (e.g. 'wq' rather than 'attention')"
-                )
-        # A weight used under two names (the tied embedding / output head) would be changed in
-        # both places by merge(): refuse.
-        owners = {}
-        for pname, p in model.named_parameters(remove_duplicate=False):
-            owners.setdefault(id(p), []).append(pname)
-        for n in names:
-            shared = owners[id(modules[n].weight)]
-            if len(shared) > 1:
-                raise ValueError(
-                    f"PeftModel: {n}.weight is shared by {shared} (tied weights); LoRA on a tied weight is not "
-                    "supported because merging would change every user of it. Leave it out of target_modules"
-                )
-
-        # (3) freeze everything; then (2) replace each target by a LoRALinear (A, B trainable).
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for n in names:
-            parent_name, _, child = n.rpartition(".")
-            parent = model.get_submodule(parent_name)
-            setattr(parent, child, LoRALinear(modules[n], cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.init_lora_weights))
-        self._target_names = names
-
-        # Optional extras that train in full and are saved with the adapter.
-        extra = []
-        if cfg.bias == "all":
-            extra += [n for n, _ in model.named_parameters() if n.rsplit(".", 1)[-1] == "bias"]
-        elif cfg.bias == "lora_only":
-            extra += [f"{n}.bias" for n in names if modules[n].bias is not None]
-        if cfg.modules_to_save:
-            for mname, m in find_target_modules(model, cfg.modules_to_save).items():
-                extra += [f"{mname}.{pn}" for pn, _ in m.named_parameters()]
-        extra = list(dict.fromkeys(extra))
-        for pname in extra:
-            model.get_parameter(pname).requires_grad_(True)
-        lora = [n for n, _ in model.named_parameters() if ".lora_A." in n or ".lora_B." in n]
-        self._adapter_names = lora + [n for n in extra if n not in lora]
-        if cfg.inference_mode:
-            self.requires_grad_(False)
-
-    # ------------------------------------------------------------------ plumbing
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            base = self.__dict__.get("base_model")
-            if base is None:
-                raise
-            return getattr(base, name)  # config, generate, new_kv_cache, ...
-
-    def forward(self, *args, **kwargs):
-        self._check_usable("forward")
-        return self.base_model(*args, **kwargs)
-
-    def train(self, mode: bool = True) -> "PeftModel":
-        self.base_model.train(mode)  # the base model's own flag too (it is not in our tree)
-        object.__setattr__(self, "training", mode)
-        return self
-
-    def extra_repr(self):
-        return f"base_model={type(self.base_model).__name__}, r={self.peft_config.r}, lora_alpha={self.peft_config.lora_alpha}"
-
-    def _check_usable(self, what):
-        if self._unloaded:
-            raise RuntimeError(f"PeftModel.{what}: the adapters were removed by merge_and_unload()/unload(); use the returned base model")
-
-    def lora_layers(self) -> Iterator[tuple]:
-        """(name, LoRALinear) for every adapted layer."""
-        for name, m in self.named_modules():
-            if isinstance(m, LoRALinear):
-                yield name, m
-
-    @property
-    def targeted_module_names(self) -> list:
-        return list(self._target_names)
-
-    # ------------------------------------------------------------------ counting (6.3.3)
-    def get_nb_trainable_parameters(self) -> tuple:
-        """(trainable, total) numbers; a tied weight counts once."""
-        return self.num_parameters(trainable_only=True), self.num_parameters()
-
-    def print_trainable_parameters(self) -> None:
-        """``trainable params: 4,096 || all params: 110,592 || trainable%: 3.7037`` (peft's format)."""
-        trainable, total = self.get_nb_trainable_parameters()
-        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
-
-    def expected_lora_parameters(self) -> int:
-        """Σ r·(d_in + d_out) over the adapted layers (``lora_param_formula``)."""
-        return lora_param_formula([m.weight.shape for _, m in self.lora_layers()], self.peft_config.r)
-
-    # ------------------------------------------------------------------ merging
-    def merge_adapter(self) -> None:
-        """Fold B·A·scaling into every adapted weight (forward becomes the plain model's)."""
-        self._check_usable("merge_adapter")
-        for _, m in self.lora_layers():
-            m.merge()
-
-    def unmerge_adapter(self) -> None:
-        self._check_usable("unmerge_adapter")
-        for _, m in self.lora_layers():
-            m.unmerge()
-
-    @contextlib.contextmanager
-    def disable_adapter(self):
-        """``with model.disable_adapter(): ...`` runs the base model (adapters bypassed)."""
-        self._check_usable("disable_adapter")
-        layers = [m for _, m in self.lora_layers()]
-        if any(m.merged for m in layers):
-            raise RuntimeError("PeftModel.disable_adapter: the adapters are merged into the weights; unmerge_adapter() first")
-        for m in layers:
-            m.disabled = True
-        try:
-            yield
-        finally:
-            for m in layers:
-                m.disabled = False
-
-    def merge_and_unload(self) -> Module:
-        """Merge the adapters into the weights and put the original ``Linear`` layers back.
-
-        Returns the base model: a plain model (same class, same parameter names as before
-        ``get_peft_model``) that can be saved as a normal checkpoint or exported. Each
-        parameter's ``requires_grad`` is restored. This ``PeftModel`` is unusable afterwards.
-        """
-        return self._unload(merge=True)
-
-    def unload(self) -> Module:
-        """Remove the adapters without merging: the base model as it was before injection."""
-        return self._unload(merge=False)
-
-    def _unload(self, merge: bool) -> Module:
-        self._check_usable("merge_and_unload" if merge else "unload")
-        model = self.base_model
-        for name, m in list(self.lora_layers()):
-            if merge:
-                m.merge()
-            elif m.merged:
-                m.unmerge()
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child, m._base_layer)  # weight/bias: the same Parameters
-        for p in model.parameters():
-            p.requires_grad_(self._requires_grad_before.get(id(p), True))
-        self._unloaded = True
-        return model
-
-    # ------------------------------------------------------------------ adapter files
-    def adapter_state_dict(self) -> "OrderedDict[str, np.ndarray]":
-        """Only what the adapter adds or trains: lora_A / lora_B weights (+ trained biases,
-        ``modules_to_save``), by their names in the model. Arrays are copies."""
-        self._check_usable("adapter_state_dict")
-        return OrderedDict((n, np.array(self.base_model.get_parameter(n).data, copy=True)) for n in self._adapter_names)
-
-    def save_pretrained(self, save_directory: str) -> None:
-        """Write ``adapter_model.safetensors`` (the adapter tensors) and ``adapter_config.json``
-        (the LoraConfig, the adapted layers' names and the base model's config, if it has one).
-
-        The base weights are not saved: an adapter is a few KB to MB, loaded on top of the
-        pretrained model with ``PeftModel.from_pretrained``.
-        """
-        from safetensors.numpy import save_file
-
-        self._check_usable("save_pretrained")
-        if any(m.merged for _, m in self.lora_layers()):
-            warnings.warn("PeftModel.save_pretrained: adapters are merged; saving A and B (the base weights are not saved)")
-        os.makedirs(save_directory, exist_ok=True)
-        tensors = {n: np.ascontiguousarray(a) for n, a in self.adapter_state_dict().items()}
-        meta = {
-            "peft_type": "LORA",
-            "library": "minillm",
-            **self.peft_config.to_dict(),
-            "targeted_module_names": self._target_names,
-            "adapter_tensor_names": list(tensors),
-            "base_model_class": type(self.base_model).__name__,
-            "base_model_config": _model_config_dict(self.base_model),
-        }
-        _atomic_write(os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), lambda tmp: save_file(tensors, tmp, metadata={"format": "np"}))
-        _atomic_write(os.path.join(save_directory, ADAPTER_CONFIG_NAME),
-                      lambda tmp: _write_text(tmp, json.dumps(meta, indent=2, ensure_ascii=False) + "\n"))
-
-    @classmethod
-    def from_pretrained(cls, model: Module, model_id: str, is_trainable: bool = False) -> "PeftModel":
-        """Re-create a saved adapter on ``model`` (the pretrained base model, weights loaded).
-
-        The same layers as at saving time get adapters, then the saved A and B are loaded.
-        ``is_trainable=False`` (peft's default) freezes the adapters and puts the model in
-        eval mode; pass True to continue training.
-        """
-        meta = _read_adapter_config(model_id)
-        config = LoraConfig.from_dict(meta)
-        config.inference_mode = not is_trainable
-        saved_cfg = meta.get("base_model_config")
-        ours = _model_config_dict(model)
-        if saved_cfg and ours and saved_cfg != ours:
-            diff = sorted(k for k in set(saved_cfg) | set(ours) if saved_cfg.get(k) != ours.get(k))
-            warnings.warn(f"PeftModel.from_pretrained: the base model's config differs from the adapter's in {diff}")
-        names = meta.get("targeted_module_names")
-        peft = cls(model, config, _target_names=names)  # names=None: match target_modules again
-        peft._load_adapter_weights(model_id)
-        if not is_trainable:
-            peft.eval()
-        return peft
-
-    def load_adapter(self, model_id: str) -> None:
-        """Load saved adapter weights into this model's adapters (same layers, same r)."""
-        self._check_usable("load_adapter")
-        meta = _read_adapter_config(model_id)
-        if int(meta.get("r", -1)) != self.peft_config.r or float(meta.get("lora_alpha", -1)) != float(self.peft_config.lora_alpha):
-            raise ValueError(
-                f"PeftModel.load_adapter: {model_id} has r={meta.get('r')}, lora_alpha={meta.get('lora_alpha')}; "
-                f"this model has r={self.peft_config.r}, lora_alpha={self.peft_config.lora_alpha}"
+    cfg = peft_config
+    names = list(find_target_modules(model, cfg.target_modules)) if target_names is None else list(target_names)
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise ValueError(f"PeftModel: {type(model).__name__} has no module(s) named {missing}")
+    for n in names:
+        m = modules[n]
+        if isinstance(m, LoRALinear):
+            raise ValueError(f"PeftModel: {n!r} already has a LoRA adapter (one adapter per model)")
+        if not isinstance(m, Linear):
+            raise TypeError(
+                f"PeftModel: target {n!r} is a {type(m).__name__}; only nn.Linear layers can get LoRA. "
+                "Make target_modules more specific (e.g. 'wq' rather than 'attention')"
             )
-        names = meta.get("targeted_module_names")
-        if names is not None and list(names) != self._target_names:
+    owners = {}
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(p), []).append(pname)
+    for n in names:
+        shared = owners[id(modules[n].weight)]
+        if len(shared) > 1:
             raise ValueError(
-                f"PeftModel.load_adapter: {model_id} adapts {sorted(set(names) ^ set(self._target_names))} "
-                "differently from this model"
+                f"PeftModel: {n}.weight is shared by {shared} (tied weights); LoRA on a tied weight is not "
+                "supported because merging would change every user of it. Leave it out of target_modules"
             )
-        self._load_adapter_weights(model_id)
 
-    def _load_adapter_weights(self, model_id: str) -> None:
-        from safetensors.numpy import load_file
+    # (3) freeze everything; then (2) replace each target by a LoRALinear (A, B trainable).
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for n in names:
+        parent_name, _, child = n.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALinear(modules[n], cfg.r, cfg.lora_alpha, cfg.lora_dropout, cfg.init_lora_weights))
 
-        path = os.path.join(model_id, ADAPTER_WEIGHTS_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"PeftModel: no {ADAPTER_WEIGHTS_NAME} in {model_id!r}")
-        tensors = load_file(path)
-        expected = set(self._adapter_names)
-        missing = sorted(expected - set(tensors))
-        unexpected = sorted(set(tensors) - expected)
-        if missing or unexpected:
-            raise KeyError(f"PeftModel: adapter file {path} does not fit this model: missing {missing}, unexpected {unexpected}")
-        wrong = []
-        for n, a in tensors.items():
-            shape = self.base_model.get_parameter(n).shape
-            if a.shape != shape:
-                wrong.append(f"{n}: file has {a.shape}, model has {shape}")
-        if wrong:
-            raise ValueError(f"PeftModel: adapter file {path} does not fit this model (size mismatch): " + "; ".join(wrong))
-        if any(m.merged for _, m in self.lora_layers()):
-            raise RuntimeError("PeftModel: unmerge_adapter() before loading new adapter weights")
-        self.base_model.load_state_dict(tensors, strict=False)
-
-
-# ---------------------------------------------------------------------- small helpers
-def _model_config_dict(model):
-    cfg = getattr(model, "args", None)
-    if cfg is None:
-        cfg = getattr(model, "config", None)
-    if cfg is None:
-        return None
-    if hasattr(cfg, "to_dict"):
-        return cfg.to_dict()
-    if dataclasses.is_dataclass(cfg):
-        return dataclasses.asdict(cfg)
-    return None
-
-
-def _read_adapter_config(model_id: str) -> dict:
-    path = os.path.join(model_id, ADAPTER_CONFIG_NAME)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"PeftModel: no {ADAPTER_CONFIG_NAME} in {model_id!r} (expected a directory written by save_pretrained)")
-    from ..io.jsonfile import read_json_object  # here: minillm.io imports the models, which import nn
-
-    meta = read_json_object(path)
-    if meta.get("peft_type", "LORA") != "LORA":
-        raise ValueError(f"PeftModel: {path} is a {meta.get('peft_type')} adapter; only LORA is supported")
-    return meta
-
-
-def _write_text(path, text):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _atomic_write(path: str, write) -> None:
-    """Write to a temp file, then rename: a crash never leaves a half-written file."""
-    tmp = path + ".tmp"
-    write(tmp)
-    os.replace(tmp, path)
+    # Optional extras that train in full and are saved with the adapter.
+    extra = []
+    if cfg.bias == "all":
+        extra += [n for n, _ in model.named_parameters() if n.rsplit(".", 1)[-1] == "bias"]
+    elif cfg.bias == "lora_only":
+        extra += [f"{n}.bias" for n in names if modules[n].bias is not None]
+    if cfg.modules_to_save:
+        for mname, m in find_target_modules(model, cfg.modules_to_save).items():
+            extra += [f"{mname}.{pn}" for pn, _ in m.named_parameters()]
+    extra = list(dict.fromkeys(extra))
+    for pname in extra:
+        model.get_parameter(pname).requires_grad_(True)
+    if cfg.inference_mode:
+        model.requires_grad_(False)
+    lora = [n for n, _ in model.named_parameters() if ".lora_A." in n or ".lora_B." in n]
+    return lora + [n for n in extra if n not in lora]

@@ -35,6 +35,8 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .._checks import check_token_ids
+from .._files import atomic_write
 from .chat import IM_END, IM_START, apply_chat_template as _format_chat, chat_template_jinja, check_messages
 
 __all__ = ["Tokenizer", "DEFAULT_SPECIAL_TOKENS", "load_tokenizer"]
@@ -47,22 +49,6 @@ _ROLE_DEFAULTS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
 _AUTO = "auto"  # role argument default: the conventional name, if that token exists
 
 _POLICIES = ("none_raise", "all", "none")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write to a temp file and rename, so a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _read_json(path: Path) -> dict:
@@ -326,6 +312,12 @@ class Tokenizer(abc.ABC):
     # ------------------------------------------------------------------ #
     # Decoding
     # ------------------------------------------------------------------ #
+    def _check_id(self, token_id, where: str) -> None:
+        """One id (``id_to_token``, ``id_to_bytes``): an int inside the vocabulary."""
+        if not isinstance(token_id, (int, np.integer)) or isinstance(token_id, bool):
+            raise TypeError(f"{where}: token id must be an int, got {token_id!r}")
+        check_token_ids(token_id, self.vocab_size, where)
+
     def _as_id_list(self, ids) -> list[int]:
         if isinstance(ids, (int, np.integer)):
             raise TypeError("decode expects a sequence of ids; for a single id use decode([token_id])")
@@ -343,10 +335,7 @@ class Tokenizer(abc.ABC):
             bad_type = next((i for i in ids if not isinstance(i, int) or isinstance(i, bool)), None)
             if bad_type is not None:
                 raise ValueError(f"decode expects integer ids, got {bad_type!r}")
-            n = self.vocab_size
-            if min(ids) < 0 or max(ids) >= n:
-                pos, bad = next((p, i) for p, i in enumerate(ids) if not 0 <= i < n)
-                raise ValueError(f"token id {bad} at position {pos} is out of range: valid ids are 0..{n - 1}")
+            check_token_ids(ids, self.vocab_size, "decode")
         return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
@@ -450,10 +439,10 @@ class Tokenizer(abc.ABC):
         else:
             file, folder = p / "tokenizer.json", p
         folder.mkdir(parents=True, exist_ok=True)
-        _atomic_write(file, json.dumps(self.to_hf_json(), ensure_ascii=False, indent=2) + "\n")
-        _atomic_write(folder / "tokenizer_config.json", json.dumps(self.config(), ensure_ascii=False, indent=2) + "\n")
+        atomic_write(file, json.dumps(self.to_hf_json(), ensure_ascii=False, indent=2) + "\n")
+        atomic_write(folder / "tokenizer_config.json", json.dumps(self.config(), ensure_ascii=False, indent=2) + "\n")
         for name, text in self._listings().items():
-            _atomic_write(folder / name, text)
+            atomic_write(folder / name, text)
         return file
 
     @classmethod

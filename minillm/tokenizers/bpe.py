@@ -324,16 +324,12 @@ class BPETokenizer(Tokenizer):
 
     def id_to_bytes(self, token_id: int) -> bytes:
         """The raw bytes of a token (a special token gives its UTF-8 text)."""
-        self._check_id(token_id)
+        self._check_id(token_id, "id_to_bytes")
         return self._decode_bytes[token_id]
-
-    def _check_id(self, token_id) -> None:
-        if not isinstance(token_id, (int, np.integer)) or not 0 <= token_id < self.vocab_size:
-            raise ValueError(f"token id {token_id!r} is out of range: valid ids are 0..{self.vocab_size - 1}")
 
     def id_to_token(self, token_id: int) -> str:
         """The token's string as in ``tokenizer.json``: byte-level (``" the"`` is ``"Ġthe"``)."""
-        self._check_id(token_id)
+        self._check_id(token_id, "id_to_token")
         data = self._id_to_bytes[token_id]
         return self._special_ids[token_id] if data is None else token_string(data)
 

@@ -12,8 +12,6 @@ import abc
 from collections import Counter
 from typing import ClassVar, Iterable, Mapping, Sequence
 
-import numpy as np
-
 from .base import _AUTO, DEFAULT_SPECIAL_TOKENS, Tokenizer
 from .hf_json import bos_post_processor, file_skeleton, parse_added_tokens
 
@@ -74,8 +72,7 @@ class WordLevelTokenizer(Tokenizer):
         return len(self._id_to_str)
 
     def id_to_token(self, token_id: int) -> str:
-        if not isinstance(token_id, (int, np.integer)) or not 0 <= token_id < self.vocab_size:
-            raise ValueError(f"token id {token_id!r} is out of range: valid ids are 0..{self.vocab_size - 1}")
+        self._check_id(token_id, "id_to_token")
         return self._id_to_str[token_id]
 
     def token_to_id(self, token: str) -> int | None:

@@ -17,10 +17,10 @@ from .checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint, sa
 from .config import RESUME_KEYS, TrainConfig
 from .metrics import MetricsLogger, plot_metrics, read_metrics
 from .sampling import make_sample_fn
-from .trainer import CheckpointMismatchError, Trainer, default_forward, make_scheduler, model_config_dict
+from .trainer import CheckpointMismatchError, Trainer, default_forward, make_scheduler
 
 __all__ = [
     "CheckpointMismatchError", "MetricsLogger", "RESUME_KEYS", "TrainConfig", "Trainer", "default_forward",
-    "latest_checkpoint", "list_checkpoints", "make_sample_fn", "make_scheduler", "model_config_dict", "plot_metrics",
+    "latest_checkpoint", "list_checkpoints", "make_sample_fn", "make_scheduler", "plot_metrics",
     "read_checkpoint", "read_metrics", "save_checkpoint",
 ]

@@ -26,9 +26,9 @@ import re
 import shutil
 from typing import Optional
 
-import numpy as np
-
+from .._files import atomic_write, fsync_dir
 from ..io.jsonfile import read_json_object
+from ..io.safetensors import load_safetensors, save_safetensors
 
 __all__ = [
     "CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "list_checkpoints", "latest_checkpoint",
@@ -42,35 +42,6 @@ MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safeten
 
 def checkpoint_dir_name(step: int) -> str:
     return f"step_{step:08d}"
-
-
-def _fsync_file(path: str) -> None:
-    """Make sure the bytes reached the disk before the rename publishes them."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not possible on some platforms (Windows): the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _save_arrays(arrays: dict, path: str) -> None:
-    from safetensors.numpy import save_file
-
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, path, metadata={"format": CHECKPOINT_FORMAT})
-    _fsync_file(path)
 
 
 def list_checkpoints(out_dir: str) -> list:
@@ -109,14 +80,11 @@ def save_checkpoint(out_dir: str, step: int, model_arrays: dict, optimizer_array
     tmp = os.path.join(root, f".tmp-{checkpoint_dir_name(step)}-{os.getpid()}")
     os.makedirs(tmp)
     try:
-        _save_arrays(model_arrays, os.path.join(tmp, MODEL_FILE))
-        _save_arrays(optimizer_arrays, os.path.join(tmp, OPTIMIZER_FILE))
+        # each file is complete and on disk (fsynced) before the directory rename publishes them
+        save_safetensors(model_arrays, os.path.join(tmp, MODEL_FILE), metadata={"format": CHECKPOINT_FORMAT})
+        save_safetensors(optimizer_arrays, os.path.join(tmp, OPTIMIZER_FILE), metadata={"format": CHECKPOINT_FORMAT})
         state = dict(state, format=CHECKPOINT_FORMAT, step=int(step))
-        state_path = os.path.join(tmp, STATE_FILE)
-        with open(state_path, "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=1, allow_nan=True)
-            f.flush()
-            os.fsync(f.fileno())
+        atomic_write(os.path.join(tmp, STATE_FILE), json.dumps(state, indent=1, allow_nan=True))
         if os.path.exists(final):  # saving the same step again: move the old one aside first
             old = os.path.join(root, f".tmp-old-{checkpoint_dir_name(step)}-{os.getpid()}")
             os.replace(final, old)
@@ -124,7 +92,7 @@ def save_checkpoint(out_dir: str, step: int, model_arrays: dict, optimizer_array
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)  # the rename itself survives a power cut
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -137,14 +105,12 @@ def save_checkpoint(out_dir: str, step: int, model_arrays: dict, optimizer_array
 
 def read_checkpoint(path: str) -> tuple:
     """``(model_arrays, optimizer_arrays, state)`` of the checkpoint directory ``path``."""
-    from safetensors.numpy import load_file
-
     state_path = os.path.join(path, STATE_FILE)
     if not os.path.isfile(state_path):
         raise FileNotFoundError(f"{path} is not a minillm checkpoint directory (no {STATE_FILE})")
     state = read_json_object(state_path)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{state_path}: format {state.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    model_arrays = load_file(os.path.join(path, MODEL_FILE))
-    optimizer_arrays = load_file(os.path.join(path, OPTIMIZER_FILE))
+    model_arrays = load_safetensors(os.path.join(path, MODEL_FILE))
+    optimizer_arrays = load_safetensors(os.path.join(path, OPTIMIZER_FILE))
     return model_arrays, optimizer_arrays, state

@@ -15,6 +15,8 @@ import json
 import math
 import os
 
+from .._files import atomic_path, atomic_write
+
 __all__ = ["MetricsLogger", "read_metrics", "plot_metrics"]
 
 
@@ -41,11 +43,7 @@ class MetricsLogger:
         if not os.path.exists(self.path):
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            for r in kept:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def read_metrics(path: str) -> list:
@@ -85,8 +83,9 @@ def plot_metrics(metrics_path: str, png_path: str) -> bool:
     if train or val:
         ax.legend()
     fig.tight_layout()
-    tmp = png_path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    try:
+        with atomic_path(png_path) as tmp:  # a crash mid-save never leaves a torn PNG
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
     return True

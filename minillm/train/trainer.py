@@ -26,7 +26,6 @@ the same losses as one that never stopped (``tests/test_train.py`` checks this).
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import math
@@ -37,7 +36,10 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import __version__
+from .._files import atomic_write
 from ..autograd import no_grad
+from ..io.checkpoint import model_config_dict
+from ..nn.module import Module
 from ..optim import (
     AdamW, ConstantLR, LinearDecay, WarmupCosine, clip_grad_norm_, flatten_state_dict,
     param_groups_for_weight_decay, unflatten_state_dict,
@@ -138,15 +140,6 @@ def _json_lenient(value):
         return str(value)
 
 
-def model_config_dict(model) -> Optional[dict]:
-    """The model's config dataclass (``model.config``, or ``model.args`` as in the book) as a dict."""
-    for attr in ("config", "args", "params"):
-        cfg = getattr(model, attr, None)
-        if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-            return _json_lenient(dataclasses.asdict(cfg))
-    return None
-
-
 # ---------------------------------------------------------------------------- the Trainer
 class Trainer:
     """Train ``model`` on ``train_loader``; see the module docstring.
@@ -183,6 +176,9 @@ class Trainer:
                 f"TrainConfig.batch_size={cfg.batch_size} but train_loader.batch_size={loader_bs}; "
                 "make them equal (or leave TrainConfig.batch_size=None)"
             )
+        if not isinstance(model, Module):
+            raise TypeError(f"Trainer: model must be an nn.Module (it needs parameters(), state_dict() and mode()), "
+                            f"got {type(model).__name__}")
         self.model = model
         if optimizer is None:
             optimizer = AdamW(param_groups_for_weight_decay(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
@@ -225,8 +221,8 @@ class Trainer:
         """Run updates until ``config.max_steps``; returns the last metrics."""
         cfg = self.config
         os.makedirs(cfg.out_dir, exist_ok=True)
-        with open(os.path.join(cfg.out_dir, "config.json"), "w", encoding="utf-8") as f:
-            json.dump({"train": cfg.to_dict(), "model": model_config_dict(self.model)}, f, indent=1)
+        atomic_write(os.path.join(cfg.out_dir, "config.json"),
+                     json.dumps({"train": cfg.to_dict(), "model": model_config_dict(self.model)}, indent=1))
         if self.step == 0 and not self._resumed:
             manual_seed(cfg.seed)  # a fresh run: dropout masks depend only on the seed
         if self._batches is None:
@@ -235,8 +231,7 @@ class Trainer:
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # inf: measure, never scale
         accum = cfg.grad_accum_steps
         self.optimizer.zero_grad()
-        if hasattr(self.model, "train"):
-            self.model.train()
+        self.model.train()
 
         try:
             from tqdm.auto import tqdm
@@ -318,14 +313,8 @@ class Trainer:
             self.val_loader.load_state_dict(self._val_start)
         n = self.config.eval_batches
         batches = iter(self.val_loader) if n is None else itertools.islice(_forever(self.val_loader), n)
-        was_training = getattr(self.model, "training", True)
-        if hasattr(self.model, "eval"):
-            self.model.eval()  # dropout off
-        try:
+        with self.model.mode(training=False):  # dropout off; each module's own mode restored after
             losses = [float(self.compute_loss(batch).item()) for batch in batches]
-        finally:
-            if hasattr(self.model, "train"):
-                self.model.train(was_training)
         if not losses:
             raise ValueError("the validation loader yielded no batches")
         val_loss = sum(losses) / len(losses)
@@ -341,16 +330,11 @@ class Trainer:
         say(f"step {self.step}: val_loss {metrics['val_loss']:.4f}, val_ppl {metrics['val_ppl']:.2f}")
         if self.sample_fn is not None:
             rng = get_rng_state()  # sampling must not change the training run's random numbers
-            was_training = getattr(self.model, "training", True)
-            if hasattr(self.model, "eval"):
-                self.model.eval()
             try:
-                with no_grad():
+                with no_grad(), self.model.mode(training=False):
                     samples = self.sample_fn(self.model, self.step)
             finally:
                 set_rng_state(rng)
-                if hasattr(self.model, "train"):
-                    self.model.train(was_training)
             samples = [samples] if isinstance(samples, str) else list(samples)
             self.metrics.log({"step": self.step, "samples": [str(s) for s in samples]})
             for s in samples:

@@ -1,0 +1,13 @@
+"""Evaluation (Happy LLM 7.1): metrics that compare a model's outputs with references.
+
+==============  ================================================================
+``metrics``     exact match of short answers (``normalize_answer``, ``exact_match``,
+                ``exact_match_accuracy``, ``score_sft`` per skill)
+==============  ================================================================
+
+``minillm.eval`` sits above ``train`` and ``data`` in the layer diagram: it reads their
+records and never the other way round.
+"""
+from .metrics import exact_match, exact_match_accuracy, normalize_answer, score_sft
+
+__all__ = ["normalize_answer", "exact_match", "exact_match_accuracy", "score_sft"]
