@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from .. import nn
+from .._checks import check_token_ids
 from ..nn.kv_cache import KVCache  # noqa: F401  (shared by every decoder; re-exported here)
 from ..nn import functional as F
 from ..ops import stack
@@ -454,11 +455,7 @@ class Transformer(nn.Module):
                 + (f" after {start} cached ones" if start else "")
                 + f" is longer than max_seq_len={self.args.max_seq_len}"
             )
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= self.vocab_size:
-            bad = lo if lo < 0 else hi
-            where = tuple(int(i) for i in np.argwhere(ids == bad)[0])
-            raise IndexError(f"Transformer: input_ids contain {bad} at {where}, outside the vocabulary [0, {self.vocab_size})")
+        check_token_ids(ids, self.vocab_size, "Transformer", name="input_ids")
         return ids.astype(np.int64, copy=False)
 
     def _rope_tables(self, B, T, start, position_ids):
