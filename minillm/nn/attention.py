@@ -121,6 +121,10 @@ class MultiHeadAttention(Module):
         self.resid_dropout = Dropout(dropout)  # on the output, before it joins the residual stream
         self.is_causal = bool(is_causal)
         self.flash_attn = bool(flash_attn)
+        # Set keep_weights = True to record each call's probabilities (B, H, Tq, Tk) as a NumPy
+        # array in ``last_weights`` (e.g. to draw an attention heatmap from inside a model).
+        self.keep_weights = False
+        self.last_weights = None
 
     # ------------------------------------------------------------------ pieces
     def _heads(self, x: Tensor, proj: Linear) -> Tensor:
@@ -194,12 +198,14 @@ class MultiHeadAttention(Module):
             out = self.attn_dropout(probs) @ v  # (B, H, Tq, Tk) @ (B, H, Tk, D) -> (B, H, Tq, D)
         out = out.transpose(1, 2).reshape(B, Tq, self.embed_dim)  # (B, H, Tq, D) -> (B, Tq, H, D) -> (B, Tq, C)
         out = self.resid_dropout(self.wo(out))  # (B, Tq, C)
-        if not need_weights:
+        if not (need_weights or self.keep_weights):
             return out
         if probs is None:  # the fused kernel keeps no probabilities: recompute them for inspection
             with no_grad():
                 probs = self.attention_probs(q.detach(), k.detach(), mask, is_causal)
-        return out, probs
+        if self.keep_weights:
+            self.last_weights = probs.data
+        return (out, probs) if need_weights else out
 
     def extra_repr(self):
         return (f"embed_dim={self.embed_dim}, num_heads={self.n_heads}, dropout={self.dropout}, "

@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ..tensor import Tensor, get_default_dtype
+from ..tensor import Tensor
 from .layers import Embedding
 from .module import Module
 
@@ -48,16 +48,16 @@ def _check_len(who, T, start, max_len):
 
 class SinusoidalPositionalEncoding(Module):
     """x (B, T, dim) -> x + PE[start : start + T]. The table is a non-persistent buffer
-    (recomputed, never saved), stored in the default dtype and cast to x's dtype."""
+    (recomputed, never saved) kept in float64 and cast to x's dtype."""
 
-    def __init__(self, dim: int, max_len: int, base: float = 10000.0, dtype=None):
+    def __init__(self, dim: int, max_len: int, base: float = 10000.0):
         super().__init__()
         for name, v in (("dim", dim), ("max_len", max_len)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"SinusoidalPositionalEncoding: {name} must be a positive int, got {v!r}")
         self.dim, self.max_len, self.base = int(dim), int(max_len), float(base)
-        table = sinusoidal_table(self.max_len, self.dim, self.base).astype(np.dtype(dtype or get_default_dtype()))
-        self.register_buffer("pe", Tensor(table), persistent=False)  # (max_len, dim)
+        # float64 table (small), cast to the input's dtype when added: a float64 model gets exact values
+        self.register_buffer("pe", Tensor(sinusoidal_table(self.max_len, self.dim, self.base)), persistent=False)  # (max_len, dim)
 
     def forward(self, x: Tensor, start: int = 0) -> Tensor:
         if x.ndim != 3 or x.shape[-1] != self.dim:
