@@ -220,7 +220,7 @@ def test_forward_loss_unpacks_like_the_book_and_ignores_minus_100(backend):
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
-def test_transformer_loss_gradcheck(backend, norm_first):
+def test_transformer_loss_gradcheck(norm_first):  # (default kernels; the layer gradchecks above run both backends)
     mi.manual_seed(1)
     a = ModelArgs(dim=8, n_heads=2, n_layer=1, hidden_dim=8, dropout=0.0, max_seq_len=6, vocab_size=5, norm_first=norm_first)
     m = scramble(Transformer(a).double())
@@ -362,23 +362,23 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_a_tiny_model_learns_to_reverse_sequences():
-    """Training works end to end: reversing 5 tokens needs the cross-attention to read the source."""
+    """Training works end to end: reversing 4 tokens needs the cross-attention to read the source."""
     from minillm.optim import AdamW
 
     mi.manual_seed(0)
-    a = ModelArgs(dim=32, n_heads=4, n_layer=2, dropout=0.0, max_seq_len=8, vocab_size=12)
+    a = ModelArgs(dim=32, n_heads=4, n_layer=1, dropout=0.0, max_seq_len=6, vocab_size=10)
     m = Transformer(a)
-    opt = AdamW(m.parameters(), lr=3e-3, weight_decay=0.0)
+    opt = AdamW(m.parameters(), lr=5e-3, weight_decay=0.0)
     rng = np.random.default_rng(0)
     BOS = 1
     losses = []
-    for _ in range(150):
-        src = rng.integers(2, 12, size=(32, 5))
+    for _ in range(120):
+        src = rng.integers(2, 10, size=(24, 4))
         tgt = src[:, ::-1]
-        dec_in = np.concatenate([np.full((32, 1), BOS), tgt[:, :-1]], axis=1)
+        dec_in = np.concatenate([np.full((24, 1), BOS), tgt[:, :-1]], axis=1)
         loss = m(src, dec_in, targets=tgt).loss
         loss.backward()
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
-    assert np.mean(losses[:5]) > 2.0 and np.mean(losses[-5:]) < 0.3, (losses[:5], losses[-5:])
+    assert np.mean(losses[:5]) > 1.8 and np.mean(losses[-5:]) < 0.2, (losses[:5], losses[-5:])
