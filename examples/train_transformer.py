@@ -212,7 +212,7 @@ def main(argv=None) -> dict:
     write_png(os.path.join(args.out_dir, "cross_attention.png"), heatmap_rgb(weights))
     src_tokens = [src_tok.id_to_token(i) for i in example["input_ids"][0]]
     tgt_tokens = [tgt_tok.id_to_token(i) for i in example["decoder_input_ids"][0]]
-    lines = [f"cross-attention of the last decoder layer (mean over heads): rows = decoder inputs, columns = source tokens",
+    lines = ["cross-attention of the last decoder layer (mean over heads): rows = decoder inputs, columns = source tokens",
              "source: " + " ".join(src_tokens), ""]
     lines += [f"{t:>4} " + " ".join(f"{w:4.2f}" for w in row) + f"   -> {src_tokens[int(row.argmax())]}" for t, row in zip(tgt_tokens, weights)]
     atomic_write(os.path.join(args.out_dir, "cross_attention.txt"), "\n".join(lines) + "\n")

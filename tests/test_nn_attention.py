@@ -138,7 +138,7 @@ def test_need_weights_are_the_attention_probabilities(backend):
     x, mem = rand(2, 4, 8, seed=9), rand(2, 5, 8, seed=10)
     pad = np.zeros((2, 5), bool)
     pad[0, 3:] = True
-    (o1, w1), (o2, w2) = fused(x, mem, mem, key_padding_mask=pad, need_weights=True), book(x, mem, mem, key_padding_mask=pad, need_weights=True)
+    (_, w1), (_, w2) = fused(x, mem, mem, key_padding_mask=pad, need_weights=True), book(x, mem, mem, key_padding_mask=pad, need_weights=True)
     assert w1.shape == (2, 2, 4, 5)
     np.testing.assert_allclose(w1.data, w2.data, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(w1.data.sum(-1), 1.0, rtol=1e-12)

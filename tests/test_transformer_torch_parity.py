@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 import minillm as mi
-import minillm.nn as nn
 from minillm.models.transformer import ModelArgs, Transformer
 from minillm.nn.positional import sinusoidal_table
 
