@@ -91,7 +91,7 @@ class ModelArgs:
     norm_eps: float = 1e-5  # LayerNorm epsilon (PyTorch's default)
     book_layernorm: bool = False  # True: the book's LayerNorm formula (unbiased std, / (std + eps))
     bias: bool = False  # biases in the Linear layers (the book: none; torch.nn.Transformer: all)
-    pad_token_id: int | None = None  # if set, src/tgt masks default to ids != pad_token_id
+    pad_token_id: int | None = None  # if set, forward() defaults src_mask/tgt_mask to ids != pad_token_id
     flash_attn: bool = True  # fused attention (True) or the book's step-by-step attention (False)
 
     def __post_init__(self):
@@ -340,7 +340,8 @@ class Transformer(nn.Module):
 
     src: (B, S) source ids; tgt: (B, T) target ids fed to the decoder (start with BOS);
     targets: (B, T) the ids to predict (tgt shifted left; -100 = ignore); src_mask / tgt_mask:
-    (B, S) / (B, T) of 1 (real token) / 0 (padding) -- default: all real, or ids != pad_token_id.
+    (B, S) / (B, T) of 1 (real token) / 0 (padding) -- default: all real, or ids != pad_token_id
+    when ``ModelArgs.pad_token_id`` is set (``encode``/``decode`` take their masks explicitly).
     """
 
     is_encoder_decoder = True  # generation: encode once, decode with a KV cache
@@ -401,13 +402,11 @@ class Transformer(nn.Module):
             raise IndexError(f"Transformer: {name} contain {bad} at {where}, outside the vocabulary [0, {vocab})")
         return a.astype(np.int64, copy=False)
 
-    def _padding(self, mask, ids: np.ndarray | None, name: str, shape: tuple):
+    @staticmethod
+    def _padding(mask, name: str, shape: tuple):
         """1/0 mask (1 = real) -> bool (B, L) True = padding, or None when nothing is padded."""
         if mask is None:
-            if ids is None or self.args.pad_token_id is None:
-                return None
-            pad = ids == self.args.pad_token_id
-            return pad if pad.any() else None
+            return None
         m = mask.data if isinstance(mask, Tensor) else np.asarray(mask)
         if m.shape != shape:
             raise ValueError(f"Transformer: {name} must have shape {shape} (1 = token, 0 = padding), got {m.shape}")
@@ -423,7 +422,7 @@ class Transformer(nn.Module):
     def encode(self, src, src_mask=None) -> Tensor:
         """src: (B, S) ids; src_mask: (B, S) 1/0 or None -> memory (B, S, dim)."""
         ids = self._ids(src, "src", self.args.src_vocab_size)
-        pad = self._padding(src_mask, ids, "src_mask", ids.shape)
+        pad = self._padding(src_mask, "src_mask", ids.shape)
         return self.transformer.encoder(self._embed(ids, self.transformer.wte), pad)
 
     def decode(self, tgt, memory: Tensor, src_mask=None, kv_cache: list[KVCache] | None = None, tgt_mask=None) -> Tensor:
@@ -440,8 +439,8 @@ class Transformer(nn.Module):
         if not isinstance(memory, Tensor) or memory.ndim != 3 or memory.shape[0] != B or memory.shape[2] != self.args.dim:
             raise ValueError(f"Transformer: memory must be (batch={B}, src_len, dim={self.args.dim}) from encode(), "
                              f"got {getattr(memory, 'shape', type(memory).__name__)}")
-        src_pad = self._padding(src_mask, None, "src_mask", (B, memory.shape[1]))
-        tgt_pad = self._padding(tgt_mask, ids if start == 0 else None, "tgt_mask", (B, start + T))
+        src_pad = self._padding(src_mask, "src_mask", (B, memory.shape[1]))
+        tgt_pad = self._padding(tgt_mask, "tgt_mask", (B, start + T))
         h = self._embed(ids, self.transformer.tgt_wte, start)  # (B, T, dim)
         h = self.transformer.decoder(h, memory, src_pad, tgt_pad, kv_cache)  # (B, T, dim)
         return self.lm_head(h)  # (B, T, dim) -> (B, T, tgt_vocab)
@@ -461,8 +460,9 @@ class Transformer(nn.Module):
         t = self._ids(tgt, "tgt", self.args.tgt_vocab_size)
         if s.shape[0] != t.shape[0]:
             raise ValueError(f"Transformer: src has batch size {s.shape[0]} but tgt has {t.shape[0]}")
-        if src_mask is None and self.args.pad_token_id is not None:
-            src_mask = s != self.args.pad_token_id
+        if self.args.pad_token_id is not None:  # masks from the padding id, unless given
+            src_mask = s != self.args.pad_token_id if src_mask is None else src_mask
+            tgt_mask = t != self.args.pad_token_id if tgt_mask is None else tgt_mask
         memory = self.encode(s, src_mask)  # (B, S, dim)
         logits = self.decode(t, memory, src_mask, tgt_mask=tgt_mask)  # (B, T, V)
         loss = None
