@@ -1,0 +1,95 @@
+"""Positional information for attention, which by itself ignores word order (Happy LLM 2.3.2).
+
+* ``SinusoidalPositionalEncoding``: the fixed table of "Attention Is All You Need" (and the book),
+
+      PE(pos, 2i)   = sin(pos / 10000^(2i/d))
+      PE(pos, 2i+1) = cos(pos / 10000^(2i/d))
+
+  added to the token embeddings; no parameters. Any offset k is a linear map of the table
+  (sin/cos of a sum), which is why the paper hoped it would help relative positions.
+* ``LearnedPositionalEmbedding``: one trained vector per position (BERT, GPT-2).
+
+Both have the same call, ``pe(x, start=0)``: x (B, T, C) -> x + PE[start : start + T], so a
+model can switch between them, and decoding with a KV cache continues at ``start = cached``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..tensor import Tensor
+from .layers import Embedding
+from .module import Module
+
+__all__ = ["SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "sinusoidal_table"]
+
+
+def sinusoidal_table(max_len: int, dim: int, base: float = 10000.0) -> np.ndarray:
+    """The (max_len, dim) sine/cosine table, computed in float64.
+
+    Column 2i holds sin(pos·θ_i), column 2i+1 cos(pos·θ_i), θ_i = base^(-2i/dim) (the book's
+    ``div_term = exp(arange(0, d, 2) · -(ln 10000 / d))``). An odd ``dim`` gets one more sine column.
+    """
+    position = np.arange(max_len, dtype=np.float64)[:, None]  # (max_len, 1)
+    div_term = np.exp(np.arange(0, dim, 2, dtype=np.float64) * -(math.log(base) / dim))  # (ceil(dim/2),)
+    pe = np.zeros((max_len, dim), dtype=np.float64)
+    pe[:, 0::2] = np.sin(position * div_term)  # (max_len, ceil(dim/2))
+    pe[:, 1::2] = np.cos(position * div_term[: dim // 2])  # (max_len, floor(dim/2))
+    return pe
+
+
+def _check_len(who, T, start, max_len):
+    if not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"{who}: start must be an int >= 0, got {start!r}")
+    if start + T > max_len:
+        raise ValueError(f"{who}: positions {start}..{start + T - 1} exceed the table of max_len={max_len} positions")
+
+
+class SinusoidalPositionalEncoding(Module):
+    """x (B, T, dim) -> x + PE[start : start + T]. The table is a non-persistent buffer
+    (recomputed, never saved) kept in float64 and cast to x's dtype."""
+
+    def __init__(self, dim: int, max_len: int, base: float = 10000.0):
+        super().__init__()
+        for name, v in (("dim", dim), ("max_len", max_len)):
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"SinusoidalPositionalEncoding: {name} must be a positive int, got {v!r}")
+        self.dim, self.max_len, self.base = int(dim), int(max_len), float(base)
+        # float64 table (small), cast to the input's dtype when added: a float64 model gets exact values
+        self.register_buffer("pe", Tensor(sinusoidal_table(self.max_len, self.dim, self.base)), persistent=False)  # (max_len, dim)
+
+    def forward(self, x: Tensor, start: int = 0) -> Tensor:
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"SinusoidalPositionalEncoding: x must be (batch, seq_len, {self.dim}), got {x.shape}")
+        T = x.shape[1]
+        _check_len("SinusoidalPositionalEncoding", T, start, self.max_len)
+        pe = self.pe.data[start : start + T]
+        return x + Tensor._wrap(pe.astype(x.dtype, copy=False))  # (B, T, dim) + (T, dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}, max_len={self.max_len}"
+
+
+class LearnedPositionalEmbedding(Module):
+    """x (B, T, dim) -> x + weight[start : start + T]; ``weight`` (max_len, dim) is trained."""
+
+    def __init__(self, max_len: int, dim: int, dtype=None):
+        super().__init__()
+        self.embedding = Embedding(max_len, dim, dtype=dtype)
+        self.max_len, self.dim = self.embedding.num_embeddings, self.embedding.embedding_dim
+
+    @property
+    def weight(self):
+        return self.embedding.weight
+
+    def forward(self, x: Tensor, start: int = 0) -> Tensor:
+        if x.ndim != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"LearnedPositionalEmbedding: x must be (batch, seq_len, {self.dim}), got {x.shape}")
+        T = x.shape[1]
+        _check_len("LearnedPositionalEmbedding", T, start, self.max_len)
+        pos = np.arange(start, start + T, dtype=np.int64)  # (T,)
+        return x + self.embedding(pos)  # (B, T, dim) + (T, dim)
+
+    def extra_repr(self):
+        return f"max_len={self.max_len}, dim={self.dim}"
