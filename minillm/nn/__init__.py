@@ -11,8 +11,9 @@ from . import init  # noqa: F401
 from .kv_cache import KVCache
 from .layers import Dropout, Embedding, Identity, LayerNorm, Linear, RMSNorm
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
+from .rnn import LSTM, LSTMCell
 
 __all__ = [
     "functional", "init", "Module", "Parameter", "ModuleList", "ModuleDict", "Sequential", "IncompatibleKeys",
-    "Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
+    "Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "LSTMCell", "LSTM",
 ]
