@@ -62,6 +62,37 @@ def test_gradcheck_cell_and_two_layer_lstm():
     assert len(names) == 8
 
 
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_fused_layer_equals_step_by_step(batch_first):
+    mi.manual_seed(4)
+    fused = nn.LSTM(3, 4, num_layers=2, batch_first=batch_first, dtype=np.float64)
+    steps = nn.LSTM(3, 4, num_layers=2, batch_first=batch_first, dtype=np.float64, fused=False)
+    steps.load_state_dict(fused.state_dict())
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 5, 3) if batch_first else (5, 2, 3))  # batch 2, 5 steps
+    hx = (rng.normal(size=(2, 2, 4)), rng.normal(size=(2, 2, 4)))
+    res = []
+    for m in (fused, steps):
+        xt = mi.tensor(x, requires_grad=True)
+        h0, c0 = mi.tensor(hx[0], requires_grad=True), mi.tensor(hx[1], requires_grad=True)
+        out, (h, c) = m(xt, (h0, c0))
+        w = rng.normal(size=out.shape) if not res else res[0][-1]
+        ((out * mi.tensor(w)).sum() + (c * c).sum() + h.sum()).backward()
+        res.append([out.data, h.data, c.data, xt.grad.data, h0.grad.data, c0.grad.data]
+                   + [p.grad.data for p in m.parameters()] + [w])
+    for a, b in zip(res[0][:-1], res[1][:-1]):
+        np.testing.assert_allclose(a, b, atol=1e-12)
+
+
+def test_gradcheck_fused_layer_function():
+    rng = np.random.default_rng(5)
+    H = 2
+    out_w = rng.normal(size=(3, 2, 2 * H))
+    gradcheck(lambda *a: nn.rnn.LSTMLayerFunction.apply(*a) * mi.tensor(out_w),
+              [rng.normal(size=(3, 2, 3)), rng.normal(size=(2, H)), rng.normal(size=(2, H)),
+               rng.normal(size=(4 * H, 3)), rng.normal(size=(4 * H, H)), rng.normal(size=4 * H), rng.normal(size=4 * H)])
+
+
 def test_torch_parity_with_copied_weights():
     torch = pytest.importorskip("torch")
     mi.manual_seed(3)
