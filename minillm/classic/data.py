@@ -24,10 +24,10 @@ from __future__ import annotations
 import random
 from typing import Iterator, List, Tuple
 
-from ..data.world import ANIMALS, CITIES, COLOURS, NAMES, OBJECTS, PLACES, TIMES
+from ..data.world import ANIMALS, CITIES, COLOURS, NAMES, OBJECTS, PLACES, TIMES, get_world
 
 __all__ = [
-    "TAGS", "segmented_stories", "train_heldout_lexicon", "synthetic_names", "HELDOUT_NAMES", "HELDOUT_OBJECTS",
+    "TAGS", "segmented_stories", "analogy_questions", "word_categories", "train_heldout_lexicon", "synthetic_names", "HELDOUT_NAMES", "HELDOUT_OBJECTS",
 ]
 
 #: Word tags for the token-level probe (1.4.4): which part of the world a word names.
@@ -189,3 +189,47 @@ def segmented_stories(n: int, seed: int = 0, split: str = "train") -> Iterator[T
     rng = random.Random(f"minillm-classic/{seed}/{split}/segmented")
     for _ in range(int(n)):
         yield _story(rng, lex, split == "heldout")
+
+
+def _single(words):
+    return [w for w in words if " " not in w[0]]  # "toy car", "post office" are two English words
+
+
+def analogy_questions(seed: int = 0, per_relation: int = 200) -> dict:
+    """Analogy questions (a, b, c, d) — "a is to b as c is to d" — from the world's facts.
+
+    Relations (English lowercased, as a lowercasing tokenizer sees it):
+      en→zh: animals    cat : 猫 :: dog : 狗      (and the same for colours, objects, places)
+      home city         tom : london :: lily : <Lily's home city>   (world ``seed``'s fact table)
+      pet               tom : <Tom's pet> :: lily : <Lily's pet>
+    Each relation keeps at most ``per_relation`` questions, in a fixed order; pairs whose
+    answers coincide (two people with the same city) are left out, as they test nothing.
+    """
+    rel = {}
+    for name, pairs in (("en→zh: animals", [(a[0], a[1]) for a in ANIMALS]),
+                        ("en→zh: colours", list(COLOURS)),
+                        ("en→zh: objects", [(o[0], o[1]) for o in _single(OBJECTS)]),
+                        ("en→zh: places", [(p[0], p[2]) for p in _single(PLACES)])):
+        rel[name] = [(a, b, c, d) for a, b in pairs for c, d in pairs if a != c]
+    world = get_world(seed)
+    people = [(NAMES[i][0].lower(), CITIES[world.home[i]][0].lower(), ANIMALS[world.pet[i]][0]) for i in range(len(NAMES))]
+    rel["home city"] = [(a, ca, b, cb) for a, ca, _ in people for b, cb, _ in people if a != b and ca != cb]
+    rel["pet"] = [(a, pa, b, pb) for a, _, pa in people for b, _, pb in people if a != b and pa != pb]
+    rng = random.Random(f"minillm-classic/{seed}/analogies")
+    out = {}
+    for k, qs in rel.items():
+        rng.shuffle(qs)
+        out[k] = qs[:per_relation]
+    return out
+
+
+def word_categories() -> dict:
+    """Category -> words (English lowercased and Chinese) for plots and neighbour checks."""
+    return {
+        "animals": [a[0] for a in ANIMALS] + [a[1] for a in ANIMALS],
+        "colours": [c[0] for c in COLOURS] + [c[1] for c in COLOURS],
+        "cities": [c[0].lower() for c in CITIES] + [c[1] for c in CITIES],
+        "names": [n[0].lower() for n in NAMES] + [n[1] for n in NAMES],
+        "objects": [o[0] for o in _single(OBJECTS)] + [o[1] for o in OBJECTS],
+        "places": [p[0] for p in _single(PLACES)] + [p[2] for p in PLACES],
+    }
