@@ -41,7 +41,7 @@ from minillm.tokenizers import WordTokenizer, load_tokenizer  # noqa: E402
 README_LLAMA_PPL = 3.27  # README: the default examples/train_tiny_llama.py run's held-out perplexity
 
 FULL = dict(seg_train=3000, seg_heldout=500, tfidf_docs=2000, tfidf_queries=500, n_stories=30_000, vocab_size=2048,
-            max_n=5, w2v_docs=30_000, w2v_epochs=5, w2v_dim=50, bench_docs=300, elmo_train=1500, elmo_steps=400,
+            max_n=5, w2v_docs=10_000, w2v_epochs=5, w2v_dim=50, bench_docs=300, elmo_train=1500, elmo_steps=400,
             elmo_dim=48, probe_stories=300, probe_steps=200)
 QUICK = dict(seg_train=300, seg_heldout=60, tfidf_docs=200, tfidf_queries=60, n_stories=2_000, vocab_size=512,
              max_n=3, w2v_docs=1_500, w2v_epochs=2, w2v_dim=24, bench_docs=20, elmo_train=60, elmo_steps=12,

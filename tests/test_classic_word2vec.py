@@ -70,7 +70,7 @@ def test_plan_subsampling_windows_negatives():
 
 def test_vectors_learn_categories():
     sents = [w for w, _ in segmented_stories(600)]
-    m = train(sents, Word2VecConfig(dim=24, epochs=3, seed=0))
+    m = train(sents, Word2VecConfig(dim=24, epochs=10, seed=0))
     colours = {"红色", "蓝色", "绿色", "黄色", "白色", "黑色", "粉色", "紫色", "橙色", "棕色"}
     near = [w for w, _ in most_similar(m, "红色", topn=5)]
     assert sum(w in colours for w in near) >= 4, near
@@ -104,3 +104,19 @@ def test_bad_inputs():
         m["不存在的词"]
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         train_autograd(SENTS, batch_size=0)
+
+
+def test_benchmark_script_runs():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "word2vec.py"), "--docs", "40", "--slice", "5",
+                           "--dim", "8", "--no-gensim", "--json"], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=root))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(proc.stdout)
+    assert {r["impl"] for r in res["results"]} == {"minillm Numba kernel", "minillm NumPy twin", "minillm engine, batch 256"}
+    assert all(r["words_per_sec"] > 0 for r in res["results"])

@@ -118,34 +118,45 @@ def make_plan(ids: Sequence[np.ndarray], counts: np.ndarray, cfg: Word2VecConfig
     noise = counts**0.75
     noise /= noise.sum()  # the unigram^0.75 distribution of negatives
     W = cfg.window
+    ids = [np.asarray(x, dtype=np.int64) for x in ids]
+    stream = np.concatenate(ids) if ids else np.zeros(0, np.int64)  # all sentences end to end
+    sent = np.repeat(np.arange(len(ids)), [len(x) for x in ids])  # which sentence each token is in
+    offsets = [k for k in range(-W, W + 1) if k != 0]
     ins, outs, n_words = [], [], 0
     for _ in range(cfg.epochs):
-        for s in ids:
-            s = s[rng.random(len(s)) < keep_p[s]]  # subsampling
-            n = len(s)
-            n_words += n
-            if n < 2:
-                continue
-            b = rng.integers(1, W + 1, size=n)  # each centre's window
-            if cfg.sg:
-                for i in range(n):  # word2vec.c order: centre by centre
-                    for j in range(max(0, i - b[i]), min(n, i + b[i] + 1)):
-                        if j != i:
-                            ins.append((s[i],))
-                            outs.append(s[j])
-            else:
-                for i in range(n):
-                    ctx = [s[j] for j in range(max(0, i - b[i]), min(n, i + b[i] + 1)) if j != i]
-                    ins.append(tuple(ctx) + (-1,) * (2 * W - len(ctx)))
-                    outs.append(s[i])
-    P = len(outs)
+        keep = rng.random(len(stream)) < keep_p[stream]  # subsampling
+        s, sid = stream[keep], sent[keep]
+        n = len(s)
+        n_words += n
+        b = rng.integers(1, W + 1, size=n)  # each centre's window
+        pos = np.arange(n)
+        # context k of centre i: within its window, inside the stream and the same sentence
+        valid = []
+        for k in offsets:
+            j = np.clip(pos + k, 0, max(n - 1, 0))
+            valid.append((abs(k) <= b) & (pos + k >= 0) & (pos + k < n) & (sid[j] == sid))
+        if cfg.sg:  # one example per (centre, context) pair, in word2vec.c's order: centre by centre
+            centre = np.concatenate([pos[v] for v in valid])
+            ctx = np.concatenate([pos[v] + k for k, v in zip(offsets, valid)])
+            order = np.argsort(centre * len(offsets) + np.concatenate(
+                [np.full(int(v.sum()), slot) for slot, v in enumerate(valid)]), kind="stable")
+            ins.append(s[centre[order]][:, None])
+            outs.append(s[ctx[order]])
+        else:  # one example per centre: its context words, -1 where a slot is empty
+            C = np.full((n, len(offsets)), -1, dtype=np.int64)
+            for slot, (k, v) in enumerate(zip(offsets, valid)):
+                C[v, slot] = s[pos[v] + k]
+            has = (C >= 0).any(1)
+            ins.append(C[has])
+            outs.append(s[has])
+    pos = np.concatenate(outs) if outs else np.zeros(0, np.int64)
+    P = len(pos)
     if P == 0:
         raise ValueError("make_plan: the corpus gives no training example (sentences too short after subsampling?)")
-    inputs = np.array(ins, dtype=np.int64).reshape(P, -1)
-    pos = np.array(outs, dtype=np.int64)
+    inputs = np.concatenate(ins)
     neg = rng.choice(V, size=(P, cfg.negative), p=noise)
     outputs = np.concatenate([pos[:, None], neg], axis=1)  # (P, 1+K)
-    mask = np.ones(outputs.shape)
+    mask = np.ones(outputs.shape, dtype=np.float32)  # float32: a plan of millions of examples stays small
     mask[:, 1:] = neg != pos[:, None]
     lr = cfg.lr * np.maximum(1e-4, 1.0 - np.arange(P) / P)  # linear decay
     return Plan(inputs, outputs, mask, lr, n_words)
