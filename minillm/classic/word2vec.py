@@ -108,6 +108,9 @@ class Plan:
     n_words: int
 
 
+_TABLE_SIZE = 1_000_000  # word2vec.c uses 1e8; our vocabularies are small
+
+
 def make_plan(ids: Sequence[np.ndarray], counts: np.ndarray, cfg: Word2VecConfig) -> Plan:
     """Subsample, pick windows and negatives for ``cfg.epochs`` passes over sentences of ids."""
     rng = np.random.default_rng(cfg.seed + 1)
@@ -131,22 +134,17 @@ def make_plan(ids: Sequence[np.ndarray], counts: np.ndarray, cfg: Word2VecConfig
         b = rng.integers(1, W + 1, size=n)  # each centre's window
         pos = np.arange(n)
         # context k of centre i: within its window, inside the stream and the same sentence
-        valid = []
-        for k in offsets:
-            j = np.clip(pos + k, 0, max(n - 1, 0))
-            valid.append((abs(k) <= b) & (pos + k >= 0) & (pos + k < n) & (sid[j] == sid))
-        if cfg.sg:  # one example per (centre, context) pair, in word2vec.c's order: centre by centre
-            centre = np.concatenate([pos[v] for v in valid])
-            ctx = np.concatenate([pos[v] + k for k, v in zip(offsets, valid)])
-            order = np.argsort(centre * len(offsets) + np.concatenate(
-                [np.full(int(v.sum()), slot) for slot, v in enumerate(valid)]), kind="stable")
-            ins.append(s[centre[order]][:, None])
-            outs.append(s[ctx[order]])
+        off = np.array(offsets)
+        ctx_pos = pos[:, None] + off  # (n, 2W)
+        inside = (ctx_pos >= 0) & (ctx_pos < n)
+        ctx_pos = np.where(inside, ctx_pos, 0)
+        valid = inside & (np.abs(off) <= b[:, None]) & (sid[ctx_pos] == sid[:, None])  # (n, 2W)
+        if cfg.sg:  # one example per (centre, context) pair; row-major order = word2vec.c's, centre by centre
+            ins.append(s[np.broadcast_to(pos[:, None], valid.shape)[valid]][:, None])
+            outs.append(s[ctx_pos[valid]])
         else:  # one example per centre: its context words, -1 where a slot is empty
-            C = np.full((n, len(offsets)), -1, dtype=np.int64)
-            for slot, (k, v) in enumerate(zip(offsets, valid)):
-                C[v, slot] = s[pos[v] + k]
-            has = (C >= 0).any(1)
+            C = np.where(valid, s[ctx_pos], -1)  # (n, 2W)
+            has = valid.any(1)
             ins.append(C[has])
             outs.append(s[has])
     pos = np.concatenate(outs) if outs else np.zeros(0, np.int64)
@@ -154,7 +152,10 @@ def make_plan(ids: Sequence[np.ndarray], counts: np.ndarray, cfg: Word2VecConfig
     if P == 0:
         raise ValueError("make_plan: the corpus gives no training example (sentences too short after subsampling?)")
     inputs = np.concatenate(ins)
-    neg = rng.choice(V, size=(P, cfg.negative), p=noise)
+    # word2vec.c's unigram table: word w fills a share noise[w] of a big array, and a negative
+    # sample is one uniform index into it (a gather: much faster than sampling by the CDF)
+    table = np.repeat(np.arange(V), np.maximum(1, np.round(noise * _TABLE_SIZE).astype(np.int64)))
+    neg = table[rng.integers(0, len(table), size=(P, cfg.negative))]
     outputs = np.concatenate([pos[:, None], neg], axis=1)  # (P, 1+K)
     mask = np.ones(outputs.shape, dtype=np.float32)  # float32: a plan of millions of examples stays small
     mask[:, 1:] = neg != pos[:, None]
