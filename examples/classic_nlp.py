@@ -266,15 +266,18 @@ def run_elmo(cfg):
     print(f"biLM: {sum(p.data.size for p in model.parameters()):,} parameters, {t_lm:.0f} s; held-out perplexity "
           f"forward {ppl['forward_ppl']:.1f}, backward {ppl['backward_ppl']:.1f} (vocabulary {len(vocab)})")
 
-    def features(data):
+    def features(data, hide=0.0):
+        # hide: share of words shown as <unk>, so the probe's training data has unknown words too
+        # (as the biLM's had); otherwise the mix could not learn what helps on them
+        data = [([w if rng.random() >= hide else "<unk>" for w in ws], ts) for ws, ts in data]
         layers = np.concatenate(elmo_layers(model, [vocab.encode(w) for w, _ in data]))  # (N, 3, 2·dim)
         words = [w for ws, _ in data for w in ws]
         stat = np.stack([static[w] if w in static else static["<unk>"] for w in words])
         y = np.array([TAGS.index(t) for _, ts in data for t in ts])
-        oov = np.array([w not in vocab.stoi for w in words])
+        oov = np.array([w not in vocab.stoi or w == "<unk>" for w in words])
         return layers, stat, y, oov
 
-    Ltr, Str, ytr, _ = features(probe_train)
+    Ltr, Str, ytr, _ = features(probe_train, hide=0.05)
     Lte, Ste, yte, oov = features(probe_test)
     variants = {
         "Word2Vec (static)": (Str, Ste),
@@ -292,7 +295,7 @@ def run_elmo(cfg):
             r["mix_weights"] = mi.softmax(probe.mix.scalar_parameters, dim=0).data.round(3).tolist()
         out[name] = r
         rows.append([name, f"{100 * r['accuracy']:.1f}%", f"{100 * r['iv_accuracy']:.1f}%", f"{100 * r['oov_accuracy']:.1f}%"])
-    print(f"probe: train {len(ytr):,} words of {len(probe_train)} stories; test {len(yte):,} words of "
+    print(f"probe: train {len(ytr):,} words of {len(probe_train)} stories (5% shown as <unk>); test {len(yte):,} words of "
           f"{len(probe_test)} held-out stories, {int(oov.sum())} of them unseen (<unk>); tags {', '.join(TAGS)}")
     table(["features (frozen) -> linear probe", "accuracy", "seen words", "unseen words (<unk>)"], rows)
     return out

@@ -277,7 +277,8 @@ class UnigramSegmenter:
         return out
 
     def cut(self, text: str) -> List[str]:
-        """Segment ``text``; with an HMM, runs of 2+ single characters not in the dictionary are re-cut by it."""
+        """Segment ``text``. With an HMM, as jieba's ``__cut_DAG``: consecutive single-character
+        words are collected; a run of 2+ that is not itself a dictionary word is re-cut by the HMM."""
         _check_text(text, "UnigramSegmenter.cut")
         words = self._best_path(text)
         if self.hmm is None:
@@ -286,14 +287,14 @@ class UnigramSegmenter:
 
         def flush():
             nonlocal run
-            if len(run) == 1:
-                out.append(run)
-            elif run:
-                out.extend(self.hmm.cut(run))
+            if len(run) > 1 and run not in self.dictionary:
+                out.extend(self.hmm.cut(run))  # where new words hide
+            else:
+                out.extend(run)  # one character, or a known word cut into characters by the path
             run = ""
 
         for w in words:
-            if len(w) == 1 and w not in self.dictionary or len(w) == 1 and len(run) > 0:
+            if len(w) == 1:
                 run += w
             else:
                 flush()
