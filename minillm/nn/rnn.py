@@ -15,8 +15,9 @@ so PyTorch weights copy over unchanged (tested).
 nodes per time step, so their gradient is the engine's. ``LSTM`` (``fused=True``, the
 default) runs a whole layer as one node, ``LSTMLayerFunction``, whose backward is
 backpropagation through time written out by hand (below); the tests check it against the
-step-by-step version and by gradcheck in float64. It is ~10x faster to train: the per-node
-overhead of the engine, not the arithmetic, dominates a small LSTM.
+step-by-step version and by gradcheck in float64. For a small LSTM the engine's per-node
+overhead, not the arithmetic, dominates: ELMo's biLM (dim 32, batch 16) trained 2x faster
+with it (150 steps: 105 s -> 52 s, whole step including the softmax, on a shared machine).
 """
 from __future__ import annotations
 
