@@ -8,14 +8,16 @@
 """
 from . import functional  # noqa: F401
 from . import init  # noqa: F401
-from .attention import MultiHeadAttention  # noqa: F401
-from .ffn import FeedForward  # noqa: F401
+from .attention import MultiHeadAttention
+from .ffn import FeedForward
 from .kv_cache import KVCache
 from .layers import Dropout, Embedding, Identity, LayerNorm, Linear, RMSNorm
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
-from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding  # noqa: F401
+from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from .rnn import LSTM, LSTMCell
 
 __all__ = [
     "functional", "init", "Module", "Parameter", "ModuleList", "ModuleDict", "Sequential", "IncompatibleKeys",
-    "Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity",
+    "Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "KVCache", "MultiHeadAttention",
+    "FeedForward", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "LSTMCell", "LSTM",
 ]
