@@ -71,6 +71,16 @@ def layer_of(mod: str, layers) -> int | None:
     return best
 
 
+def facade_layer(layers) -> int:
+    """``minillm/__init__.py`` (``import minillm as mi``) re-exports the public API: it stands on
+    the highest layer it imports, and a module may use ``mi.`` only from that layer or above."""
+    init = PKG / "__init__.py"
+    tree = ast.parse(init.read_text(encoding="utf-8"))
+    targets = [t for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+               for t in resolve(node, "minillm", is_pkg=True) if t != "minillm"]
+    return min(layer_of(t, layers) for t in targets)
+
+
 def library_modules():
     for path in sorted(PKG.rglob("*.py")):
         if "__pycache__" not in path.parts:
@@ -85,6 +95,7 @@ def test_the_diagram_names_every_module():
 
 def test_every_import_points_down_the_diagram():
     layers = read_layers()
+    facade = facade_layer(layers)
     upward = []
     for path in library_modules():
         current = module_name(path)
@@ -96,12 +107,9 @@ def test_every_import_points_down_the_diagram():
             if not isinstance(node, (ast.Import, ast.ImportFrom)):
                 continue
             for target in resolve(node, current, path.name == "__init__.py"):
-                if target == "minillm":
-                    # The facade imports every layer, so only the top layer (the CLI) may use it;
-                    # the package's version string is metadata, not code, and free for all.
-                    names = {a.name for a in node.names} if isinstance(node, ast.ImportFrom) else set()
-                    if here != 0 and names != {"__version__"}:
-                        upward.append(f"{current}:{node.lineno} imports the package facade `minillm`; import the module that defines the name")
+                if target == "minillm":  # the facade sits as high as the highest layer it imports
+                    if facade < here:
+                        upward.append(f"{current}:{node.lineno} imports the package facade `minillm`, which imports {layers[facade]} above it")
                     continue
                 there = layer_of(target, layers)
                 if there is not None and here is not None and there < here:
