@@ -3,7 +3,8 @@
 For each preset (``tiny``, ``small``) it measures greedy generation with minillm
 
 * with the KV cache and the fused decode step (``FusedDecoder``: one kernel call per token
-  for the whole model; the default of ``generate``),
+  for the whole model; the default of ``generate``, after it checked the kernel against the
+  model's modules on the prompt),
 * with the KV cache through the model's modules (``fused_decode=False``: ~100 autograd ops
   per token), and
 * without a cache (the book's loop: the whole prefix again for every token),
