@@ -9,12 +9,14 @@ For each preset (``tiny``, ``small``) it measures greedy generation with minillm
   per token), and
 * without a cache (the book's loop: the whole prefix again for every token),
 
-speculative (assisted) decoding with a draft model (``generate(..., assistant_model=draft)``):
-for presets larger than ``tiny``, a ``tiny`` model with random weights as the draft (the honest
-case with nothing trained: the two random models rarely agree, so the acceptance rate is low),
-and for every preset a copy of the model truncated to its first layer (at random init the
-deeper layers change the logits little, so this draft agrees often: an upper bound on what
-a good draft gives, not a trained result). The "accept" column is the share of draft tokens
+speculative (assisted) decoding with a draft model (``generate(..., assistant_model=draft)``).
+Nothing is trained, and that shapes what these rows mean: at random init with tied embeddings
+a model's logits are about its last token's embedding dotted with every embedding, so every
+such model greedily repeats its last token, and any such draft "agrees" with the target
+(acceptance 1.0): the rows with a ``tiny`` draft (for presets larger than ``tiny``) and with a
+copy of the model truncated to its first layer measure the best case of the machinery. A
+``tiny`` draft with an untied output head predicts an unrelated token (acceptance ~0): the
+worst case, k wasted draft steps per token. The "accept" column is the share of draft tokens
 the target kept.
 
 And, when torch is installed, a plain PyTorch eager LLaMA with the *same weights* (the
@@ -191,10 +193,12 @@ def main():
             "minillm, no cache (book)": lambda p, n: generate(model, p, n, temperature=0, use_cache=False),
         }
         drafts = {}
+        mi.manual_seed(1)
         if preset != "tiny":
-            mi.manual_seed(1)
-            drafts["speculative, draft tiny (random)"] = Transformer(ModelConfig.preset("tiny", vocab_size=ARGS.vocab_size)).eval()
+            drafts["speculative, draft tiny"] = Transformer(ModelConfig.preset("tiny", vocab_size=ARGS.vocab_size)).eval()
         drafts["speculative, draft 1st layer"] = truncated_copy(model, 1)
+        untied = ModelConfig.preset("tiny", vocab_size=ARGS.vocab_size, tie_word_embeddings=False)
+        drafts["speculative, draft tiny untied"] = Transformer(untied).eval()
         k = ARGS.assistant_tokens
         for name, draft in drafts.items():
             impls[name] = lambda p, n, d=draft: generate(model, p, n, temperature=0, assistant_model=d, num_assistant_tokens=k)

@@ -101,7 +101,8 @@ def generate(model, input_ids, generation_config=None, *, attention_mask=None, a
 
     model: a decoder-only model (``minillm.models.llama.Transformer``, or a ``PeftModel``
     around one) or an encoder-decoder model (``model.is_encoder_decoder``; then
-    ``input_ids`` is the source and the result the target, without its start token).
+    ``input_ids`` is the source, padded on the right, ``decoder_start_token_id`` is required,
+    and the result is the target without its start token, at most ``max_seq_len - 1`` tokens).
     input_ids: one prompt (list of ints / 1-D array) -> returns ``list[int]``; a batch (list of
     lists of any lengths, or a 2-D array with an optional ``attention_mask``; padding on the
     left for decoder-only models) -> returns ``list[list[int]]``. With

@@ -68,8 +68,8 @@ class _Hypotheses:
 
 
 def beam_search(runner, config: GenerationConfig, max_new_tokens: int, context_ids, context_mask) -> list:
-    """Beam search over ``runner`` (its rows are the prompts repeated ``num_beams`` times,
-    beam-major within each prompt). Returns, for each prompt, its best
+    """Beam search over ``runner``, whose rows are each prompt repeated ``num_beams`` times
+    (rows b·nb ... b·nb + nb - 1 are prompt b's beams). Returns, for each prompt, its best
     ``num_return_sequences`` token lists (EOS dropped), best first: a list of B·n lists."""
     nb = config.num_beams
     B = runner.batch_size // nb

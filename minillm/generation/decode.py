@@ -40,12 +40,11 @@ __all__ = ["CausalLMRunner", "Seq2SeqRunner", "sample_loop", "model_config", "is
 
 def model_config(model):
     """The model's config object: ``model.config`` (HF's name) or ``model.args`` (the book's LLaMA)."""
-    cfg = getattr(model, "config", None)
-    if cfg is None:
-        cfg = getattr(model, "args", None)
-    if cfg is None or not hasattr(cfg, "max_seq_len"):
-        raise TypeError(f"generate: {type(model).__name__} has no config with max_seq_len (model.config or model.args)")
-    return cfg
+    for name in ("config", "args"):
+        cfg = getattr(model, name, None)
+        if cfg is not None and hasattr(cfg, "max_seq_len"):
+            return cfg
+    raise TypeError(f"generate: {type(model).__name__} has no config with max_seq_len (model.config or model.args)")
 
 
 def is_encoder_decoder(model) -> bool:
