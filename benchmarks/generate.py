@@ -3,12 +3,23 @@
 For each preset (``tiny``, ``small``) it measures greedy generation with minillm
 
 * with the KV cache and the fused decode step (``FusedDecoder``: one kernel call per token
-  for the whole model; the default of ``generate``),
+  for the whole model; the default of ``generate``, after it checked the kernel against the
+  model's modules on the prompt),
 * with the KV cache through the model's modules (``fused_decode=False``: ~100 autograd ops
   per token), and
 * without a cache (the book's loop: the whole prefix again for every token),
 
-and, when torch is installed, a plain PyTorch eager LLaMA with the *same weights* (the
+speculative (assisted) decoding with a draft model (``generate(..., assistant_model=draft)``).
+Nothing is trained, and that shapes what these rows mean: at random init with tied embeddings
+a model's logits are about its last token's embedding dotted with every embedding, so every
+such model greedily repeats its last token, and any such draft "agrees" with the target
+(acceptance 1.0): the rows with a ``tiny`` draft (for presets larger than ``tiny``) and with a
+copy of the model truncated to its first layer measure the best case of the machinery. A
+``tiny`` draft with an untied output head predicts an unrelated token (acceptance ~0): the
+worst case, k wasted draft steps per token. The "accept" column is the share of draft tokens
+the target kept.
+
+And, when torch is installed, a plain PyTorch eager LLaMA with the *same weights* (the
 same interleaved RoPE; a hand-written decoding loop with a preallocated KV cache).
 Every implementation must produce the same greedy tokens (checked) before its speed
 counts. All libraries get the same number of threads (``--threads``; set before NumPy,
@@ -23,6 +34,7 @@ remaining tokens: (N - 1) / (time(N tokens) - time(1 token)).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -40,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="best of N timings")
     p.add_argument("--threads", type=int, default=1, help="threads for BLAS, Numba and torch (default 1: batch-1 decoding is latency bound)")
     p.add_argument("--kernels", default="numba", choices=["numba", "numpy"])
+    p.add_argument("--assistant-tokens", type=int, default=4, help="draft tokens per round for speculative decoding")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p.parse_args(argv)
@@ -54,7 +67,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 import minillm as mi  # noqa: E402
-from minillm.generation import generate  # noqa: E402
+from minillm.generation import GenerationConfig, generate  # noqa: E402
+from minillm.generation.speculative import AssistedStats, assisted_decode  # noqa: E402
 from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
 
 
@@ -118,6 +132,23 @@ def torch_llama(model):
     return run
 
 
+# ------------------------------------------------------------------------------ drafts
+def truncated_copy(model, n_layers=1):
+    """The model cut to its first ``n_layers`` layers (same embeddings, norm and head)."""
+    draft = Transformer(dataclasses.replace(model.args, n_layers=n_layers))
+    keep = {k: v for k, v in model.state_dict().items() if not k.startswith("layers.") or int(k.split(".")[1]) < n_layers}
+    draft.load_state_dict(keep)
+    return draft.eval()
+
+
+def acceptance(model, draft, prompt, n_new):
+    stats = AssistedStats()
+    cfg = GenerationConfig(max_new_tokens=n_new, temperature=0, num_assistant_tokens=ARGS.assistant_tokens)
+    with mi.no_grad():
+        list(assisted_decode(model, draft, np.array(prompt), cfg, None, stats))
+    return stats.acceptance_rate
+
+
 # ------------------------------------------------------------------------------ timing
 def best_time(fn, repeats):
     best, out = float("inf"), None
@@ -161,6 +192,16 @@ def main():
             "minillm + KV cache, modules": lambda p, n: generate(model, p, n, temperature=0, fused_decode=False),
             "minillm, no cache (book)": lambda p, n: generate(model, p, n, temperature=0, use_cache=False),
         }
+        drafts = {}
+        mi.manual_seed(1)
+        if preset != "tiny":
+            drafts["speculative, draft tiny"] = Transformer(ModelConfig.preset("tiny", vocab_size=ARGS.vocab_size)).eval()
+        drafts["speculative, draft 1st layer"] = truncated_copy(model, 1)
+        untied = ModelConfig.preset("tiny", vocab_size=ARGS.vocab_size, tie_word_embeddings=False)
+        drafts["speculative, draft tiny untied"] = Transformer(untied).eval()
+        k = ARGS.assistant_tokens
+        for name, draft in drafts.items():
+            impls[name] = lambda p, n, d=draft: generate(model, p, n, temperature=0, assistant_model=d, num_assistant_tokens=k)
         if have_torch:
             impls["PyTorch eager + KV cache"] = torch_llama(model)
         reference = None
@@ -170,10 +211,11 @@ def main():
             rows.append({
                 "preset": preset, "params": model.num_parameters(), "impl": name, "prefill_ms": round(r["prefill_ms"], 2),
                 "decode_tok_s": round(r["decode_tok_s"], 1), "same_tokens": r["tokens"] == reference,
+                "accept": round(acceptance(model, drafts[name], prompt, ARGS.new_tokens), 3) if name in drafts else None,
             })
     meta = {
         "threads": ARGS.threads, "kernels": ARGS.kernels, "prompt_len": ARGS.prompt_len, "new_tokens": ARGS.new_tokens,
-        "vocab_size": ARGS.vocab_size, "python": platform.python_version(), "numpy": np.__version__,
+        "vocab_size": ARGS.vocab_size, "assistant_tokens": ARGS.assistant_tokens, "python": platform.python_version(), "numpy": np.__version__,
         "machine": platform.machine(), "cpus": os.cpu_count(),
     }
     if have_torch:
@@ -184,11 +226,13 @@ def main():
         print(json.dumps({"meta": meta, "results": rows}, indent=2))
         return
     print(f"greedy decoding, batch 1, prompt {ARGS.prompt_len} + {ARGS.new_tokens} new tokens, {ARGS.threads} thread(s), kernels={ARGS.kernels}")
-    header = f"{'preset':<7} {'params':>10} {'implementation':<28} {'prefill ms':>11} {'decode tok/s':>13} {'same tokens':>12}"
+    print(f"speculative rows: greedy, {ARGS.assistant_tokens} draft tokens per round")
+    header = f"{'preset':<7} {'params':>10} {'implementation':<33} {'prefill ms':>11} {'decode tok/s':>13} {'same tokens':>12} {'accept':>7}"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['preset']:<7} {r['params']:>10,} {r['impl']:<28} {r['prefill_ms']:>11.1f} {r['decode_tok_s']:>13.1f} {str(r['same_tokens']):>12}")
+        accept = "" if r["accept"] is None else f"{r['accept']:.2f}"
+        print(f"{r['preset']:<7} {r['params']:>10,} {r['impl']:<33} {r['prefill_ms']:>11.1f} {r['decode_tok_s']:>13.1f} {str(r['same_tokens']):>12} {accept:>7}")
     if not all(r["same_tokens"] for r in rows):
         raise SystemExit("implementations disagree on the greedy tokens")
 

@@ -198,14 +198,21 @@ def cmd_sft(args):
     _save_model_dir(model, tok, os.path.join(args.out, "model"))
 
 
+def _generation_config(args, eos_token_id):
+    from .generation import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, eos_token_id=eos_token_id, seed=args.seed,
+                            repetition_penalty=args.repetition_penalty)
+
+
 def cmd_generate(args):
     from .generation import generate
 
     model, tok = _load_model_dir(args.model)
+    config = _generation_config(args, tok.eos_token_id)
     for prompt in args.prompt:
-        ids = tok.encode(prompt)
-        new = generate(model, ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                       eos_token_id=tok.eos_token_id, seed=args.seed, repetition_penalty=args.repetition_penalty)
+        new = generate(model, tok.encode(prompt), config)
         print(prompt + tok.decode(new, skip_special_tokens=True))
 
 
@@ -214,6 +221,7 @@ def cmd_chat(args):
 
     model, tok = _load_model_dir(args.model)
     end_id = tok.token_to_id("<|im_end|>")
+    config = _generation_config(args, end_id)
     history = [{"role": "system", "content": args.system}] if args.system else []
     print("minillm chat — empty line or Ctrl-D to quit, /reset to forget the conversation")
     while True:
@@ -236,9 +244,7 @@ def cmd_chat(args):
             budget = model.args.max_seq_len - len(ids)
         live = sys.stdout.isatty()  # redraw the line as tokens arrive only on a terminal
         reply_ids = []
-        for t in stream_generate(model, ids, max(1, min(args.max_new_tokens, budget)), temperature=args.temperature,
-                                 top_k=args.top_k, top_p=args.top_p, eos_token_id=end_id, seed=args.seed,
-                                 repetition_penalty=args.repetition_penalty):
+        for t in stream_generate(model, ids, config, max_new_tokens=max(1, min(args.max_new_tokens, budget))):
             reply_ids.append(t)
             if live:  # decode the whole reply each time: a multi-byte character may span several tokens
                 print("\rbot> " + tok.decode(reply_ids, skip_special_tokens=True), end="", flush=True)

@@ -240,7 +240,7 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
 
     The same arithmetic as ``Transformer.forward`` on a (B, 1) input with a KV cache,
     written as one function over raw arrays so a decode step costs one call instead of
-    ~100 autograd ops. Weights are stacked over the L layers (``minillm.models.llama_decode``
+    ~100 autograd ops. Weights are stacked over the L layers (``minillm.generation.fused``
     packs them):
 
     tokens, positions: (B,) int64 -- the new token ids and their RoPE positions

@@ -394,6 +394,10 @@ class Transformer(nn.Module):
     >>> out.logits.shape, out.loss                   # (B, T, 256), mean cross-entropy
     """
 
+    # Tells minillm.generation that the fused one-kernel-call decode step computes this
+    # model (it still checks the first token against the modules before trusting it).
+    fused_decode_layout = "llama2"
+
     def __init__(self, args: ModelConfig | None = None):
         super().__init__()
         args = ModelConfig() if args is None else args

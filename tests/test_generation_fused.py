@@ -11,7 +11,7 @@ import minillm.nn as nn
 from minillm.generation import generate, left_pad
 from minillm.kernels import _decode, reference
 from minillm.models.llama import ModelConfig, Transformer
-from minillm.models.llama_decode import FusedDecoder, fused_decode_unsupported
+from minillm.generation.fused import FusedDecoder, fused_decode_unsupported
 from minillm.peft import LoraConfig, get_peft_model
 
 
@@ -149,10 +149,21 @@ def test_unsupported_models_fall_back_to_the_modules():
     assert fused_decode_unsupported(merged) is None
     assert generate(merged, [1, 2, 3], 6, temperature=0) == adapted
 
-    class Custom(Transformer):
+    class Plain(Transformer):  # inherits the layout and the forward it describes
         pass
 
-    assert "not a minillm.models.llama.Transformer" in fused_decode_unsupported(Custom(model.args))
+    assert fused_decode_unsupported(Plain(model.args)) is None
+
+    class Custom(Transformer):
+        def forward(self, *args, **kwargs):
+            return super().forward(*args, **kwargs)
+
+    assert "overrides forward" in fused_decode_unsupported(Custom(model.args))
+
+    class Other(mi.nn.Module):
+        pass
+
+    assert "not a minillm.models.llama.Transformer" in fused_decode_unsupported(Other())
 
 
 def test_step_errors_name_the_problem():
@@ -200,3 +211,92 @@ def test_decode_kernel_runs_with_numba_disable_jit():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+# ----------------------------------------------------------------------- the kernel never hides edited code
+def count_kernel_calls(monkeypatch):
+    """Wrap kernels.llama_decode_step to count its calls."""
+    from minillm import kernels
+
+    calls = []
+    real = kernels.llama_decode_step
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "llama_decode_step", counting)
+    return calls
+
+
+def test_unmodified_model_decodes_on_the_kernel_without_warning(monkeypatch):
+    import warnings
+
+    model = make_model()
+    calls = count_kernel_calls(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the check on the prompt must pass silently
+        fused = generate(model, [1, 2, 3], 8, temperature=0)
+    assert len(calls) == 1 + 7  # the check on the last prompt token + one call per later token
+    assert fused == generate(model, [1, 2, 3], 8, temperature=0, fused_decode=False)
+
+
+def test_edited_mlp_forward_changes_the_tokens_and_warns(monkeypatch):
+    """A learner's edit to MLP.forward is what generate runs, not the kernel's copy of the old code."""
+    from minillm.models.llama import MLP
+
+    model = make_model()
+    prompt = [1, 2, 3, 4]
+    before = generate(model, prompt, 10, temperature=0)
+    original = MLP.forward
+    monkeypatch.setattr(MLP, "forward", lambda self, x: original(self, x) * 1.5)
+    calls = count_kernel_calls(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="fused decode kernel's logits differ from the model's modules"):
+        edited = generate(model, prompt, 10, temperature=0)
+    assert edited != before
+    assert edited == generate(model, prompt, 10, temperature=0, use_cache=False)  # the book's loop over the edited modules
+    assert len(calls) == 1  # only the check; every token came from the modules
+    # sampling and batches fall back the same way
+    with pytest.warns(RuntimeWarning):
+        sampled = generate(model, [prompt, [5, 6]], 10, temperature=0.9, seed=4)
+    assert sampled == generate(model, [prompt, [5, 6]], 10, temperature=0.9, seed=4, fused_decode=False)
+
+
+def test_flash_attn_false_never_calls_the_kernel(monkeypatch):
+    from minillm import kernels
+
+    def boom(*args, **kwargs):
+        raise AssertionError("flash_attn=False must decode through the readable modules")
+
+    monkeypatch.setattr(kernels, "llama_decode_step", boom)
+    model = make_model(flash_attn=False)
+    assert "flash_attn=False" in fused_decode_unsupported(model)
+    got = generate(model, [[1, 2, 3], [4]], 12, temperature=0)
+    assert got == generate(model, [[1, 2, 3], [4]], 12, temperature=0, use_cache=False)
+    assert generate(model, [1, 2, 3], 4, num_beams=2) == generate(model, [1, 2, 3], 4, num_beams=2, use_cache=False)
+
+
+def test_verify_restores_the_modules_cache_on_mismatch(monkeypatch):
+    """When the check fails, the cache slot the kernel rewrote holds the modules' keys again."""
+    from minillm import kernels
+
+    model = make_model()
+    ids = np.array([[3, 4, 5, 6]])
+    ref = model.new_kv_cache(1)
+    with mi.no_grad():
+        model(ids, kv_cache=ref)
+    real = kernels.llama_decode_step
+
+    def wrong(*args, **kwargs):
+        out = real(*args, **kwargs)
+        return out + 1.0  # a kernel that disagrees
+
+    monkeypatch.setattr(kernels, "llama_decode_step", wrong)
+    dec = FusedDecoder(model)
+    with mi.no_grad():
+        logits, reason = dec.prefill(ids, verify=True)
+    assert reason is not None and "differ" in reason
+    assert dec.length == 4
+    for layer, c in enumerate(ref):
+        np.testing.assert_allclose(dec.k_cache[layer, :, :, :4], c.k[:, :, :4], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(dec.v_cache[layer, :, :, :4], c.v[:, :, :4], rtol=1e-6, atol=1e-7)

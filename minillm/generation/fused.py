@@ -9,13 +9,21 @@ RMSNorm -> wq/wk/wv -> RoPE -> KV-cache write -> attention -> wo -> residual ->
 RMSNorm -> SwiGLU MLP -> residual, then the final norm and the output head.
 
     dec = FusedDecoder(model, batch_size=1)
-    logits = dec.prefill(ids)                  # (B, V) logits of the last prompt position
-    logits = dec.step(next_ids)                # (B, V) after one more token per row
+    logits, reason = dec.prefill(ids, verify=True)   # (B, V) logits of the last prompt position
+    logits = dec.step(next_ids)                      # (B, V) after one more token per row
+
+**The kernel never replaces code a learner edited.** The kernel is a second copy of the
+model's arithmetic, so ``generate`` uses it only when it provably computes what the modules
+compute: ``fused_decode_unsupported`` rules out models it does not describe (other classes,
+LoRA adapters not merged, ``flash_attn=False``, the book's readable path), and
+``prefill(verify=True)`` recomputes the last prompt token with the kernel and compares its
+logits with the modules' (``logits_match``). If an edit to ``Attention.forward``,
+``MLP.forward``, ... changed the modules, they disagree, and ``generate`` warns once and
+decodes through the modules. The check costs one kernel step per ``generate`` call.
 
 The kernel's NumPy twin, ``kernels.reference.llama_decode_step``, is the same step written
 out with array operations (``MINILLM_KERNELS=numpy`` runs it); tests check both against
-``Transformer.forward``. ``minillm.generation.generate`` uses this class automatically
-when the model allows it (see ``fused_decode_unsupported``).
+``Transformer.forward``.
 
 Weights are packed once per decoder (stacked over layers, (L, out, in)), so build a new
 ``FusedDecoder`` after changing the model's weights.
@@ -25,10 +33,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from ..nn import Linear
-from .llama import KVCache, RMSNorm, Transformer
+from ..nn import Linear, RMSNorm
+from ..nn.kv_cache import KVCache
 
-__all__ = ["FusedDecoder", "fused_decode_unsupported"]
+__all__ = ["FusedDecoder", "fused_decode_unsupported", "logits_match"]
 
 _LINEARS = ("attention.wq", "attention.wk", "attention.wv", "attention.wo", "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")
 
@@ -37,21 +45,30 @@ def fused_decode_unsupported(model) -> str | None:
     """Why ``model`` cannot run on ``FusedDecoder``, or None when it can.
 
     The kernel computes exactly the plain LLaMA2 of ``minillm.models.llama``: bias-free
-    ``nn.Linear`` projections and ``RMSNorm``s, all in one float dtype. Anything else
-    (a subclass with its own forward, LoRA adapters that are not merged, mixed dtypes)
-    takes the layer-by-layer path, which handles every module.
+    ``nn.Linear`` projections and ``nn.RMSNorm``s, all in one float dtype, with the fused
+    attention (``flash_attn=True``). A model class says it has that layout with the class
+    attribute ``fused_decode_layout = "llama2"`` (so this package, which sits below the
+    models, never imports them). Anything else (a subclass with its own forward, LoRA
+    adapters that are not merged, mixed dtypes, the book's readable attention) takes the
+    layer-by-layer path, which handles every module. Edited module *code* is caught by
+    ``FusedDecoder.prefill(verify=True)``, not here.
     """
-    if type(model) is not Transformer:
-        return f"{type(model).__name__} is not a minillm.models.llama.Transformer"
+    declared = next((c for c in type(model).__mro__ if "fused_decode_layout" in vars(c)), None)
+    if declared is None or declared.fused_decode_layout != "llama2":
+        return f"{type(model).__name__} is not a minillm.models.llama.Transformer (no fused_decode_layout = 'llama2')"
+    if next(c for c in type(model).__mro__ if "forward" in vars(c)) is not declared:
+        return f"{type(model).__name__} is not a minillm.models.llama.Transformer: it overrides forward"
+    if not model.args.flash_attn:
+        return "ModelConfig.flash_attn=False asks for the book's readable attention path"
     for i, layer in enumerate(model.layers):
         for name in _LINEARS:
             m = _get(layer, name)
             if type(m) is not Linear or m.bias is not None:
                 return f"layers.{i}.{name} is a {type(m).__name__}, not a bias-free nn.Linear (merge LoRA adapters first)"
         for name in ("attention_norm", "ffn_norm"):
-            if type(_get(layer, name)) is not RMSNorm:
+            if not isinstance(_get(layer, name), RMSNorm):
                 return f"layers.{i}.{name} is not an RMSNorm"
-    if type(model.output) is not Linear or model.output.bias is not None or type(model.norm) is not RMSNorm:
+    if type(model.output) is not Linear or model.output.bias is not None or not isinstance(model.norm, RMSNorm):
         return "the output head must be a bias-free nn.Linear after an RMSNorm"
     dtypes = {p.data.dtype for p in model.parameters()}
     if len(dtypes) != 1 or next(iter(dtypes)) not in (np.float32, np.float64):
@@ -69,7 +86,7 @@ class FusedDecoder:
     Inference only (no gradients); dropout is not applied.
     """
 
-    def __init__(self, model: Transformer, batch_size: int = 1):
+    def __init__(self, model, batch_size: int = 1):
         reason = fused_decode_unsupported(model)
         if reason is not None:
             raise ValueError(f"FusedDecoder: {reason}")
@@ -110,16 +127,34 @@ class FusedDecoder:
         for c in self.kv_cache:
             c.reset()
 
-    def prefill(self, input_ids, attention_mask=None, position_ids=None) -> np.ndarray:
+    def prefill(self, input_ids, attention_mask=None, position_ids=None, verify: bool = False):
         """Empty the cache and run the prompt (B, T) through ``Transformer.forward``, which
         fills the cache. attention_mask (B, T) marks real tokens (left padding = 0);
-        position_ids (B, T) are RoPE positions. Returns the last position's logits (B, V)."""
+        position_ids (B, T) are RoPE positions. Returns the last position's logits (B, V).
+
+        ``verify=True`` returns ``(logits, reason)``: the last prompt token is run once more
+        through the kernel (against the cache of the tokens before it), and ``reason`` is None
+        when the kernel's logits match the modules' (``logits_match``) or a one-line
+        explanation when they do not. The cache then holds the modules' keys and values, so
+        decoding can go on through the modules with ``kv_cache``."""
         ids = np.asarray(getattr(input_ids, "data", input_ids))
         if ids.ndim != 2 or ids.shape[0] != self.batch_size:
             raise ValueError(f"FusedDecoder.prefill: input_ids must have shape ({self.batch_size}, T), got {ids.shape}")
         self.reset()
         out = self.model(ids, attention_mask=attention_mask, position_ids=position_ids, kv_cache=self.kv_cache, logits_to_keep=1)
-        return out.logits.data[:, -1]  # (B, 1, V) -> (B, V)
+        logits = out.logits.data[:, -1]  # (B, 1, V) -> (B, V)
+        if not verify:
+            return logits
+        T = ids.shape[1]
+        last = T - 1  # rewind the cache by one token and recompute that token with the kernel
+        saved = self.k_cache[:, :, :, last].copy(), self.v_cache[:, :, :, last].copy()  # (L, B, Hkv, D) the modules' keys/values
+        for c in self.kv_cache:
+            c.length = last
+        positions = None if position_ids is None else np.asarray(getattr(position_ids, "data", position_ids))[:, -1]
+        mask = None if attention_mask is None else np.asarray(getattr(attention_mask, "data", attention_mask))
+        fused = self.step(ids[:, -1], positions=positions, attention_mask=mask)  # (B, V); writes slot `last` again
+        self.k_cache[:, :, :, last], self.v_cache[:, :, :, last] = saved
+        return logits, logits_match(fused, logits)
 
     def step(self, tokens, positions=None, attention_mask=None) -> np.ndarray:
         """One new token per row. tokens: (B,) ids; positions: (B,) RoPE positions (default:
@@ -153,6 +188,26 @@ class FusedDecoder:
         for c in self.kv_cache:
             c.length = start + 1
         return logits
+
+
+# How close the kernel's logits must be to the modules' to count as the same computation. The
+# two differ only by float rounding (a BLAS matmul vs the kernel's loops: ~1e-6 relative in
+# float32); an edit to the model's code moves the logits by far more.
+VERIFY_RTOL = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-8}
+
+
+def logits_match(fused: np.ndarray, modules: np.ndarray) -> str | None:
+    """None when the kernel's logits (B, V) equal the modules' up to rounding, else why not."""
+    rtol = VERIFY_RTOL.get(np.dtype(modules.dtype), 1e-3)
+    scale = max(1.0, float(np.abs(modules).max()))
+    err = float(np.abs(fused.astype(np.float64) - modules).max())
+    if err <= rtol * scale:  # False for NaN too
+        return None
+    # One fixed line (no numbers), so Python's warning filter shows it once, not once per call.
+    return (
+        "the fused decode kernel's logits differ from the model's modules by more than float rounding (the "
+        "model's code was changed?): decoding runs through the modules; pass fused_decode=False to skip the kernel"
+    )
 
 
 def _get(module, path):
