@@ -173,7 +173,7 @@ def test_bad_arguments(model):
         generate(model, P1, 3, top_p=1.5)
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate(model, P1, -1)
-    with pytest.raises(IndexError, match=r"token id 64, outside the vocabulary \[0, 64\)"):
+    with pytest.raises(IndexError, match=r"generate: token id 64 at position \(0, 1\) is outside the valid range \[0, 64\)"):
         generate(model, [1, 64], 3)
     with pytest.raises(TypeError, match="integer token ids"):
         generate(model, np.array([1.0, 2.0]), 3)

@@ -177,7 +177,7 @@ def test_step_errors_name_the_problem():
         dec.prefill(np.array([[1, 2], [3, 4]]))
     with pytest.raises(ValueError, match=r"tokens must be 2 integers"):
         dec.step([1])
-    with pytest.raises(IndexError, match=r"token ids must be in \[0, 50\)"):
+    with pytest.raises(IndexError, match=r"FusedDecoder.step: token id 50 at position 1 is outside the valid range \[0, 50\)"):
         dec.step([1, 50])
     with pytest.raises(ValueError, match=r"attention_mask must have shape .* \(2, 3\)"):
         dec.step([1, 2], attention_mask=np.ones((2, 2)))

@@ -333,11 +333,11 @@ def test_bad_inputs_raise_clear_errors():
     src, tgt = ids(2, 5, SV), ids(2, 4, TV)
     with pytest.raises(ValueError, match="src has batch size 2 but tgt has 3"):
         m(src, ids(3, 4, TV))
-    with pytest.raises(IndexError, match=r"src contain 23 at \(0, 1\), outside the vocabulary \[0, 23\)"):
+    with pytest.raises(IndexError, match=r"Transformer: src 23 at position \(0, 1\) is outside the valid range \[0, 23\)"):
         m(np.array([[1, 23, 2]]), tgt[:1])
-    with pytest.raises(IndexError, match=r"tgt contain 19 at \(0, 0\), outside the vocabulary \[0, 19\)"):
+    with pytest.raises(IndexError, match=r"Transformer: tgt 19 at position \(0, 0\) is outside the valid range \[0, 19\)"):
         m(src[:1], np.array([[19, 1]]))
-    with pytest.raises(IndexError, match="contain -1"):
+    with pytest.raises(IndexError, match=r"src -1 at position \(0, 0\) is outside"):
         m(np.array([[-1, 2]]), tgt[:1])
     with pytest.raises(ValueError, match="src has 13 tokens, longer than max_seq_len=12"):
         m(ids(1, 13, SV), tgt[:1])

@@ -27,6 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .._checks import check_token_ids
 from ..autograd import no_grad
 from .beam import beam_search
 from .config import GenerationConfig
@@ -70,10 +71,7 @@ class _Job:
         ids, mask, self.single = prepare_inputs(input_ids, attention_mask, pad, "right" if self.enc_dec else "left")
         if not self.enc_dec:
             vocab = model_config(model).vocab_size
-            real = ids[mask]
-            if real.min() < 0 or real.max() >= vocab:
-                bad = real[(real < 0) | (real >= vocab)][0]
-                raise IndexError(f"generate: prompt contains token id {bad}, outside the vocabulary [0, {vocab})")
+            check_token_ids(np.where(mask, ids, 0), vocab, "generate")  # padding positions need no check
             ids = np.where(mask, ids, np.clip(ids, 0, vocab - 1))  # padding ids only need to be valid
         self.batch = ids.shape[0]
         # one row per beam (beam search) or per returned sample (sampling), prompt-major
@@ -166,9 +164,7 @@ def _assisted(model, assistant_model, input_ids, attention_mask, config, stream:
         raise ValueError(f"generate: assisted decoding takes one prompt, got a batch of {ids.shape[0]}")
     prompt = ids[0][mask[0]]
     vocab = model_config(model).vocab_size
-    if prompt.min() < 0 or prompt.max() >= vocab:
-        bad = prompt[(prompt < 0) | (prompt >= vocab)][0]
-        raise IndexError(f"generate: prompt contains token id {bad}, outside the vocabulary [0, {vocab})")
+    check_token_ids(prompt, vocab, "generate")
     rng = np.random.default_rng(config.seed) if config.seed is not None else None
     if rng is None:
         from .. import random as _random

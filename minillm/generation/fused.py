@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
+from .._checks import check_token_ids
 from ..nn import Linear, RMSNorm
 from ..nn.kv_cache import KVCache
 
@@ -163,8 +164,7 @@ class FusedDecoder:
         B, start = self.batch_size, self.length
         cfg = self.model.args
         tokens = _int_vector(tokens, B, "tokens")
-        if tokens.min() < 0 or tokens.max() >= cfg.vocab_size:
-            raise IndexError(f"FusedDecoder.step: token ids must be in [0, {cfg.vocab_size}), got {tokens.tolist()}")
+        check_token_ids(tokens, cfg.vocab_size, "FusedDecoder.step")
         if start >= cfg.max_seq_len:
             raise ValueError(f"FusedDecoder.step: the cache is full ({start} = max_seq_len positions)")
         positions = np.full(B, start, np.int64) if positions is None else _int_vector(positions, B, "positions")

@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 
 from .. import nn
+from .._checks import check_token_ids
 from ..nn import functional as F
 from ..nn.kv_cache import KVCache
 from ..tensor import Tensor
@@ -395,11 +396,7 @@ class Transformer(nn.Module):
                 f"Transformer: {name} has {a.shape[1]} tokens" + (f" after {start} cached ones" if start else "")
                 + f", longer than max_seq_len={self.args.max_seq_len}"
             )
-        lo, hi = int(a.min()), int(a.max())
-        if lo < 0 or hi >= vocab:
-            bad = lo if lo < 0 else hi
-            where = tuple(int(i) for i in np.argwhere(a == bad)[0])
-            raise IndexError(f"Transformer: {name} contain {bad} at {where}, outside the vocabulary [0, {vocab})")
+        check_token_ids(a, vocab, "Transformer", name=name)
         return a.astype(np.int64, copy=False)
 
     @staticmethod
