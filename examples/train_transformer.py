@@ -11,8 +11,9 @@ What it does:
    English words and ~230 Chinese characters: whole units make the shortest sequences, and
    nothing held out is out of vocabulary);
 3. trains ``minillm.models.transformer.Transformer`` (pre-norm by default) with the ``Trainer``;
-4. translates the held-out sentences greedily with the encode-once / KV-cached decode protocol
-   and prints corpus BLEU (``minillm.eval.bleu``, sacrebleu's "zh" tokenisation) and exact match;
+4. translates the held-out sentences with ``minillm.generation.generate`` (encode once, KV-cached
+   decoder), greedily and with beam search, and prints corpus BLEU (``minillm.eval.bleu``,
+   sacrebleu's "zh" tokenisation) and exact match for both;
 5. saves the model (``model.safetensors``, ``config.json``), both tokenizers, ``report.json``
    and ``cross_attention.png`` (last decoder layer, mean over heads, for one held-out sentence)
    with its token labels in ``cross_attention.txt``.
@@ -41,6 +42,7 @@ from minillm._files import atomic_write  # noqa: E402
 from minillm.data import DataLoader  # noqa: E402
 from minillm.data.translation import TranslationDataset, collate_translation, translation_pairs  # noqa: E402
 from minillm.eval.bleu import corpus_bleu  # noqa: E402
+from minillm.generation import generate  # noqa: E402
 from minillm.io.safetensors import save_safetensors  # noqa: E402
 from minillm.models.transformer import ModelArgs, Transformer  # noqa: E402
 from minillm.tokenizers import CharTokenizer, WordTokenizer  # noqa: E402
@@ -58,6 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--layers", type=int, default=2, help="encoder layers (and as many decoder layers)")
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--num-beams", type=int, default=4, help="beams for the beam-search evaluation (greedy is always run too)")
     p.add_argument("--post-norm", action="store_true", help="post-norm as in the 2017 paper (default: pre-norm)")
     p.add_argument("--train-stories", type=int, default=20000, help="world stories whose sentences make the training pairs")
     p.add_argument("--heldout", type=int, default=500, help="held-out sentence pairs (never seen in training)")
@@ -71,38 +74,16 @@ def parse_args(argv=None):
 
 
 # ----------------------------------------------------------------------------- decoding
-def greedy_translate(model: Transformer, src: np.ndarray, src_mask: np.ndarray, bos_id: int, eos_id: int,
-                     max_new_tokens: int) -> list[list[int]]:
-    """Greedy decoding with the encoder-decoder protocol: encode once, then one new target
-    token per step through the KV-cached decoder. Returns each row's ids without BOS/EOS."""
-    B = src.shape[0]
-    max_new_tokens = min(max_new_tokens, model.config.max_seq_len)
-    with mi.no_grad(), model.mode(training=False):
-        memory = model.encode(src, src_mask)  # (B, S, dim), computed once
-        cache = model.new_kv_cache(B, max_new_tokens)
-        token = np.full((B, 1), bos_id, dtype=np.int64)
-        out, done = [], np.zeros(B, dtype=bool)
-        for _ in range(max_new_tokens):
-            logits = model.decode(token, memory, src_mask, kv_cache=cache)  # (B, 1, V): only the new token
-            nxt = logits.data[:, -1].argmax(-1)  # (B,)
-            nxt = np.where(done, eos_id, nxt)  # finished rows just repeat EOS
-            out.append(nxt)
-            done |= nxt == eos_id
-            if done.all():
-                break
-            token = nxt[:, None].astype(np.int64)
-    rows = np.stack(out, axis=1) if out else np.zeros((B, 0), np.int64)
-    result = []
-    for r in rows.tolist():
-        result.append(r[: r.index(eos_id)] if eos_id in r else r)
-    return result
-
-
-def translate_all(model, dataset: TranslationDataset, tgt_tok, pad_id, batch_size=128, max_new_tokens=40):
+def translate_all(model, dataset: TranslationDataset, tgt_tok, pad_id, num_beams=1, batch_size=128, max_new_tokens=40):
+    """Translate every sentence of ``dataset`` with ``minillm.generation.generate``: the source
+    is encoded once, the decoder runs token by token with its KV cache; greedy for
+    ``num_beams=1``, beam search otherwise. Returns the decoded Chinese strings."""
     hyps = []
     for i in range(0, len(dataset), batch_size):
         batch = collate_translation([dataset[j] for j in range(i, min(i + batch_size, len(dataset)))], pad_id)
-        ids = greedy_translate(model, batch["input_ids"], batch["attention_mask"], dataset.bos_id, dataset.eos_id, max_new_tokens)
+        ids = generate(model, batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens,
+                       num_beams=num_beams, do_sample=False, decoder_start_token_id=dataset.bos_id,
+                       eos_token_id=dataset.eos_id, pad_token_id=pad_id)
         hyps.extend(tgt_tok.decode(r) for r in ids)
     return hyps
 
@@ -192,15 +173,20 @@ def main(argv=None) -> dict:
     print(f"trained {args.steps} steps in {train_seconds:.0f} s: train loss {trainer.losses[-1]:.3f}, "
           f"held-out loss {last.get('val_loss', float('nan')):.3f}")
 
-    # 4. translate the held-out sentences
-    t0 = time.perf_counter()
-    hyps = translate_all(model, heldout_ds, tgt_tok, pad_id)
+    # 4. translate the held-out sentences, greedy and with beam search
     refs = [zh for _, zh in heldout_pairs]
-    bleu = corpus_bleu(hyps, refs, tokenize="zh")
-    exact = float(np.mean([h == r for h, r in zip(hyps, refs)]))
-    print(f"held-out greedy: BLEU {bleu.score:.2f}, exact match {100 * exact:.1f} % of {len(refs)} "
-          f"(decoded in {time.perf_counter() - t0:.1f} s)")
-    print(f"  {bleu}")
+    scores = {}
+    for name, beams in (("greedy", 1), (f"beam {args.num_beams}", args.num_beams)):
+        t0 = time.perf_counter()
+        out = translate_all(model, heldout_ds, tgt_tok, pad_id, num_beams=beams)
+        bleu = corpus_bleu(out, refs, tokenize="zh")
+        exact = float(np.mean([h == r for h, r in zip(out, refs)]))
+        scores[name] = (bleu, exact, out)
+        print(f"held-out {name}: BLEU {bleu.score:.2f}, exact match {100 * exact:.1f} % of {len(refs)} "
+              f"(decoded in {time.perf_counter() - t0:.1f} s)")
+        print(f"  {bleu}")
+    bleu, exact, hyps = scores["greedy"]
+    beam_bleu, beam_exact, _ = scores[f"beam {args.num_beams}"]
     for (en, zh), hyp in list(zip(heldout_pairs, hyps))[:6]:
         print(f"  {'✓' if hyp == zh else '✗'} {en}\n      model: {hyp}" + ("" if hyp == zh else f"\n      ref:   {zh}"))
 
@@ -218,6 +204,7 @@ def main(argv=None) -> dict:
     atomic_write(os.path.join(args.out_dir, "cross_attention.txt"), "\n".join(lines) + "\n")
     wall = time.perf_counter() - t_start
     report = {"heldout_bleu_greedy": bleu.score, "heldout_exact_match_greedy": exact, "heldout_size": len(refs),
+              "heldout_bleu_beam": beam_bleu.score, "heldout_exact_match_beam": beam_exact, "num_beams": args.num_beams,
               "train_pairs": len(train_pairs), "steps": args.steps, "train_seconds": train_seconds, "wall_seconds": wall,
               "parameters": model.get_num_params(), "final_train_loss": trainer.losses[-1],
               "heldout_loss": last.get("val_loss"), "bleu": str(bleu)}

@@ -59,7 +59,7 @@ def test_dataset_and_collate_shift_targets_and_pad():
         TranslationDataset([("Tom.", "汤。"), ("It was raining.", "那天在下雨。")], src_tok, tgt_tok, max_len=4)
 
 
-def test_greedy_translate_uses_the_cache_and_matches_full_recompute():
+def test_generate_on_the_transformer_uses_the_cache_and_matches_full_recompute():
     sys.path.insert(0, os.path.join(ROOT, "examples"))
     try:
         import train_transformer as ex
@@ -74,7 +74,10 @@ def test_greedy_translate_uses_the_cache_and_matches_full_recompute():
         if p.ndim == 2:
             p.data[:] = np.random.default_rng(0).normal(0, 0.5, p.shape)
     src, mask = np.array([[3, 4, 5, 2], [6, 7, 2, 0]]), np.array([[1, 1, 1, 1], [1, 1, 1, 0]])
-    out = ex.greedy_translate(m, src, mask, bos_id=1, eos_id=2, max_new_tokens=6)
+    from minillm.generation import generate
+
+    out = generate(m, src, attention_mask=mask, max_new_tokens=6, do_sample=False, decoder_start_token_id=1,
+                   eos_token_id=2, pad_token_id=0)
     for row, ids in enumerate(out):  # re-derive each token by a full forward pass without cache
         seq = [1]
         for tok in ids:
@@ -102,6 +105,7 @@ def test_example_quick_runs_end_to_end(tmp_path):
     assert "held-out greedy: BLEU" in proc.stdout and "exact match" in proc.stdout
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert 0.0 <= report["heldout_bleu_greedy"] <= 100.0 and report["heldout_size"] == 40
+    assert "held-out beam 4: BLEU" in proc.stdout and 0.0 <= report["heldout_bleu_beam"] <= 100.0
     assert report["final_train_loss"] < 0.8 * np.log(json.loads((out / "config.json").read_text())["tgt_vocab_size"])
     for name in ("model.safetensors", "config.json", "cross_attention.txt", "src_tokenizer/tokenizer.json", "tgt_tokenizer/tokenizer.json"):
         assert (out / name).exists(), name
