@@ -261,8 +261,10 @@ def test_corpus_metric_by_name_and_missing_metric():
     task = GenerationTask("g", items, metrics=("my_count",))
     with pytest.raises(KeyError, match="my_count"):
         run_task(OracleLM({}), task)
-    register_metric("my_count", lambda preds, refs: float(len(preds) + len(refs)), corpus=True)
     gold = {ctx: it.target for it, ctx in task.contexts()}
+    partial = run_task(OracleLM(gold), GenerationTask("g2", items, metrics=("my_count", "exact_match")))
+    assert partial["exact_match"] == 1.0 and partial["missing_metrics"] == ["my_count"] and "my_count" not in partial
+    register_metric("my_count", lambda preds, refs: float(len(preds) + len(refs)), corpus=True)
     assert run_task(OracleLM(gold), task)["my_count"] == 8.0
     with pytest.raises(TypeError, match="needs a callable"):
         register_metric("x", 3)

@@ -246,8 +246,10 @@ def run_task(lm, task, num_fewshot: int = 0, limit: int | None = None, template:
         per_item = [task.process(item, lls[a:b]) for (item, _), (a, b) in zip(ctxs, spans)]
     elif isinstance(task, GenerationTask):
         missing = task.missing_metrics()
-        if missing:
+        if len(missing) == len(task.metrics):
             raise KeyError(f"task {task.name!r}: metric(s) {missing} are not registered (see tasks.register_metric)")
+        if missing:
+            print(f"warning: task {task.name}: metric(s) {', '.join(missing)} not registered, skipped", flush=True)
         bar = _bar(len(ctxs), task.name, progress)
         samples = lm.generate([task.requests(item, ctx)[0] for item, ctx in ctxs], bar=bar)
         per_item = [task.process(item, s) for (item, _), s in zip(ctxs, samples)]
@@ -312,7 +314,7 @@ def format_results(results: dict) -> str:
     lines = ["| task | version | metric | value | n |", "|---|---|---|---:|---:|"]
     for name, res in results["results"].items():
         for metric, value in res.items():
-            if metric in ("n", "samples"):
+            if metric in ("n", "samples", "missing_metrics"):
                 continue
             lines.append(f"| {name} | {results['versions'].get(name, '')} | {metric} | {_fmt(value)} | {res['n']} |")
     return "\n".join(lines)
@@ -323,7 +325,7 @@ def _primary(task_name: str, res: dict) -> tuple:
     for m in ("acc_norm", "exact_match", "number_match", "bleu", "pass@1", "f1", "rouge_l", "word_perplexity"):
         if m in res:
             return m, res[m]
-    m = next(k for k in res if k not in ("n", "samples"))
+    m = next(k for k in res if k not in ("n", "samples", "missing_metrics"))
     return m, res[m]
 
 

@@ -160,7 +160,7 @@ def build_context(task: "Task", item, demos: Sequence, template: str = "plain") 
     if template == "plain":
         parts = [task.description] if task.description else []
         for d in demos:
-            parts.append(task.plain_template(d) + task.target_delimiter + d.target + task.fewshot_delimiter)
+            parts.append(task.plain_template(d) + task.delimiter(d) + d.target + task.fewshot_delimiter)
         parts.append(task.plain_template(item))
         return "".join(parts)
     if template == "chat":
@@ -182,8 +182,8 @@ class Task:
     output_type = ""
 
     def __init__(self, name: str, items: Sequence, fewshot_pool: Sequence | None = None, version: str = "1",
-                 plain_template: Callable | None = None, target_delimiter: str = " ", fewshot_delimiter: str = "\n\n",
-                 description: str = ""):
+                 plain_template: Callable | None = None, target_delimiter: str | Callable = " ",
+                 fewshot_delimiter: str = "\n\n", description: str = ""):
         if not items:
             raise ValueError(f"task {name!r} has no items")
         self.name = name
@@ -194,6 +194,12 @@ class Task:
         self.target_delimiter = target_delimiter
         self.fewshot_delimiter = fewshot_delimiter
         self.description = description
+
+    def delimiter(self, item) -> str:
+        """What goes between a plain prompt and its answer: ``target_delimiter``, or its value
+        for ``item`` when it is a function (" " before an English answer, "" before a Chinese one)."""
+        d = self.target_delimiter
+        return d(item) if callable(d) else d
 
     def contexts(self, num_fewshot: int = 0, limit: int | None = None, template: str = "plain", seed: int = 1234):
         """``[(item, prompt)]`` for the first ``limit`` items."""
@@ -215,7 +221,7 @@ class MultipleChoiceTask(Task):
     metric_names = ("acc", "acc_norm")
 
     def requests(self, item: MCItem, context: Prompt) -> list:
-        delim = self.target_delimiter if isinstance(context, str) else ""  # a chat reply starts fresh
+        delim = self.delimiter(item) if isinstance(context, str) else ""  # a chat reply starts fresh
         return [(context, delim + c) for c in item.choices]
 
     @staticmethod
@@ -244,8 +250,10 @@ class GenerationTask(Task):
     output_type = "generate_until"
 
     def __init__(self, name, items, metrics=("exact_match",), config: GenerationConfig | None = None,
-                 check: Callable | None = None, postprocess: Callable | None = None, **kw):
+                 check: Callable | None = None, postprocess: Callable | None = None,
+                 corpus_preprocess: Callable | None = None, **kw):
         super().__init__(name, items, **kw)
+        self.corpus_preprocess = corpus_preprocess  # e.g. segment Chinese into characters for BLEU
         self.metrics = tuple(metrics)
         self.config = config or GenerationConfig()
         self.check = check  # check(prediction, item) -> bool, for pass@k
@@ -284,9 +292,12 @@ class GenerationTask(Task):
             elif m in METRICS:
                 res[m] = sum(r[m] for r in per_item) / n
             elif m in CORPUS_METRICS:
-                res[m] = float(CORPUS_METRICS[m]([r["prediction"] for r in per_item], [r["references"] for r in per_item]))
-            else:
-                raise KeyError(f"task {self.name!r}: metric {m!r} is not registered (see register_metric)")
+                prep = self.corpus_preprocess or (lambda s: s)
+                preds = [prep(r["prediction"]) for r in per_item]
+                refs = [[prep(x) for x in r["references"]] for r in per_item]
+                res[m] = float(CORPUS_METRICS[m](preds, refs))
+            else:  # not registered (yet): say so in the results instead of guessing a number
+                res.setdefault("missing_metrics", []).append(m)
         res["n"] = n
         return res
 
