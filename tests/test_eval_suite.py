@@ -9,7 +9,6 @@ import pytest
 import minillm as mi
 from minillm.cli import main
 from minillm.data import generate_sft, generate_stories
-from minillm.data.world import WorldConfig
 from minillm.eval import suite
 from minillm.eval.harness import evaluate, load_results, run_task
 from minillm.eval.tasks import GenerationTask, MultipleChoiceTask, PerplexityTask
@@ -260,3 +259,15 @@ def test_cli_eval_and_compare(tmp_path, capsys):
         assert res["results"]["world_mc"]["n"] == 3 and res["results"]["world_ppl"]["word_perplexity"] > 1
     with pytest.raises(SystemExit, match="unknown task"):
         main(["eval", "--model", dirs[0], "--tasks", "world_nope"])
+
+
+def test_sft_tasks_score_sft_records_per_skill():
+    recs = generate_sft(30, seed=0, split="val")
+    tasks = suite.sft_tasks(recs)
+    names = [t.name for t in tasks]
+    assert names[0] == "sft/all" and set(names[1:]) == {"sft/qa", "sft/translate", "sft/math"}
+    assert sum(len(t.items) for t in tasks[1:]) == len(tasks[0].items) == 30
+    res = evaluate(Oracle(tasks, 0, "chat"), tasks, template="chat", progress=False)["results"]
+    assert all(r["exact_match"] == 1.0 for r in res.values())
+    with pytest.raises(ValueError, match="SFT record 0: expected messages ending"):
+        suite.sft_tasks([{"messages": [{"role": "user", "content": "hi"}]}])

@@ -31,7 +31,7 @@ import numpy as np
 from .._files import atomic_write
 from ..autograd import no_grad
 from ..generation import generate as _generate
-from .tasks import GenerationConfig, GenerationTask, MultipleChoiceTask, PerplexityTask
+from .tasks import GenerationTask, MultipleChoiceTask, PerplexityTask
 
 __all__ = [
     "ModelLM", "evaluate", "run_task", "rolling_windows", "format_results", "compare_table", "save_results",

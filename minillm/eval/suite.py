@@ -53,7 +53,7 @@ from .tasks import GenerationConfig, GenerationTask, GenItem, MCItem, MultipleCh
 
 __all__ = [
     "SUITE_VERSION", "TASK_NAMES", "get_task", "get_tasks", "suite_fingerprint", "load_mc_jsonl", "load_gen_jsonl",
-    "run_calculation", "segment_cjk",
+    "run_calculation", "segment_cjk", "sft_tasks",
 ]
 
 SUITE_VERSION = "1"
@@ -229,7 +229,9 @@ def run_calculation(text: str):
             return -v if isinstance(node.op, ast.USub) else v
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult)):
             left, right = ev(node.left), ev(node.right)
-            return left + right if isinstance(node.op, ast.Add) else left - right if isinstance(node.op, ast.Sub) else left * right
+            if isinstance(node.op, ast.Add):
+                return left + right
+            return left - right if isinstance(node.op, ast.Sub) else left * right
         raise ValueError("not a calculation")
 
     try:
@@ -499,3 +501,30 @@ def load_gen_jsonl(path: str, name: str | None = None) -> GenerationTask:
         raise ValueError(f"{path}: no items (the file is empty)")
     return GenerationTask(name or f"gen:{os.path.basename(path)}", items, metrics=("exact_match", "f1", "rouge_l"),
                           config=GenerationConfig(max_new_tokens=48, until=("\n\n",)), target_delimiter=_delim)
+
+
+# ----------------------------------------------------------------------------- SFT records
+def sft_tasks(records, name: str = "sft", by: str = "skill", metrics=("exact_match", "f1")) -> list:
+    """Generation tasks from SFT conversations (``{"messages": [...], "meta": {...}}``, the
+    shape ``generate_sft`` writes): the last assistant reply is the answer, the turns before it
+    the chat prompt. One task per ``meta[by]`` value (``sft/qa``, ``sft/math``, ...) plus
+    ``sft/all``, so a before/after-SFT report reads per skill. Score with ``template="chat"``."""
+    items = []
+    for i, rec in enumerate(records):
+        msgs = rec.get("messages") if isinstance(rec, dict) else None
+        if not msgs or msgs[-1].get("role") != "assistant" or len(msgs) < 2 or msgs[-2].get("role") != "user":
+            raise ValueError(f"SFT record {i}: expected messages ending with a user turn and the assistant's reply, got {msgs!r}")
+        if len(msgs) > 2:
+            raise ValueError(f"SFT record {i}: only single-turn conversations can be scored, got {len(msgs)} messages")
+        meta = dict(rec.get("meta") or {})
+        items.append(GenItem(msgs[0]["content"], [msgs[1]["content"]], meta))
+    if not items:
+        raise ValueError("sft_tasks: no records")
+    cfg = GenerationConfig(max_new_tokens=32, until=())
+    groups: dict = {}
+    for it in items:
+        if by in it.meta:
+            groups.setdefault(str(it.meta[by]), []).append(it)
+    tasks = [GenerationTask(f"{name}/all", items, metrics=metrics, config=cfg)]
+    tasks += [GenerationTask(f"{name}/{g}", its, metrics=metrics, config=cfg) for g, its in sorted(groups.items())]
+    return tasks
