@@ -86,7 +86,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", required=True, help="model dir")
     c.add_argument("--system", default=None, help="optional system message")
     _sampling_args(c)
+
+    e = sub.add_parser("eval", help="evaluate models on the built-in suite or your JSONL files (7.1)",
+                       description="Score a model on leaderboard-style tasks; prints a table and writes "
+                       "MODEL/eval_results.json. Tasks: " + ", ".join(_eval_task_names()) + ", mc:FILE.jsonl "
+                       '({"question","choices","answer"}), gen:FILE.jsonl ({"prompt","answer"}).')
+    e.add_argument("--model", required=True, help="model dir (config.json, model.safetensors, tokenizer.json)")
+    e.add_argument("--tasks", default="all", help="comma-separated task names, or 'all' (default: %(default)s)")
+    e.add_argument("--num-fewshot", type=int, default=0, help="demonstrations per prompt (default: %(default)s)")
+    e.add_argument("--limit", type=int, default=None, help="only the first N items of each task")
+    e.add_argument("--template", choices=["plain", "chat"], default="plain",
+                   help="plain text prompts (base models) or the chat template (SFT models) (default: %(default)s)")
+    e.add_argument("--compare", nargs="+", metavar="DIR", help="more model dirs, scored the same way: a leaderboard table")
+    e.add_argument("--batch-size", type=int, default=32, help="sequences per forward pass (default: %(default)s)")
+    e.add_argument("--world-seed", type=int, default=0, help="seed of the world the models were trained on (default: %(default)s)")
+    e.add_argument("--seed", type=int, default=1234, help="few-shot draws and sampling (default: %(default)s)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def _eval_task_names():
+    from .eval.suite import TASK_NAMES
+
+    return TASK_NAMES
 
 
 def _sampling_args(p):
@@ -254,9 +276,31 @@ def cmd_chat(args):
         history.append({"role": "assistant", "content": tok.decode(reply_ids, skip_special_tokens=True)})
 
 
+def cmd_eval(args):
+    from .eval.harness import ModelLM, compare_table, evaluate, format_results, save_results
+    from .eval.suite import get_tasks
+
+    try:
+        tasks = get_tasks(args.tasks, seed=args.world_seed)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}")
+    board = []
+    for model_dir in [args.model] + (args.compare or []):
+        model, tok = _load_model_dir(model_dir)
+        lm = ModelLM(model, tok, batch_size=args.batch_size, seed=args.seed)
+        print(f"== {model_dir}: {len(tasks)} task(s), {args.num_fewshot}-shot, {args.template} template", flush=True)
+        results = evaluate(lm, tasks, num_fewshot=args.num_fewshot, limit=args.limit, template=args.template,
+                           seed=args.seed, progress=not args.no_progress, model_name=model_dir)
+        print(format_results(results))
+        print(f"results: {save_results(results, model_dir)}\n")
+        board.append((model_dir, results))
+    if len(board) > 1:
+        print(compare_table(board))
+
+
 COMMANDS = {
     "train-tokenizer": cmd_train_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,
-    "generate": cmd_generate, "chat": cmd_chat,
+    "generate": cmd_generate, "chat": cmd_chat, "eval": cmd_eval,
 }
 
 
