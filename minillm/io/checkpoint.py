@@ -30,7 +30,7 @@ from .safetensors import load_safetensors, read_safetensors_shapes, save_safeten
 __all__ = ["save_model", "load_model", "model_config_dict", "check_config_against_weights", "STATE_SHAPES",
            "CONFIG_NAME", "WEIGHTS_NAME"]
 
-#: model class -> ``fn(config) -> {state_dict name: shape}`` (a tied weight listed once) plus
+#: model class -> ``fn(config, max_tensors) -> {state_dict name: shape}`` (a tied weight listed once) plus
 #: the cost of its buffers: lets ``load_model`` compare ``config.json`` with the weights' header
 #: *before* it allocates the model (a hostile ``"vocab_size": 1000000000`` costs nothing then).
 #: Each family's file in ``io`` registers its function (``hf.py`` for LLaMA).
@@ -125,7 +125,10 @@ def check_config_against_weights(model_cls, config, shapes: dict, source: str) -
     expected_fn = STATE_SHAPES.get(model_cls)
     if expected_fn is None:
         return
-    expected = expected_fn(config)  # also bounds the buffers (ValueError naming the field)
+    try:
+        expected = expected_fn(config, max_tensors=len(shapes))  # also bounds the buffers
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
     problems = [f"{n}: config gives {tuple(s)}, file has {tuple(shapes[n])}"
                 for n, s in expected.items() if n in shapes and tuple(shapes[n]) != tuple(s)]
     missing = sorted(set(expected) - set(shapes))

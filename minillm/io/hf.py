@@ -56,9 +56,14 @@ _LAYER_MAP = {
 _TOP_MAP = {"tok_embeddings.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
 
 
-def llama_state_shapes(cfg: ModelConfig) -> dict:
+def llama_state_shapes(cfg: ModelConfig, max_tensors: int | None = None) -> dict:
     """``{state_dict name: shape}`` of ``Transformer(cfg)`` (a tied output head listed once),
-    computed from the config alone, and a bound on its RoPE tables; nothing is allocated."""
+    computed from the config alone, and a bound on its RoPE tables; nothing is allocated.
+    ``max_tensors``: refuse at once a config with more tensors than that (the file's count)."""
+    count = 2 + 9 * cfg.n_layers + (not cfg.tie_word_embeddings)
+    if max_tensors is not None and count > max_tensors:
+        raise ValueError(f"the config describes {count} tensors (n_layers={cfg.n_layers}) but the weights hold only "
+                         f"{max_tensors}: the weights do not match config.json")
     if cfg.max_seq_len * cfg.head_dim > MAX_ROPE_CELLS:
         raise ValueError(
             f"max_seq_len {cfg.max_seq_len} with head_dim {cfg.head_dim} needs RoPE tables of "
@@ -254,11 +259,16 @@ def import_hf(directory, dtype=np.float32) -> Transformer:
     directory = os.fspath(directory)
     cfg, _ = _read_hf_config(directory)
     shapes, path, shards = _hf_header_shapes(directory)
-    expected = {_to_hf_name(n): s for n, s in llama_state_shapes(cfg).items()}  # before anything is allocated
+    try:  # before anything is allocated: names and shapes from the config vs. the file's headers
+        expected = {_to_hf_name(n): s for n, s in llama_state_shapes(cfg, max_tensors=len(shapes)).items()}
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     wrong = [f"{h}: config gives {s}, file has {tuple(shapes[h])}" for h, s in expected.items()
              if h in shapes and tuple(shapes[h]) != tuple(s)]
-    if wrong:
-        raise ValueError(f"{path}: the weights do not match config.json: " + "; ".join(wrong[:8]))
+    missing = sorted(set(expected) - set(shapes))
+    if wrong or missing:
+        raise ValueError(f"{path}: the weights do not match config.json: "
+                         + "; ".join(wrong[:8] + ([f"missing tensors {missing[:8]}"] if missing else [])))
     tensors = {}
     for shard in shards:
         tensors.update(load_safetensors(shard))
