@@ -518,6 +518,22 @@ class Trainer:
             raise CheckpointMismatchError(
                 "the checkpoint stores a data-loader position but this train_loader has no load_state_dict()"
             )
+        # the loader and the RNG check their own state: try it on them and put theirs back at once
+        rng_now = get_rng_state()
+        try:
+            set_rng_state(state["rng"]["minillm"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{state_path}: damaged rng state ({type(e).__name__}: {e})") from None
+        finally:
+            set_rng_state(rng_now)
+        if loader_state is not None and hasattr(self.train_loader, "state_dict"):
+            loader_now = self.train_loader.state_dict()
+            try:
+                self.train_loader.load_state_dict(loader_state)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{state_path}: damaged train_loader state ({type(e).__name__}: {e})") from None
+            finally:
+                self.train_loader.load_state_dict(loader_now)
         return {"path": path, "state": state, "model": model_arrays, "optimizer": opt_state}
 
     def _apply_checkpoint(self, plan: dict) -> None:
