@@ -37,7 +37,7 @@ from minillm.io import load_model, save_model  # noqa: E402
 from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
 from minillm.peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from minillm.tokenizers import load_tokenizer  # noqa: E402
-from minillm.train import Trainer, TrainConfig  # noqa: E402
+from minillm.train import Trainer, TrainConfig, check_out_dir  # noqa: E402
 
 DEFAULTS = dict(
     n_stories=6_000, n_sft=2_000, vocab_size=1024, block_size=128, pretrain_steps=250, pretrain_lr=3e-3,
@@ -77,6 +77,8 @@ def parse_args(argv=None):
     g.add_argument("--eval-limit", type=int, help="held-out questions answered by each model")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--overwrite", action="store_true", help="replace the SFT runs of an earlier run in --out-dir "
+                   "(else they are refused; a matching pretrained base model is reused either way)")
     args = p.parse_args(argv)
     for k, v in (QUICK if args.quick else DEFAULTS).items():
         if getattr(args, k) is None:
@@ -106,6 +108,7 @@ def get_base(args, paths, show):
             if json.load(f) == stamp:
                 print(f"reusing the pretrained base model in {base_dir}/")
                 return base_dir, load_tokenizer(os.path.join(base_dir, "tokenizer.json"))
+    check_out_dir(os.path.join(args.out_dir, "pretrain"), overwrite=args.overwrite)  # before the tokenizer is trained
     tok = pipeline.train_tokenizer(paths["pretrain_train"], args.vocab_size, base_dir, show_progress=show)
     cfg = ModelConfig.preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256)
     if args.quick:
@@ -115,7 +118,7 @@ def get_base(args, paths, show):
     pre_cfg = TrainConfig(
         out_dir=os.path.join(args.out_dir, "pretrain"), max_steps=args.pretrain_steps, lr=args.pretrain_lr,
         min_lr=args.pretrain_lr / 10, warmup_steps=max(1, args.pretrain_steps // 20), eval_interval=0,
-        checkpoint_interval=0, keep_last=1, seed=args.seed, progress=show, plot=False,
+        checkpoint_interval=0, keep_last=1, seed=args.seed, progress=show, plot=False, overwrite=args.overwrite,
     )
     pipeline.pretrain(model, tok, paths, pre_cfg, block_size=args.block_size, batch_size=8, prompts=())
     save_model(model, base_dir)
@@ -134,7 +137,7 @@ def run_sft(name, model, loader, loader_start, args, lr, out_dir, show):
     cfg = TrainConfig(
         out_dir=out_dir, max_steps=args.sft_steps, lr=lr, min_lr=lr / 10, warmup_steps=max(1, args.sft_steps // 10),
         weight_decay=args.weight_decay, eval_interval=0, checkpoint_interval=0, keep_last=1, seed=args.seed,
-        progress=show, plot=False,
+        progress=show, plot=False, overwrite=args.overwrite,
     )
     loader.load_state_dict(loader_start)  # both runs see the same batches
     trainer = Trainer(model, None, loader, None, cfg)  # AdamW over the parameters that require grad
@@ -169,6 +172,8 @@ def dir_bytes(path) -> int:
 def main(argv=None):
     args = parse_args(argv)
     mi.manual_seed(args.seed)
+    for run in ("full_sft", "lora_sft"):  # before any work, never on top of another run
+        check_out_dir(os.path.join(args.out_dir, run), overwrite=args.overwrite)
     os.makedirs(args.out_dir, exist_ok=True)
     show = not args.no_progress
     t_start = time.time()
@@ -178,6 +183,8 @@ def main(argv=None):
     banner("1. data and the pretrained base model")
     paths = pipeline.prepare_corpus(os.path.join(args.out_dir, "data"), n_stories=args.n_stories, n_sft=args.n_sft,
                                     seed=args.seed)
+    # the held-out questions are read and checked now (same reader as the training data), not after training
+    eval_records = pipeline.read_sft_records(paths["sft_val"], limit=args.eval_limit)
     base_dir, tok = get_base(args, paths, show)
     base = load_model(base_dir)
     max_length = min(256, base.args.max_seq_len)
@@ -187,13 +194,15 @@ def main(argv=None):
     loader_start = loader.state_dict()
     print(f"base model: {base_dir}/ ({base.num_parameters():,} parameters); SFT data: {train_ds}")
     warm_up(base, loader, loader_start)  # so the first timed run does not pay one-off start-up costs
-    before = pipeline.evaluate_sft(base, tok, paths["sft_val"], limit=args.eval_limit)
+    before = pipeline.evaluate_sft(base, tok, eval_records)
     print(f"held-out exact match of the base model: {pipeline.format_accuracy(before)}")
 
     banner("2. full SFT (6.2): every weight trains")
     full = load_model(base_dir)
     full_stats = run_sft("full SFT", full, loader, loader_start, args, args.full_lr, os.path.join(args.out_dir, "full_sft"), show)
-    full_stats["accuracy"] = pipeline.evaluate_sft(full, tok, paths["sft_val"], limit=args.eval_limit)
+    full_dir = os.path.join(args.out_dir, "full_sft_model")
+    save_model(full, full_dir)  # saved before it is evaluated: an evaluation failure cannot lose it
+    full_stats["accuracy"] = pipeline.evaluate_sft(full, tok, eval_records)
 
     banner(f"3. LoRA SFT (6.3): r={args.r}, lora_alpha={args.lora_alpha:g} on {', '.join(targets)}")
     mi.manual_seed(args.seed)
@@ -203,7 +212,9 @@ def main(argv=None):
     print(f"book's count (6.3.3): Σ r·(d_in + d_out) over {len(layers)} adapted matrices = "
           f"{peft.expected_lora_parameters():,}")
     lora_stats = run_sft(f"LoRA r={args.r}", peft, loader, loader_start, args, args.lora_lr, os.path.join(args.out_dir, "lora_sft"), show)
-    lora_stats["accuracy"] = pipeline.evaluate_sft(peft, tok, paths["sft_val"], limit=args.eval_limit)
+    adapter_dir = os.path.join(args.out_dir, "lora_adapter")
+    peft.save_pretrained(adapter_dir)  # saved before it is evaluated
+    lora_stats["accuracy"] = pipeline.evaluate_sft(peft, tok, eval_records)
 
     banner("4. the trade-off")
     header = f"{'':<14}{'trainable params':>22}{'optimizer state':>17}{'s/step':>9}{'train loss':>12}   held-out exact match"
@@ -221,10 +232,6 @@ def main(argv=None):
           " and in speed only when d is much larger than r.)")
 
     banner("5. adapter files, reload, merge")
-    adapter_dir = os.path.join(args.out_dir, "lora_adapter")
-    peft.save_pretrained(adapter_dir)
-    full_dir = os.path.join(args.out_dir, "full_sft_model")
-    save_model(full, full_dir)
     print(f"adapter: {adapter_dir}/ {fmt_bytes(dir_bytes(adapter_dir))}   vs   full SFT model: {fmt_bytes(dir_bytes(full_dir))}")
     ids = mi.tensor(np.array([train_ds[0][0][:32]], dtype=np.int64))  # (1, T) a prompt to compare logits on
     peft.eval()

@@ -9,8 +9,10 @@ Steps (each one a function in minillm/pipeline.py):
   3. pretrain the `tiny` LLaMA2 (dim 128, 4 layers, GQA, RoPE, SwiGLU)     5.1, 5.3, 6.1
   4. print sample continuations
   5. supervised fine-tuning on question answering, translation and sums   6.2
-  6. answer held-out questions and report exact-match accuracy
-  7. save the model (safetensors), tokenizer.json, metrics and a loss plot
+  6. save the model (safetensors) and tokenizer.json (before any evaluation can fail)
+  7. answer held-out questions and report exact-match accuracy (metrics and a loss plot are in OUT_DIR)
+
+A second run in the same --out-dir is refused (it would mix two runs); pass --overwrite to replace it.
 """
 import argparse
 import json
@@ -25,7 +27,7 @@ from minillm import pipeline  # noqa: E402
 from minillm.eval import exact_match  # noqa: E402
 from minillm.io import save_model  # noqa: E402
 from minillm.models.llama import PRESETS, ModelConfig, Transformer  # noqa: E402
-from minillm.train import TrainConfig  # noqa: E402
+from minillm.train import TrainConfig, check_out_dir  # noqa: E402
 
 DEFAULTS = dict(
     n_stories=30_000, n_sft=6_000, vocab_size=2048, block_size=256, batch_size=8, pretrain_steps=1500,
@@ -64,6 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kernels", choices=["numba", "numpy"], default=None, help="kernel backend (default: numba)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir (else it is refused)")
     args = p.parse_args(argv)
     base = QUICK if args.quick else DEFAULTS
     for k, v in base.items():
@@ -85,6 +88,8 @@ def main(argv=None):
     if args.kernels:
         mi.set_kernels(args.kernels)
     mi.manual_seed(args.seed)
+    for run_dir in (args.out_dir, os.path.join(args.out_dir, "pretrain"), os.path.join(args.out_dir, "sft")):
+        check_out_dir(run_dir, overwrite=args.overwrite)  # before any work, never on top of another run
     os.makedirs(args.out_dir, exist_ok=True)
     show = not args.no_progress
     t_start = time.time()
@@ -98,6 +103,8 @@ def main(argv=None):
     if args.sft_data:
         paths.update(sft_train=args.sft_data, sft_val=args.sft_val)
     print(f"pretraining texts: {paths['pretrain_train']}\nSFT conversations:  {paths['sft_train']}")
+    # the held-out questions are read and checked now (same reader as the training data), not after training
+    eval_records = pipeline.read_sft_records(paths["sft_val"], limit=args.eval_limit)
 
     banner("2. BPE tokenizer")
     tok, secs = pipeline.timed(pipeline.train_tokenizer, paths["pretrain_train"], args.vocab_size,
@@ -112,7 +119,7 @@ def main(argv=None):
     pre_cfg = TrainConfig(
         out_dir=os.path.join(args.out_dir, "pretrain"), max_steps=args.pretrain_steps, lr=args.lr, min_lr=args.lr / 10,
         warmup_steps=max(1, args.pretrain_steps // 20), eval_interval=max(1, args.pretrain_steps // 4),
-        eval_batches=10, checkpoint_interval=0, keep_last=1, seed=args.seed, progress=show,
+        eval_batches=10, checkpoint_interval=0, keep_last=1, seed=args.seed, progress=show, overwrite=args.overwrite,
     )
     trainer = pipeline.pretrain(model, tok, paths, pre_cfg, block_size=args.block_size, batch_size=args.batch_size)
     ev = trainer.evaluate()
@@ -126,19 +133,24 @@ def main(argv=None):
     report["samples"] = sample(model, trainer.step)
 
     banner("5. supervised fine-tuning")
-    before = pipeline.evaluate_sft(model, tok, paths["sft_val"], limit=args.eval_limit)
+    before = pipeline.evaluate_sft(model, tok, eval_records)
     print(f"held-out exact match before SFT: {pipeline.format_accuracy(before)}")
     report["exact_match_before_sft"] = {k: v for k, v in before.items() if k != "examples"}
     if args.sft_steps > 0:
         sft_cfg = TrainConfig(
             out_dir=os.path.join(args.out_dir, "sft"), max_steps=args.sft_steps, lr=args.sft_lr, min_lr=args.sft_lr / 10,
             warmup_steps=max(1, args.sft_steps // 20), eval_interval=max(1, args.sft_steps // 3), eval_batches=10,
-            checkpoint_interval=0, keep_last=1, seed=args.seed, progress=show,
+            checkpoint_interval=0, keep_last=1, seed=args.seed, progress=show, overwrite=args.overwrite,
         )
         pipeline.sft(model, tok, paths, sft_cfg, batch_size=args.sft_batch_size)
 
-    banner("6. held-out questions")
-    after = pipeline.evaluate_sft(model, tok, paths["sft_val"], limit=args.eval_limit)
+    banner("6. saving")  # before the evaluation: an evaluation failure can never lose the trained model
+    model_dir = os.path.join(args.out_dir, "model")
+    save_model(model, model_dir)
+    tok.save(model_dir)  # a model dir carries its tokenizer: `python -m minillm chat --model DIR`
+
+    banner("7. held-out questions")
+    after = pipeline.evaluate_sft(model, tok, eval_records)
     for ex in after["examples"][:8]:
         q = ex["question"].replace("\n", " ")
         q = q if len(q) < 90 else "…" + q[-88:]
@@ -147,10 +159,6 @@ def main(argv=None):
     print(f"held-out exact match after SFT:  {pipeline.format_accuracy(after)}")
     report["exact_match_after_sft"] = {k: v for k, v in after.items() if k != "examples"}
 
-    banner("7. saving")
-    model_dir = os.path.join(args.out_dir, "model")
-    save_model(model, model_dir)
-    tok.save(model_dir)  # a model dir carries its tokenizer: `python -m minillm chat --model DIR`
     report["minutes"] = (time.time() - t_start) / 60
     with open(os.path.join(args.out_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, ensure_ascii=False, indent=1)

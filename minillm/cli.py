@@ -27,6 +27,12 @@ def _add_training_args(p, steps, lr, batch_size, lr_note=""):
     p.add_argument("--eval-interval", type=int, default=None, help="evaluate every N steps (default: steps/4)")
     p.add_argument("--checkpoint-interval", type=int, default=0, help="checkpoint every N steps (0: only at the end)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (without it, or --resume, a used --out is refused)")
+    p.add_argument("--warmup-steps", type=int, default=None, help="lr warmup steps (default: steps/20)")
+    p.add_argument("--lr-decay-steps", type=int, default=None,
+                   help="step where the cosine decay reaches min_lr (default: --steps); keep it when resuming with "
+                   "a larger --steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -44,6 +50,7 @@ def _data_args(p, kind):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m minillm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kernels", choices=["numba", "numpy"], help="kernel backend (default: numba, or $MINILLM_KERNELS)")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer (5.2)",
@@ -126,11 +133,16 @@ def _load_model_dir(path):
     from .tokenizers import load_tokenizer
 
     if not os.path.isdir(path):
-        raise SystemExit(f"error: model directory {path!r} does not exist")
+        raise FileNotFoundError(f"model directory {path!r} does not exist")
     tok_path = os.path.join(path, "tokenizer.json")
     if not os.path.exists(tok_path):
-        raise SystemExit(f"error: {tok_path} is missing (a model dir needs its tokenizer beside the weights)")
-    return load_model(path), load_tokenizer(tok_path)
+        raise FileNotFoundError(f"{tok_path} is missing (a model dir needs its tokenizer beside the weights)")
+    model, tok = load_model(path), load_tokenizer(tok_path)
+    model_vocab = getattr(getattr(model, "args", None), "vocab_size", None)
+    if model_vocab is not None and model_vocab != tok.vocab_size:  # else a sampled id may have no text, or an id no row
+        raise ValueError(f"{path}: the tokenizer has {tok.vocab_size} tokens but the model's vocab_size is "
+                         f"{model_vocab}; they must be the same (was tokenizer.json replaced?)")
+    return model, tok
 
 
 def _save_model_dir(model, tok, path):
@@ -145,11 +157,30 @@ def _train_config(args, out_dir):
     from .train import TrainConfig
 
     steps = args.steps
+    warmup = args.warmup_steps if args.warmup_steps is not None else max(1, steps // 20)
     return TrainConfig(
-        out_dir=out_dir, max_steps=steps, lr=args.lr, min_lr=args.lr / 10, warmup_steps=max(1, steps // 20),
+        out_dir=out_dir, max_steps=steps, lr=args.lr, min_lr=args.lr / 10, warmup_steps=warmup,
+        lr_decay_steps=args.lr_decay_steps,
         grad_accum_steps=args.grad_accum, eval_interval=args.eval_interval or max(1, steps // 4), eval_batches=10,
         checkpoint_interval=args.checkpoint_interval, seed=args.seed, progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
+
+
+def _claim_out_dir(args):
+    """Before any work: refuse a used --out (unless --resume/--overwrite); with --overwrite, remove
+    the old run's saved model so a crash of the new run cannot leave it beside new checkpoints."""
+    import shutil
+
+    from .train import check_out_dir
+
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: keep the run, or replace it")
+    check_out_dir(args.out, overwrite=args.overwrite, resume=args.resume)
+    if args.overwrite:
+        for name in ("model", "adapter"):
+            if os.path.isdir(os.path.join(args.out, name)):
+                shutil.rmtree(os.path.join(args.out, name))
 
 
 def _world_paths(args):
@@ -177,7 +208,8 @@ def cmd_pretrain(args):
     mi.manual_seed(args.seed)
     args.lr = 3e-3 if args.lr is None else args.lr
     if (args.data is None) != (args.val is None):
-        raise SystemExit("error: --data and --val go together")
+        raise ValueError("--data and --val go together")
+    _claim_out_dir(args)
     paths = _world_paths(args) if args.data is None else {"pretrain_train": args.data, "pretrain_val": args.val}
     tok = load_tokenizer(args.tokenizer) if args.tokenizer else pipeline.train_tokenizer(paths["pretrain_train"], args.vocab_size)
     cfg = ModelConfig.preset(args.preset, vocab_size=tok.vocab_size, max_seq_len=max(256, args.block_size))
@@ -185,9 +217,9 @@ def cmd_pretrain(args):
     print(f"{args.preset}: {model.num_parameters():,} parameters")
     trainer = pipeline.pretrain(model, tok, paths, _train_config(args, args.out), block_size=args.block_size,
                                 batch_size=args.batch_size, resume=args.resume)
+    _save_model_dir(model, tok, os.path.join(args.out, "model"))  # saved first: evaluation can never lose it
     ev = trainer.evaluate()
     print(f"validation loss {ev['val_loss']:.3f}, perplexity {ev['val_ppl']:.2f}")
-    _save_model_dir(model, tok, os.path.join(args.out, "model"))
 
 
 def cmd_sft(args):
@@ -198,10 +230,14 @@ def cmd_sft(args):
     mi.manual_seed(args.seed)
     if args.lr is None:
         args.lr = 5e-3 if args.lora else 2e-3
-    model, tok = _load_model_dir(args.model)
     if (args.data is None) != (args.val is None):
-        raise SystemExit("error: --data and --val go together")
+        raise ValueError("--data and --val go together")
+    _claim_out_dir(args)
+    model, tok = _load_model_dir(args.model)
     paths = _world_paths(args) if args.data is None else {"sft_train": args.data, "sft_val": args.val}
+    # read (and check) the held-out records now, with the training data's reader: a bad file stops
+    # the run before training instead of after it
+    eval_records = pipeline.read_sft_records(paths["sft_val"], limit=args.eval_limit) if args.eval_limit else None
     train_model = model
     if args.lora:
         from .peft import LoraConfig, get_peft_model
@@ -214,10 +250,10 @@ def cmd_sft(args):
     if args.lora:
         train_model.save_pretrained(os.path.join(args.out, "adapter"))
         model = train_model.merge_and_unload()
-    if args.eval_limit:
-        result = pipeline.evaluate_sft(model, tok, paths["sft_val"], limit=args.eval_limit)
+    _save_model_dir(model, tok, os.path.join(args.out, "model"))  # saved first: evaluation can never lose it
+    if eval_records:
+        result = pipeline.evaluate_sft(model, tok, eval_records)
         print(f"held-out exact match: {pipeline.format_accuracy(result)}")
-    _save_model_dir(model, tok, os.path.join(args.out, "model"))
 
 
 def _generation_config(args, eos_token_id):
@@ -238,32 +274,84 @@ def cmd_generate(args):
         print(prompt + tok.decode(new, skip_special_tokens=True))
 
 
+def _read_message(prompt: str):
+    """The user's next line; None ends the session (Ctrl-D, Ctrl-C, a closed or unreadable stdin)."""
+    try:
+        line = input(prompt)
+    except (EOFError, KeyboardInterrupt):
+        print()
+        return None
+    except UnicodeDecodeError as e:  # a strict stdin and a byte that is not UTF-8
+        print(f"\n(stdin is not valid UTF-8: {e.reason}; ending the chat)")
+        return None
+    except (RuntimeError, OSError, ValueError) as e:  # no stdin at all ("lost sys.stdin"), or it was closed
+        print(f"\n(no input: {e}; ending the chat)")
+        return None
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a stdin decoded with surrogateescape: undecodable bytes became lone surrogates
+        print("(that line has bytes that are not UTF-8 text; it was ignored, please type it again)")
+        return ""
+    return line.strip() or None
+
+
+def _fit_context(tok, system: list, turns: list, limit: int):
+    """``(ids, turns, notes)`` with the encoded conversation no longer than ``limit`` tokens.
+
+    Whole turns are dropped, oldest first and always as a user + assistant pair, so every
+    message keeps its ``<|im_start|>role`` header and the system message (``system``) is kept.
+    If the newest message alone is still too long, its beginning is cut (its text, never its
+    header) and the user is told.
+    """
+    notes = []
+    ids = tok.encode_chat(system + turns, add_generation_prompt=True)
+    dropped = 0
+    while len(ids) > limit and len(turns) > 1:
+        turns = turns[2:]
+        dropped += 1
+        ids = tok.encode_chat(system + turns, add_generation_prompt=True)
+    if dropped:
+        notes.append(f"forgot the {dropped} oldest exchange(s) to fit the model's context")
+    if len(ids) > limit:
+        text, n_before = turns[-1]["content"], len(ids)
+        while len(ids) > limit and text:
+            text = text[max(1, len(ids) - limit):]  # a token is at least one character: cut at least that many
+            ids = tok.encode_chat(system + [{"role": "user", "content": text}], add_generation_prompt=True)
+        turns = [{"role": "user", "content": text}]
+        notes.append(f"your message ({n_before} tokens with the chat headers) is longer than the context allows "
+                     f"({limit}); only its last {len(text)} characters were kept")
+    return ids, turns, notes
+
+
 def cmd_chat(args):
     from .generation import stream_generate
 
     model, tok = _load_model_dir(args.model)
     end_id = tok.token_to_id("<|im_end|>")
     config = _generation_config(args, end_id)
-    history = [{"role": "system", "content": args.system}] if args.system else []
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    max_len = model.args.max_seq_len
+    reserve = max(1, min(args.max_new_tokens, max_len // 2))  # room always left for the reply
+    limit = max_len - reserve
+    if len(tok.encode_chat(system + [{"role": "user", "content": ""}], add_generation_prompt=True)) > limit:
+        raise ValueError(f"--system is too long for this model's context of {max_len} tokens "
+                         f"({reserve} kept for the reply)")
+    turns = []  # user/assistant messages after the system message, oldest first
     print("minillm chat — empty line or Ctrl-D to quit, /reset to forget the conversation")
     while True:
-        try:
-            line = input("you> ").strip()
-        except EOFError:
-            print()
+        line = _read_message("you> ")
+        if line is None:
             return
         if not line:
-            return
-        if line == "/reset":
-            history = history[:1] if args.system else []
             continue
-        history.append({"role": "user", "content": line})
-        ids = tok.encode_chat(history, add_generation_prompt=True)  # user text never becomes control tokens
-        budget = model.args.max_seq_len - len(ids)
-        if budget < 1:  # forget the oldest turns when the context is full
-            history = history[-1:]
-            ids = tok.encode_chat(history, add_generation_prompt=True)
-            budget = model.args.max_seq_len - len(ids)
+        if line == "/reset":
+            turns = []  # the system message stays
+            continue
+        ids, turns, notes = _fit_context(tok, system, turns + [{"role": "user", "content": line}], limit)
+        for note in notes:
+            print(f"(note: {note})")
+        history = system + turns
+        budget = max_len - len(ids)
         live = sys.stdout.isatty()  # redraw the line as tokens arrive only on a terminal
         reply_ids = []
         for t in stream_generate(model, ids, config, max_new_tokens=max(1, min(args.max_new_tokens, budget))):
@@ -274,16 +362,14 @@ def cmd_chat(args):
             print("bot> " + tok.decode(reply_ids, skip_special_tokens=True), end="")
         print()
         history.append({"role": "assistant", "content": tok.decode(reply_ids, skip_special_tokens=True)})
+        turns = history[len(system):]
 
 
 def cmd_eval(args):
     from .eval.harness import ModelLM, compare_table, evaluate, format_results, save_results
     from .eval.suite import get_tasks
 
-    try:
-        tasks = get_tasks(args.tasks, seed=args.world_seed)
-    except (ValueError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}")
+    tasks = get_tasks(args.tasks, seed=args.world_seed)  # a bad task name or file: main() prints "error: ..."
     board = []
     for model_dir in [args.model] + (args.compare or []):
         model, tok = _load_model_dir(model_dir)
@@ -304,13 +390,32 @@ COMMANDS = {
 }
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.kernels:
-        import minillm as mi
+#: The errors the project raises for bad input (files, arguments, data): shown as one line.
+USER_ERRORS = (ValueError, TypeError, OSError, FloatingPointError)
 
-        mi.set_kernels(args.kernels)
-    COMMANDS[args.command](args)
+
+def main(argv=None) -> int:
+    """Run one command. A bad input (the project's validation errors, a missing file) prints
+    ``error: <message>`` on stderr and returns 2, as argparse does for bad arguments; ``--debug``
+    shows the traceback instead."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.kernels:
+            import minillm as mi
+
+            mi.set_kernels(args.kernels)
+        COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
+        message = str(e).strip() or type(e).__name__
+        print(f"error: {message}\n(python -m minillm --debug {args.command} ... shows the traceback)", file=sys.stderr)
+        return 2
     return 0
 
 

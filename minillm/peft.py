@@ -36,6 +36,7 @@ import numpy as np
 
 from ._files import atomic_write
 from .io.checkpoint import model_config_dict
+from .io.guards import check_float_sources
 from .io.jsonfile import read_json_object
 from .io.safetensors import load_safetensors, save_safetensors
 from .nn.lora import (
@@ -250,8 +251,17 @@ class PeftModel(Module):
         ``is_trainable=False`` (peft's default) freezes the adapters and puts the model in
         eval mode; pass True to continue training.
         """
+        # Everything that can be checked without touching `model` is checked first; the rest
+        # (the adapter tensors against the injected layers) runs after injection, and any failure
+        # there removes the adapters again: `model` is left exactly as it was.
+        if isinstance(model, PeftModel) or any(isinstance(m, LoRALinear) for _, m in model.named_modules()):
+            raise ValueError("PeftModel.from_pretrained: the model already has LoRA layers (one adapter per model); "
+                             "load the adapter on a plain base model")
         meta = _read_adapter_config(model_id)
-        config = LoraConfig.from_dict(meta)
+        try:
+            config = LoraConfig.from_dict(meta)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"PeftModel: {os.path.join(model_id, ADAPTER_CONFIG_NAME)}: {e}") from None
         config.inference_mode = not is_trainable
         saved_cfg = meta.get("base_model_config")
         ours = model_config_dict(model)
@@ -259,8 +269,18 @@ class PeftModel(Module):
             diff = sorted(k for k in set(saved_cfg) | set(ours) if saved_cfg.get(k) != ours.get(k))
             warnings.warn(f"PeftModel.from_pretrained: the base model's config differs from the adapter's in {diff}")
         names = meta.get("targeted_module_names")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ValueError(f"PeftModel: {os.path.join(model_id, ADAPTER_CONFIG_NAME)}: targeted_module_names must be "
+                             f"a list of module names, got {names!r}")
+        tensors = _read_adapter_weights(model_id)  # a damaged file fails here, before any change
+        was_training = model.training
         peft = cls(model, config, _target_names=names)  # names=None: match target_modules again
-        peft._load_adapter_weights(model_id)
+        try:
+            peft._load_adapter_weights(model_id, tensors)
+        except BaseException:
+            peft.unload()  # the original Linear layers and every requires_grad flag come back
+            model.train(was_training)
+            raise
         if not is_trainable:
             peft.eval()
         return peft
@@ -280,18 +300,16 @@ class PeftModel(Module):
                 f"PeftModel.load_adapter: {model_id} adapts {sorted(set(names) ^ set(self._target_names))} "
                 "differently from this model"
             )
-        self._load_adapter_weights(model_id)
+        self._load_adapter_weights(model_id, _read_adapter_weights(model_id))
 
-    def _load_adapter_weights(self, model_id: str) -> None:
+    def _load_adapter_weights(self, model_id: str, tensors: dict) -> None:
+        """Check ``tensors`` (names, shapes, float dtypes) against this model's adapters, then load them."""
         path = os.path.join(model_id, ADAPTER_WEIGHTS_NAME)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"PeftModel: no {ADAPTER_WEIGHTS_NAME} in {model_id!r}")
-        tensors = load_safetensors(path)
         expected = set(self._adapter_names)
         missing = sorted(expected - set(tensors))
         unexpected = sorted(set(tensors) - expected)
         if missing or unexpected:
-            raise KeyError(f"PeftModel: adapter file {path} does not fit this model: missing {missing}, unexpected {unexpected}")
+            raise ValueError(f"PeftModel: adapter file {path} does not fit this model: missing {missing}, unexpected {unexpected}")
         wrong = []
         for n, a in tensors.items():
             shape = self.base_model.get_parameter(n).shape
@@ -301,7 +319,15 @@ class PeftModel(Module):
             raise ValueError(f"PeftModel: adapter file {path} does not fit this model (size mismatch): " + "; ".join(wrong))
         if any(m.merged for _, m in self.lora_layers()):
             raise RuntimeError("PeftModel: unmerge_adapter() before loading new adapter weights")
+        check_float_sources(tensors, self.base_model, path)
         self.base_model.load_state_dict(tensors, strict=False)
+
+
+def _read_adapter_weights(model_id: str) -> dict:
+    path = os.path.join(model_id, ADAPTER_WEIGHTS_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"PeftModel: no {ADAPTER_WEIGHTS_NAME} in {model_id!r}")
+    return load_safetensors(path)
 
 
 def _read_adapter_config(model_id: str) -> dict:

@@ -21,14 +21,15 @@ from typing import Iterable, Sequence
 
 from .autograd import no_grad
 from .data import (
-    DataLoader, PretrainDataset, SFTDataset, build_token_file, collate_sft, read_pretrain_texts,
-    read_sft_conversations, write_default_corpus,
+    DataLoader, PretrainDataset, SFTDataset, build_token_file, check_eval_conversation, collate_sft,
+    read_pretrain_texts, read_sft_conversations, write_default_corpus,
 )
+from .data import read_sft_records as _read_records
 from .eval import score_sft
 from .generation import generate
 from .io.jsonfile import read_json_object
 from .tokenizers import BPETokenizer
-from .train import Trainer, TrainConfig, make_sample_fn
+from .train import Trainer, TrainConfig, check_out_dir, make_sample_fn
 
 __all__ = [
     "prepare_corpus", "train_tokenizer", "pretrain", "sft", "answer", "evaluate_sft", "read_sft_records",
@@ -85,6 +86,7 @@ def pretrain(model, tokenizer, paths: dict, config: TrainConfig, block_size: int
     """
     if block_size > model.args.max_seq_len:
         raise ValueError(f"pretrain: block_size {block_size} exceeds the model's max_seq_len {model.args.max_seq_len}")
+    check_out_dir(config.out_dir, overwrite=config.overwrite, resume=resume)  # before the tokenizing, not after
     os.makedirs(config.out_dir, exist_ok=True)
     show = config.progress
     train_bin = _token_file(tokenizer, paths["pretrain_train"], os.path.join(config.out_dir, "train.bin"), show)
@@ -104,21 +106,19 @@ def pretrain(model, tokenizer, paths: dict, config: TrainConfig, block_size: int
     return trainer
 
 
-def read_sft_records(path) -> list:
-    """SFT conversations as ``{"messages": [...], "meta": {...}}`` records (meta kept when present)."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                records.append(json.loads(line))
-    if not records or "messages" not in records[0]:  # BelleGroup shape or other: normalise via the reader
-        records = [{"messages": conv} for conv in read_sft_conversations(path)]
-    return records
+def read_sft_records(path, limit: int | None = None) -> list:
+    """Evaluation records ``{"messages": [...], "meta": {...}}`` of an SFT file, read by the same
+    reader as the training data (``minillm.data.read_sft_records``: both shapes, a BOM, errors by
+    file:line) and checked to end with a user turn and its reference reply. Read it *before*
+    training, so a bad file can never cost a trained model."""
+    records = list(_read_records(path, for_evaluation=True))
+    return records if limit is None else records[:limit]
 
 
 def sft(model, tokenizer, paths: dict, config: TrainConfig, max_length: int = 256, batch_size: int = 16,
         resume: bool = False) -> Trainer:
     """Supervised fine-tuning (6.2): train only on the assistant replies (and their ``<|im_end|>``)."""
+    check_out_dir(config.out_dir, overwrite=config.overwrite, resume=resume)
     pad_id = tokenizer.pad_token_id
     max_length = min(max_length, model.args.max_seq_len)
     train_ds = SFTDataset(list(read_sft_conversations(paths["sft_train"])), tokenizer, max_length)
@@ -161,6 +161,11 @@ def evaluate_sft(model, tokenizer, records_or_path, limit: int | None = None, ma
     records = read_sft_records(records_or_path) if isinstance(records_or_path, (str, os.PathLike)) else list(records_or_path)
     if limit is not None:
         records = records[:limit]
+    for i, r in enumerate(records):
+        try:
+            check_eval_conversation(r["messages"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"evaluate_sft: record {i}: {e}") from None
     prompts = [r["messages"][:-1] for r in records]
     preds = answer(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
     result = score_sft(records, preds)

@@ -23,7 +23,10 @@ Typical pipeline::
     for x, y in loader.iter_forever(): ...                       # (16, 256) int64 each
 """
 
-from .formats import DataFormatError, RecordReader, normalize_conversation, read_pretrain_texts, read_sft_conversations
+from .formats import (
+    DataFormatError, RecordReader, check_eval_conversation, normalize_conversation, read_pretrain_texts,
+    read_sft_conversations, read_sft_records,
+)
 from .loader import DataLoader, default_collate
 from .pretrain import PretrainDataset, build_token_file, read_token_file_info
 from .sft import IGNORE_INDEX, SFTDataset, build_sft_example, collate_sft, tokenize_conversation
@@ -32,7 +35,8 @@ from .world import SKILLS, World, WorldConfig, generate_sft, generate_stories, g
 __all__ = [
     "WorldConfig", "World", "get_world", "generate_stories", "generate_sft", "write_default_corpus",
     "SKILLS",
-    "DataFormatError", "RecordReader", "read_pretrain_texts", "read_sft_conversations", "normalize_conversation",
+    "DataFormatError", "RecordReader", "read_pretrain_texts", "read_sft_conversations", "read_sft_records",
+    "check_eval_conversation", "normalize_conversation",
     "build_token_file", "read_token_file_info", "PretrainDataset",
     "IGNORE_INDEX", "build_sft_example", "tokenize_conversation", "SFTDataset", "collate_sft",
     "DataLoader", "default_collate",

@@ -47,6 +47,8 @@ __all__ = [
     "RecordReader",
     "read_pretrain_texts",
     "read_sft_conversations",
+    "read_sft_records",
+    "check_eval_conversation",
     "normalize_conversation",
     "iter_files",
 ]
@@ -277,3 +279,41 @@ def read_sft_conversations(paths, skip_bad_lines: bool = False) -> RecordReader:
     """
     files = iter_files(paths, (".jsonl",), "SFT")
     return RecordReader(files, _read_sft_file, skip_bad_lines)
+
+
+def check_eval_conversation(conv: list) -> None:
+    """An evaluation record must end with the reference reply to a user turn: the model is
+    asked everything before the last message and its answer compared with that last message.
+    Raises ``ValueError`` saying what is missing."""
+    if len(conv) < 2:
+        raise ValueError(f"an evaluation record needs a user turn and the reference assistant reply; this one has "
+                         f"{len(conv)} message(s)")
+    if conv[-1]["role"] != "assistant" or conv[-2]["role"] != "user":
+        raise ValueError(f"an evaluation record must end with a user turn then the reference assistant reply; it ends "
+                         f"with {conv[-2]['role']!r}, {conv[-1]['role']!r}")
+
+
+def _read_record_file(path: str, bad: Callable, for_evaluation: bool) -> Iterator[dict]:
+    for lineno, obj in _iter_json_objects(path, bad):
+        try:
+            conv = normalize_conversation(obj)
+            meta = obj.get("meta")
+            if meta is not None and not isinstance(meta, dict):
+                raise ValueError(f"field 'meta' must be an object, got {type(meta).__name__}")
+            if for_evaluation:
+                check_eval_conversation(conv)
+        except ValueError as e:
+            bad(DataFormatError(path, lineno, str(e)))
+            continue
+        yield {"messages": conv, "meta": meta} if meta is not None else {"messages": conv}
+
+
+def read_sft_records(paths, for_evaluation: bool = False, skip_bad_lines: bool = False) -> RecordReader:
+    """Like ``read_sft_conversations`` (the same reader, the same errors) but each record is
+    ``{"messages": [...], "meta": {...}}``, keeping the optional ``meta`` object (e.g. the skill
+    an evaluation groups by). ``for_evaluation=True`` also requires each record to end with a
+    user turn and its reference reply (``check_eval_conversation``), so a file an evaluation
+    cannot use is refused when it is read (before training), not after.
+    """
+    files = iter_files(paths, (".jsonl",), "SFT")
+    return RecordReader(files, lambda path, bad: _read_record_file(path, bad, for_evaluation), skip_bad_lines)

@@ -23,10 +23,18 @@ import numpy as np
 
 from .._files import atomic_write
 from ..models import MODEL_TYPES
+from .guards import check_float_sources, refuse_lora_layers
 from .jsonfile import read_json_object
-from .safetensors import load_safetensors, save_safetensors
+from .safetensors import load_safetensors, read_safetensors_shapes, save_safetensors
 
-__all__ = ["save_model", "load_model", "model_config_dict", "CONFIG_NAME", "WEIGHTS_NAME"]
+__all__ = ["save_model", "load_model", "model_config_dict", "check_config_against_weights", "STATE_SHAPES",
+           "CONFIG_NAME", "WEIGHTS_NAME"]
+
+#: model class -> ``fn(config, max_tensors) -> {state_dict name: shape}`` (a tied weight listed once) plus
+#: the cost of its buffers: lets ``load_model`` compare ``config.json`` with the weights' header
+#: *before* it allocates the model (a hostile ``"vocab_size": 1000000000`` costs nothing then).
+#: Each family's file in ``io`` registers its function (``hf.py`` for LLaMA).
+STATE_SHAPES: dict = {}
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -84,6 +92,7 @@ def _unique_state(model) -> dict:
 
 def save_model(model, directory) -> None:
     """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+    refuse_lora_layers(model, "save_model")
     model_type = _model_type(model, "save_model")
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
@@ -109,12 +118,41 @@ def read_config(directory):
         raise ValueError(f"{path}: {e}") from None
 
 
+def check_config_against_weights(model_cls, config, shapes: dict, source: str) -> None:
+    """Refuse a config whose tensors differ from the weights file's header (``shapes``:
+    name -> shape), before the model is built. A model class with no registered
+    ``STATE_SHAPES`` function is not checked here (its ``load_state_dict`` still is)."""
+    expected_fn = STATE_SHAPES.get(model_cls)
+    if expected_fn is None:
+        return
+    try:
+        expected = expected_fn(config, max_tensors=len(shapes))  # also bounds the buffers
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    problems = [f"{n}: config gives {tuple(s)}, file has {tuple(shapes[n])}"
+                for n, s in expected.items() if n in shapes and tuple(shapes[n]) != tuple(s)]
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    if problems or missing or unexpected:
+        shown = problems[:8] + ([f"missing tensors {missing[:8]}"] if missing else []) + (
+            [f"unexpected tensors {unexpected[:8]}"] if unexpected else [])
+        raise ValueError(f"{source}: the weights do not match config.json (checked before building the model): "
+                         + "; ".join(shown))
+
+
 def load_model(directory):
-    """Build the model described by ``directory/config.json`` and load ``model.safetensors`` into it."""
+    """Build the model described by ``directory/config.json`` and load ``model.safetensors`` into it.
+
+    Order: config (strict types) -> weights header (names, shapes) checked against the config
+    -> only then is the model allocated and the tensors read.
+    """
     model_cls, config = read_config(directory)
     path = os.path.join(os.fspath(directory), WEIGHTS_NAME)
+    shapes = {n: s for n, (_, s) in read_safetensors_shapes(path).items()}
+    check_config_against_weights(model_cls, config, shapes, path)
     tensors = load_safetensors(path)
     model = model_cls(config)
+    check_float_sources(tensors, model, path)
     try:
         model.load_state_dict(tensors, strict=True)
     except (RuntimeError, TypeError) as e:

@@ -17,13 +17,14 @@ renamed (``minillm._files.atomic_path``), so a crash never leaves a half-written
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
 
 from .._files import atomic_path
 
-__all__ = ["load_safetensors", "save_safetensors", "read_safetensors_header"]
+__all__ = ["load_safetensors", "save_safetensors", "read_safetensors_header", "read_safetensors_shapes"]
 
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,  # BF16 is widened below
@@ -55,38 +56,92 @@ def read_safetensors_header(path) -> tuple[dict, int]:
     return header, 8 + n
 
 
+def _int_list(value, length=None) -> bool:
+    """A JSON list of non-negative ints (a JSON bool or float is not an int here)."""
+    return (isinstance(value, list) and (length is None or len(value) == length)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
+
+
+def _check_entries(path: str, header: dict, n_data: int) -> list:
+    """``[(name, dtype_name, shape, start, end)]`` of the header's tensors, every field checked.
+
+    Refused, naming the file and the tensor: a missing or non-JSON-int field (``"shape": [2.0]``,
+    ``"data_offsets": [0, "8"]``), a negative dimension or offset, a byte count that does not
+    match the shape, bytes beyond the end of the file, and two tensors whose bytes overlap (one
+    would silently read the other's data).
+    """
+    entries = []
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise ValueError(f"{path}: \"__metadata__\" must be an object of strings, got {metadata!r}")
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= set(info):
+            raise ValueError(f"{path}: tensor '{name}' has a malformed header entry {info!r} "
+                             "(expected dtype, shape and data_offsets)")
+        dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
+            raise ValueError(f"{path}: tensor '{name}' has unsupported dtype {dtype_name!r} (supported: {sorted(_DTYPES)})")
+        if not _int_list(shape):
+            raise ValueError(f"{path}: tensor '{name}' has shape {shape!r}; expected a list of non-negative integers")
+        if not _int_list(offsets, 2) or offsets[0] > offsets[1]:
+            raise ValueError(f"{path}: tensor '{name}' has data_offsets {offsets!r}; expected [start, end] with "
+                             "integers 0 <= start <= end")
+        s, e = offsets
+        itemsize = np.dtype(_DTYPES[dtype_name]).itemsize
+        expected = math.prod(shape) * itemsize  # Python ints: no overflow on a hostile shape
+        if e - s != expected:
+            raise ValueError(
+                f"{path}: tensor '{name}' of shape {tuple(shape)} ({dtype_name}) needs {expected} bytes, header gives "
+                f"offsets [{s}, {e})"
+            )
+        if e > n_data:
+            raise ValueError(f"{path}: truncated file: tensor '{name}' needs bytes [{s}, {e}) of the data section, "
+                             f"which has only {n_data}")
+        entries.append((name, dtype_name, tuple(shape), s, e))
+    previous = None
+    for entry in sorted(entries, key=lambda t: (t[3], t[4])):
+        if entry[4] == entry[3]:  # an empty tensor occupies no bytes
+            continue
+        if previous is not None and entry[3] < previous[4]:
+            raise ValueError(f"{path}: tensors '{previous[0]}' [{previous[3]}, {previous[4]}) and '{entry[0]}' "
+                             f"[{entry[3]}, {entry[4]}) overlap in the data section (a corrupt or crafted file)")
+        previous = entry
+    return entries
+
+
 def load_safetensors(path) -> dict[str, np.ndarray]:
-    """name -> NumPy array (writable copies). BF16 tensors are returned as float32."""
+    """name -> NumPy array (writable copies). BF16 tensors are returned as float32.
+
+    The whole header is checked (``_check_entries``) before any tensor is built.
+    """
     path = os.fspath(path)
     header, start = read_safetensors_header(path)
     size = os.path.getsize(path)
-    n_data = size - start
+    entries = _check_entries(path, header, size - start)
     out = {}
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read()
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype_name, shape, (s, e) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: tensor '{name}' has a malformed header entry {info!r}") from None
-        if dtype_name not in _DTYPES:
-            raise ValueError(f"{path}: tensor '{name}' has unsupported dtype {dtype_name}")
+    if len(data) != size - start:  # the file changed under us
+        raise ValueError(f"{path}: truncated while reading ({len(data)} of {size - start} data bytes)")
+    for name, dtype_name, shape, s, e in entries:
         dtype = np.dtype(_DTYPES[dtype_name])
-        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-        if not 0 <= s <= e or e - s != expected:
-            raise ValueError(
-                f"{path}: tensor '{name}' of shape {shape} ({dtype_name}) needs {expected} bytes, header gives offsets [{s}, {e})"
-            )
-        if e > n_data:
-            raise ValueError(f"{path}: truncated file: tensor '{name}' needs bytes [{s}, {e}) of the data section, which has only {n_data}")
-        arr = np.frombuffer(data, dtype=dtype, count=expected // dtype.itemsize, offset=s).reshape(shape)
+        arr = np.frombuffer(data, dtype=dtype, count=(e - s) // dtype.itemsize, offset=s).reshape(shape)
         if dtype_name == "BF16":  # bfloat16 = the top 16 bits of a float32
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
         out[name] = arr.copy()
     return out
+
+
+def read_safetensors_shapes(path) -> dict:
+    """``name -> (dtype name, shape)`` from the header alone (no tensor data is read): lets a loader
+    compare a config with the weights before it allocates anything."""
+    path = os.fspath(path)
+    header, start = read_safetensors_header(path)
+    entries = _check_entries(path, header, os.path.getsize(path) - start)
+    return {name: (dtype_name, shape) for name, dtype_name, shape, _, _ in entries}
 
 
 def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:

@@ -107,12 +107,13 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})")
         if (self.dim // self.n_heads) % 2:
             raise ValueError(f"ModelConfig.n_heads: head_dim = dim // n_heads = {self.dim // self.n_heads} must be even for RoPE")
-        if not (isinstance(self.norm_eps, (int, float)) and self.norm_eps > 0):
-            raise ValueError(f"ModelConfig.norm_eps must be > 0, got {self.norm_eps!r}")
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+        # finite numbers only (inf passes "> 0" but norm_eps=inf turns every logit into 0); a bool is not a number
+        if not (_is_number(self.norm_eps) and 0 < self.norm_eps < math.inf):
+            raise ValueError(f"ModelConfig.norm_eps must be a finite number > 0, got {self.norm_eps!r}")
+        if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
-            raise ValueError(f"ModelConfig.rope_theta must be > 0, got {self.rope_theta!r}")
+        if not (_is_number(self.rope_theta) and 0 < self.rope_theta < math.inf):
+            raise ValueError(f"ModelConfig.rope_theta must be a finite number > 0, got {self.rope_theta!r}")
         for name in ("flash_attn", "tie_word_embeddings"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ModelConfig.{name} must be True or False, got {getattr(self, name)!r}")
@@ -143,6 +144,10 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"ModelConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**d)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
 def _require_positive_int(cfg, name):
@@ -498,6 +503,8 @@ class Transformer(nn.Module):
         logits_to_keep: if > 0, only the last that many positions get logits (generation).
         Returns ``CausalLMOutput(logits (B, T|logits_to_keep, vocab), loss)``.
         """
+        if not isinstance(logits_to_keep, (int, np.integer)) or isinstance(logits_to_keep, bool) or logits_to_keep < 0:
+            raise ValueError(f"Transformer: logits_to_keep must be an int >= 0 (0 = every position), got {logits_to_keep!r}")
         start = 0
         if kv_cache is not None:
             if len(kv_cache) != self.n_layers:

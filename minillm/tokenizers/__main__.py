@@ -117,7 +117,7 @@ def _train(args) -> int:
                         special_tokens=args.special_tokens, show_progress=not args.no_progress, **kwargs)
     seconds = time.perf_counter() - start
     path = tok.save(args.out)
-    files = ", ".join(sorted(f.name for f in Path(args.out).iterdir() if f.is_file()))
+    files = ", ".join(sorted(f.name for f in path.parent.iterdir() if f.is_file()))
     print(f"trained a {type(tok).__name__} with {tok.vocab_size} tokens in {seconds:.2f} s")
     if tok.vocab_size < args.vocab_size:
         print(f"note: stopped below --vocab-size {args.vocab_size}: no unit/pair left above --min-frequency")

@@ -65,8 +65,20 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def config_path_for(file: Path) -> Path:
+    """The config file that belongs to the tokenizer file ``file``.
+
+    ``tokenizer.json`` pairs with ``tokenizer_config.json`` (Hugging Face's names); any other
+    name ``X.json`` with ``X_config.json`` -- so a second tokenizer saved as ``dir/other.json``
+    never reads, or overwrites, the config of the ``tokenizer.json`` in the same folder.
+    """
+    if file.name == "tokenizer.json":
+        return file.parent / "tokenizer_config.json"
+    return file.parent / f"{file.stem}_config.json"
+
+
 def _resolve_files(path: str | os.PathLike) -> tuple[Path, Path | None]:
-    """``dir`` or ``dir/tokenizer.json`` -> (tokenizer.json, tokenizer_config.json or None)."""
+    """``dir`` or ``dir/X.json`` -> (the tokenizer file, its config file or None)."""
     p = Path(path)
     if p.is_dir():
         file = p / "tokenizer.json"
@@ -76,7 +88,7 @@ def _resolve_files(path: str | os.PathLike) -> tuple[Path, Path | None]:
         file = p
     else:
         raise FileNotFoundError(f"tokenizer file or directory not found: {str(p)!r}")
-    config = file.parent / "tokenizer_config.json"
+    config = config_path_for(file)
     return file, (config if config.exists() else None)
 
 
@@ -431,18 +443,25 @@ class Tokenizer(abc.ABC):
         """Write ``path/tokenizer.json`` (+ ``tokenizer_config.json`` and listings).
 
         ``path`` is a directory (created if needed); a path ending in ``.json``
-        names the tokenizer file itself.  Returns the tokenizer.json path.
+        names the tokenizer file itself. ``dir/tokenizer.json`` gets the usual
+        companions; any other name ``dir/X.json`` gets ``dir/X_config.json`` and no
+        listings, so it never overwrites another tokenizer's files in ``dir``.
+        Returns the tokenizer file's path.
         """
         p = Path(path)
         if p.suffix == ".json":
             file, folder = p, p.parent
+            if file.name.endswith("_config.json"):
+                raise ValueError(f"save: {str(p)!r} looks like a config file name; name the tokenizer file "
+                                 "tokenizer.json or X.json (its config becomes X_config.json)")
         else:
             file, folder = p / "tokenizer.json", p
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(file, json.dumps(self.to_hf_json(), ensure_ascii=False, indent=2) + "\n")
-        atomic_write(folder / "tokenizer_config.json", json.dumps(self.config(), ensure_ascii=False, indent=2) + "\n")
-        for name, text in self._listings().items():
-            atomic_write(folder / name, text)
+        atomic_write(config_path_for(file), json.dumps(self.config(), ensure_ascii=False, indent=2) + "\n")
+        if file.name == "tokenizer.json":  # the listings (merges.txt, vocab.txt) have one fixed name per folder
+            for name, text in self._listings().items():
+                atomic_write(folder / name, text)
         return file
 
     @classmethod
@@ -455,7 +474,14 @@ class Tokenizer(abc.ABC):
         file, config_file = _resolve_files(path)
         data = _read_json(file)
         config = _read_json(config_file) if config_file is not None else {}
-        name = (config.get("minillm") or {}).get("class") if isinstance(config.get("minillm"), dict) else None
+        mini = config.get("minillm")
+        if mini is not None and not isinstance(mini, dict):
+            raise ValueError(f"{str(config_file)!r}: field 'minillm' must be an object, got {mini!r}")
+        mini = mini or {}
+        for key in ("class", "default_system"):  # strict types: a file is data from a stranger
+            if mini.get(key) is not None and not isinstance(mini[key], str):
+                raise ValueError(f"{str(config_file)!r}: minillm.{key} must be a string or null, got {mini[key]!r}")
+        name = mini.get("class")
         if name is None:
             name = cls._guess_class(data, str(file))
         klass = Tokenizer._registry.get(name)
@@ -464,7 +490,6 @@ class Tokenizer(abc.ABC):
         if cls is not Tokenizer and not issubclass(klass, cls):
             raise ValueError(f"{str(file)!r} holds a {name}, not a {cls.__name__}; use minillm.tokenizers.load_tokenizer")
         tok = klass._from_hf(data, config, str(file))
-        mini = config.get("minillm") if isinstance(config.get("minillm"), dict) else {}
         tok.default_system = mini.get("default_system")
         return tok
 
@@ -490,6 +515,8 @@ class Tokenizer(abc.ABC):
                 name = config[role]
                 if isinstance(name, dict):  # transformers' AddedToken form
                     name = name.get("content")
+                if name is not None and not isinstance(name, str):
+                    raise ValueError(f"tokenizer_config.json: {role} must be a string or null, got {name!r}")
                 if name is not None and name not in self._special_tokens:
                     raise ValueError(f"tokenizer_config.json sets {role}={name!r}, which is not a special token")
                 setattr(self, role, name)

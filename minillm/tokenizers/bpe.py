@@ -61,6 +61,7 @@ from .hf_json import (
     bos_post_processor,
     byte_level_pre_tokenizer,
     bytes_to_unicode,
+    check_vocab_ids,
     file_skeleton,
     normalizer_json,
     parse_added_tokens,
@@ -88,6 +89,37 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 GPT4_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
+
+
+#: Patterns written by this project, known to run in linear time: used without a time limit.
+KNOWN_PATTERNS = frozenset({GPT2_PATTERN, GPT4_PATTERN})
+
+#: Texts a backtracking-prone pattern is tried on when it is loaded from a file.
+_PROBES = ("a" * 28 + "!", " " * 28 + "!", "1" * 28 + "!", "aA1 .\n" * 6 + "\x00", "汤姆" * 14 + "!")
+
+
+def regex_timeout(n_chars: int) -> float:
+    """Seconds a file's pattern may take on ``n_chars`` characters: far more than any linear pattern needs."""
+    return 2.0 + n_chars * 2e-6
+
+
+def check_pattern_cost(pattern: str, source: str, limit: float = 0.25) -> None:
+    """Refuse a pre-tokenizer pattern from a file that backtracks catastrophically on short probes
+    (``(a|a)+$`` takes minutes on 40 characters); other patterns still run with ``regex_timeout``."""
+    if pattern in KNOWN_PATTERNS:
+        return
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, TypeError) as e:
+        raise ValueError(f"{source}: invalid pre_tokenizer pattern {pattern!r}: {e}") from None
+    for probe in _PROBES:
+        try:
+            compiled.findall(probe, timeout=limit)
+        except TimeoutError:
+            raise ValueError(
+                f"{source}: the pre_tokenizer pattern {pattern!r} needs more than {limit}s on the {len(probe)}-character "
+                f"text {probe[:12]!r}...: it backtracks catastrophically; refused"
+            ) from None
 
 
 # --------------------------------------------------------------------------- #
@@ -253,6 +285,8 @@ class BPETokenizer(Tokenizer):
             self._pat = regex.compile(pattern)
         except (regex.error, TypeError) as e:
             raise ValueError(f"invalid pre-tokenization pattern {pattern!r}: {e}") from None
+        # our own patterns are known to be linear; any other one (a file's) runs with a time limit
+        self._guarded = pattern not in KNOWN_PATTERNS
         self.cache_size = int(cache_size)
 
         # ---- ids: special tokens, then the 256 bytes, then one id per merge ----
@@ -360,19 +394,26 @@ class BPETokenizer(Tokenizer):
         ['Hello', ' world', "'s", ' ', '123', '45', '!!\\n']
         """
         text = self._normalize(text)
-        if self._pat.groups == 0:
-            chunks = self._pat.findall(text)
-            if sum(map(len, chunks)) == len(text):
-                return chunks
-        # The pattern skips some characters (or has groups): keep the gaps as chunks too,
-        # as Hugging Face's Split(behavior="Isolated") does.
-        chunks, pos = [], 0
-        for m in self._pat.finditer(text):
-            if m.start() > pos:
-                chunks.append(text[pos : m.start()])
-            if m.end() > m.start():
-                chunks.append(m.group())
-            pos = m.end()
+        timeout = regex_timeout(len(text)) if self._guarded else None
+        try:
+            if self._pat.groups == 0:
+                chunks = self._pat.findall(text, timeout=timeout)
+                if sum(map(len, chunks)) == len(text):
+                    return chunks
+            # The pattern skips some characters (or has groups): keep the gaps as chunks too,
+            # as Hugging Face's Split(behavior="Isolated") does.
+            chunks, pos = [], 0
+            for m in self._pat.finditer(text, timeout=timeout):
+                if m.start() > pos:
+                    chunks.append(text[pos : m.start()])
+                if m.end() > m.start():
+                    chunks.append(m.group())
+                pos = m.end()
+        except TimeoutError:
+            raise ValueError(
+                f"the pre-tokenization pattern {self.pattern!r} took more than {timeout:.1f}s on a text of {len(text)} "
+                "characters (catastrophic backtracking); use a tokenizer with a linear pattern such as GPT4_PATTERN"
+            ) from None
         if pos < len(text):
             chunks.append(text[pos:])
         return chunks
@@ -596,7 +637,11 @@ class BPETokenizer(Tokenizer):
         if not isinstance(vocab, dict) or not isinstance(merges_json, list):
             raise ValueError(f"{source}: model must have a 'vocab' object and a 'merges' list")
         specials = parse_added_tokens(data, source)
+        check_vocab_ids(vocab, specials, source)  # before any table is sized by an id
         pattern = parse_byte_level_pattern(data.get("pre_tokenizer"), GPT2_PATTERN, source)
+        if not isinstance(pattern, str):
+            raise ValueError(f"{source}: the pre_tokenizer's Regex must be a string, got {pattern!r}")
+        check_pattern_cost(pattern, source)
         normalization = parse_normalizer(data.get("normalizer"), source)
         special_ids = set(specials.values())
         byte_table = bytes_to_unicode()

@@ -32,6 +32,7 @@ __all__ = [
     "NORMALIZATIONS",
     "file_skeleton",
     "parse_added_tokens",
+    "check_vocab_ids",
 ]
 
 NORMALIZATIONS = ("NFC", "NFD", "NFKC", "NFKD")
@@ -166,8 +167,30 @@ def file_skeleton(added_tokens: list[dict], normalizer, pre_tokenizer, post_proc
 def parse_added_tokens(data: dict, source: str) -> dict[str, int]:
     """``added_tokens`` -> ``{content: id}`` (all of them are matched whole)."""
     out: dict[str, int] = {}
-    for t in data.get("added_tokens") or []:
-        if not isinstance(t, dict) or not isinstance(t.get("content"), str) or not isinstance(t.get("id"), int):
-            raise ValueError(f"{source}: malformed added_tokens entry {t!r}")
+    added = data.get("added_tokens") or []
+    if not isinstance(added, list):
+        raise ValueError(f"{source}: added_tokens must be a list, got {type(added).__name__}")
+    for t in added:
+        if (not isinstance(t, dict) or not isinstance(t.get("content"), str) or not isinstance(t.get("id"), int)
+                or isinstance(t.get("id"), bool) or t["id"] < 0):
+            raise ValueError(f"{source}: malformed added_tokens entry {str(t)[:200]} (needs a string 'content' and "
+                             "an integer 'id' >= 0)")
         out[t["content"]] = t["id"]
     return out
+
+
+def check_vocab_ids(vocab: dict, added: dict[str, int], source: str) -> int:
+    """Check every id of ``model.vocab`` and ``added_tokens`` *before* anything is built from them.
+
+    Each must be a JSON integer (not a bool, not ``3.0``) in ``[0, n)``, ``n`` being the number of
+    distinct tokens (the vocabulary plus added tokens it lacks): one id of 300,000,000 would
+    otherwise make the loader build tables that large. Returns ``n``.
+    """
+    n = len(vocab) + sum(1 for t in added if t not in vocab)
+    for where, table in (("model.vocab", vocab), ("added_tokens", added)):
+        for tok, i in table.items():
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise ValueError(f"{source}: {where} id of {tok!r} is {i!r}, not an integer")
+            if not 0 <= i < n:
+                raise ValueError(f"{source}: {where} id {i} of {tok!r} is outside [0, {n}) (the file has {n} tokens)")
+    return n

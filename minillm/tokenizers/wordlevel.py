@@ -13,7 +13,7 @@ from collections import Counter
 from typing import ClassVar, Iterable, Mapping, Sequence
 
 from .base import _AUTO, DEFAULT_SPECIAL_TOKENS, Tokenizer
-from .hf_json import bos_post_processor, file_skeleton, parse_added_tokens
+from .hf_json import bos_post_processor, check_vocab_ids, file_skeleton, parse_added_tokens
 
 __all__ = ["WordLevelTokenizer"]
 
@@ -168,6 +168,7 @@ class WordLevelTokenizer(Tokenizer):
         if not isinstance(model, dict) or model.get("type") != "WordLevel" or not isinstance(model.get("vocab"), dict):
             raise ValueError(f"{source}: a {cls.__name__} needs a WordLevel model with a vocab")
         specials = parse_added_tokens(data, source)
+        check_vocab_ids(model["vocab"], specials, source)  # before any table is sized by an id
         items = sorted(((i, t) for t, i in model["vocab"].items() if t not in specials), key=lambda x: x[0])
         tok = cls([t for _, t in items], specials, **cls._hf_options(data, source))
         expected = {t: i for t, i in model["vocab"].items()}

@@ -17,10 +17,13 @@ from .checkpoint import latest_checkpoint, list_checkpoints, read_checkpoint, sa
 from .config import RESUME_KEYS, TrainConfig
 from .metrics import MetricsLogger, plot_metrics, read_metrics
 from .sampling import make_sample_fn
-from .trainer import CheckpointMismatchError, Trainer, default_forward, make_scheduler
+from .trainer import (
+    CheckpointMismatchError, OutputDirInUseError, Trainer, check_out_dir, default_forward, make_scheduler,
+    used_run_files,
+)
 
 __all__ = [
     "CheckpointMismatchError", "MetricsLogger", "RESUME_KEYS", "TrainConfig", "Trainer", "default_forward",
     "latest_checkpoint", "list_checkpoints", "make_sample_fn", "make_scheduler", "plot_metrics",
-    "read_checkpoint", "read_metrics", "save_checkpoint",
+    "read_checkpoint", "read_metrics", "save_checkpoint", "OutputDirInUseError", "check_out_dir", "used_run_files",
 ]

@@ -32,12 +32,18 @@ from ..io.safetensors import load_safetensors, save_safetensors
 
 __all__ = [
     "CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "list_checkpoints", "latest_checkpoint",
-    "checkpoint_dir_name",
+    "checkpoint_dir_name", "checkpoint_step", "STATE_FILE",
 ]
 
 CHECKPOINT_FORMAT = "minillm.checkpoint/1"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 MODEL_FILE, OPTIMIZER_FILE, STATE_FILE = "model.safetensors", "optimizer.safetensors", "trainer_state.json"
+
+
+def checkpoint_step(path: str) -> Optional[int]:
+    """The step in a checkpoint directory's name (``step_00000500`` -> 500), or None."""
+    m = _STEP_DIR.match(os.path.basename(os.path.normpath(path)))
+    return int(m.group(1)) if m else None
 
 
 def checkpoint_dir_name(step: int) -> str:

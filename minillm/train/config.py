@@ -8,6 +8,7 @@ short names nanoGPT uses.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -62,22 +63,32 @@ class TrainConfig:
 
     progress: bool = True  # tqdm bar with loss / lr / tokens per second / ETA
     plot: bool = True  # loss_curve.png at each evaluation (needs matplotlib; skipped without it)
+    overwrite: bool = False  # a fresh run may replace the run already in out_dir (else it is refused)
 
     def __post_init__(self):
+        for name in ("progress", "plot", "overwrite"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
         self.betas = tuple(self.betas)
         positive = ("max_steps", "grad_accum_steps", "keep_last", "log_interval")
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be an int >= 1, got {value!r}")
         for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "seed"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"TrainConfig.{name} must be an int >= 0, got {value!r}")
         for name in ("batch_size", "eval_batches", "lr_decay_steps"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"TrainConfig.{name} must be None or an int >= 1, got {value!r}")
+        for name in ("lr", "min_lr", "weight_decay", "eps", "grad_clip"):  # finite numbers, not "1e-3" or nan
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise ValueError(f"TrainConfig.{name} must be a finite number, got {value!r}")
+        if not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in self.betas):
+            raise ValueError(f"TrainConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         if self.lr <= 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:

@@ -30,7 +30,9 @@ import itertools
 import json
 import math
 import os
+import shutil
 import time
+import warnings
 from typing import Callable, Optional
 
 import numpy as np
@@ -47,16 +49,56 @@ from ..optim import (
 from ..optim.serialization import to_json_value
 from ..random import get_rng_state, manual_seed, set_rng_state
 from ..tensor import Tensor
-from .checkpoint import latest_checkpoint, read_checkpoint
+from ..io.guards import check_float_sources
+from .checkpoint import STATE_FILE, checkpoint_step, list_checkpoints, read_checkpoint
 from .checkpoint import save_checkpoint as _write_checkpoint
 from .config import RESUME_KEYS, TrainConfig
 from .metrics import MetricsLogger, plot_metrics
 
-__all__ = ["Trainer", "CheckpointMismatchError", "default_forward", "make_scheduler"]
+__all__ = ["Trainer", "CheckpointMismatchError", "OutputDirInUseError", "default_forward", "make_scheduler",
+           "check_out_dir", "used_run_files"]
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint was written for a different model, optimizer or training config."""
+
+
+class OutputDirInUseError(ValueError):
+    """A fresh run was started in an ``out_dir`` that holds another run."""
+
+
+# What a run leaves in its out_dir. Any of them means "used": a fresh run there would overwrite
+# the checkpoints, append to the metrics (two runs in one loss plot) and let keep_last delete
+# the other run's checkpoints. ``model``/``adapter`` are what the CLI and examples save at the end.
+_RUN_MARKERS = ("metrics.jsonl", "checkpoints", "model", "adapter")
+# What the Trainer itself writes (cleared by overwrite=True before a fresh run).
+_TRAINER_FILES = ("metrics.jsonl", "checkpoints", "loss_curve.png", "config.json")
+
+
+def used_run_files(out_dir: str) -> list:
+    """The files/folders in ``out_dir`` that show another run used it (empty list: a fresh folder)."""
+    found = []
+    for name in _RUN_MARKERS:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path) and os.listdir(path) or os.path.isfile(path) and os.path.getsize(path) > 0:
+            found.append(name)
+    return found
+
+
+def check_out_dir(out_dir: str, overwrite: bool = False, resume: bool = False) -> None:
+    """Refuse (``OutputDirInUseError``) to start a fresh run in a used ``out_dir``.
+
+    ``resume=True`` (continue the run that is there) or ``overwrite=True`` (replace it) say the
+    user knows. The CLI and the examples call this before any work; ``Trainer.train`` calls it
+    again, so a library user gets the same protection.
+    """
+    used = used_run_files(out_dir)
+    if used and not (overwrite or resume):
+        raise OutputDirInUseError(
+            f"{out_dir} already holds a training run ({', '.join(used)}); starting a new run there would overwrite "
+            "its checkpoints and mix its metrics. Choose another output folder, resume it (--resume / "
+            "Trainer.resume()), or replace it (--overwrite / TrainConfig(overwrite=True))"
+        )
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -199,6 +241,7 @@ class Trainer:
         self.last_eval: Optional[dict] = None
         self.last_checkpoint: Optional[str] = None
         self._resumed = False
+        self._resume_requested = False  # resume() was called (even if it found no checkpoint)
         self._batches = None
         self.metrics = MetricsLogger(os.path.join(cfg.out_dir, "metrics.jsonl"))
 
@@ -220,6 +263,14 @@ class Trainer:
     def train(self) -> dict:
         """Run updates until ``config.max_steps``; returns the last metrics."""
         cfg = self.config
+        if self.step == 0 and not self._resumed:  # a fresh run: never on top of another one
+            check_out_dir(cfg.out_dir, overwrite=cfg.overwrite, resume=self._resume_requested)
+            for name in _TRAINER_FILES:  # overwrite=True (or a resume that found no checkpoint): start clean
+                path = os.path.join(cfg.out_dir, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
         os.makedirs(cfg.out_dir, exist_ok=True)
         atomic_write(os.path.join(cfg.out_dir, "config.json"),
                      json.dumps({"train": cfg.to_dict(), "model": model_config_dict(self.model)}, indent=1))
@@ -393,7 +444,11 @@ class Trainer:
                     hint = ""
                     if key == "decay_steps":
                         hint = (f" (the lr reaches min_lr at step {saved_cfg[key]} in the checkpoint's schedule; "
-                                f"set lr_decay_steps={saved_cfg[key]} to keep it)")
+                                f"set lr_decay_steps={saved_cfg[key]} to keep it; on the command line: --lr-decay-steps "
+                                f"{saved_cfg[key]})")
+                    elif key == "warmup_steps":
+                        hint = (f" (set warmup_steps={saved_cfg[key]} to keep it; on the command line: --warmup-steps "
+                                f"{saved_cfg[key]})")
                     problems.append(f"config.{key}: checkpoint {saved_cfg[key]!r}, now {now_cfg.get(key)!r}{hint}")
             saved_n, now_n = state.get("train_batches_per_epoch"), _len_or_none(self.train_loader)
             if saved_n is not None and now_n is not None and saved_n != now_n:
@@ -418,43 +473,98 @@ class Trainer:
             problems.append(f"optimizer: checkpoint {state.get('optimizer_class')}, now {type(self.optimizer).__name__}")
         return problems
 
-    def load_checkpoint(self, path: str, strict_config: bool = True) -> None:
-        """Restore everything from checkpoint directory ``path`` so ``train()`` continues exactly.
+    def _prepare_checkpoint(self, path: str, strict_config: bool) -> dict:
+        """Read checkpoint ``path`` and check everything in it against this Trainer; change nothing.
 
-        Raises ``CheckpointMismatchError`` listing every difference if the checkpoint was
-        written for another model, optimizer or (with ``strict_config``) a training config
-        whose ``RESUME_KEYS`` differ (or a train loader with another number of batches per
-        epoch). These checks all run before anything is loaded.
+        Raises ``CheckpointMismatchError`` when the checkpoint is intact but for another run
+        (model, optimizer, training config), and ``ValueError`` / ``OSError`` naming the file
+        when it is damaged (a missing or mistyped field of trainer_state.json, a truncated
+        safetensors file).
         """
         model_arrays, opt_arrays, state = read_checkpoint(path)
+        state_path = os.path.join(path, STATE_FILE)
+        _check_state_fields(state, state_path, checkpoint_step(path))
         problems = self._mismatches(state, strict_config)
+        step = state["step"]
+        if step > self.config.max_steps:
+            problems.append(f"step: the checkpoint is at step {step}, past max_steps={self.config.max_steps}; "
+                            "raise max_steps (--steps) to train further")
         if problems:
             shown = problems[:12] + ([f"... and {len(problems) - 12} more"] if len(problems) > 12 else [])
             raise CheckpointMismatchError(
                 f"checkpoint {path} does not match this run:\n  " + "\n  ".join(shown)
                 + "\nStart a new out_dir, or pass strict_config=False to accept training-config changes."
             )
-        opt_state = unflatten_state_dict(opt_arrays, state["optimizer"])
+        # the arrays themselves (not only the JSON's list of them) must fit the model
+        model_file = os.path.join(path, "model.safetensors")
+        stored = set(self._model_arrays()[0])
+        if set(model_arrays) != stored:
+            raise ValueError(f"{model_file}: tensors {sorted(set(model_arrays) ^ stored)[:8]} differ from the model's")
+        shapes = self._model_arrays()[2]
+        wrong = [f"{n}: {a.shape} in the file, {tuple(shapes[n])} in the model" for n, a in model_arrays.items()
+                 if tuple(a.shape) != tuple(shapes[n])]
+        if wrong:
+            raise ValueError(f"{model_file}: " + "; ".join(wrong[:8]))
+        check_float_sources(model_arrays, self.model, model_file)
+        for alias, name in state["tied"].items():
+            if name not in model_arrays:
+                raise ValueError(f"{state_path}: tied weight {alias!r} points to {name!r}, which the checkpoint lacks")
+        try:
+            opt_state = unflatten_state_dict(opt_arrays, state["optimizer"])
+        except (KeyError, TypeError, AttributeError, ValueError) as e:
+            raise ValueError(f"{state_path}: damaged optimizer metadata ({type(e).__name__}: {e})") from None
+        loader_state = state.get("train_loader")
+        if loader_state is not None and not hasattr(self.train_loader, "load_state_dict"):
+            raise CheckpointMismatchError(
+                "the checkpoint stores a data-loader position but this train_loader has no load_state_dict()"
+            )
+        # the loader and the RNG check their own state: try it on them and put theirs back at once
+        rng_now = get_rng_state()
+        try:
+            set_rng_state(state["rng"]["minillm"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{state_path}: damaged rng state ({type(e).__name__}: {e})") from None
+        finally:
+            set_rng_state(rng_now)
+        if loader_state is not None and hasattr(self.train_loader, "state_dict"):
+            loader_now = self.train_loader.state_dict()
+            try:
+                self.train_loader.load_state_dict(loader_state)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{state_path}: damaged train_loader state ({type(e).__name__}: {e})") from None
+            finally:
+                self.train_loader.load_state_dict(loader_now)
+        return {"path": path, "state": state, "model": model_arrays, "optimizer": opt_state}
+
+    def _apply_checkpoint(self, plan: dict) -> None:
+        """Load a checkpoint ``_prepare_checkpoint`` accepted. The parts that validate their own
+        input (optimizer, data loader, RNG) go first, each undone if a later one refuses."""
+        state, path = plan["state"], plan["path"]
+        state_path = os.path.join(path, STATE_FILE)
         # Hyperparameters (lr, betas, weight decay, the schedule's shape) come from this run's
         # config -- equal to the checkpoint's unless strict_config=False was asked for; the
         # checkpoint provides the state: moments, step counts, the schedule's position.
         hyper = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-        # the optimizer validates everything before it changes anything, so it goes first;
-        # the model's names and shapes were checked above
-        self.optimizer.load_state_dict(opt_state)
+        opt_before = self.optimizer.state_dict()
+        loader_before = self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None
+        rng_before = get_rng_state()
+        try:
+            self.optimizer.load_state_dict(plan["optimizer"])  # validates everything before it changes anything
+            if state.get("train_loader") is not None:
+                self.train_loader.load_state_dict(state["train_loader"])
+            set_rng_state(state["rng"]["minillm"])
+        except (KeyError, TypeError, ValueError) as e:
+            self.optimizer.load_state_dict(opt_before)
+            if loader_before is not None:
+                self.train_loader.load_state_dict(loader_before)
+            set_rng_state(rng_before)
+            raise ValueError(f"{state_path}: {type(e).__name__}: {e} (nothing was loaded)") from None
         for group, h in zip(self.optimizer.param_groups, hyper):
             group.update(h)
-        self.model.load_state_dict(model_arrays, strict=True)
+        self.model.load_state_dict(plan["model"], strict=True)  # names, shapes and dtypes were checked
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), "last_step": state["scheduler"]["last_step"]})
-        if state.get("train_loader") is not None:
-            if not hasattr(self.train_loader, "load_state_dict"):
-                raise CheckpointMismatchError(
-                    "the checkpoint stores a data-loader position but this train_loader has no load_state_dict()"
-                )
-            self.train_loader.load_state_dict(state["train_loader"])
-        set_rng_state(state["rng"]["minillm"])
-        self.step = int(state["step"])
-        self.tokens_seen = int(state.get("tokens_seen", 0))
+        self.step = state["step"]
+        self.tokens_seen = state.get("tokens_seen", 0)
         best = state.get("best_val_loss")
         self.best_val_loss = math.inf if best is None else float(best)
         self._batches = None  # restart the batch stream from the restored loader position
@@ -462,9 +572,85 @@ class Trainer:
         self.last_checkpoint = path
         self.metrics.truncate_after(self.step)  # the steps after it will be logged again
 
+    def load_checkpoint(self, path: str, strict_config: bool = True) -> None:
+        """Restore everything from checkpoint directory ``path`` so ``train()`` continues exactly.
+
+        Raises ``CheckpointMismatchError`` listing every difference if the checkpoint was
+        written for another model, optimizer or (with ``strict_config``) a training config
+        whose ``RESUME_KEYS`` differ (or a train loader with another number of batches per
+        epoch), and ``ValueError`` naming the file when it is damaged. These checks all run
+        before anything is loaded: on an error the Trainer is unchanged.
+        """
+        self._apply_checkpoint(self._prepare_checkpoint(path, strict_config))
+
     def resume(self, out_dir: Optional[str] = None, strict_config: bool = True) -> Optional[str]:
-        """Load the newest checkpoint in ``out_dir`` (default ``config.out_dir``); returns its path or None."""
-        path = latest_checkpoint(out_dir if out_dir is not None else self.config.out_dir)
-        if path is not None:
-            self.load_checkpoint(path, strict_config=strict_config)
-        return path
+        """Load the newest intact checkpoint in ``out_dir`` (default ``config.out_dir``); returns its path or None.
+
+        A damaged newest checkpoint (truncated file, broken trainer_state.json) is skipped with a
+        warning and the previous one is used; a checkpoint of another run
+        (``CheckpointMismatchError``) stops the resume, since the older ones belong to it too.
+        """
+        self._resume_requested = True
+        found = list_checkpoints(out_dir if out_dir is not None else self.config.out_dir)
+        damaged = []
+        for _, path in reversed(found):
+            try:
+                plan = self._prepare_checkpoint(path, strict_config)
+            except CheckpointMismatchError:
+                raise
+            except (ValueError, OSError) as e:
+                damaged.append(f"{path}: {e}")
+                warnings.warn(f"checkpoint {path} is damaged, trying the previous one: {e}", stacklevel=2)
+                continue
+            self._apply_checkpoint(plan)
+            return path
+        if damaged:
+            raise ValueError("every checkpoint is damaged; nothing was loaded:\n  " + "\n  ".join(damaged))
+        return None
+
+
+def _check_state_fields(state: dict, where: str, dir_step: Optional[int]) -> None:
+    """Every field ``load_checkpoint`` uses, with its JSON type and range, before anything is applied."""
+    def need(key, types, what):
+        if key not in state:
+            raise ValueError(f"{where}: missing field {key!r}")
+        value = state[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ValueError(f"{where}: field {key!r} must be {what}, got {value!r}"[:300])
+        return value
+
+    def nonneg_int(value, key):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{where}: field {key!r} must be an integer >= 0, got {value!r}")
+        return value
+
+    step = nonneg_int(need("step", (int,), "an integer"), "step")
+    if dir_step is not None and step != dir_step:
+        raise ValueError(f"{where}: step {step} does not match its directory name (step {dir_step})")
+    need("resume_values", (dict,), "an object")
+    params = need("model_params", (dict,), "an object")
+    for name, shape in params.items():
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise ValueError(f"{where}: model_params[{name!r}] must be a list of integers, got {shape!r}")
+    tied = need("tied", (dict,), "an object")
+    if not all(isinstance(v, str) for v in tied.values()):
+        raise ValueError(f"{where}: field 'tied' must map names to names, got {tied!r}")
+    need("optimizer_class", (str,), "a string")
+    need("optimizer", (dict,), "an object")
+    sched = need("scheduler", (dict,), "an object")
+    last = nonneg_int(sched.get("last_step"), "scheduler.last_step")
+    if last != step:
+        raise ValueError(f"{where}: scheduler.last_step {last} does not match step {step}")
+    rng = need("rng", (dict,), "an object")
+    if not isinstance(rng.get("minillm"), dict):
+        raise ValueError(f"{where}: field 'rng' must hold the generator state under 'minillm', got {rng!r}"[:300])
+    if state.get("model_config") is not None and not isinstance(state["model_config"], dict):
+        raise ValueError(f"{where}: field 'model_config' must be an object or null")
+    if state.get("train_loader") is not None and not isinstance(state["train_loader"], dict):
+        raise ValueError(f"{where}: field 'train_loader' must be an object or null")
+    if state.get("train_batches_per_epoch") is not None:
+        nonneg_int(state["train_batches_per_epoch"], "train_batches_per_epoch")
+    nonneg_int(state.get("tokens_seen", 0), "tokens_seen")
+    best = state.get("best_val_loss")
+    if best is not None and (not isinstance(best, (int, float)) or isinstance(best, bool)):
+        raise ValueError(f"{where}: field 'best_val_loss' must be a number or null, got {best!r}")

@@ -1,0 +1,119 @@
+"""Checks every loader runs on what a file tells it, before it believes it.
+
+A file a user downloads is data from a stranger. Three rules, one helper each:
+
+* **Names stay inside the folder** (``resolve_inside``). A loader that follows a file name
+  written in another file (a shard index's ``weight_map``) resolves it inside the directory
+  the user named and refuses an absolute path, ``..``, or a symlink that leads out.
+* **JSON types are strict** (``json_bool``, ``json_int``, ``json_float``). ``bool("false")`` is
+  ``True`` and ``int(2.9)`` is 2: a flag must be a JSON boolean, a size an integer, a float a
+  finite number; anything else is refused with the file and the field named.
+* **Float parameters load only from float tensors** (``check_float_sources``). Casting an
+  integer or boolean tensor into a float weight "works" and gives garbage.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+__all__ = ["resolve_inside", "json_bool", "json_int", "json_float", "check_float_sources", "refuse_lora_layers"]
+
+_MISSING = object()
+
+
+def resolve_inside(directory, name, source: str, what: str = "file", extra_roots=()) -> str:
+    """The path of ``name`` (a relative file name read from ``source``) inside ``directory``.
+
+    Refuses (ValueError naming ``source`` and the name): a non-string, an empty or absolute
+    name, a ``..`` component, and a name whose real path (symlinks followed) is outside the
+    real ``directory``. ``extra_roots`` are further real directories a symlink may lead into
+    (the Hugging Face cache keeps every file of a snapshot as a symlink into ``../../blobs``:
+    the index file's own real folder is allowed for its shards).
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"{source}: {what} name {name!r} is a {type(name).__name__}, expected a string")
+    parts = name.replace("\\", "/").split("/")
+    if not name or os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts or (len(name) > 1 and name[1] == ":"):
+        raise ValueError(f"{source}: {what} {name!r} is not a plain relative name inside {os.fspath(directory)!r}; refused")
+    base = os.path.realpath(os.fspath(directory))
+    path = os.path.join(base, name)
+    real = os.path.realpath(path)
+    roots = [base] + [os.path.realpath(r) for r in extra_roots]
+    if not any(os.path.commonpath([real, r]) == r for r in roots):
+        raise ValueError(f"{source}: {what} {name!r} leads outside {os.fspath(directory)!r} (through a symlink); refused")
+    return path
+
+
+def _get(d: dict, key: str, default, source: str):
+    value = d.get(key, default)
+    if value is _MISSING:
+        raise ValueError(f"{source}: missing field {key!r}")
+    return value
+
+
+def json_bool(d: dict, key: str, source: str, default=_MISSING, allow_none: bool = False):
+    """``d[key]`` if it is a JSON boolean (``true``/``false``), else ValueError naming the field."""
+    value = _get(d, key, default, source)
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool):
+        raise ValueError(f"{source}: field {key!r} must be true or false (a JSON boolean), got {value!r}")
+    return value
+
+
+def json_int(d: dict, key: str, source: str, default=_MISSING, minimum=None, allow_none: bool = False):
+    """``d[key]`` if it is a JSON integer (not a bool, not ``2.0``) ``>= minimum``."""
+    value = _get(d, key, default, source)
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{source}: field {key!r} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{source}: field {key!r} must be >= {minimum}, got {value}")
+    return value
+
+
+def json_float(d: dict, key: str, source: str, default=_MISSING, positive: bool = False) -> float:
+    """``float(d[key])`` if it is a finite JSON number (an int is fine, a bool or a string is not)."""
+    value = _get(d, key, default, source)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{source}: field {key!r} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{source}: field {key!r} must be > 0, got {value!r}")
+    return float(value)
+
+
+def check_float_sources(tensors: dict, model, source: str, names: dict | None = None) -> None:
+    """Refuse an integer or boolean tensor for a floating-point parameter of ``model``.
+
+    ``tensors``: name -> array as read from ``source``; ``names`` maps a tensor name to the
+    model's ``state_dict`` name when they differ (Hugging Face files). Unknown names are left
+    to the loader's own missing/unexpected check.
+    """
+    state = model.state_dict()
+    bad = []
+    for key, arr in tensors.items():
+        target = state.get(names.get(key, key) if names else key)
+        if target is None:
+            continue
+        dst = target.data.dtype if hasattr(target, "data") else np.asarray(target).dtype
+        src = np.asarray(arr).dtype
+        if np.issubdtype(dst, np.floating) and not np.issubdtype(src, np.floating):
+            bad.append(f"{key} ({src})")
+    if bad:
+        raise ValueError(f"{source}: tensor(s) {bad} are not floating point but the model's parameters are; "
+                         "refusing to cast (the file is corrupt or not a weights file)")
+
+
+def refuse_lora_layers(model, where: str) -> None:
+    """A model with injected LoRA layers saves names (``...lora_A.weight``) no plain loader accepts."""
+    from ..nn.lora import LoRALinear  # io sits above nn
+
+    if type(model).__name__ == "PeftModel" or any(isinstance(m, LoRALinear) for _, m in model.named_modules()):
+        raise ValueError(
+            f"{where}: the model has LoRA layers injected; a plain model directory cannot hold them. "
+            "Call merge_and_unload() and save the returned model (a plain model with W = W0 + B·A·α/r), or "
+            "save only the adapter with save_pretrained(dir)"
+        )
