@@ -19,6 +19,7 @@ import os
 import time
 from typing import Iterable, Sequence
 
+from ._files import atomic_write
 from .autograd import no_grad
 from .data import (
     DataLoader, PretrainDataset, SFTDataset, build_token_file, check_eval_conversation, collate_sft,
@@ -58,8 +59,7 @@ def prepare_corpus(data_dir: str, n_stories: int = 30_000, n_sft: int = 6_000, s
         except ValueError:  # a damaged stamp: write the corpus again
             pass
     written = write_default_corpus(data_dir, n_stories=n_stories, n_sft=n_sft, seed=seed)
-    with open(stamp_path, "w", encoding="utf-8") as f:
-        json.dump(stamp, f)
+    atomic_write(stamp_path, json.dumps(stamp))
     return {k: written[k] for k in names}
 
 

@@ -11,8 +11,8 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
+from .._files import atomic_write
 from .base import DEFAULT_SPECIAL_TOKENS, load_tokenizer
 from .bpe import GPT2_PATTERN, GPT4_PATTERN, BPETokenizer
 from .char import CharTokenizer
@@ -141,7 +141,7 @@ def _encode(args) -> int:
 
 def _sample(args) -> int:
     text = sample_corpus(int(args.mb * 1e6), chinese_fraction=args.chinese_fraction, seed=args.seed)
-    Path(args.out).write_text(text, encoding="utf-8")
+    atomic_write(args.out, text)
     print(f"wrote {len(text.encode('utf-8')) / 1e6:.2f} MB to {args.out}")
     return 0
 

@@ -38,6 +38,7 @@ import numpy as np
 from .._checks import check_token_ids
 from .._files import atomic_write
 from .chat import IM_END, IM_START, apply_chat_template as _format_chat, chat_template_jinja, check_messages
+from .hf_json import CHAR_PATTERN
 
 __all__ = ["Tokenizer", "DEFAULT_SPECIAL_TOKENS", "load_tokenizer"]
 
@@ -501,8 +502,6 @@ class Tokenizer(abc.ABC):
         if model["type"] == "BPE":
             return "BPETokenizer"
         if model["type"] == "WordLevel":
-            from .char import CHAR_PATTERN
-
             pre = data.get("pre_tokenizer") or {}
             pattern = (pre.get("pattern") or {}).get("Regex") if isinstance(pre, dict) else None
             return "CharTokenizer" if pattern == CHAR_PATTERN else "WordTokenizer"

@@ -17,13 +17,10 @@ character means the model must spend its context and compute on spelling.
 
 from __future__ import annotations
 
-from .hf_json import split_pre_tokenizer
+from .hf_json import CHAR_PATTERN, split_pre_tokenizer
 from .wordlevel import WordLevelTokenizer
 
 __all__ = ["CharTokenizer", "CHAR_PATTERN"]
-
-#: Any single character, newlines included (Hugging Face's regex has no dotall flag).
-CHAR_PATTERN = r"[\s\S]"
 
 
 class CharTokenizer(WordLevelTokenizer):

@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = [
+    "CHAR_PATTERN",
     "bytes_to_unicode",
     "unicode_to_bytes",
     "token_string",
@@ -79,6 +80,12 @@ def token_bytes(token: str, source: str = "tokenizer.json") -> bytes:
         return bytes(table[c] for c in token)
     except KeyError as e:
         raise ValueError(f"{source}: token {token!r} has the character {e.args[0]!r}, which is not byte-level") from None
+
+
+#: The character tokenizer's pre-tokenizer: any single character, newlines included (Hugging
+#: Face's regex has no dotall flag). Kept here, with the file format, because ``Tokenizer.load``
+#: recognises a character-level ``tokenizer.json`` by it without importing the subclass.
+CHAR_PATTERN = r"[\s\S]"
 
 
 def split_pre_tokenizer(pattern: str, behavior: str = "Isolated", invert: bool = False) -> dict[str, Any]:
