@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", required=True, help="model dir")
     g.add_argument("--prompt", required=True, nargs="+", help="one or more prompts")
     _sampling_args(g)
+    g.add_argument("--num-beams", type=int, default=1,
+                   help="beam search with this many beams (deterministic; ignores the sampling settings)")
 
     c = sub.add_parser("chat", help="talk to an SFT model in the terminal (streams tokens)")
     c.add_argument("--model", required=True, help="model dir")
@@ -259,9 +261,11 @@ def cmd_sft(args):
 def _generation_config(args, eos_token_id):
     from .generation import GenerationConfig
 
+    beams = getattr(args, "num_beams", 1)  # `chat` streams one sequence, so it has no --num-beams
     return GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                             top_p=args.top_p, eos_token_id=eos_token_id, seed=args.seed,
-                            repetition_penalty=args.repetition_penalty)
+                            repetition_penalty=args.repetition_penalty, num_beams=beams,
+                            do_sample=False if beams > 1 else None)
 
 
 def cmd_generate(args):

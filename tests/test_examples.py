@@ -63,6 +63,9 @@ def test_cli_pipeline(tmp_path, capsys, monkeypatch):
     assert main(["generate", "--model", str(tmp_path / "sft" / "model"), "--prompt", "In the morning",
                  "--max-new-tokens", "5", "--seed", "0"]) == 0
     assert capsys.readouterr().out.startswith("In the morning")
+    assert main(["generate", "--model", str(tmp_path / "sft" / "model"), "--prompt", "In the morning",
+                 "--max-new-tokens", "5", "--num-beams", "3"]) == 0
+    assert capsys.readouterr().out.startswith("In the morning")
     import io
 
     monkeypatch.setattr("sys.stdin", io.StringIO("What is 2 + 3?\n/reset\nhello\n\n"))
