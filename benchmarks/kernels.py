@@ -56,7 +56,9 @@ def median_time(fn, repeats):
 def set_threads(n):
     import numba
 
-    import minillm  # noqa: F401  (first: it picks Numba's non-spinning threading layer before the threads start)
+    import minillm  # first: it picks Numba's non-spinning threading layer before the threads start
+
+    minillm.tune_malloc()  # reuse freed buffers across repeats, as in training
 
     numba.set_num_threads(n)
     try:
