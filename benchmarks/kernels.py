@@ -56,7 +56,9 @@ def median_time(fn, repeats):
 def set_threads(n):
     import numba
 
-    import minillm  # noqa: F401  (first: it picks Numba's non-spinning threading layer before the threads start)
+    import minillm  # first: it picks Numba's non-spinning threading layer before the threads start
+
+    minillm.tune_malloc()  # reuse freed buffers across repeats, as in training
 
     numba.set_num_threads(n)
     try:
@@ -233,24 +235,27 @@ def matmul_rows(repeats, threads, ghz):
         torch = None
     peak = threads * ghz * PEAK_FLOP_PER_CYCLE
     rng = np.random.default_rng(0)
-    shapes = {  # shape class -> (a shape, b shape, trans_b)
-        "large 1024^3": ((1024, 1024), (1024, 1024), False),
-        "linear tiny (B*T,128)@(384,128)^T": ((2048, 128), (384, 128), True),
-        "linear small (B*T,288)@(768,288)^T": ((2048, 288), (768, 288), True),
-        "batched QK^T tiny (32,256,32)": ((32, 256, 32), (32, 256, 32), True),
-        "tiny 16x16x16 x64": ((64, 16, 16), (64, 16, 16), False),
+    # One shape per class the training step meets (M, N, K >= 512; a 2-D weight; batched
+    # attention products; tiny per-call-overhead-bound ones): if the Numba GEMM ever wins a
+    # class, kernels.matmul should dispatch that class to it. Today BLAS wins all of them.
+    shapes = {  # name -> (class, a shape, b shape, trans_b)
+        "large 1024^3": ("large", (1024, 1024), (1024, 1024), False),
+        "linear tiny (B*T,128)@(384,128)^T": ("linear", (2048, 128), (384, 128), True),
+        "linear small (B*T,288)@(768,288)^T": ("linear", (2048, 288), (768, 288), True),
+        "batched QK^T tiny (32,256,32)": ("batched", (32, 256, 32), (32, 256, 32), True),
+        "tiny 16x16x16 x64": ("tiny", (64, 16, 16), (64, 16, 16), False),
     }
     rows = []
-    for name, (sa, sb, tb) in shapes.items():
+    for name, (cls, sa, sb, tb) in shapes.items():
         a = rng.standard_normal(sa).astype(np.float32)
         b = rng.standard_normal(sb).astype(np.float32)
         M, Kd = sa[-2], sa[-1]
         N = sb[-2] if tb else sb[-1]
         flops = 2 * M * N * Kd * int(np.prod(sa[:-2] or (1,)))
-        row = {"shape": name, "class": K.matmul_shape_class(sa, sb, False, tb)}
+        row = {"shape": name, "class": cls}
         row["blas_s"] = median_time(lambda: K.reference.matmul(a, b, False, tb), repeats)
         row["numba_s"] = median_time(lambda: K.matmul_numba(a, b, False, tb), repeats)
-        row["default_s"] = median_time(lambda: K.matmul(a, b, False, tb), repeats)
+        row["default_s"] = median_time(lambda: K.matmul(a, b, False, tb), repeats)  # kernels.matmul: BLAS
         if torch:
             ta, tbt = torch.from_numpy(a), torch.from_numpy(b)
             row["torch_s"] = median_time(lambda: torch.matmul(ta, tbt.transpose(-1, -2) if tb else tbt), repeats)

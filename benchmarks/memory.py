@@ -43,8 +43,9 @@ def worker(contender: str, config: str, steps: int, threads: int) -> dict:
         import numba
         from threadpoolctl import threadpool_limits
 
-        import minillm  # noqa: F401  (before numba.set_num_threads: picks the threading layer)
+        import minillm  # before numba.set_num_threads: picks the threading layer
 
+        minillm.tune_malloc()  # as the Trainer does
         threadpool_limits(threads)
         numba.set_num_threads(threads)
         step, n_params = ts.make_minillm(c, "numba" if "numba" in contender else "numpy")

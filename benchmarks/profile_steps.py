@@ -113,6 +113,7 @@ def profile_decode() -> None:
 
 
 def main():
+    mi.tune_malloc()  # as the Trainer and the CLI do
     if not ARGS.json:
         print(f"threads={ARGS.threads} kernels={mi.get_kernels()}")
     if ARGS.what in ("train", "both"):

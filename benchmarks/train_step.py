@@ -35,8 +35,11 @@ CONFIGS = {
 
 
 def set_threads(n: int) -> None:
-    """The same thread count for every contender: BLAS, Numba and torch."""
-    import minillm  # noqa: F401  (first: it picks Numba's threading layer before set_num_threads starts it)
+    """The same thread count for every contender: BLAS, Numba and torch; and malloc tuned for
+    training, as minillm's Trainer and CLI do (it then helps every contender in this process)."""
+    import minillm  # first: it picks Numba's threading layer before set_num_threads starts it
+
+    minillm.tune_malloc()
 
     try:
         from threadpoolctl import threadpool_limits

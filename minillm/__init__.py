@@ -6,13 +6,14 @@
 
 Names follow PyTorch (``mi.tensor``, ``mi.no_grad``, ``x.view``, ``F.cross_entropy``) so
 the book's code reads the same here.
+
+Importing minillm changes nothing process-wide except picking Numba's threading layer
+(``kernels/__init__.py``). ``mi.tune_malloc()`` is the opt-in malloc setting for training
+(``_runtime.py``), which the CLI, the examples and ``Trainer`` turn on.
 """
 __version__ = "0.1.0"
 
-from ._runtime import tune_malloc as _tune_malloc  # noqa: E402
-
-_tune_malloc()  # reuse freed activation memory instead of page-faulting it in every step
-
+from ._runtime import tune_malloc  # noqa: E402
 from . import kernels  # noqa: E402  (before the ops, which dispatch through it)
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled  # noqa: E402
 from .kernels import get_kernels, set_kernels  # noqa: E402

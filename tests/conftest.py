@@ -1,4 +1,5 @@
-"""Shared test setup: a small, deadline-free hypothesis profile and a kernel-backend fixture."""
+"""Shared test setup: a small, deadline-free hypothesis profile, a kernel-backend fixture and the
+SMALL_INPUT threshold each test runs at."""
 import os
 
 import numpy as np
@@ -8,9 +9,42 @@ from hypothesis import HealthCheck, settings
 import minillm as mi
 import minillm.kernels
 
-# The "numba" backend sends arrays smaller than SMALL_INPUT to the NumPy reference (faster
-# there); the tests use small arrays, so make every call on that backend reach Numba.
-minillm.kernels.SMALL_INPUT = 0
+# The "numba" backend sends arrays smaller than SMALL_INPUT elements to the NumPy reference
+# (faster there). The tests use small arrays, so by default every call on that backend reaches
+# Numba (SMALL_INPUT = 0). The model, training and generation tests run a second time at the
+# shipped threshold, the mix of kernels users actually get (numba backend only: the numpy
+# backend never looks at the threshold).
+SHIPPED_SMALL_INPUT = minillm.kernels.SMALL_INPUT
+ALSO_AT_SHIPPED_THRESHOLD = ("test_llama", "test_train", "test_generation")  # module name prefixes
+
+
+def pytest_generate_tests(metafunc):
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if "small_input" in metafunc.fixturenames and module.startswith(ALSO_AT_SHIPPED_THRESHOLD):
+        metafunc.parametrize("small_input", ["all-numba", "shipped"], indirect=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Drop the (numpy backend, shipped threshold) duplicates: the threshold changes nothing there."""
+    def redundant(item):
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        return params.get("small_input") == "shipped" and (
+            params.get("backend") == "numpy" or (not params.get("backend") and mi.get_kernels() == "numpy"))
+
+    dropped = [item for item in items if redundant(item)]
+    if dropped:
+        items[:] = [item for item in items if not redundant(item)]
+        config.hook.pytest_deselected(items=dropped)
+
+
+@pytest.fixture(autouse=True)
+def small_input(request):
+    """kernels.SMALL_INPUT for this test: 0 (every numba-backend call reaches Numba) or, for the
+    modules in ALSO_AT_SHIPPED_THRESHOLD, also the shipped value. Yields the value in effect."""
+    value = SHIPPED_SMALL_INPUT if getattr(request, "param", "all-numba") == "shipped" else 0
+    previous, minillm.kernels.SMALL_INPUT = minillm.kernels.SMALL_INPUT, value
+    yield value
+    minillm.kernels.SMALL_INPUT = previous
 
 # "ci" is the default: modest example counts (many small tests beat few huge ones).
 # The `backend` fixture only selects kernels, so sharing it across the examples of one test is safe.

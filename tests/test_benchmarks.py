@@ -1,14 +1,20 @@
 """The benchmark scripts run end to end on tiny settings (their speed numbers are not tested)."""
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(script, *args):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True, timeout=600)
+    env = dict(os.environ, MINILLM_KERNELS="numba")  # they compare the Numba path (also when the suite runs on numpy)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                         timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -21,13 +27,43 @@ def test_generate_benchmark_checks_all_paths_agree():
     assert all(r["same_tokens"] for r in res["results"])
 
 
-def test_profile_script_lists_kernels():
-    out = run("profile_steps.py", "--steps", "1", "--tokens", "3", "--top", "40")
-    assert "tiny training step" in out and "reference.py:17(matmul)" in out
-    assert "_decode.py" in out and "llama_decode_step" in out
+def _check_table(prof):
+    """The rows are the functions with the most own time, largest first, and their shares are
+    fractions of the profiled total that add up to most of it."""
+    top = prof["top"]
+    assert prof["profiled_ms"] > 0 and len(top) >= 10
+    shares = [r["share"] for r in top]
+    assert shares == sorted(shares, reverse=True)
+    for r in top:
+        assert r["calls"] >= 1 and 0 <= r["share"] <= 1
+        assert r["own_ms"] == pytest.approx(r["share"] * prof["profiled_ms"], rel=1e-6)
+    assert 0.5 < sum(shares) <= 1 + 1e-9  # 40 functions hold most of the time, never more than all of it
 
 
-def test_profile_script_json():
-    res = json.loads(run("profile_steps.py", "--what", "decode", "--tokens", "3", "--json"))
-    (prof,) = res["profiles"]
-    assert prof["top"] and abs(sum(r["share"] for r in prof["top"])) <= 1.0 + 1e-9
+def _row(prof, pattern):
+    rows = [r for r in prof["top"] if re.fullmatch(pattern, r["function"])]
+    assert rows, f"no row matches {pattern!r} in {[r['function'] for r in prof['top']]}"
+    return rows[0]
+
+
+def test_profile_script_finds_where_the_time_goes():
+    res = json.loads(run("profile_steps.py", "--steps", "1", "--tokens", "3", "--top", "40", "--json"))
+    train, decode = res["profiles"]
+    assert train["title"].startswith("tiny training step") and decode["title"].startswith("tiny greedy decoding")
+    _check_table(train)
+    _check_table(decode)
+    # a training step is BLAS-bound: the GEMMs of the linear layers lead (58 % on an idle machine),
+    # 3 per linear layer (forward, grad input, grad weight) x (7 per block x 4 blocks + the output)
+    matmul = _row(train, r"kernels/reference\.py:\d+\(matmul\)")
+    assert matmul is train["top"][0] and matmul["calls"] == 3 * (7 * 4 + 1)
+    _row(train, r"kernels/_attention\.py:\d+\(attention_(forward|backward)_kernel\)")  # the Numba kernels show up by name
+    _row(decode, r"kernels/_decode\.py:\d+\(llama_decode_step\)")
+
+
+def test_profile_script_prints_a_table():
+    out = run("profile_steps.py", "--what", "decode", "--tokens", "3", "--top", "5")
+    lines = out.splitlines()
+    assert lines[0].startswith("threads=2 kernels=numba")
+    head = next(i for i, line in enumerate(lines) if line.split() == ["own", "ms", "share", "calls", "function"])
+    assert len(lines) - head - 1 == 5  # --top rows
+    assert all(re.match(r"\s*\d+\.\d+\s+\d+\.\d%\s+\d+\s+\S", line) for line in lines[head + 1:])

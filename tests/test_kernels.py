@@ -1,5 +1,6 @@
 """Numba kernels == NumPy reference (hypothesis shapes), finite-difference gradient checks,
 stability with huge logits, and the backend switch."""
+import inspect
 import os
 import subprocess
 import sys
@@ -41,14 +42,51 @@ def test_env_variable_selects_reference():
     assert out.stdout.strip() == "numpy"
 
 
-def test_dispatch_reaches_reference(monkeypatch):
-    called = []
-    monkeypatch.setattr(R, "softmax_forward", lambda x: called.append(1) or x)
+# name -> which argument's size decides (None: no size cut-off)
+KERNELS = {
+    "softmax_forward": 0, "softmax_backward": 0, "log_softmax_forward": 0, "log_softmax_backward": 0,
+    "cross_entropy_forward": 0, "cross_entropy_backward": 0, "rmsnorm_forward": 0, "rmsnorm_backward": 0,
+    "rope_forward": 0, "rope_backward": 0, "swiglu_forward": 0, "swiglu_backward": 0, "erf": None,
+    "embedding_backward": 1, "attention_forward": 0, "attention_backward": 0, "adamw_step": 0,
+    "llama_decode_step": None,
+}
+
+
+def test_every_kernel_pairs_a_reference_with_a_numba_twin():
+    dispatched = {name for name, f in vars(K).items() if hasattr(f, "numba_module")}
+    assert dispatched == set(KERNELS)
+    for name, size_arg in KERNELS.items():
+        kernel = getattr(K, name)
+        twin = getattr(kernel.numba_module, name)
+        assert kernel.__name__ == name and kernel.__wrapped__ is getattr(R, name)
+        assert kernel.numba_module.__name__.startswith("minillm.kernels._"), name
+        assert kernel.size_arg == size_arg, name
+        assert list(inspect.signature(getattr(twin, "py_func", twin)).parameters) == list(
+            inspect.signature(getattr(R, name)).parameters), f"{name}: the twins' signatures differ"
+
+
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_dispatch_by_backend_and_size(name, monkeypatch):
+    """numpy backend: always the reference; numba backend: the twin, unless the deciding
+    argument is smaller than SMALL_INPUT (kernels with no cut-off: always the twin)."""
+    kernel = getattr(K, name)
+    calls = []
+    monkeypatch.setattr(R, name, lambda *args: calls.append("numpy"))
+    monkeypatch.setattr(kernel.numba_module, name, lambda *args: calls.append("numba"))
+    monkeypatch.setattr(K, "SMALL_INPUT", 100)
+    n_args = len(inspect.signature(kernel).parameters)
+
+    def call(size):
+        args = [np.zeros(1)] * n_args
+        args[kernel.size_arg or 0] = np.zeros(size)
+        kernel(*args)
+        return calls.pop()
+
     with backend("numpy"):
-        K.softmax_forward(np.ones((2, 2)))
+        assert [call(99), call(100)] == ["numpy", "numpy"]
     with backend("numba"):
-        K.softmax_forward(np.ones((2, 2)))
-    assert called == [1]
+        expected = ["numba", "numba"] if KERNELS[name] is None else ["numpy", "numba"]
+        assert [call(99), call(100)] == expected
 
 
 # --------------------------------------------------------------------- matmul
@@ -65,12 +103,9 @@ def test_matmul_numba_equals_reference(dtype, seed, m, k, n, ta, tb, batch):
     assert_close(K.matmul(a, b, ta, tb), expected, dtype, scale=k, what="matmul dispatch")
 
 
-def test_matmul_shape_classes_documented():
-    assert set(K.MATMUL_DISPATCH.values()) <= {"blas", "numba"}
-    assert K.matmul_shape_class((4, 4), (4, 4)) == "tiny"
-    assert K.matmul_shape_class((1024, 1024), (1024, 1024)) == "large"
-    assert K.matmul_shape_class((32, 256, 32), (32, 32, 256)) == "batched"
-    assert K.matmul_shape_class((2048, 128), (128, 384)) == "linear"
+def test_matmul_is_blas_on_both_backends():
+    # benchmarks/kernels.py: OpenBLAS beat the Numba GEMM on every shape class, so no dispatch
+    assert K.matmul is R.matmul
 
 
 # -------------------------------------------------------------------- softmax
@@ -204,6 +239,28 @@ def test_swiglu_extreme_inputs_finite():
             np.testing.assert_allclose(ga, [0, 0, 1, 1], atol=1e-30)
 
 
+# ------------------------------------------------------------------------- erf
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=seeds, shape=st.lists(dim, min_size=0, max_size=3), scale=st.sampled_from([0.3, 3.0, 1e4]))
+def test_erf_numba_equals_reference(dtype, seed, shape, scale):
+    (x,) = rng_arrays(seed, dtype, tuple(shape), scale=scale)
+    assert_close(_elementwise.erf(x), R.erf(x), dtype, what="erf")
+
+
+@pytest.mark.parametrize("be", BACKENDS)
+def test_erf_values_dtypes_and_views(be):
+    x = np.array([[-np.inf, -3.0, -0.5], [0.0, 0.5, np.inf]])
+    expected = np.array([[-1.0, -0.9999779095030014, -0.5204998778130465], [0.0, 0.5204998778130465, 1.0]])
+    with backend(be):
+        np.testing.assert_allclose(K.erf(x), expected, rtol=1e-15)
+        np.testing.assert_allclose(K.erf(x.T), expected.T, rtol=1e-15)  # a transposed view
+        y = K.erf(x.astype(np.float32))
+        assert y.dtype == np.float32
+        np.testing.assert_allclose(y, expected, rtol=1e-6)
+        assert np.isnan(K.erf(np.array([np.nan]))[0])
+
+
 # ------------------------------------------------------------------- embedding
 @pytest.mark.parametrize("dtype", DTYPES)
 @SETTINGS
@@ -329,3 +386,34 @@ def test_numba_disable_jit_still_runs():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_numpy_backend_compiles_nothing():
+    """Under MINILLM_KERNELS=numpy a training step, exact GELU, and BPE training and encoding
+    run without compiling a single Numba function (not even the tokenizer's helpers)."""
+    code = """
+import sys
+import numba, numpy as np
+import minillm as mi
+import minillm.nn.functional as F
+from minillm.models.llama import ModelConfig, Transformer
+from minillm.tokenizers import BPETokenizer
+assert mi.get_kernels() == "numpy"
+model = Transformer(ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=300, max_seq_len=16))
+opt = mi.optim.AdamW(model.parameters(), lr=1e-3)
+ids = np.random.default_rng(0).integers(0, 300, (2, 9))
+model(ids[:, :-1], targets=ids[:, 1:]).loss.backward()
+opt.step()
+F.gelu(mi.randn(4, 5, requires_grad=True)).sum().backward()
+tok = BPETokenizer.train(["hello world, hello minillm " * 20], 280, show_progress=False)
+assert tok.decode(tok.encode("hello minillm")) == "hello minillm"
+dispatchers = [(m, n, f) for m, mod in list(sys.modules.items()) if m.startswith("minillm")
+               for n, f in vars(mod).items() if isinstance(f, numba.core.dispatcher.Dispatcher)]
+assert len(dispatchers) > 20, len(dispatchers)
+print([f"{m}.{n}" for m, n, f in dispatchers if f.signatures])
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"}
+    env["MINILLM_KERNELS"] = "numpy"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "[]", f"compiled under the numpy backend: {out.stdout}"

@@ -1,6 +1,7 @@
 """Elementwise ops: forward against NumPy, backward against finite differences (float64),
 with broadcasting and non-contiguous inputs."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -151,5 +152,15 @@ def test_gelu_bad_approximate():
 
 def test_sigmoid_is_stable_for_large_inputs():
     x = mi.tensor([-1e4, 0.0, 1e4])
-    assert np.all(np.isfinite(mi.sigmoid(x).numpy()))
-    assert mi.sigmoid(x).tolist() == [0.0, 0.5, 1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # exp(1e4) overflows to inf on purpose: no RuntimeWarning
+        assert mi.sigmoid(x).tolist() == [0.0, 0.5, 1.0]
+        assert F.silu(x).tolist() == [0.0, 0.0, 1e4]
+
+
+def test_sigmoid_keeps_relative_accuracy_far_left():
+    # 1 / (1 + e^-x) ~ e^x for x << 0; the 0.5 * (1 + tanh(x / 2)) form rounds these to 0
+    x = np.array([-30.0, -40.0, -700.0])
+    np.testing.assert_allclose(mi.sigmoid(mi.tensor(x)).numpy(), np.exp(x) / (1 + np.exp(x)), rtol=1e-14)
+    x32 = x[:2].astype(np.float32)  # (e^-700 is below float32's range)
+    np.testing.assert_allclose(mi.sigmoid(mi.tensor(x32)).numpy(), np.exp(x[:2]), rtol=1e-6)

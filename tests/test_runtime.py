@@ -1,33 +1,116 @@
-"""minillm._runtime: the malloc setting applied at import, and its opt-out."""
+"""Process-wide settings: `import minillm` leaves malloc alone, `mi.tune_malloc()` is the explicit
+opt-in (with its way out), and a Numba threading layer started before minillm is reported."""
+import os
 import subprocess
 import sys
 
 import pytest
 
-from minillm import _runtime
+# glibc serves a block with its own mmap when it is above the mmap threshold (dynamic, at most
+# 32 MB by default). So a fresh 40 MB malloc raises mallinfo2().hblks (the count of mmapped
+# blocks) under the default setting, and does not once tune_malloc() raised the threshold to 64 MB.
+PROBE = """
+import ctypes
+libc = ctypes.CDLL("libc.so.6")
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(f, ctypes.c_size_t) for f in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+
+def big_block_is_mmapped():
+    before = libc.mallinfo2().hblks
+    p = libc.malloc(40 << 20)
+    mmapped = libc.mallinfo2().hblks == before + 1
+    libc.free(p)
+    return mmapped
+"""
 
 
 def run(code, **env):
-    import os
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("MALLOC_") and k not in ("MINILLM_MALLOC_TUNING", "NUMBA_THREADING_LAYER")}
     full_env.update(env)
-    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
-def test_tune_malloc_applies_and_can_be_turned_off():
-    code = "from minillm import _runtime; print(_runtime.tune_malloc())"
-    assert run(code) == "True"
-    assert run(code, MINILLM_MALLOC_TUNING="0") == "False"
-    assert run(code, MALLOC_MMAP_THRESHOLD_="1000000") == "False"  # glibc's own tunable wins
+def _has_mallinfo2():
+    import ctypes
+
+    try:
+        return sys.platform.startswith("linux") and hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2")
+    except OSError:
+        return False
 
 
-def test_import_still_works_with_tuning_off():
-    assert run("import minillm; print(minillm.__version__)", MINILLM_MALLOC_TUNING="0") == _version()
+needs_glibc = pytest.mark.skipif(not _has_mallinfo2(), reason="glibc >= 2.33 (mallinfo2) only")
 
 
-def _version():
+@needs_glibc
+def test_import_leaves_malloc_alone_and_tune_malloc_applies_once():
+    code = PROBE + (
+        "import minillm as mi\n"
+        "print(big_block_is_mmapped())\n"  # import changed nothing
+        "print(mi.tune_malloc())\n"
+        "print(big_block_is_mmapped())\n"  # now served from the heap
+        "print(mi.tune_malloc())\n"  # idempotent: already in effect
+    )
+    assert run(code).stdout.split() == ["True", "True", "False", "True"]
+
+
+@needs_glibc
+def test_tune_malloc_ways_out():
+    code = PROBE + "import minillm as mi\nprint(mi.tune_malloc())\nprint(big_block_is_mmapped())\n"
+    assert run(code, MINILLM_MALLOC_TUNING="0").stdout.split() == ["False", "True"]
+    # glibc's own tunable wins: tune_malloc steps aside, and glibc keeps its (here 1 MB) threshold
+    assert run(code, MALLOC_MMAP_THRESHOLD_="1000000").stdout.split() == ["False", "True"]
+
+
+def test_import_works_with_tuning_off():
     import minillm
 
-    return minillm.__version__
+    out = run("import minillm; print(minillm.__version__)", MINILLM_MALLOC_TUNING="0")
+    assert out.stdout.strip() == minillm.__version__
+
+
+# ------------------------------------------------------------------ Numba threading layer
+LAUNCH_FIRST = """
+import warnings
+warnings.simplefilter("always")
+import numba
+numba.set_num_threads(1)  # starts Numba's threading layer by its default choice
+print(numba.threading_layer())
+import minillm
+"""
+
+
+def test_threading_layer_started_before_import_warns_with_the_fix():
+    out = run(LAUNCH_FIRST)
+    layer = out.stdout.split()[0]
+    if layer == "workqueue":
+        pytest.skip("Numba's default order picked workqueue here (no OpenMP/TBB): nothing to warn about")
+    assert "RuntimeWarning" in out.stderr and f"threading layer was started ({layer!r})" in out.stderr
+    assert "import minillm before calling numba.set_num_threads" in out.stderr
+    assert "NUMBA_THREADING_LAYER=workqueue" in out.stderr
+    assert out.stderr.count("RuntimeWarning") == 1
+    line = LAUNCH_FIRST.splitlines().index("import minillm") + 1
+    assert f"<string>:{line}: RuntimeWarning" in out.stderr  # points at the user's import line
+
+
+def test_threading_layer_chosen_by_the_user_is_kept_silently():
+    out = run(LAUNCH_FIRST, NUMBA_THREADING_LAYER="workqueue")
+    assert out.stdout.split() == ["workqueue"] and "RuntimeWarning" not in out.stderr
+    out = run(LAUNCH_FIRST.replace("import numba\n", "import numba\nnumba.config.THREADING_LAYER = 'workqueue'\n"))
+    assert out.stdout.split() == ["workqueue"] and "RuntimeWarning" not in out.stderr
+
+
+def test_minillm_first_selects_workqueue_without_warning():
+    code = (
+        "import warnings\nwarnings.simplefilter('always')\n"
+        "import minillm, numba\nnumba.set_num_threads(1)\nprint(numba.threading_layer())\n"
+    )
+    out = run(code)
+    assert out.stdout.split() == ["workqueue"] and "RuntimeWarning" not in out.stderr

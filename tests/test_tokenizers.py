@@ -130,25 +130,26 @@ def test_encode_equals_naive_encoder(bpe, corpus):
     assert bpe.encode(tail) == encode_naive(bpe, tail)
 
 
-def test_plain_python_kernels_match_numba(monkeypatch, corpus):
+def test_plain_python_kernels_match_numba(corpus):
+    """The library's one backend switch (minillm.set_kernels / MINILLM_KERNELS) also runs the
+    BPE kernels as plain Python; both give the same merges and ids."""
+    import minillm as mi
+
     text = corpus[:8_000]
-    compiled = BPETokenizer.train([text], 6 + 256 + 120, show_progress=False)
-    ids = compiled.encode(text)
-    monkeypatch.setenv("MINILLM_KERNELS", "numpy")
-    assert not K.use_numba()
-    plain = BPETokenizer.train([text], 6 + 256 + 120, show_progress=False)
-    assert plain._merges == compiled._merges
-    assert plain.encode(text) == ids
-    monkeypatch.delenv("MINILLM_KERNELS")
-    kernels = pytest.importorskip("minillm.kernels")
-    if hasattr(kernels, "set_kernels"):  # the library-wide switch is honoured too
-        before = kernels.get_kernels()
-        kernels.set_kernels("numpy")
-        try:
-            assert not K.use_numba()
-        finally:
-            kernels.set_kernels(before)
-        assert K.use_numba() == (before == "numba")
+    before = mi.get_kernels()
+    mi.set_kernels("numba")
+    try:
+        assert K.use_numba() and K.kernel(K.bpe_encode_chunks) is K.bpe_encode_chunks
+        compiled = BPETokenizer.train([text], 6 + 256 + 120, show_progress=False)
+        ids = compiled.encode(text)
+        mi.set_kernels("numpy")
+        assert not K.use_numba()
+        assert K.kernel(K.bpe_encode_chunks) is getattr(K.bpe_encode_chunks, "py_func", K.bpe_encode_chunks)
+        plain = BPETokenizer.train([text], 6 + 256 + 120, show_progress=False)
+        assert plain._merges == compiled._merges
+        assert plain.encode(text) == ids
+    finally:
+        mi.set_kernels(before)
 
 
 def test_training_is_deterministic_across_processes(tmp_path, corpus):

@@ -1,52 +1,46 @@
-"""Array-level kernels behind the autograd ops, with a switchable backend.
+"""Array-level kernels behind the autograd ops, with one switchable backend.
 
-    from minillm import kernels
-    kernels.set_kernels("numpy")   # every op runs the plain NumPy reference (reference.py)
-    kernels.set_kernels("numba")   # the default: Numba kernels (_softmax.py, _attention.py, ...)
+    import minillm as mi
+    mi.set_kernels("numpy")   # every kernel runs its plain NumPy twin (reference.py)
+    mi.set_kernels("numba")   # the default: the Numba kernels (_softmax.py, _attention.py, ...)
 
-The initial backend comes from the environment variable MINILLM_KERNELS
-(default "numba").  NUMBA_DISABLE_JIT=1 still works: the Numba kernels then run
-as plain Python (slowly), which is handy in a debugger.
+This is the one switch for the whole library: the ops, the optimizers, the fused decode step
+and the BPE tokenizer's kernels all follow it. Its initial value comes from the environment
+variable MINILLM_KERNELS ("numba" or "numpy", read once at import). NUMBA_DISABLE_JIT=1 still
+works: the Numba kernels then run as plain Python (slowly), which is handy in a debugger.
 
-Each function here forwards to `reference.<name>` or to the Numba module's
-`<name>`, which have identical signatures; see docs/kernels.md for speeds.
+Every kernel below is a pair of functions with the same name and signature, one in
+`reference.py` and one in a Numba module, tested equal to each other. Which one runs:
+
+    backend "numpy"  ->  reference.<name>
+    backend "numba"  ->  the Numba twin, except that an input smaller than SMALL_INPUT
+                         elements runs on reference.<name> too (waking Numba's threads costs
+                         more than the whole NumPy call); kernels with `size_arg=None` have
+                         no such cut-off (serial kernels, or ones whose point is one call).
+
+`matmul` is reference.matmul (np.matmul = OpenBLAS) on both backends: BLAS beat the blocked
+Numba kernel on every shape measured, 2-15x (docs/kernels.md). That kernel stays as
+`matmul_numba`, the readable blocked/packed GEMM.
 """
+import functools
 import os
+import sys
+import warnings
 
 import numba
-import numpy as np
 
-# Numba's default OpenMP threading layer keeps its threads spinning after each parallel
-# kernel; those spinning threads then fight OpenBLAS's threads for the same 2 cores during
-# the matmuls that follow, making a training step 2-4x slower (benchmarks/train_step.py,
-# measured here). The "workqueue" layer does not spin. Set NUMBA_THREADING_LAYER to override.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
-
-from . import reference  # noqa: E402
-from ._attention import attention_backward as _nb_attention_backward
-from ._decode import llama_decode_step as _nb_llama_decode_step
-from ._attention import attention_forward as _nb_attention_forward
-from ._elementwise import embedding_backward as _nb_embedding_backward
-from ._elementwise import rope_backward as _nb_rope_backward
-from ._elementwise import rope_forward as _nb_rope_forward
-from ._elementwise import swiglu_backward as _nb_swiglu_backward
-from ._elementwise import swiglu_forward as _nb_swiglu_forward
-from ._matmul import matmul_numba
-from ._norms import rmsnorm_backward as _nb_rmsnorm_backward
-from ._norms import rmsnorm_forward as _nb_rmsnorm_forward
-from ._optim import adamw_step as _nb_adamw_step
-from ._softmax import cross_entropy_backward as _nb_cross_entropy_backward
-from ._softmax import cross_entropy_forward as _nb_cross_entropy_forward
-from ._softmax import log_softmax_backward as _nb_log_softmax_backward
-from ._softmax import log_softmax_forward as _nb_log_softmax_forward
-from ._softmax import softmax_backward as _nb_softmax_backward
-from ._softmax import softmax_forward as _nb_softmax_forward
-
-bool_mask_to_additive = reference.bool_mask_to_additive
+from . import _attention, _decode, _elementwise, _norms, _optim, _softmax, reference
+from ._matmul import matmul_numba  # noqa: F401  (the teaching GEMM; not dispatched to, see above)
 
 BACKENDS = ("numba", "numpy")
 _use_numba = True  # read on every call: a module global is the cheapest check
+
+# Launching a parallel Numba kernel costs tens of microseconds (the worker threads must wake
+# up), more than the whole NumPy reference needs for a small array; decoding one token at a
+# time calls every kernel on a (1, 1, dim) input. So on the "numba" backend inputs below
+# SMALL_INPUT elements run on the reference (measured with benchmarks/generate.py: tiny-model
+# greedy decoding through the modules went from ~300 to ~1000 tokens/s).
+SMALL_INPUT = 8192
 
 
 def set_kernels(name):
@@ -62,142 +56,91 @@ def get_kernels():
     return "numba" if _use_numba else "numpy"
 
 
+def _dispatch(numba_fn, size_arg=0):
+    """The public kernel of `numba_fn`'s name: reference.<name> or the Numba twin, chosen on
+    every call (by the backend, and by the size of argument `size_arg` unless it is None).
+    Both are looked up at call time, so a reference function patched in a notebook runs."""
+    name, numba_module = numba_fn.__name__, sys.modules[numba_fn.__module__]
+
+    if size_arg is None:
+        def kernel(*args):
+            return getattr(numba_module if _use_numba else reference, name)(*args)
+    else:
+        def kernel(*args):
+            if _use_numba and args[size_arg].size >= SMALL_INPUT:
+                return getattr(numba_module, name)(*args)
+            return getattr(reference, name)(*args)
+
+    kernel = functools.wraps(getattr(reference, name))(kernel)  # name, docstring, signature
+    kernel.numba_module, kernel.size_arg = numba_module, size_arg  # for tests and curious readers
+    return kernel
+
+
+# ------------------------------------------------------------------ every kernel there is
+matmul = reference.matmul
+softmax_forward = _dispatch(_softmax.softmax_forward)
+softmax_backward = _dispatch(_softmax.softmax_backward)
+log_softmax_forward = _dispatch(_softmax.log_softmax_forward)
+log_softmax_backward = _dispatch(_softmax.log_softmax_backward)
+cross_entropy_forward = _dispatch(_softmax.cross_entropy_forward)
+cross_entropy_backward = _dispatch(_softmax.cross_entropy_backward)
+rmsnorm_forward = _dispatch(_norms.rmsnorm_forward)
+rmsnorm_backward = _dispatch(_norms.rmsnorm_backward)
+rope_forward = _dispatch(_elementwise.rope_forward)
+rope_backward = _dispatch(_elementwise.rope_backward)
+swiglu_forward = _dispatch(_elementwise.swiglu_forward)
+swiglu_backward = _dispatch(_elementwise.swiglu_backward)
+erf = _dispatch(_elementwise.erf, size_arg=None)  # serial: no threads to wake
+embedding_backward = _dispatch(_elementwise.embedding_backward, size_arg=1)  # gout (N, C), not ids (N,)
+attention_forward = _dispatch(_attention.attention_forward)
+attention_backward = _dispatch(_attention.attention_backward)
+adamw_step = _dispatch(_optim.adamw_step)
+llama_decode_step = _dispatch(_decode.llama_decode_step, size_arg=None)  # its point: one call per token
+
+
 set_kernels(os.environ.get("MINILLM_KERNELS", "numba").strip().lower() or "numba")
 
 
-# ------------------------------------------------------------------------ matmul
-# Which implementation each shape class uses on the numba backend, measured by
-# benchmarks/kernels.py (docs/kernels.md): OpenBLAS (np.matmul) won every class
-# on the 2-core Zen 3 -- 2.3-4x over the Numba kernel -- so all say "blas".
-# The Numba kernel stays available as `matmul_numba` (the teaching kernel).
-MATMUL_DISPATCH = {
-    "tiny": "blas",  # M*N*K < 32**3: per-call overhead dominates
-    "batched": "blas",  # leading batch dims, e.g. attention scores (B*H, T, D) @ (B*H, D, T)
-    "linear": "blas",  # 2-D or broadcast weight, e.g. (B*T, dim) @ (dim, hidden)
-    "large": "blas",  # M, N, K >= 512
-}
+# ------------------------------------------------------------- Numba's threading layer
+def _choose_threading_layer():
+    """Numba's default OpenMP threading layer keeps its threads spinning after each parallel
+    kernel; they then fight OpenBLAS's threads for the same cores in the matmuls that follow,
+    making a training step 1.6-4x slower (benchmarks/train_step.py). The "workqueue" layer
+    does not spin, so we pick it -- unless the user chose a layer (NUMBA_THREADING_LAYER or
+    numba.config.THREADING_LAYER), or Numba already started one, which can no longer change:
+    then we say so once, with the fix."""
+    if "NUMBA_THREADING_LAYER" in os.environ or numba.config.THREADING_LAYER != "default":
+        return
+    try:
+        running = numba.threading_layer()  # raises ValueError until the first parallel launch
+    except ValueError:
+        numba.config.THREADING_LAYER = "workqueue"
+        return
+    if running != "workqueue":
+        warnings.warn(
+            f"Numba's threading layer was started ({running!r}) before minillm was imported "
+            "(numba.set_num_threads or a parallel Numba function ran first), so minillm cannot "
+            f"select the non-spinning 'workqueue' layer: {running!r} threads spin and starve "
+            "OpenBLAS, and a training step runs about 1.6x slower. Fix: import minillm before "
+            "calling numba.set_num_threads, or set NUMBA_THREADING_LAYER=workqueue in the "
+            f"environment (NUMBA_THREADING_LAYER={running} keeps this layer and silences this warning).",
+            RuntimeWarning,
+            stacklevel=_first_frame_outside_minillm(),
+        )
 
 
-def matmul_shape_class(a_shape, b_shape, trans_a=False, trans_b=False):
-    M = a_shape[-1] if trans_a else a_shape[-2]
-    K = a_shape[-2] if trans_a else a_shape[-1]
-    N = b_shape[-2] if trans_b else b_shape[-1]
-    if M * N * K < 32**3:
-        return "tiny"
-    if min(M, N, K) >= 512:
-        return "large"
-    if len(a_shape) > 2 and len(b_shape) > 2:
-        return "batched"
-    return "linear"
+def _first_frame_outside_minillm():
+    """warnings.warn's stacklevel that points at the user's `import minillm` line (warnings
+    itself skips importlib's frames, so they are not counted)."""
+    level, frame = 1, sys._getframe(1)  # level 1: the function that calls warnings.warn
+    while frame is not None:
+        name = frame.f_globals.get("__name__", "")
+        if not name.startswith("importlib"):
+            if name != "minillm" and not name.startswith("minillm."):
+                return level
+            level += 1
+        frame = frame.f_back
+    return 1
 
 
-_ALL_BLAS = all(v == "blas" for v in MATMUL_DISPATCH.values())
-
-
-def matmul(a, b, trans_a=False, trans_b=False):
-    """a @ b (np.matmul semantics, batch broadcasting); trans_* transposes the last two axes of a / b."""
-    if _use_numba and not _ALL_BLAS and a.ndim >= 2 and b.ndim >= 2:
-        if MATMUL_DISPATCH[matmul_shape_class(a.shape, b.shape, trans_a, trans_b)] == "numba":
-            return matmul_numba(a, b, trans_a, trans_b)
-    return reference.matmul(a, b, trans_a, trans_b)
-
-
-# --------------------------------------------------------------- dispatchers
-# Launching a parallel Numba kernel costs tens of microseconds (the worker threads must wake
-# up), more than the whole NumPy reference needs for a small array; decoding one token at a
-# time calls every kernel on a (1, 1, dim) input. So inputs below SMALL_INPUT elements run
-# on the reference even on the "numba" backend (measured with benchmarks/generate.py: tiny-model
-# greedy decoding went from ~300 to ~1000 tokens/s). Tests set it to 0 so Numba is always exercised.
-SMALL_INPUT = 8192
-
-
-def _fast(x) -> bool:
-    return _use_numba and x.size >= SMALL_INPUT
-
-
-def softmax_forward(x):
-    return (_nb_softmax_forward if _fast(x) else reference.softmax_forward)(x)
-
-
-def softmax_backward(y, gy):
-    return (_nb_softmax_backward if _fast(y) else reference.softmax_backward)(y, gy)
-
-
-def log_softmax_forward(x):
-    return (_nb_log_softmax_forward if _fast(x) else reference.log_softmax_forward)(x)
-
-
-def log_softmax_backward(y, gy):
-    return (_nb_log_softmax_backward if _fast(y) else reference.log_softmax_backward)(y, gy)
-
-
-def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
-    f = _nb_cross_entropy_forward if _fast(logits) else reference.cross_entropy_forward
-    return f(logits, target, ignore_index, label_smoothing)
-
-
-def cross_entropy_backward(logits, target, lse, grad_losses, ignore_index, label_smoothing):
-    f = _nb_cross_entropy_backward if _fast(logits) else reference.cross_entropy_backward
-    return f(logits, target, lse, grad_losses, ignore_index, label_smoothing)
-
-
-def rmsnorm_forward(x, weight, eps):
-    return (_nb_rmsnorm_forward if _fast(x) else reference.rmsnorm_forward)(x, weight, eps)
-
-
-def rmsnorm_backward(x, weight, rstd, gy):
-    return (_nb_rmsnorm_backward if _fast(x) else reference.rmsnorm_backward)(x, weight, rstd, gy)
-
-
-def rope_forward(x, cos, sin):
-    return (_nb_rope_forward if _fast(x) else reference.rope_forward)(x, cos, sin)
-
-
-def rope_backward(gy, cos, sin):
-    return (_nb_rope_backward if _fast(gy) else reference.rope_backward)(gy, cos, sin)
-
-
-def swiglu_forward(a, b):
-    return (_nb_swiglu_forward if _fast(a) else reference.swiglu_forward)(a, b)
-
-
-def swiglu_backward(a, b, gy):
-    return (_nb_swiglu_backward if _fast(a) else reference.swiglu_backward)(a, b, gy)
-
-
-def attention_forward(q, k, v, mask, is_causal, scale):
-    f = _nb_attention_forward if _fast(q) else reference.attention_forward
-    return f(q, k, v, mask, is_causal, scale)
-
-
-def attention_backward(q, k, v, mask, is_causal, scale, out, lse, gout):
-    f = _nb_attention_backward if _fast(q) else reference.attention_backward
-    return f(q, k, v, mask, is_causal, scale, out, lse, gout)
-
-
-def embedding_backward(ids, gout, num_embeddings):
-    return (_nb_embedding_backward if _fast(gout) else reference.embedding_backward)(ids, gout, num_embeddings)
-
-
-def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
-    f = _nb_adamw_step if _fast(param) else reference.adamw_step
-    f(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay)
-
-
-def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq, wk, wv, wo,
-                      ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps):
-    """One decode step of the whole LLaMA2 model (see reference.llama_decode_step). No SMALL_INPUT
-    cut-off: this kernel exists precisely to make one-token steps a single call."""
-    f = _nb_llama_decode_step if _use_numba else reference.llama_decode_step
-    return f(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq, wk, wv, wo,
-             ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps)
-
-
-__all__ = [
-    "BACKENDS", "MATMUL_DISPATCH", "adamw_step", "attention_backward", "attention_forward",
-    "bool_mask_to_additive", "cross_entropy_backward", "cross_entropy_forward", "embedding_backward",
-    "get_kernels", "llama_decode_step", "log_softmax_backward", "log_softmax_forward", "matmul", "matmul_numba",
-    "matmul_shape_class", "reference", "rmsnorm_backward", "rmsnorm_forward", "rope_backward",
-    "rope_forward", "set_kernels", "softmax_backward", "softmax_forward", "swiglu_backward",
-    "swiglu_forward",
-]
+_choose_threading_layer()

@@ -1,4 +1,4 @@
-"""Numba kernels: RoPE, SwiGLU, embedding backward (one pass over memory each).
+"""Numba kernels: RoPE, SwiGLU, erf, embedding backward (one pass over memory each).
 
 Serial or parallel.  Waking Numba's worker threads costs 30-110 us per parallel launch
 here ("workqueue" layer, 2 vCPUs), comparable to a whole pass over the tiny model's
@@ -8,6 +8,8 @@ the threads); the wrappers pick one by size (PARALLEL_MIN, measured).  Elementwi
 results do not depend on how the work is cut, so they are the same whatever the thread
 count.
 """
+import math
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -192,6 +194,21 @@ def swiglu_backward(a, b, gy):
     else:
         swiglu_backward_serial(*flat)
     return ga, gb
+
+
+@njit(cache=True)
+def _erf_flat(x, out):
+    for i in range(x.size):
+        out[i] = math.erf(x[i])
+
+
+def erf(x):
+    """x (...) -> erf(x) (...) in x's dtype: math.erf in a compiled loop (serial: one libm call
+    per element, far cheaper than waking threads for the sizes exact GELU sees)."""
+    flat = np.ascontiguousarray(x).reshape(-1)  # (...) -> (n,)
+    out = np.empty_like(flat)
+    _erf_flat(flat, out)
+    return out.reshape(x.shape)  # (n,) -> (...)
 
 
 def embedding_backward(ids, gout, num_embeddings):

@@ -121,23 +121,34 @@ def rope_backward(gy, cos, sin):
     return rope_forward(gy, cos, -sin)
 
 
-# -------------------------------------------------------------------------- SwiGLU
-def _sigmoid(a):
+# ------------------------------------------------------------------ sigmoid, SwiGLU, erf
+def sigmoid(a):
+    """1 / (1 + exp(-a)), the book's and PyTorch's formula: accurate even for very negative a,
+    where the result is tiny (about e^a). A helper, not a kernel: ops.sigmoid / silu use it, and
+    the Numba kernels write the same formula inline."""
     with np.errstate(over="ignore"):  # exp(-a) = inf for very negative a gives sigmoid 0, as it should
         return 1 / (1 + np.exp(-a))
 
 
 def swiglu_forward(a, b):
     """y = silu(a) * b,  silu(a) = a * sigmoid(a)."""
-    return a * _sigmoid(a) * b
+    return a * sigmoid(a) * b
 
 
 def swiglu_backward(a, b, gy):
     """ga = gy * b * sig * (1 + a * (1 - sig)),   gb = gy * silu(a)."""
-    sig = _sigmoid(a)
+    sig = sigmoid(a)
     ga = gy * b * sig * (1 + a * (1 - sig))
     gb = gy * a * sig
     return ga, gb
+
+
+def erf(x):
+    """The error function, elementwise in x's dtype: erf(x) = 2/sqrt(pi) * integral_0^x exp(-t^2) dt
+    (exact GELU needs it). NumPy has none; Python's math.erf is exact but takes one number at a
+    time, so this loops in Python (the Numba twin is the same loop, compiled)."""
+    flat = x.reshape(-1)  # (...) -> (n,)
+    return np.array([math.erf(v) for v in flat], dtype=x.dtype).reshape(x.shape)  # (n,) -> (...)
 
 
 # ----------------------------------------------------------------------- embedding
@@ -288,5 +299,5 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
         h = h + att @ wo[layer].T  # (B, H*D) -> (B, dim), residual
         x = rms(h, ffn_norm[layer])  # (B, dim)
         gate = x @ w1[layer].T  # (B, dim) -> (B, hidden)
-        h = h + (gate * _sigmoid(gate) * (x @ w3[layer].T)) @ w2[layer].T  # SwiGLU MLP, residual
+        h = h + (gate * sigmoid(gate) * (x @ w3[layer].T)) @ w2[layer].T  # SwiGLU MLP, residual
     return rms(h, norm) @ output.T  # (B, dim) -> (B, V)

@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
+from .. import kernels
 from ..autograd import Function, unbroadcast
 from ..tensor import Tensor, get_default_dtype
-from ._erf import erf
 from ._util import as_tensor_like, binary_operands, broadcast_shape, check_float
 
 
@@ -258,16 +258,10 @@ class Tanh(Function):
         return grad * (1 - out * out)
 
 
-def _sigmoid(a: np.ndarray) -> np.ndarray:
-    # 0.5·(1 + tanh(a/2)) equals 1/(1+e^-a) and never overflows for large |a|.
-    half = a.dtype.type(0.5)
-    return half * (1 + np.tanh(half * a))
-
-
 class Sigmoid(Function):
     @staticmethod
     def forward(ctx, a):
-        out = _sigmoid(a)
+        out = kernels.reference.sigmoid(a)
         ctx.save_for_backward(out)
         return out
 
@@ -294,7 +288,7 @@ class Silu(Function):
 
     @staticmethod
     def forward(ctx, a):
-        s = _sigmoid(a)
+        s = kernels.reference.sigmoid(a)
         ctx.save_for_backward(a, s)
         return a * s
 
@@ -331,7 +325,7 @@ class GeluErf(Function):
 
     @staticmethod
     def forward(ctx, a):
-        cdf = a.dtype.type(0.5) * (1 + erf(a * a.dtype.type(1 / math.sqrt(2.0))))
+        cdf = a.dtype.type(0.5) * (1 + kernels.erf(a * a.dtype.type(1 / math.sqrt(2.0))))
         ctx.save_for_backward(a, cdf)
         return a * cdf
 

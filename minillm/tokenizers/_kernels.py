@@ -10,10 +10,14 @@ pure-Python loops are too slow for real corpora:
 * encoding spends its time merging chunks that are not in the cache yet.
 
 Everything here works on flat NumPy arrays (no Python objects), so the same
-code runs compiled, or as plain Python under ``NUMBA_DISABLE_JIT=1`` or
-``MINILLM_KERNELS=numpy`` (see :func:`kernel`).  All arithmetic is done in
-int64 on purpose, so that the plain-Python run (NumPy scalars, NEP 50 rules)
-never overflows int32 where the compiled run would not.
+code runs compiled, or as plain Python under ``NUMBA_DISABLE_JIT=1`` or on the
+"numpy" kernel backend (``minillm.set_kernels("numpy")`` / ``MINILLM_KERNELS=numpy``,
+the library's one switch; see :func:`kernel`).  The four entry points are
+``@njit``; the helpers they call are ``@register_jitable``, which compiles them
+into a compiled caller but leaves them plain Python for a Python caller, so
+the plain run compiles nothing.  All arithmetic is done in int64 on purpose,
+so that the plain-Python run (NumPy scalars, NEP 50 rules) never overflows
+int32 where the compiled run would not.
 
 A *pair key* packs a pair of token ids into one int64: ``(a << 32) | b``.  Keys
 sort like the tuples ``(a, b)``, which is what makes tie-breaking deterministic.
@@ -21,10 +25,11 @@ sort like the tuples ``(a, b)``, which is what makes tie-breaking deterministic.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
+
+from .. import kernels as _backend
 
 __all__ = [
     "pair_key",
@@ -40,25 +45,18 @@ _LOW32 = 0xFFFFFFFF
 
 
 def use_numba() -> bool:
-    """False when ``MINILLM_KERNELS=numpy`` or ``minillm.kernels.set_kernels("numpy")`` asks for plain Python."""
-    if os.environ.get("MINILLM_KERNELS", "numba").strip().lower() == "numpy":
-        return False
-    try:
-        from minillm import kernels  # the library-wide switch, when that package is present
-    except Exception:  # pragma: no cover - tokenizers also work on their own
-        return True
-    get = getattr(kernels, "get_kernels", None)
-    return get is None or get() != "numpy"
+    """True on the "numba" kernel backend (``minillm.get_kernels()``), False on "numpy"."""
+    return _backend.get_kernels() == "numba"
 
 
 def kernel(fn):
-    """Return the compiled kernel, or its plain-Python body when asked for."""
+    """The compiled kernel on the "numba" backend, its plain-Python body on "numpy"."""
     if use_numba():
         return fn
-    return getattr(fn, "py_func", fn)  # NUMBA_DISABLE_JIT=1: fn is already Python
+    return getattr(fn, "py_func", fn)  # under NUMBA_DISABLE_JIT=1, @njit returned the plain function
 
 
-@njit(cache=True)
+@register_jitable
 def pair_key(a, b):
     """Pack a pair of ids into one sortable int64: ``pair_key(3, 7) == (3 << 32) | 7``."""
     return (np.int64(a) << np.int64(32)) | np.int64(b)
@@ -246,7 +244,7 @@ def merge_pair_in_words(ids, starts, lens, freqs, words, a, b, new_id):
 # --------------------------------------------------------------------------- #
 # Encoding
 # --------------------------------------------------------------------------- #
-@njit(cache=True)
+@register_jitable
 def _slot(a, b, mask):
     # Mix both ids (no int64 overflow for ids < 2**24), then keep the low bits.
     h = np.int64(a) * np.int64(0x9E3779B1) + np.int64(b) * np.int64(0x85EBCA77)
@@ -280,7 +278,7 @@ def build_merge_table(left, right, new_ids):
     return keys, ranks, mask
 
 
-@njit(cache=True)
+@register_jitable
 def _lookup(keys, ranks, mask, a, b):
     """Rank of merging ``(a, b)``, or -1 when it is not a merge."""
     key = pair_key(a, b)
@@ -294,7 +292,7 @@ def _lookup(keys, ranks, mask, a, b):
         h = (h + 1) & mask
 
 
-@njit(cache=True)
+@register_jitable
 def _heap_push(heap, size, item):
     i = size
     heap[i] = item
@@ -309,7 +307,7 @@ def _heap_push(heap, size, item):
     return size + 1
 
 
-@njit(cache=True)
+@register_jitable
 def _heap_pop(heap, size):
     top = heap[0]
     size -= 1
