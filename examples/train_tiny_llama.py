@@ -85,6 +85,7 @@ def banner(text):
 
 def main(argv=None):
     args = parse_args(argv)
+    mi.tune_malloc()  # reuse activation memory across steps instead of page-faulting it in (MINILLM_MALLOC_TUNING=0: off)
     if args.kernels:
         mi.set_kernels(args.kernels)
     mi.manual_seed(args.seed)

@@ -403,6 +403,9 @@ def main(argv=None) -> int:
     ``error: <message>`` on stderr and returns 2, as argparse does for bad arguments; ``--debug``
     shows the traceback instead."""
     args = build_parser().parse_args(argv)
+    from ._runtime import tune_malloc
+
+    tune_malloc()  # a training step reuses its activation memory (MINILLM_MALLOC_TUNING=0 turns it off)
     try:
         if args.kernels:
             import minillm as mi

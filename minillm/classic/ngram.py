@@ -35,6 +35,8 @@ from typing import Optional
 
 import numpy as np
 
+from .._checks import check_token_ids
+
 __all__ = ["NGramCounts", "NGramLM", "SMOOTHINGS"]
 
 SMOOTHINGS = ("add_k", "kneser_ney", "stupid_backoff")
@@ -55,9 +57,7 @@ def _check_ids(ids, vocab_size: int, what: str) -> np.ndarray:
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise ValueError(f"{what}: expected a 1-D array of integer token ids, got shape {ids.shape} dtype {ids.dtype}")
     ids = ids.astype(np.int64)
-    if len(ids) and (ids.min() < 0 or ids.max() >= vocab_size):
-        bad = ids[(ids < 0) | (ids >= vocab_size)][0]
-        raise ValueError(f"{what}: token id {int(bad)} is outside the vocabulary [0, {vocab_size})")
+    check_token_ids(ids, vocab_size, what)
     return ids
 
 

@@ -5,6 +5,7 @@ import numbers
 
 import numpy as np
 
+from .._checks import check_token_ids
 from ..tensor import Tensor, get_default_dtype
 
 
@@ -84,8 +85,5 @@ def check_ids(t: Tensor, op: str, upper: int | None = None, name: str = "ids") -
     """Token ids / indices must be integers (and, with ``upper``, inside ``[0, upper)``)."""
     if t.dtype.kind not in "iu":
         raise TypeError(f"{op}: {name} must be an integer tensor (e.g. int64), got dtype {t.dtype}")
-    if upper is not None and t.data.size:
-        lo, hi = int(t.data.min()), int(t.data.max())
-        if lo < 0 or hi >= upper:
-            bad = lo if lo < 0 else hi
-            raise IndexError(f"{op}: {name} contain {bad}, outside the valid range [0, {upper})")
+    if upper is not None:
+        check_token_ids(t.data, upper, op, name=name)

@@ -73,7 +73,7 @@ class Embedding(Function):
 def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:  # noqa: A002
     """Look up rows of ``weight`` (num_embeddings, dim) for integer ids ``input`` (any shape)."""
     ids = input if isinstance(input, Tensor) else Tensor(input)
-    check_ids(ids, "embedding", weight.shape[0], name="token ids")
+    check_ids(ids, "embedding", weight.shape[0], name="token id")
     return Embedding.apply(weight, ids.data.astype(np.int64, copy=False), padding_idx)
 
 

@@ -37,6 +37,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .._runtime import tune_malloc
 from .. import __version__
 from .._files import atomic_write
 from ..autograd import no_grad
@@ -211,6 +212,7 @@ class Trainer:
         self.config = config if config is not None else TrainConfig()
         if not isinstance(self.config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(self.config).__name__}")
+        tune_malloc()  # reuse freed activation memory across steps (process-wide; MINILLM_MALLOC_TUNING=0 turns it off)
         cfg = self.config
         loader_bs = getattr(train_loader, "batch_size", None)
         if cfg.batch_size is not None and loader_bs is not None and loader_bs != cfg.batch_size:
