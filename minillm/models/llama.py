@@ -48,6 +48,7 @@ from .. import nn
 from .._checks import check_token_ids
 from ..nn.kv_cache import KVCache  # noqa: F401  (shared by every decoder; re-exported here)
 from ..nn import functional as F
+from ..nn.heads import lm_loss
 from ..ops import stack
 from ..tensor import Tensor
 
@@ -525,16 +526,7 @@ class Transformer(nn.Module):
                 raise ValueError("Transformer: logits_to_keep cannot be combined with targets")
             h = h[:, -logits_to_keep:]  # (B, T, dim) -> (B, k, dim)
         logits = self.output(h)  # (B, T, dim) -> (B, T, vocab)
-        loss = None
-        if targets is not None:
-            tgt = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
-            if tgt.shape != ids.shape:
-                raise ValueError(f"Transformer: targets must have the shape of input_ids {ids.shape}, got {tgt.shape}")
-            if tgt.dtype.kind not in "iu":
-                raise TypeError(f"Transformer: targets must be integer token ids, got dtype {tgt.dtype}")
-            loss = F.cross_entropy(
-                logits.view(-1, logits.shape[-1]), Tensor._wrap(tgt.reshape(-1).astype(np.int64, copy=False)), ignore_index=-100
-            )  # (B·T, vocab), (B·T,) -> scalar
+        loss = None if targets is None else lm_loss(logits, targets, ids.shape, "Transformer")  # mean over labels != -100
         return CausalLMOutput(logits=logits, loss=loss)
 
     def generate(self, idx, stop_id=None, max_new_tokens: int = 256, temperature: float = 1.0, top_k=None, **kwargs):

@@ -56,6 +56,7 @@ import numpy as np
 from .. import nn
 from .._checks import check_token_ids
 from ..nn import functional as F
+from ..nn.heads import lm_loss
 from ..nn.kv_cache import KVCache
 from ..tensor import Tensor
 
@@ -462,16 +463,7 @@ class Transformer(nn.Module):
             tgt_mask = t != self.args.pad_token_id if tgt_mask is None else tgt_mask
         memory = self.encode(s, src_mask)  # (B, S, dim)
         logits = self.decode(t, memory, src_mask, tgt_mask=tgt_mask)  # (B, T, V)
-        loss = None
-        if targets is not None:
-            y = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
-            if y.shape != t.shape:
-                raise ValueError(f"Transformer: targets must have the shape of tgt {t.shape}, got {y.shape}")
-            if y.dtype.kind not in "iu":
-                raise TypeError(f"Transformer: targets must be integer token ids, got dtype {y.dtype}")
-            loss = F.cross_entropy(
-                logits.view(-1, logits.shape[-1]), Tensor._wrap(y.reshape(-1).astype(np.int64, copy=False)), ignore_index=-100
-            )  # (B·T, V), (B·T,) -> scalar
+        loss = None if targets is None else lm_loss(logits, targets, t.shape, "Transformer", "tgt")  # mean over labels != -100
         return Seq2SeqLMOutput(logits=logits, loss=loss)
 
     def extra_repr(self):
