@@ -54,6 +54,19 @@ settings.register_profile("thorough", max_examples=300, deadline=None, suppress_
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+@pytest.fixture
+def one_numba_thread():
+    """For test modules made of thousands of tiny forward passes (gradient checks, decoding): on
+    a busy machine a parallel kernel's thread hand-off dominates them, so they use one Numba
+    thread (the same kernels). Use with ``pytestmark = pytest.mark.usefixtures("one_numba_thread")``."""
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(previous)
+
+
 @pytest.fixture(params=["numpy", "numba"])
 def backend(request):
     """Run a test once on the NumPy reference kernels and once on the Numba kernels."""

@@ -10,16 +10,7 @@ from minillm.models.llama import ModelConfig, Transformer
 V = 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Decoding is thousands of tiny kernel calls; on a busy machine a parallel kernel's thread
-    hand-off dominates them, so use one Numba thread (the same kernels)."""
-    import numba
-
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_numba_thread")  # thousands of tiny passes: see conftest
 
 
 def make_model(flash=True, max_seq_len=24, seed=0):

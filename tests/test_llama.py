@@ -18,16 +18,7 @@ from minillm.testing import gradcheck
 V = 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests make thousands of tiny forward passes (gradient checks, decoding); on a busy
-    machine a parallel kernel's thread hand-off dominates them, so use one Numba thread (same kernels)."""
-    import numba
-
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_numba_thread")  # thousands of tiny passes: see conftest
 
 
 def cfg(**kw):

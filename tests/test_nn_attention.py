@@ -11,14 +11,7 @@ from minillm.nn.positional import sinusoidal_table
 from minillm.testing import gradcheck
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import numba
-
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_numba_thread")  # thousands of tiny passes: see conftest
 
 
 def scramble(module, std=0.4):

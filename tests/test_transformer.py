@@ -15,14 +15,7 @@ from minillm.testing import gradcheck
 SV, TV = 23, 19  # source / target vocabularies (different, so mix-ups fail)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import numba
-
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_numba_thread")  # thousands of tiny passes: see conftest
 
 
 def args(**kw):
