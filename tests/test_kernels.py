@@ -46,6 +46,7 @@ def test_env_variable_selects_reference():
 KERNELS = {
     "softmax_forward": 0, "softmax_backward": 0, "log_softmax_forward": 0, "log_softmax_backward": 0,
     "cross_entropy_forward": 0, "cross_entropy_backward": 0, "rmsnorm_forward": 0, "rmsnorm_backward": 0,
+    "layernorm_forward": 0, "layernorm_backward": 0,
     "rope_forward": 0, "rope_backward": 0, "swiglu_forward": 0, "swiglu_backward": 0, "erf": None,
     "embedding_backward": 1, "attention_forward": 0, "attention_backward": 0, "adamw_step": 0,
     "llama_decode_step": None,
@@ -189,6 +190,26 @@ def test_rmsnorm_numba_equals_reference(dtype, seed, shape):
     gx, gw = _norms.rmsnorm_backward(x, w, r_ref, gy)
     assert_close(gx, gx_ref, dtype, what="rmsnorm gx")
     assert_close(gw, gw_ref, dtype, scale=np.sqrt(x.size), what="rmsnorm gw")
+
+
+# ------------------------------------------------------------------- LayerNorm
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=seeds, shape=st.lists(dim, min_size=1, max_size=3))
+def test_layernorm_numba_equals_reference(dtype, seed, shape):
+    shape = tuple(shape)
+    x, w, b, gy = rng_arrays(seed, dtype, shape, shape[-1:], shape[-1:], shape)
+    x = x + dtype(3)  # an offset from zero: the mean must really be taken out
+    y_ref, m_ref, r_ref = R.layernorm_forward(x, w, b, 1e-5)
+    y, m, r = _norms.layernorm_forward(x, w, b, 1e-5)
+    assert_close(y, y_ref, dtype, what="layernorm y")
+    assert_close(m, m_ref, dtype, what="layernorm mean")
+    assert_close(r, r_ref, dtype, what="layernorm rstd")
+    gx_ref, gw_ref, gb_ref = R.layernorm_backward(x, w, m_ref, r_ref, gy)
+    gx, gw, gb = _norms.layernorm_backward(x, w, m_ref, r_ref, gy)
+    assert_close(gx, gx_ref, dtype, what="layernorm gx")
+    assert_close(gw, gw_ref, dtype, scale=np.sqrt(x.size), what="layernorm gw")
+    assert_close(gb, gb_ref, dtype, scale=np.sqrt(x.size), what="layernorm gb")
 
 
 # ------------------------------------------------------------------------ RoPE

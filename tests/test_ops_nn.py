@@ -179,6 +179,26 @@ def test_rms_norm_and_layer_norm(backend, x, data):
     ln_ref = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) * w + b
     np.testing.assert_allclose(F.layer_norm(mi.tensor(x), c, mi.tensor(w), mi.tensor(b)).numpy(), ln_ref, rtol=1e-9, atol=1e-10)
     gradcheck(lambda t, g, h: F.layer_norm(t, c, g, h), [x, w, b], name="layer_norm", atol=1e-4)
+    # fused LayerNorm == the composite from primitives, values and every gradient
+    from minillm.ops.norm import layer_norm_composite
+
+    gy = data.draw(arrays(x.shape))
+    grads = []
+    for fn in (F.layer_norm, layer_norm_composite):
+        ts = [mi.tensor(a, requires_grad=True) for a in (x, w, b)]
+        out = fn(ts[0], c, ts[1], ts[2])
+        (out * mi.tensor(gy)).sum().backward()
+        grads.append([out.numpy()] + [t.grad.numpy() for t in ts])
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-7)
+    gradcheck(lambda t: F.layer_norm(t, c), [x], name="layer_norm without affine", atol=1e-4)
+
+
+def test_layer_norm_rejects_mismatched_parameters():
+    with pytest.raises(ValueError, match=r"layer_norm: weight of shape \(3,\) does not match the input's last dim 4"):
+        F.layer_norm(mi.ones(2, 4), 4, mi.ones(3))
+    with pytest.raises(ValueError, match="normalized_shape"):
+        F.layer_norm(mi.ones(2, 4), 3)
 
 
 @given(data=st.data())

@@ -1,4 +1,4 @@
-"""Numba kernels: RMSNorm forward and backward.
+"""Numba kernels: RMSNorm and LayerNorm, forward and backward.
 
 Each pass reads every input once from memory and writes every output once: a row
 (C <= a few thousand floats) stays in L1 between its two loops.
@@ -142,3 +142,80 @@ def rmsnorm_backward(x, weight, rstd, gy):
            np.ascontiguousarray(rstd, dtype=dt).reshape(-1),  # (...) -> (N,)
            np.ascontiguousarray(gy, dtype=dt).reshape(-1, C), gx.reshape(-1, C), gw)  # (..., C) -> (N, C)
     return gx, gw
+
+
+# ------------------------------------------------------------------------ LayerNorm
+# The same shape as RMSNorm's kernels, with the mean taken out first. Serial only: every
+# LayerNorm of the models here (BERT, GPT-2, the ch.2 Transformer) is far below PARALLEL_MIN.
+# No "contract": gx = rstd·(g - mean(g) - ...) subtracts nearly equal numbers, and a fused
+# multiply-add that skips rounding g = gy·w (but not mean(g)) leaves an error rstd times larger
+# than the reference's (seen at C = 1, where the exact answer is 0).
+LN_OPTS = dict(cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+
+
+@njit(**LN_OPTS)
+def layernorm_forward_serial(x, w, b, eps, y, mean, rstd):
+    """x, y (N, C); w, b (C,); mean, rstd (N,): y[r] = (x[r] - mean[r]) * rstd[r] * w + b."""
+    N, C = x.shape
+    for r in range(N):
+        s = typed(x, 0.0)
+        for c in range(C):
+            s += x[r, c]
+        mu = s / typed(x, C)
+        ss = typed(x, 0.0)
+        for c in range(C):  # two passes (mean, then squares about it): no cancellation
+            d = x[r, c] - mu
+            ss += d * d
+        rs = typed(x, 1.0) / math.sqrt(ss / typed(x, C) + eps)
+        mean[r], rstd[r] = mu, rs
+        for c in range(C):
+            y[r, c] = (x[r, c] - mu) * rs * w[c] + b[c]
+
+
+@njit(**LN_OPTS)
+def layernorm_backward_serial(x, w, mean, rstd, gy, gx, gw, gb):
+    """x, gy, gx (N, C); w, gw, gb (C,); mean, rstd (N,):
+    gx[r] = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = gy * w, xhat = (x - mean) * rstd."""
+    N, C = x.shape
+    gw[:] = 0
+    gb[:] = 0
+    for r in range(N):
+        mu, rs = mean[r], rstd[r]
+        sg = typed(x, 0.0)
+        sgx = typed(x, 0.0)
+        for c in range(C):  # one pass: parameter gradients and the row's two means
+            xh = (x[r, c] - mu) * rs
+            gw[c] += gy[r, c] * xh
+            gb[c] += gy[r, c]
+            g = gy[r, c] * w[c]
+            sg += g
+            sgx += g * xh
+        mg, mgx = sg / typed(x, C), sgx / typed(x, C)
+        for c in range(C):
+            gx[r, c] = rs * (gy[r, c] * w[c] - mg - (x[r, c] - mu) * rs * mgx)
+
+
+def layernorm_forward(x, weight, bias, eps):
+    """x (..., C), weight, bias (C,) -> y (..., C), mean (...), rstd (...)."""
+    x = np.ascontiguousarray(x)
+    C = x.shape[-1]
+    y = np.empty_like(x)
+    mean = np.empty(x.shape[:-1], x.dtype)
+    rstd = np.empty(x.shape[:-1], x.dtype)
+    layernorm_forward_serial(x.reshape(-1, C), np.ascontiguousarray(weight, dtype=x.dtype),  # (..., C) -> (N, C)
+                             np.ascontiguousarray(bias, dtype=x.dtype), x.dtype.type(eps), y.reshape(-1, C),
+                             mean.reshape(-1), rstd.reshape(-1))
+    return y, mean, rstd
+
+
+def layernorm_backward(x, weight, mean, rstd, gy):
+    """x, gy (..., C), weight (C,), mean, rstd (...) -> gx (..., C), gweight (C,), gbias (C,)."""
+    x = np.ascontiguousarray(x)
+    dt = x.dtype
+    C = x.shape[-1]
+    gx = np.empty_like(x)
+    gw, gb = np.empty(C, dt), np.empty(C, dt)
+    layernorm_backward_serial(x.reshape(-1, C), np.ascontiguousarray(weight, dtype=dt),  # (..., C) -> (N, C)
+                              np.ascontiguousarray(mean, dtype=dt).reshape(-1), np.ascontiguousarray(rstd, dtype=dt).reshape(-1),
+                              np.ascontiguousarray(gy, dtype=dt).reshape(-1, C), gx.reshape(-1, C), gw, gb)
+    return gx, gw, gb

@@ -100,6 +100,30 @@ def rmsnorm_backward(x, weight, rstd, gy):
     return gx, gweight
 
 
+def layernorm_forward(x, weight, bias, eps):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, biased var (PyTorch's LayerNorm).
+    Returns (y (..., C), mean (...), rstd (...))."""
+    mean = x.mean(axis=-1, keepdims=True)  # (..., C) -> (..., 1)
+    xc = x - mean  # (..., C)
+    var = (xc * xc).mean(axis=-1, keepdims=True)  # (..., 1)
+    rstd = 1 / np.sqrt(var + x.dtype.type(eps))  # (..., 1)
+    y = xc * rstd * weight + bias  # (..., C) * (C,) + (C,) -> (..., C)
+    return y, mean[..., 0], rstd[..., 0]  # (..., 1) -> (...)
+
+
+def layernorm_backward(x, weight, mean, rstd, gy):
+    """With xhat = (x - mean) * rstd and g = gy * weight:  gweight = sum_rows(gy * xhat),
+    gbias = sum_rows(gy),  gx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
+    C = x.shape[-1]
+    r = rstd[..., None]  # (...) -> (..., 1)
+    xhat = (x - mean[..., None]) * r  # (..., C)
+    gweight = (gy * xhat).reshape(-1, C).sum(axis=0)  # (..., C) -> (N, C) -> (C,)
+    gbias = gy.reshape(-1, C).sum(axis=0)  # (C,)
+    g = gy * weight  # (..., C)
+    gx = r * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))  # (..., C)
+    return gx, gweight, gbias
+
+
 # ---------------------------------------------------------------------------- RoPE
 def rope_forward(x, cos, sin):
     """Rotary embedding, the book's interleaved-pair convention: the pair

@@ -8,7 +8,7 @@
     softmax.py      softmax log_softmax (fused)
     loss.py         cross_entropy (fused with log-softmax) mse_loss
     layers.py       linear embedding dropout
-    norm.py         rms_norm (fused) layer_norm
+    norm.py         rms_norm, layer_norm (both fused), layer_norm_composite (the readable version)
     rope.py         rotary_embedding (fused)
     swiglu.py       swiglu (fused)
     attention.py    scaled_dot_product_attention (fused, flash-style) and manual_attention

@@ -1,8 +1,10 @@
-"""Normalisation layers' maths: RMSNorm (Happy LLM 5.1.3.1, fused) and LayerNorm (2.2, composite).
+"""Normalisation layers' maths: RMSNorm (Happy LLM 5.1.2) and LayerNorm (2.2.3), each fused.
 
-RMSNorm: y = x / sqrt(mean(x²) + eps) * weight. One fused node whose backward
-(a Numba kernel or its NumPy twin) gives the gradients of x and weight together.
-LayerNorm is written from primitive ops, so its backward is autograd's.
+RMSNorm: y = x / sqrt(mean(x²) + eps) * weight.
+LayerNorm: y = (x - mean) / sqrt(var + eps) * weight + bias (biased variance, as PyTorch).
+Each is one node whose backward (a Numba kernel or its NumPy twin in kernels/reference.py)
+gives the gradients of x and the parameters together. ``layer_norm_composite`` writes
+LayerNorm from primitive ops, the version to read first; tests check the two agree.
 """
 from __future__ import annotations
 
@@ -29,6 +31,20 @@ class RMSNormFn(Function):
         return gx, gw
 
 
+class LayerNormFn(Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        x = np.ascontiguousarray(x)
+        y, mean, rstd = kernels.layernorm_forward(x, weight, bias, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, mean, rstd = ctx.saved
+        return kernels.layernorm_backward(x, weight, mean, rstd, np.ascontiguousarray(grad))
+
+
 def _check_normalized_shape(x, normalized_shape, op):
     ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     if len(ns) != 1 or x.shape[-1:] != ns:
@@ -47,7 +63,21 @@ def rms_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, eps:
 
 
 def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:  # noqa: A002
-    """LayerNorm over the last dim: (x - mean) / sqrt(var + eps) * weight + bias (biased variance)."""
+    """LayerNorm over the last dim, one fused node.  input: (..., C); weight, bias: (C,) or None."""
+    check_float(input, "layer_norm")
+    _check_normalized_shape(input, normalized_shape, "layer_norm")
+    C = input.shape[-1]
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != (C,):
+            raise ValueError(f"layer_norm: {name} of shape {p.shape} does not match the input's last dim {C}")
+    weight = Tensor._wrap(np.ones(C, dtype=input.dtype)) if weight is None else weight  # no affine = 1·x̂ + 0
+    bias = Tensor._wrap(np.zeros(C, dtype=input.dtype)) if bias is None else bias
+    return LayerNormFn.apply(input, weight, bias, float(eps))
+
+
+def layer_norm_composite(input: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
+                         eps: float = 1e-5) -> Tensor:  # noqa: A002
+    """The same LayerNorm from primitive ops (autograd differentiates it): read this one first."""
     check_float(input, "layer_norm")
     _check_normalized_shape(input, normalized_shape, "layer_norm")
     mean = input.mean(dim=-1, keepdim=True)  # (..., C) -> (..., 1)
