@@ -72,7 +72,11 @@ class SinusoidalPositionalEncoding(Module):
 
 
 class LearnedPositionalEmbedding(Module):
-    """x (B, T, dim) -> x + weight[start : start + T]; ``weight`` (max_len, dim) is trained."""
+    """x (B, T, dim) -> x + weight[start : start + T]; ``weight`` (max_len, dim) is trained.
+
+    ``position_ids`` (B, T) ints instead of ``start``: each row its own positions (a left-padded
+    batch whose rows count from their first real token, as GPT-2 decoding does).
+    """
 
     def __init__(self, max_len: int, dim: int, dtype=None):
         super().__init__()
@@ -83,10 +87,17 @@ class LearnedPositionalEmbedding(Module):
     def weight(self):
         return self.embedding.weight
 
-    def forward(self, x: Tensor, start: int = 0) -> Tensor:
+    def forward(self, x: Tensor, start: int = 0, position_ids=None) -> Tensor:
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"LearnedPositionalEmbedding: x must be (batch, seq_len, {self.dim}), got {x.shape}")
-        T = x.shape[1]
+        B, T = x.shape[0], x.shape[1]
+        if position_ids is not None:
+            pos = position_ids.data if isinstance(position_ids, Tensor) else np.asarray(position_ids)
+            if pos.shape != (B, T) or pos.dtype.kind not in "iu":
+                raise ValueError(f"LearnedPositionalEmbedding: position_ids must be ints of shape {(B, T)}, got {pos.dtype} {pos.shape}")
+            if pos.size and (pos.min() < 0 or pos.max() >= self.max_len):
+                raise ValueError(f"LearnedPositionalEmbedding: position_ids must be in [0, {self.max_len}), got {pos.min()}..{pos.max()}")
+            return x + self.embedding(pos.astype(np.int64, copy=False))  # (B, T, dim) + (B, T, dim)
         _check_len("LearnedPositionalEmbedding", T, start, self.max_len)
         pos = np.arange(start, start + T, dtype=np.int64)  # (T,)
         return x + self.embedding(pos)  # (B, T, dim) + (T, dim)
