@@ -271,11 +271,5 @@ class GPT(nn.Module):
                                    ignore_index=-100)  # (B·T, V), (B·T,) -> scalar
         return CausalLMOutput(logits=logits, loss=loss)
 
-    def generate(self, idx, max_new_tokens: int = 64, temperature: float = 1.0, top_k=None, eos_token_id=None, **kwargs):
-        """``minillm.generation.generate`` on this model (KV cache, greedy/top-k/top-p, batches)."""
-        from ..generation import generate
-
-        return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, eos_token_id=eos_token_id, **kwargs)
-
     def extra_repr(self):
         return f"params={self.num_parameters():,}"
