@@ -13,7 +13,7 @@ from .ffn import FeedForward  # noqa: F401
 from .kv_cache import KVCache
 from .layers import Dropout, Embedding, Identity, LayerNorm, Linear, RMSNorm
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
-from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding  # noqa: F401
+from .positional import LearnedPositionalEmbedding, RelativePositionBias, SinusoidalPositionalEncoding  # noqa: F401
 
 __all__ = [
     "functional", "init", "Module", "Parameter", "ModuleList", "ModuleDict", "Sequential", "IncompatibleKeys",
