@@ -121,13 +121,13 @@ def test_init_folds_the_scaling_into_q():
 
 @pytest.mark.parametrize("ff", ["relu", "gated-gelu"])
 def test_block_gradcheck(ff):
-    c = cfg(feed_forward_proj=ff)
+    c = cfg(feed_forward_proj=ff, d_model=4, d_kv=2, d_ff=6)  # small: finite differences run 2 forwards per weight
     enc = T5Block(c, is_decoder=False, has_relative_attention_bias=True).double()
     dec = T5Block(c, is_decoder=True, has_relative_attention_bias=True).double()
     for p in [*enc.parameters(), *dec.parameters()]:
         nn.init.normal_(p, 0.0, 0.5)
-    x = mi.randn(2, 3, 8, dtype=mi.float64, requires_grad=True)
-    mem = mi.randn(2, 4, 8, dtype=mi.float64, requires_grad=True)
+    x = mi.randn(2, 3, 4, dtype=mi.float64, requires_grad=True)
+    mem = mi.randn(2, 4, 4, dtype=mi.float64, requires_grad=True)
     bias = enc.layer[0].SelfAttention.relative_attention_bias
     gradcheck(lambda x, *p: enc(x, bias(3, 3), None), [x, *enc.parameters()], name=f"T5Block encoder {ff}")
     future = np.triu(np.ones((3, 3), dtype=bool), 1)[None, None]
@@ -137,7 +137,7 @@ def test_block_gradcheck(ff):
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_model_loss_gradcheck(tie):
-    m = T5ForConditionalGeneration(cfg(num_layers=1, vocab_size=7, tie_word_embeddings=tie)).double()
+    m = T5ForConditionalGeneration(cfg(num_layers=1, vocab_size=7, d_model=4, d_kv=2, d_ff=6, tie_word_embeddings=tie)).double()
     for p in m.parameters():
         nn.init.normal_(p, 0.0, 0.5)
     src = np.array([[2, 3, 4], [5, 6, 1]])
