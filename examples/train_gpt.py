@@ -1,6 +1,6 @@
 """Pretrain a tiny GPT-2 on your CPU and prompt it with 0, 1 and 3 demonstrations (Happy LLM 3.3.1).
 
-    python examples/train_gpt.py            # the default run (~15 minutes on 2 cores)
+    python examples/train_gpt.py            # the default run (~20 minutes on one busy core)
     python examples/train_gpt.py --quick    # a ~1 minute smoke run
 
 3.3.1 introduces GPT's idea that one pretrained language model can do a task it was never
@@ -40,7 +40,7 @@ from minillm.io import save_model  # noqa: E402
 from minillm.models.gpt import PRESETS, GPT, GPTConfig  # noqa: E402
 from minillm.train import TrainConfig  # noqa: E402
 
-DEFAULTS = dict(n_stories=30_000, vocab_size=2048, block_size=256, batch_size=8, steps=1500, lr=3e-3, n_eval=100)
+DEFAULTS = dict(n_stories=30_000, vocab_size=2048, block_size=256, batch_size=8, steps=1000, lr=3e-3, n_eval=100)
 QUICK = dict(n_stories=2_000, vocab_size=512, block_size=128, batch_size=8, steps=40, lr=3e-3, n_eval=12)
 SHOTS = (0, 1, 3)
 MAX_NEW = 12
