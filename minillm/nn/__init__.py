@@ -13,11 +13,11 @@ from .ffn import FeedForward
 from .kv_cache import KVCache
 from .layers import Dropout, Embedding, Identity, LayerNorm, Linear, RMSNorm
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
-from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from .positional import LearnedPositionalEmbedding, RelativePositionBias, SinusoidalPositionalEncoding
 from .rnn import LSTM, LSTMCell
 
 __all__ = [
     "functional", "init", "Module", "Parameter", "ModuleList", "ModuleDict", "Sequential", "IncompatibleKeys",
     "Linear", "Embedding", "RMSNorm", "LayerNorm", "Dropout", "Identity", "KVCache", "MultiHeadAttention",
-    "FeedForward", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "LSTMCell", "LSTM",
+    "FeedForward", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "RelativePositionBias", "LSTMCell", "LSTM",
 ]

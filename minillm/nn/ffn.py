@@ -2,6 +2,9 @@
 
     FFN(x) = dropout( w2( act( w1 x ) ) ),   act = ReLU (the 2017 paper, the book) or GELU (BERT, GPT)
 
+``activation="gelu"`` is the exact erf GELU (BERT); ``"gelu_tanh"`` its tanh approximation
+0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), which GPT-2 uses (Hugging Face's ``gelu_new``).
+
 The same two matrices act on every position separately: w1 widens (dim -> hidden_dim,
 usually 4·dim), w2 narrows back. LLaMA's gated SwiGLU variant lives in ``models/llama.py``.
 """
@@ -14,7 +17,11 @@ from .module import Module
 
 __all__ = ["FeedForward", "ACTIVATIONS"]
 
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+def _gelu_tanh(x: Tensor) -> Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": _gelu_tanh}
 
 
 class FeedForward(Module):

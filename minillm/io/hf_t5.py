@@ -1,0 +1,120 @@
+"""Hugging Face interop for T5: ``export_hf_t5`` writes a directory that
+``transformers.T5ForConditionalGeneration.from_pretrained(dir)`` loads; ``import_hf_t5`` reads one.
+
+``models/t5.py`` already uses Hugging Face's parameter names and layouts (``nn.Linear`` and HF's
+``nn.Linear`` both store (out, in)), so this file only copies tensors and translates the config.
+The shared embedding is stored once as ``shared.weight`` (``encoder/decoder.embed_tokens`` are
+tied to it); ``lm_head.weight`` is stored only when untied (T5 v1.1).
+
+Note: transformers 5.x always ties T5's LM head to ``shared`` and keeps only the v1.0/v1.1
+difference of *scaling* (``scale_decoder_outputs``); an untied model therefore round-trips
+through our files and transformers 4.x, but transformers 5.x would tie its head on load.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .._files import atomic_write
+from ..models.t5 import T5Config, T5ForConditionalGeneration
+from .jsonfile import read_json_object
+from .safetensors import load_safetensors, save_safetensors
+
+__all__ = ["export_hf_t5", "import_hf_t5", "t5_hf_config"]
+
+_TIED = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+def t5_hf_config(c: T5Config, dtype: str = "float32") -> dict:
+    """A ``T5Config`` dict (Hugging Face's field names are ours)."""
+    return {
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "is_encoder_decoder": True,
+        "vocab_size": c.vocab_size,
+        "d_model": c.d_model,
+        "d_kv": c.d_kv,
+        "d_ff": c.d_ff,
+        "num_layers": c.num_layers,
+        "num_decoder_layers": c.num_decoder_layers,
+        "num_heads": c.num_heads,
+        "relative_attention_num_buckets": c.relative_attention_num_buckets,
+        "relative_attention_max_distance": c.relative_attention_max_distance,
+        "dropout_rate": c.dropout_rate,
+        "layer_norm_epsilon": c.layer_norm_epsilon,
+        "initializer_factor": 1.0,
+        "feed_forward_proj": c.feed_forward_proj,
+        "tie_word_embeddings": c.tie_word_embeddings,
+        "pad_token_id": c.pad_token_id,
+        "eos_token_id": c.eos_token_id,
+        "decoder_start_token_id": c.decoder_start_token_id,
+        "use_cache": True,
+        "torch_dtype": dtype,
+        "dtype": dtype,
+    }
+
+
+def export_hf_t5(model: T5ForConditionalGeneration, directory) -> None:
+    """Write ``config.json`` + ``model.safetensors`` in Hugging Face's T5 layout."""
+    if not isinstance(model, T5ForConditionalGeneration):
+        raise TypeError(f"export_hf_t5: expected a minillm.models.t5.T5ForConditionalGeneration, got {type(model).__name__}")
+    tensors = {name: p.data for name, p in model.named_parameters()}  # tied tensors are listed once (shared.weight)
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    save_safetensors(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+    cfg = t5_hf_config(model.config, str(model.shared.weight.dtype))
+    atomic_write(os.path.join(directory, "config.json"), json.dumps(cfg, indent=2) + "\n")
+
+
+def config_from_hf_t5(c: dict, where: str) -> T5Config:
+    if c.get("model_type") != "t5":
+        raise ValueError(f"{where}: model_type is {c.get('model_type')!r}; import_hf_t5 reads T5 models only")
+    ff = c.get("feed_forward_proj", "relu")
+    if ff not in ("relu", "gated-gelu"):
+        raise ValueError(f"{where}: feed_forward_proj {ff!r} is not supported (only 'relu' and 'gated-gelu')")
+    tie = bool(c.get("tie_word_embeddings", True))
+    if tie and c.get("scale_decoder_outputs", True) is False:
+        raise ValueError(f"{where}: a tied LM head without output scaling (scale_decoder_outputs=False) is not supported")
+    try:
+        return T5Config(
+            vocab_size=c["vocab_size"], d_model=c["d_model"], d_kv=c["d_kv"], d_ff=c["d_ff"], num_layers=c["num_layers"],
+            num_decoder_layers=c.get("num_decoder_layers"), num_heads=c["num_heads"],
+            relative_attention_num_buckets=c.get("relative_attention_num_buckets", 32),
+            relative_attention_max_distance=c.get("relative_attention_max_distance", 128),
+            dropout_rate=float(c.get("dropout_rate", 0.1)), layer_norm_epsilon=float(c.get("layer_norm_epsilon", 1e-6)),
+            feed_forward_proj=ff, tie_word_embeddings=tie, pad_token_id=c.get("pad_token_id", 0) or 0,
+            eos_token_id=c.get("eos_token_id", 1) if c.get("eos_token_id") is not None else 1,
+            decoder_start_token_id=c.get("decoder_start_token_id", 0) or 0,
+        )
+    except KeyError as e:
+        raise ValueError(f"{where}: missing field {e}") from None
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def import_hf_t5(directory, dtype=np.float32) -> T5ForConditionalGeneration:
+    """Read a Hugging Face T5 directory (config.json + model.safetensors) into our model."""
+    directory = os.fspath(directory)
+    cfg_path = os.path.join(directory, "config.json")
+    config = config_from_hf_t5(read_json_object(cfg_path), cfg_path)
+    path = os.path.join(directory, "model.safetensors")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{directory}: no model.safetensors (.bin checkpoints are not read: they can run code when loaded)")
+    tensors = load_safetensors(path)
+    model = T5ForConditionalGeneration(config)
+    if np.dtype(dtype) != np.float32:
+        model.to(dtype)
+    want = dict(model.named_parameters())
+    ignored = set(_TIED) | ({"lm_head.weight"} if config.tie_word_embeddings else set())
+    missing = sorted(k for k in want if k not in tensors)
+    unexpected = sorted(k for k in tensors if k not in want and k not in ignored)
+    if missing or unexpected:
+        raise ValueError(f"{path}: missing tensors {missing[:8]}; unexpected tensors {unexpected[:8]}")
+    state = {k: np.asarray(tensors[k]).astype(dtype, copy=False) for k in want}
+    try:
+        model.load_state_dict(state, strict=True)  # tied aliases (lm_head when tied) follow their parameter
+    except RuntimeError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return model

@@ -1,0 +1,27 @@
+"""examples/train_gpt.py end to end at a toy size, and its prompt formats."""
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+import train_gpt  # noqa: E402
+
+
+def test_prompt_formats():
+    assert train_gpt.solved("cat =", "猫") == "cat = 猫"
+    assert train_gpt.solved("问题：x\n答案：", "市场。") == "问题：x\n答案：市场。"
+    assert train_gpt.few_shot_prompt([("1 + 1 =", "2"), ("2 + 2 =", "4")], "3 + 4 =") == "1 + 1 = 2\n2 + 2 = 4\n3 + 4 ="
+    for task in ("qa", "qa (Q:/A:)", "translate", "math"):
+        items = train_gpt.task_items(task, 5, "val", 0)
+        assert len(items) == 5 and all(p and a for p, a in items)
+    assert all(p.endswith(" =") and " " in p[:-2] for p, _ in train_gpt.task_items("math", 5, "val", 0))
+
+
+def test_example_runs_at_toy_size(tmp_path):
+    report = train_gpt.main(["--quick", "--no-progress", "--out-dir", str(tmp_path / "run"), "--steps", "4",
+                             "--n-stories", "300", "--vocab-size", "300", "--block-size", "96", "--n-eval", "3"])
+    assert set(report["few_shot_exact_match"]) == {f"{t}|{k}" for t in ("qa", "qa (Q:/A:)", "translate", "math") for k in (0, 1, 3)}
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["steps"] == 4 and (tmp_path / "run" / "model" / "model.safetensors").exists()

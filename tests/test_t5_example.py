@@ -1,0 +1,21 @@
+"""examples/train_t5.py end to end at a toy size."""
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+import train_t5  # noqa: E402
+
+
+def test_example_runs_at_toy_size(tmp_path):
+    report = train_t5.main(["--quick", "--no-progress", "--out-dir", str(tmp_path / "run"), "--n-stories", "300",
+                            "--vocab-size", "300", "--pretrain-docs", "40", "--pretrain-steps", "3",
+                            "--finetune-examples", "40", "--finetune-steps", "3", "--batch-size", "4", "--n-eval", "6",
+                            "--no-pretrain-baseline"])
+    em = report["exact_match"]["span corruption + fine-tuning"]
+    assert set(em) == {"qa", "en2zh", "zh2en", "math", "all"} and 0.0 <= em["all"] <= 1.0
+    assert report["span_corruption_val_loss"] > 0
+    saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert saved["model_type"] == "minillm-t5"
