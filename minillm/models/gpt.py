@@ -39,6 +39,7 @@ import numpy as np
 from .. import nn
 from .._checks import check_token_ids
 from ..nn import functional as F
+from ..nn.heads import lm_loss
 from ..nn.attention import merge_masks
 from ..nn.kv_cache import KVCache
 from ..tensor import Tensor
@@ -260,15 +261,7 @@ class GPT(nn.Module):
                 raise ValueError("GPT: logits_to_keep cannot be combined with targets")
             x = x[:, -logits_to_keep:]  # (B, T, C) -> (B, k, C)
         logits = self.lm_head(x)  # (B, T, C) -> (B, T, vocab)
-        loss = None
-        if targets is not None:
-            y = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
-            if y.shape != ids.shape:
-                raise ValueError(f"GPT: targets must have the shape of input_ids {ids.shape}, got {y.shape}")
-            if y.dtype.kind not in "iu":
-                raise TypeError(f"GPT: targets must be integer token ids, got dtype {y.dtype}")
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), Tensor._wrap(y.reshape(-1).astype(np.int64, copy=False)),
-                                   ignore_index=-100)  # (B·T, V), (B·T,) -> scalar
+        loss = None if targets is None else lm_loss(logits, targets, ids.shape, "GPT")  # mean over labels != -100
         return CausalLMOutput(logits=logits, loss=loss)
 
     def extra_repr(self):

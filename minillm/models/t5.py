@@ -35,7 +35,6 @@ The decoder starts from ``config.decoder_start_token_id`` (the pad id, 0, as in 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -43,6 +42,7 @@ import numpy as np
 from .. import nn
 from .._checks import check_token_ids
 from ..nn import functional as F
+from ..nn.heads import lm_loss
 from ..nn.kv_cache import KVCache
 from ..nn.positional import RelativePositionBias
 from ..tensor import Tensor
@@ -412,12 +412,7 @@ class T5ForConditionalGeneration(nn.Module):
             raise ValueError("T5: pass labels or decoder_input_ids")
         memory = self.encode(input_ids, attention_mask)  # (B, S, d_model)
         logits = self.decode(decoder_input_ids, memory, attention_mask, tgt_mask=decoder_attention_mask)  # (B, T, V)
-        loss = None
-        if y is not None:
-            if y.shape != logits.shape[:2]:
-                raise ValueError(f"T5: labels must have the shape of decoder_input_ids {logits.shape[:2]}, got {y.shape}")
-            loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), Tensor._wrap(y.reshape(-1).astype(np.int64)),
-                                   ignore_index=-100)  # (B·T, V), (B·T,) -> scalar
+        loss = None if y is None else lm_loss(logits, y, logits.shape[:2], "T5", "decoder_input_ids", "labels")  # labels != -100
         return Seq2SeqLMOutput(logits=logits, loss=loss)
 
     def extra_repr(self):
