@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(pt, "pretrain")
     pt.add_argument("--tokenizer", help="tokenizer dir or tokenizer.json (default: train one on the data)")
     pt.add_argument("--vocab-size", type=int, default=2048, help="vocab size when training a tokenizer (default: %(default)s)")
-    pt.add_argument("--preset", default="tiny", help="model size: tiny, small or book (default: %(default)s)")
+    pt.add_argument("--arch", choices=("llama", "gpt"), default="llama",
+                    help="llama: the LLaMA2 of 5.1; gpt: GPT-2 (3.3.1), same data and loop (default: %(default)s)")
+    pt.add_argument("--preset", default="tiny", help="model size: llama tiny, small or book; gpt tiny or gpt2 (default: %(default)s)")
     pt.add_argument("--block-size", type=int, default=256, help="tokens per sequence (default: %(default)s)")
     _add_training_args(pt, steps=1500, lr=3e-3, batch_size=8)
 
@@ -204,6 +206,7 @@ def cmd_pretrain(args):
     import minillm as mi
 
     from . import pipeline
+    from .models.gpt import GPT, GPTConfig
     from .models.llama import ModelConfig, Transformer
     from .tokenizers import load_tokenizer
 
@@ -214,9 +217,9 @@ def cmd_pretrain(args):
     _claim_out_dir(args)
     paths = _world_paths(args) if args.data is None else {"pretrain_train": args.data, "pretrain_val": args.val}
     tok = load_tokenizer(args.tokenizer) if args.tokenizer else pipeline.train_tokenizer(paths["pretrain_train"], args.vocab_size)
-    cfg = ModelConfig.preset(args.preset, vocab_size=tok.vocab_size, max_seq_len=max(256, args.block_size))
-    model = Transformer(cfg)
-    print(f"{args.preset}: {model.num_parameters():,} parameters")
+    config_cls, model_cls = {"llama": (ModelConfig, Transformer), "gpt": (GPTConfig, GPT)}[args.arch]
+    model = model_cls(config_cls.preset(args.preset, vocab_size=tok.vocab_size, max_seq_len=max(256, args.block_size)))
+    print(f"{args.arch} {args.preset}: {model.num_parameters():,} parameters")
     trainer = pipeline.pretrain(model, tok, paths, _train_config(args, args.out), block_size=args.block_size,
                                 batch_size=args.batch_size, resume=args.resume)
     _save_model_dir(model, tok, os.path.join(args.out, "model"))  # saved first: evaluation can never lose it

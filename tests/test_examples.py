@@ -53,6 +53,18 @@ def test_cli_pipeline(tmp_path, capsys, monkeypatch):
                  "--tokenizer", str(tmp_path / "tok"), "--block-size", "64", "--steps", "3", "--batch-size", "2",
                  "--out", str(pre), "--no-progress"]) == 0
     assert (pre / "model" / "model.safetensors").exists() and (pre / "model" / "tokenizer.json").exists()
+    gpt = tmp_path / "gpt"  # the same pretraining recipe, GPT-2 architecture (3.3.1)
+    assert main(["pretrain", "--arch", "gpt", "--data", str(tmp_path / "pre.jsonl"), "--val", str(tmp_path / "pre_val.jsonl"),
+                 "--tokenizer", str(tmp_path / "tok"), "--block-size", "64", "--steps", "2", "--batch-size", "2",
+                 "--out", str(gpt), "--no-progress"]) == 0
+    from minillm.io import load_model
+    from minillm.models.gpt import GPT
+
+    assert isinstance(load_model(str(gpt / "model")), GPT)
+    capsys.readouterr()
+    assert main(["generate", "--model", str(gpt / "model"), "--prompt", "In the morning", "--max-new-tokens", "4",
+                 "--temperature", "0"]) == 0
+    assert capsys.readouterr().out.startswith("In the morning")
     for extra in ([], ["--lora", "--lora-r", "2"]):
         sft = tmp_path / ("sft_lora" if extra else "sft")
         assert main(["sft", "--model", str(pre / "model"), "--data", str(tmp_path / "sft.jsonl"),
