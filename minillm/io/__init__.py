@@ -13,6 +13,7 @@ imports a family module. ``safetensors.py`` and ``jsonfile.py`` know no model at
 """
 from .checkpoint import load_model, model_config_dict, save_model
 from .hf import export_hf, import_hf
+from .hf_bert import export_hf_bert, import_hf_bert  # noqa: F401  (BERT, RoBERTa, ALBERT)
 from .safetensors import load_safetensors, save_safetensors
 
 __all__ = ["save_model", "load_model", "model_config_dict", "export_hf", "import_hf", "load_safetensors", "save_safetensors"]
