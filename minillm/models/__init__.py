@@ -1,7 +1,11 @@
-"""Models of the book: ``llama`` (ch. 5.1, LLaMA2), ``gpt`` (ch. 3.3.1, GPT-2), ``t5`` (ch. 3.2.1)."""
-from .gpt import GPT, GPTConfig  # noqa: F401
-from .llama import ModelConfig, Transformer  # noqa: F401
-from .t5 import T5Config, T5ForConditionalGeneration  # noqa: F401
+"""Models of the book, one file per family: ``transformer`` (ch. 2), ``bert`` / ``roberta`` /
+``albert`` (ch. 3.1), ``t5`` (ch. 3.2.1), ``gpt`` (ch. 3.3.1), ``llama`` (ch. 5.1, LLaMA2)."""
+from .albert import AlbertConfig, AlbertForPreTraining
+from .bert import BertConfig, BertForPreTraining
+from .gpt import GPT, GPTConfig
+from .llama import ModelConfig, Transformer
+from .roberta import RobertaConfig, RobertaForMaskedLM
+from .t5 import T5Config, T5ForConditionalGeneration
 
 #: Every model family ``minillm.io.save_model`` / ``load_model`` can write and read:
 #: ``"model_type"`` (stored in config.json) -> (config class, model class). A new family adds
@@ -10,6 +14,12 @@ MODEL_TYPES = {
     "minillm-llama": (ModelConfig, Transformer),
     "minillm-gpt": (GPTConfig, GPT),
     "minillm-t5": (T5Config, T5ForConditionalGeneration),
+    "minillm-bert": (BertConfig, BertForPreTraining),
+    "minillm-roberta": (RobertaConfig, RobertaForMaskedLM),
+    "minillm-albert": (AlbertConfig, AlbertForPreTraining),
 }
 
-__all__ = ["ModelConfig", "Transformer", "GPTConfig", "GPT", "T5Config", "T5ForConditionalGeneration", "MODEL_TYPES"]
+__all__ = [
+    "ModelConfig", "Transformer", "GPTConfig", "GPT", "T5Config", "T5ForConditionalGeneration", "BertConfig",
+    "BertForPreTraining", "RobertaConfig", "RobertaForMaskedLM", "AlbertConfig", "AlbertForPreTraining", "MODEL_TYPES",
+]

@@ -14,12 +14,14 @@ from .bpe import GPT2_PATTERN, GPT4_PATTERN, BPETokenizer, encode_naive, get_sta
 from .char import CharTokenizer
 from .chat import apply_chat_template, chat_template_jinja
 from .word import WordTokenizer
+from .wordpiece import WordPieceTokenizer  # 5.2.3 WordPiece (BERT)
 
 __all__ = [
     "Tokenizer",
     "BPETokenizer",
     "CharTokenizer",
     "WordTokenizer",
+    "WordPieceTokenizer",
     "load_tokenizer",
     "apply_chat_template",
     "chat_template_jinja",

@@ -1,0 +1,69 @@
+"""RoBERTa, Happy LLM 3.1.2: BERT's architecture, trained better.
+
+What changes against BERT (``bert.py``), and where it lives here:
+
+* **No NSP**: RoBERTa pretrains with MLM only (the NSP loss did not help), so there is no
+  pooler in ``RobertaForMaskedLM`` and no ``seq_relationship`` head; ``type_vocab_size`` is 1.
+* **Dynamic masking**: a fresh mask every time a sequence is seen. That is a property of the
+  data collator, not the model: ``minillm.data.bert_tasks.DataCollatorForLanguageModeling``
+  draws a new mask on every call (BERT's original data had 10 masks fixed in advance).
+* **Byte-level BPE** (GPT-2's, 50k merges in the paper): our ``BPETokenizer``, so there is no
+  ``[UNK]`` ever. Special tokens ``<s>`` (= [CLS]) ``</s>`` (= [SEP]) ``<pad>``.
+* **Position ids start at padding_idx + 1** (a fairseq legacy): the first token uses row
+  ``pad_token_id + 1`` of the position table, so a model with 512 positions has 514 rows.
+  ``RobertaConfig.position_offset`` gives that offset; ``max_positions`` is the usable length.
+  (HF numbers only non-padding tokens; with right padding, as everywhere here, every real token
+  gets the same position as in HF.)
+* Bigger batches, more data, longer training: hyper-parameters, not code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .bert import (BertConfig, BertLMPredictionHead, BertModel, MaskedLMOutput, _ce, _init_weights, _labels,
+                   _PreTrainedBert)
+
+__all__ = ["RobertaConfig", "RobertaModel", "RobertaForMaskedLM"]
+
+
+@dataclass
+class RobertaConfig(BertConfig):
+    """``BertConfig`` with RoBERTa's defaults (HF's ``RobertaConfig``): ``pad_token_id=1``,
+    one segment type, eps 1e-5, and ``max_position_embeddings`` counting the offset rows."""
+
+    max_position_embeddings: int = 130  # 128 usable positions + padding_idx + 1
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    pad_token_id: int = 1
+
+    model_type = "minillm-roberta"
+
+    @property
+    def position_offset(self) -> int:
+        return self.pad_token_id + 1
+
+
+class RobertaModel(BertModel):
+    """BertModel with RoBERTa's position offset (from the config)."""
+
+
+class RobertaForMaskedLM(_PreTrainedBert):
+    """``roberta`` (no pooler) + ``lm_head`` (dense -> GELU -> LayerNorm -> tied embeddings + bias)."""
+
+    base_prefix = "roberta"
+    config_class = RobertaConfig
+
+    def __init__(self, config: RobertaConfig):
+        super().__init__()
+        if not isinstance(config, RobertaConfig):
+            raise TypeError(f"RobertaForMaskedLM: expected a RobertaConfig, got {type(config).__name__}")
+        self.config = config
+        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self.lm_head = BertLMPredictionHead(config)
+        _init_weights(self.lm_head, config)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> MaskedLMOutput:
+        out = self._encode(input_ids, attention_mask, token_type_ids)
+        logits = self.lm_head(out.last_hidden_state, self.get_input_embeddings().weight)  # (B, T, V)
+        loss = None if labels is None else _ce(logits, _labels(labels, logits.shape[:2], type(self).__name__))
+        return MaskedLMOutput(loss, logits)

@@ -1,0 +1,26 @@
+"""examples/pretrain_bert.py --quick runs end to end and writes its files."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(ROOT, "examples", "pretrain_bert.py")
+
+
+def test_quick_run_end_to_end(tmp_path):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, EXAMPLE, "--quick", "--out-dir", str(tmp_path)], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| task | metric | from pretrained BERT | from random init |" in r.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [row["metric"] for row in report["finetune"]] == ["accuracy", "entity_f1", "f1"]
+    for row in report["finetune"]:
+        for side in ("pretrained", "scratch"):
+            assert 0.0 <= row[side][row["metric"]] <= 1.0
+    png = (tmp_path / "attention.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert (tmp_path / "tokenizer" / "tokenizer.json").exists()
+    lines = (tmp_path / "attention.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[1].split("\t")[1] == "[CLS]"
