@@ -34,7 +34,7 @@ without labels) and logits.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import numpy as np
@@ -42,6 +42,7 @@ import numpy as np
 from .. import nn
 from ..nn import functional as F
 from ..tensor import Tensor
+from .config import ConfigMixin
 
 __all__ = [
     "BertConfig", "BertEmbeddings", "BertLayer", "BertEncoder", "BertPooler", "BertModel",
@@ -53,7 +54,7 @@ __all__ = [
 
 # =============================================================================== config
 @dataclass
-class BertConfig:
+class BertConfig(ConfigMixin):
     """BERT's hyper-parameters with Hugging Face's ``BertConfig`` names; defaults are a small
     model for a laptop (BERT-base is hidden 768, 12 layers, 12 heads, intermediate 3072, 512 positions).
 
@@ -126,17 +127,6 @@ class BertConfig:
     def num_layer_modules(self) -> int:
         """Distinct encoder layers holding parameters (BERT: one per layer; ALBERT: 1, shared)."""
         return self.num_hidden_layers
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 # =============================================================================== outputs

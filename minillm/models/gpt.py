@@ -32,7 +32,8 @@ and the ``Trainer`` use GPT unchanged::
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from ..nn.attention import merge_masks
 from ..nn.kv_cache import KVCache
 from ..tensor import Tensor
 from .llama import CausalLMOutput
+from .config import ConfigMixin
 
 __all__ = ["GPTConfig", "CausalSelfAttention", "Block", "GPT", "PRESETS"]
 
@@ -56,9 +58,11 @@ PRESETS = {
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(ConfigMixin):
     """GPT-2's hyper-parameters (defaults: GPT-2 small). Invalid values raise ``ValueError``
     naming the field. ``max_seq_len`` is HF's ``n_positions`` (the size of ``wpe``)."""
+
+    PRESETS: ClassVar[dict] = PRESETS  # the named sizes at the top of this file
 
     vocab_size: int = 50257
     max_seq_len: int = 1024  # positions in the learned table (HF: n_positions)
@@ -92,22 +96,8 @@ class GPTConfig:
     def hidden_dim(self) -> int:
         return 4 * self.n_embd if self.n_inner is None else self.n_inner
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "GPTConfig":
-        if name not in PRESETS:
-            raise ValueError(f"GPTConfig.preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"GPTConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 def _positive_int(cfg, name):

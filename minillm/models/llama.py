@@ -40,7 +40,8 @@ Differences from the book's code (each on purpose):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -51,6 +52,7 @@ from ..nn import functional as F
 from ..nn.heads import lm_loss
 from ..ops import stack
 from ..tensor import Tensor
+from .config import ConfigMixin
 
 __all__ = [
     "ModelConfig", "PRESETS", "RMSNorm", "repeat_kv", "precompute_freqs_cis", "reshape_for_broadcast",
@@ -72,13 +74,15 @@ PRESETS = {
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ConfigMixin):
     """5.1.1 定义超参数: the model's hyper-parameters, with the book's defaults.
 
     ``ModelConfig()`` is the book's model (dim 768, 12 layers, 82,594,560 parameters);
     ``ModelConfig.preset("tiny", vocab_size=...)`` a size that trains on a laptop CPU.
     Invalid values raise ``ValueError`` naming the field.
     """
+
+    PRESETS: ClassVar[dict] = PRESETS  # the named sizes at the top of this file
 
     dim: int = 768  # model (embedding) width
     n_layers: int = 12  # number of DecoderLayers
@@ -128,23 +132,8 @@ class ModelConfig:
         """The MLP width actually used (see ``MLP``)."""
         return _mlp_hidden_dim(self.dim, self.hidden_dim, self.multiple_of)
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "ModelConfig":
-        """A named size (``"tiny"``, ``"small"``, ``"book"``) with any field overridden."""
-        if name not in PRESETS:
-            raise ValueError(f"ModelConfig.preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"ModelConfig: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 def _is_number(v) -> bool:

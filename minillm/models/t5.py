@@ -35,7 +35,8 @@ The decoder starts from ``config.decoder_start_token_id`` (the pad id, 0, as in 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -47,6 +48,7 @@ from ..nn.kv_cache import KVCache
 from ..nn.positional import RelativePositionBias
 from ..tensor import Tensor
 from .transformer import Seq2SeqLMOutput
+from .config import ConfigMixin
 
 __all__ = [
     "T5Config", "T5LayerNorm", "T5Attention", "T5DenseActDense", "T5DenseGatedActDense", "T5Block", "T5Stack",
@@ -61,9 +63,11 @@ PRESETS = {
 
 
 @dataclass
-class T5Config:
+class T5Config(ConfigMixin):
     """T5's hyper-parameters (defaults: t5-small, 60M). Names are Hugging Face ``T5Config``'s.
     Invalid values raise ``ValueError`` naming the field."""
+
+    PRESETS: ClassVar[dict] = PRESETS  # the named sizes at the top of this file
 
     vocab_size: int = 32128
     d_model: int = 512
@@ -110,22 +114,8 @@ class T5Config:
     def inner_dim(self) -> int:
         return self.num_heads * self.d_kv
 
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "T5Config":
-        if name not in PRESETS:
-            raise ValueError(f"T5Config.preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "T5Config":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"T5Config: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 class T5LayerNorm(nn.RMSNorm):

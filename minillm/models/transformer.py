@@ -49,7 +49,7 @@ Decoding protocol (shared with ``minillm.generation``)::
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,6 +59,7 @@ from ..nn import functional as F
 from ..nn.heads import lm_loss
 from ..nn.kv_cache import KVCache
 from ..tensor import Tensor
+from .config import ConfigMixin
 
 __all__ = [
     "ModelArgs", "MultiHeadAttention", "LayerNorm", "MLP", "EncoderLayer", "Encoder", "DecoderLayer", "Decoder",
@@ -68,7 +69,7 @@ __all__ = [
 
 # =============================================================================== 2.3.3 ModelArgs
 @dataclass
-class ModelArgs:
+class ModelArgs(ConfigMixin):
     """The book's ``ModelArgs`` with defaults, validation and the fixes above.
 
     ``ModelArgs(n_embd=100, n_heads=10, dim=100, dropout=0.1, max_seq_len=512, vocab_size=1000,
@@ -141,17 +142,6 @@ class ModelArgs:
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelArgs":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"ModelArgs: unknown field(s) {unknown}; known fields: {sorted(known)}")
-        return cls(**d)
 
 
 # =============================================================================== 2.1.6 MultiHeadAttention
