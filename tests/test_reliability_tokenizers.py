@@ -39,7 +39,7 @@ def test_bpe_file_ids_outside_the_vocab_are_refused_quickly(tmp_path, bpe, where
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match=r"tokenizer\.json"):
         load_tokenizer(path)
-    assert time.perf_counter() - t0 < 2.0  # no table sized by the id
+    assert time.perf_counter() - t0 < 10  # no table sized by the id (that took 25 s and 6 GB): a generous bound for busy machines
 
 
 @pytest.mark.parametrize("cls", [WordTokenizer, CharTokenizer])
