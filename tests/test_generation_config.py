@@ -97,3 +97,35 @@ def test_generation_leaves_modes_and_grad_as_they_were(model):
     assert model.training and not model.layers[0].training and model.layers[1].training
     assert mi.is_grad_enabled()
     model.eval()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("temperature", float("nan")), ("temperature", float("inf")), ("temperature", "0.5"), ("temperature", -1.0),
+    ("repetition_penalty", float("nan")), ("repetition_penalty", float("inf")), ("repetition_penalty", "1.2"),
+    ("top_p", float("nan")), ("length_penalty", float("nan")),
+])
+def test_non_finite_or_non_numeric_sampling_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"GenerationConfig.{field}"):
+        GenerationConfig(**{field: value})
+
+
+def test_a_tiny_temperature_is_greedy_in_the_limit_not_nan():
+    from minillm.generation import sample_next_token
+
+    logits = np.array([[0.5, 2.0, -1.0], [3.0, 1.0, 2.9]])
+    for t in (1e-320, 1e-300, 1e-30):
+        np.testing.assert_array_equal(sample_next_token(logits, t, rng=np.random.default_rng(0)), [1, 0])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_nan_or_inf_logits_stop_generation_naming_the_step(monkeypatch, bad, num_beams):
+    import minillm as mi
+    from minillm.generation import generate
+    from minillm.models.llama import ModelConfig, Transformer
+
+    mi.manual_seed(0)
+    model = Transformer(ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=11, max_seq_len=16))
+    model.output.weight.data[3, 0] = bad  # token 3's logit is NaN / inf whenever feature 0 is non-zero
+    with pytest.raises(FloatingPointError, match=r"logits at new token 0 contain"):
+        generate(model, [1, 2, 3], max_new_tokens=4, temperature=0, num_beams=num_beams)

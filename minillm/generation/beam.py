@@ -33,7 +33,7 @@ import numpy as np
 
 from .config import GenerationConfig
 from .decode import initial_seen
-from .sampling import apply_repetition_penalty
+from .sampling import apply_repetition_penalty, check_logits
 
 __all__ = ["beam_search"]
 
@@ -88,6 +88,7 @@ def beam_search(runner, config: GenerationConfig, max_new_tokens: int, context_i
     for step in range(max_new_tokens):
         length = step + 1  # generated length of every candidate made in this step
         last = step == max_new_tokens - 1
+        check_logits(logits, step)
         logp = _log_softmax(logits)  # (B·nb, V)
         if seen is not None:  # HF applies its logits processors to the log-probs
             logp = apply_repetition_penalty(logp, seen, config.repetition_penalty)

@@ -85,14 +85,14 @@ class GenerationConfig:
             raise bad("max_new_tokens", "must be a non-negative int")
         if self.do_sample is not None and not isinstance(self.do_sample, bool):
             raise bad("do_sample", "must be True, False or None")
-        if not _is_number(self.temperature) or not self.temperature >= 0:
-            raise bad("temperature", "must be a number >= 0 (0 = greedy)")
+        if not _is_number(self.temperature) or not 0 <= self.temperature < np.inf:
+            raise bad("temperature", "must be a finite number >= 0 (0 = greedy)")
         if self.top_k is not None and (not _is_int(self.top_k) or self.top_k < 1):
             raise bad("top_k", "must be a positive int or None")
         if self.top_p is not None and (not _is_number(self.top_p) or not 0.0 < self.top_p <= 1.0):
             raise bad("top_p", "must be in (0, 1] or None")
-        if not _is_number(self.repetition_penalty) or not self.repetition_penalty > 0:
-            raise bad("repetition_penalty", "must be a number > 0 (1 = no penalty)")
+        if not _is_number(self.repetition_penalty) or not 0 < self.repetition_penalty < np.inf:
+            raise bad("repetition_penalty", "must be a finite number > 0 (1 = no penalty)")
         for name in ("eos_token_id", "pad_token_id", "decoder_start_token_id"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 0):

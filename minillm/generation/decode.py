@@ -33,7 +33,7 @@ import numpy as np
 
 from .config import GenerationConfig
 from .fused import FusedDecoder, fused_decode_unsupported
-from .sampling import apply_repetition_penalty, sample_next_token
+from .sampling import apply_repetition_penalty, check_logits, sample_next_token
 
 __all__ = ["CausalLMRunner", "Seq2SeqRunner", "sample_loop", "model_config", "is_encoder_decoder"]
 
@@ -189,6 +189,7 @@ def sample_loop(runner, config: GenerationConfig, max_new_tokens: int, context_i
     seen = initial_seen(context_ids, context_mask, V) if config.repetition_penalty != 1.0 else None
     active = np.ones(B, dtype=bool)  # rows that have not produced EOS yet
     for step in range(max_new_tokens):
+        check_logits(logits, step)
         if seen is not None:
             logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
         nxt = sample_next_token(logits, temperature, config.top_k, config.top_p, rng)  # (B,)

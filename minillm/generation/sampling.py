@@ -16,13 +16,16 @@ import numpy as np
 from .. import random as _random
 from ..tensor import Tensor
 
-__all__ = ["sample_next_token", "next_token_probs", "sample_from", "apply_repetition_penalty", "left_pad", "right_pad"]
+__all__ = ["check_logits", "sample_next_token", "next_token_probs", "sample_from", "apply_repetition_penalty", "left_pad", "right_pad"]
 
 
 def next_token_probs(logits: np.ndarray, temperature: float = 1.0, top_k=None, top_p=None) -> np.ndarray:
     """The distribution sampling draws from: softmax(logits / temperature) restricted to the
     top-k tokens and to the top-p nucleus, renormalised. logits (B, V) -> probs (B, V) float64."""
-    logits = np.asarray(logits, dtype=np.float64) / temperature  # (B, V); float64 so tiny probabilities survive
+    logits = np.asarray(logits, dtype=np.float64)  # (B, V); float64 so tiny probabilities survive
+    # Subtract each row's max *before* dividing: a tiny temperature (1e-320) then sends every
+    # other logit to -inf and keeps the best one at 0 (greedy in the limit), never inf - inf = NaN.
+    logits = (logits - logits.max(axis=-1, keepdims=True)) / temperature
     V = logits.shape[-1]
     if top_k is not None and top_k < V:
         kth = np.partition(logits, V - top_k, axis=-1)[:, V - top_k : V - top_k + 1]  # (B, 1) k-th largest
@@ -48,6 +51,18 @@ def sample_from(probs: np.ndarray, rng=None) -> np.ndarray:
     cdf = np.cumsum(probs, axis=-1)  # (B, V)
     idx = (cdf < u * cdf[:, -1:]).sum(axis=-1)  # inverse CDF: first token whose cdf reaches u
     return np.minimum(idx, probs.shape[-1] - 1).astype(np.int64)
+
+
+def check_logits(logits: np.ndarray, step: int) -> None:
+    """Refuse NaN or +inf logits (broken weights, an overflow): every choice from them would be
+    an arbitrary token, silently. -inf is a legitimate "never this token"."""
+    bad = np.isnan(logits) | np.isposinf(logits)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise FloatingPointError(
+            f"generate: the model's logits at new token {step} contain {logits[row, col]} (row {row}, token {col}); "
+            "check the weights for NaN/inf"
+        )
 
 
 def sample_next_token(logits: np.ndarray, temperature: float = 1.0, top_k=None, top_p=None, rng=None) -> np.ndarray:
