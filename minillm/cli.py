@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--input", nargs="+", help="text or .jsonl files (default: the built-in world's pretraining texts)")
     t.add_argument("--vocab-size", type=int, default=2048, help="vocabulary size incl. special tokens (default: %(default)s)")
     t.add_argument("--out", required=True, metavar="DIR")
+    t.add_argument("--overwrite", action="store_true", help="replace a tokenizer already saved in DIR")
     t.add_argument("--world-dir", default="runs/world", help="where the built-in corpus is generated (default: %(default)s)")
 
     pt = sub.add_parser("pretrain", help="pretrain a LLaMA2 from scratch (5.3, 6.1)",
@@ -197,6 +198,9 @@ def _world_paths(args):
 def cmd_train_tokenizer(args):
     from . import pipeline
 
+    if os.path.exists(os.path.join(args.out, "tokenizer.json")) and not args.overwrite:
+        raise FileExistsError(f"{args.out} already holds a tokenizer (tokenizer.json); pass --overwrite to replace it "
+                              "or choose another --out")  # checked before the training, not after
     inputs = args.input or _world_paths(args)["pretrain_train"]
     tok = pipeline.train_tokenizer(inputs, args.vocab_size, args.out)
     print(f"trained a BPE tokenizer with {tok.vocab_size} tokens -> {args.out}/tokenizer.json")

@@ -271,3 +271,17 @@ def test_chat_reset_keeps_the_system_prompt(monkeypatch, model_dir):
 def test_chat_with_a_system_prompt_too_long_for_the_context(monkeypatch, model_dir, capsys):
     code, _ = _chat(monkeypatch, model_dir, [""], "--system", "river " * 200)
     assert code == 2 and "--system is too long" in capsys.readouterr().err
+
+
+def test_train_tokenizer_refuses_to_replace_a_saved_tokenizer(tmp_path, capsys):
+    text = tmp_path / "a.txt"
+    text.write_text("Tom went to the market. 汤姆去了市场。\n" * 50, encoding="utf-8")
+    out = tmp_path / "tok"
+    assert main(["train-tokenizer", "--input", str(text), "--vocab-size", "270", "--out", str(out)]) == 0
+    before = (out / "tokenizer.json").read_bytes()
+    capsys.readouterr()
+    assert main(["train-tokenizer", "--input", str(text), "--vocab-size", "280", "--out", str(out)]) == 2
+    assert "already holds a tokenizer" in capsys.readouterr().err
+    assert (out / "tokenizer.json").read_bytes() == before  # untouched
+    assert main(["train-tokenizer", "--input", str(text), "--vocab-size", "280", "--out", str(out), "--overwrite"]) == 0
+    assert (out / "tokenizer.json").read_bytes() != before
