@@ -17,23 +17,23 @@ import functools
 import json
 import os
 import time
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from ._files import atomic_write
-from .autograd import no_grad
 from .data import (
     DataLoader, PretrainDataset, SFTDataset, build_token_file, check_eval_conversation, collate_sft,
     read_pretrain_texts, read_sft_conversations, write_default_corpus,
 )
 from .data import read_sft_records as _read_records
 from .eval import score_sft
-from .generation import generate
+from .eval.harness import ModelLM
+from .eval.tasks import GenerationConfig as EvalGenerationSettings
 from .io.jsonfile import read_json_object
 from .tokenizers import BPETokenizer
 from .train import Trainer, TrainConfig, check_out_dir, make_sample_fn
 
 __all__ = [
-    "prepare_corpus", "train_tokenizer", "pretrain", "sft", "answer", "evaluate_sft", "read_sft_records",
+    "prepare_corpus", "train_tokenizer", "pretrain", "sft", "evaluate_sft", "read_sft_records",
     "DEFAULT_PROMPTS",
 ]
 
@@ -133,29 +133,12 @@ def sft(model, tokenizer, paths: dict, config: TrainConfig, max_length: int = 25
     return trainer
 
 
-def answer(model, tokenizer, conversations: Iterable[list], max_new_tokens: int = 32, batch_size: int = 32,
-           temperature: float = 0.0, seed: int | None = 0) -> list:
-    """The model's reply to each conversation (a list of ``{"role", "content"}`` ending with a
-    user turn), decoded without special tokens. Greedy by default; prompts are batched with
-    left padding and each reply stops at ``<|im_end|>``."""
-    end_id = tokenizer.token_to_id("<|im_end|>")
-    # encode_chat gives the ids SFT trained on (contents as plain text, control tokens as ids)
-    prompts = [tokenizer.encode_chat(messages, add_generation_prompt=True) for messages in conversations]
-    max_new = lambda p: max(1, min(max_new_tokens, model.args.max_seq_len - len(p)))  # noqa: E731
-    replies = []
-    with no_grad():
-        for i in range(0, len(prompts), batch_size):
-            chunk = prompts[i : i + batch_size]
-            n_new = min(max_new(p) for p in chunk)
-            outs = generate(model, chunk, n_new, temperature=temperature, eos_token_id=end_id, seed=seed,
-                            pad_token_id=tokenizer.pad_token_id)
-            replies += [tokenizer.decode(o, skip_special_tokens=True).strip() for o in outs]
-    return replies
-
-
 def evaluate_sft(model, tokenizer, records_or_path, limit: int | None = None, max_new_tokens: int = 32) -> dict:
     """Exact-match accuracy of greedy answers on SFT records, overall and per skill.
 
+    The replies come from the evaluation harness (``minillm.eval.harness.ModelLM``: the chat
+    template SFT trained on, left-padded batches, each reply stopped at ``<|im_end|>``), the
+    same generation ``python -m minillm eval`` uses, so the two never disagree.
     Returns ``{"all": acc, "qa": ..., "translate": ..., "math": ..., "n": count, "examples": [...]}``.
     """
     records = read_sft_records(records_or_path) if isinstance(records_or_path, (str, os.PathLike)) else list(records_or_path)
@@ -166,8 +149,10 @@ def evaluate_sft(model, tokenizer, records_or_path, limit: int | None = None, ma
             check_eval_conversation(r["messages"])
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"evaluate_sft: record {i}: {e}") from None
-    prompts = [r["messages"][:-1] for r in records]
-    preds = answer(model, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    lm = ModelLM(model, tokenizer, batch_size=32)
+    settings = EvalGenerationSettings(max_new_tokens=max_new_tokens, until=())  # greedy, stop at <|im_end|> only
+    prompts = [tuple((m["role"], m["content"]) for m in r["messages"][:-1]) for r in records]
+    preds = [texts[0].strip() for texts in lm.generate([(p, settings) for p in prompts])]
     result = score_sft(records, preds)
     result["examples"] = [
         {"question": r["messages"][-2]["content"], "reference": r["messages"][-1]["content"], "prediction": p}
