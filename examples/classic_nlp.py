@@ -28,7 +28,7 @@ from minillm import pipeline  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
 from minillm.classic import segment, vectors  # noqa: E402
 from minillm.classic import word2vec as w2v  # noqa: E402
-from minillm.classic._png import PALETTE, scatter_png  # noqa: E402
+from minillm.plot import PALETTE, scatter_png  # noqa: E402
 from minillm.classic.data import TAGS, analogy_questions, segmented_stories, word_categories  # noqa: E402
 from minillm.classic.elmo import (  # noqa: E402
     BiLM, ELMoConfig, WordVocab, bilm_perplexity, elmo_layers, train_bilm, train_probe,

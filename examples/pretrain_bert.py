@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import struct
 import sys
 import time
-import zlib
 
 import numpy as np
 
@@ -33,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import minillm as mi  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
+from minillm.plot import heatmap_rgb, write_png  # noqa: E402
 from minillm.data.bert_tasks import (NER_LABELS, DataCollatorForLanguageModeling, encode_pairs, make_nsp_pairs,  # noqa: E402
                                      ner_data, pad_batch, qa_data, question_kind_data, tokenize_ner, tokenize_qa)
 from minillm.data.world import WorldConfig, generate_stories  # noqa: E402
@@ -209,24 +207,8 @@ def run_qa(tok, config, state, args, data):
 
 
 # ----------------------------------------------------------------------------- attention picture
-def write_png(path: str, rgb: np.ndarray) -> None:
-    """A minimal PNG writer (8-bit RGB, no dependencies): rgb (H, W, 3) uint8."""
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-    png += chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-    atomic_write(path, png)
 
 
-def heatmap_rgb(matrix: np.ndarray, cell: int = 16) -> np.ndarray:
-    m = matrix / max(float(matrix.max()), 1e-12)
-    white, blue = np.array([255, 255, 255], float), np.array([8, 48, 107], float)
-    rgb = (white + m[..., None] * (blue - white)).round().astype(np.uint8)  # (T, T, 3)
-    return np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
 
 
 def attention_map(model: BertForPreTraining, ids: list[int], layer: int) -> np.ndarray:
@@ -326,7 +308,7 @@ def main(argv=None) -> dict:
     ids = tok.encode(sentence.split(". ")[0] + ".", add_special_tokens=True)
     layer = min(1, args.layers - 1)
     weights = attention_map(bert, ids, layer)
-    write_png(os.path.join(args.out_dir, "attention.png"), heatmap_rgb(weights))
+    write_png(os.path.join(args.out_dir, "attention.png"), heatmap_rgb(weights, cell=16))
     toks = [tok.id_to_token(i) for i in ids]
     lines = [f"layer {layer} self-attention (mean over heads): row = query token, column = key token", "\t" + "\t".join(toks)]
     lines += [t + "\t" + "\t".join(f"{w:.2f}" for w in row) for t, row in zip(toks, weights)]

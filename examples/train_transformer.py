@@ -23,10 +23,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import struct
 import sys
 import time
-import zlib
 from functools import partial
 
 # One BLAS thread: this model's matrices are small (e.g. 1024×128 @ 128×512), where a second
@@ -39,6 +37,7 @@ import numpy as np  # noqa: E402  (after the BLAS setting, which must precede nu
 
 import minillm as mi  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
+from minillm.plot import heatmap_rgb, write_png  # noqa: E402
 from minillm.data import DataLoader  # noqa: E402
 from minillm.data.translation import TranslationDataset, collate_translation, translation_pairs  # noqa: E402
 from minillm.eval.bleu import corpus_bleu  # noqa: E402
@@ -101,25 +100,8 @@ def cross_attention(model: Transformer, src, src_mask, tgt) -> np.ndarray:
     return attn.last_weights[0].mean(axis=0)  # (B, H, T, S) -> (H, T, S) -> (T, S)
 
 
-def write_png(path: str, rgb: np.ndarray) -> None:
-    """A minimal PNG writer (8-bit RGB, no dependencies): rgb (H, W, 3) uint8."""
-    h, w, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[y].tobytes() for y in range(h))  # filter type 0 per row
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-    png += chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-    atomic_write(path, png)
 
 
-def heatmap_rgb(matrix: np.ndarray, cell: int = 24) -> np.ndarray:
-    """(T, S) weights in [0, 1] -> an image, white (0) to dark blue (max), ``cell`` pixels per entry."""
-    m = matrix / max(float(matrix.max()), 1e-12)
-    white, blue = np.array([255, 255, 255], float), np.array([8, 48, 107], float)
-    rgb = (white + m[..., None] * (blue - white)).round().astype(np.uint8)  # (T, S, 3)
-    return np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1)
 
 
 # ----------------------------------------------------------------------------- main
@@ -195,7 +177,7 @@ def main(argv=None) -> dict:
     save_safetensors(model.state_dict(), os.path.join(args.out_dir, "model.safetensors"))
     example = collate_translation([heldout_ds[0]], pad_id)
     weights = cross_attention(model, example["input_ids"], example["attention_mask"], example["decoder_input_ids"])  # (T, S)
-    write_png(os.path.join(args.out_dir, "cross_attention.png"), heatmap_rgb(weights))
+    write_png(os.path.join(args.out_dir, "cross_attention.png"), heatmap_rgb(weights, cell=24))
     src_tokens = [src_tok.id_to_token(i) for i in example["input_ids"][0]]
     tgt_tokens = [tgt_tok.id_to_token(i) for i in example["decoder_input_ids"][0]]
     lines = ["cross-attention of the last decoder layer (mean over heads): rows = decoder inputs, columns = source tokens",

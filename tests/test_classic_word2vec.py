@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import minillm as mi
-from minillm.classic._png import encode_png, scatter_png
+from minillm.plot import encode_png, scatter_png
 from minillm.classic.data import segmented_stories
 from minillm.classic.word2vec import (
     Vocab, Word2Vec, Word2VecConfig, analogy, analogy_accuracy, make_plan, most_similar, negative_sampling_loss,

@@ -12,6 +12,7 @@ import pytest
 from minillm.data.translation import (
     TranslationDataset, collate_translation, sentence_pairs, split_sentences, translation_pairs,
 )
+from minillm.plot import heatmap_rgb
 from minillm.tokenizers import CharTokenizer, WordTokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,11 +61,6 @@ def test_dataset_and_collate_shift_targets_and_pad():
 
 
 def test_generate_on_the_transformer_uses_the_cache_and_matches_full_recompute():
-    sys.path.insert(0, os.path.join(ROOT, "examples"))
-    try:
-        import train_transformer as ex
-    finally:
-        sys.path.pop(0)
     import minillm as mi
     from minillm.models.transformer import ModelArgs, Transformer
 
@@ -85,7 +81,7 @@ def test_generate_on_the_transformer_uses_the_cache_and_matches_full_recompute()
             assert int(logits.argmax()) == tok
             seq.append(tok)
     # the PNG writer makes a valid PNG
-    rgb = ex.heatmap_rgb(np.array([[0.1, 0.9], [0.5, 0.5]]), cell=3)
+    rgb = heatmap_rgb(np.array([[0.1, 0.9], [0.5, 0.5]]), cell=3)
     assert rgb.shape == (6, 6, 3) and rgb[0, 0].tolist() != rgb[0, 5].tolist()
 
 
