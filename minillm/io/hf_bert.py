@@ -37,6 +37,7 @@ from ..models.albert import AlbertConfig, AlbertForMaskedLM, AlbertForPreTrainin
 from ..models.bert import (BertConfig, BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
                            BertForSequenceClassification, BertForTokenClassification)
 from ..models.roberta import RobertaConfig, RobertaForMaskedLM
+from .guards import check_float_sources, refuse_lora_layers
 from .jsonfile import read_json_object
 from .safetensors import load_safetensors, save_safetensors
 
@@ -129,6 +130,7 @@ def export_hf_bert(model, directory) -> None:
     """Write ``config.json`` + ``model.safetensors`` that HF's class of the same name loads."""
     if type(model).__name__ not in HF_ARCHITECTURES or not isinstance(model, HF_ARCHITECTURES[type(model).__name__]):
         raise TypeError(f"export_hf_bert: expected one of {sorted(HF_ARCHITECTURES)}, got {type(model).__name__}")
+    refuse_lora_layers(model, "export_hf_bert")
     family = _family(model.config)
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
@@ -196,6 +198,7 @@ def import_hf_bert(directory, dtype=np.float32):
     unexpected = sorted(k for k in tensors if k not in names and k not in ignored)
     if missing or unexpected:
         raise ValueError(f"{wpath}: missing tensors {missing}; unexpected tensors {unexpected}")
+    check_float_sources(tensors, model, wpath, names)  # an int or bool tensor is refused, never cast
     try:
         model.load_state_dict({n: tensors[h] for h, n in names.items()}, strict=True)
     except RuntimeError as e:

@@ -24,6 +24,7 @@ import numpy as np
 
 from .._files import atomic_write
 from ..models.gpt import GPT, GPTConfig
+from .guards import check_float_sources, json_bool, json_float, json_int, refuse_lora_layers
 from .jsonfile import read_json_object
 from .safetensors import load_safetensors, save_safetensors
 
@@ -104,7 +105,8 @@ def gpt2_hf_config(config: GPTConfig, dtype: str = "float32", bos_token_id=None,
 
 def export_hf_gpt2(model: GPT, directory, bos_token_id=None, eos_token_id=None, pad_token_id=None) -> None:
     """Write ``config.json`` + ``model.safetensors`` in Hugging Face's GPT-2 layout."""
-    tensors = to_hf_gpt2_state_dict(model)
+    tensors = to_hf_gpt2_state_dict(model)  # checks it is a GPT
+    refuse_lora_layers(model, "export_hf_gpt2")
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     save_safetensors(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
@@ -119,15 +121,17 @@ def config_from_hf_gpt2(c: dict, where: str) -> GPTConfig:
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"{where}: activation_function {act!r} is not supported (only the tanh GELU, gelu_new)")
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
-        if c.get(flag):
+        if json_bool(c, flag, where, default=False):
             raise ValueError(f"{where}: {flag}=True is not supported")
-    if c.get("scale_attn_weights", True) is not True or c.get("tie_word_embeddings", True) is not True:
+    if not json_bool(c, "scale_attn_weights", where, default=True) or not json_bool(c, "tie_word_embeddings", where, default=True):
         raise ValueError(f"{where}: only scale_attn_weights=True and tie_word_embeddings=True are supported")
+    # every field with its JSON type checked (the guards of io/guards.py, as import_hf uses them)
     try:
-        return GPTConfig(vocab_size=c["vocab_size"], max_seq_len=c["n_positions"], n_embd=c["n_embd"], n_layer=c["n_layer"],
-                         n_head=c["n_head"], n_inner=c.get("n_inner"), layer_norm_epsilon=float(c.get("layer_norm_epsilon", 1e-5)))
-    except KeyError as e:
-        raise ValueError(f"{where}: missing field {e}") from None
+        return GPTConfig(vocab_size=json_int(c, "vocab_size", where, minimum=1), max_seq_len=json_int(c, "n_positions", where, minimum=1),
+                         n_embd=json_int(c, "n_embd", where, minimum=1), n_layer=json_int(c, "n_layer", where, minimum=1),
+                         n_head=json_int(c, "n_head", where, minimum=1),
+                         n_inner=json_int(c, "n_inner", where, default=None, minimum=1, allow_none=True),
+                         layer_norm_epsilon=json_float(c, "layer_norm_epsilon", where, default=1e-5, positive=True))
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
 
@@ -142,6 +146,7 @@ def import_hf_gpt2(directory, dtype=np.float32) -> GPT:
         raise FileNotFoundError(f"{directory}: no model.safetensors (.bin checkpoints are not read: they can run code when loaded)")
     model = GPT(config)
     state = from_hf_gpt2_state_dict(load_safetensors(path), model, path)
+    check_float_sources(state, model, path)  # an int or bool tensor is refused, never cast
     if np.dtype(dtype) != np.float32:
         model.to(dtype)
     model.load_state_dict({k: v.astype(dtype, copy=False) for k, v in state.items()}, strict=True)

@@ -19,6 +19,7 @@ import numpy as np
 
 from .._files import atomic_write
 from ..models.t5 import T5Config, T5ForConditionalGeneration
+from .guards import check_float_sources, json_bool, json_float, json_int, refuse_lora_layers
 from .jsonfile import read_json_object
 from .safetensors import load_safetensors, save_safetensors
 
@@ -60,6 +61,7 @@ def export_hf_t5(model: T5ForConditionalGeneration, directory) -> None:
     """Write ``config.json`` + ``model.safetensors`` in Hugging Face's T5 layout."""
     if not isinstance(model, T5ForConditionalGeneration):
         raise TypeError(f"export_hf_t5: expected a minillm.models.t5.T5ForConditionalGeneration, got {type(model).__name__}")
+    refuse_lora_layers(model, "export_hf_t5")
     tensors = {name: p.data for name, p in model.named_parameters()}  # tied tensors are listed once (shared.weight)
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
@@ -74,22 +76,26 @@ def config_from_hf_t5(c: dict, where: str) -> T5Config:
     ff = c.get("feed_forward_proj", "relu")
     if ff not in ("relu", "gated-gelu"):
         raise ValueError(f"{where}: feed_forward_proj {ff!r} is not supported (only 'relu' and 'gated-gelu')")
-    tie = bool(c.get("tie_word_embeddings", True))
-    if tie and c.get("scale_decoder_outputs", True) is False:
+    tie = json_bool(c, "tie_word_embeddings", where, default=True)  # "false" is refused, not read as True
+    if tie and json_bool(c, "scale_decoder_outputs", where, default=True) is False:
         raise ValueError(f"{where}: a tied LM head without output scaling (scale_decoder_outputs=False) is not supported")
     try:
+        def ids(key, default):  # a token id: a JSON int >= 0 (null means the default)
+            return json_int(c, key, where, default=default, minimum=0, allow_none=True) or default
+
         return T5Config(
-            vocab_size=c["vocab_size"], d_model=c["d_model"], d_kv=c["d_kv"], d_ff=c["d_ff"], num_layers=c["num_layers"],
-            num_decoder_layers=c.get("num_decoder_layers"), num_heads=c["num_heads"],
-            relative_attention_num_buckets=c.get("relative_attention_num_buckets", 32),
-            relative_attention_max_distance=c.get("relative_attention_max_distance", 128),
-            dropout_rate=float(c.get("dropout_rate", 0.1)), layer_norm_epsilon=float(c.get("layer_norm_epsilon", 1e-6)),
-            feed_forward_proj=ff, tie_word_embeddings=tie, pad_token_id=c.get("pad_token_id", 0) or 0,
-            eos_token_id=c.get("eos_token_id", 1) if c.get("eos_token_id") is not None else 1,
-            decoder_start_token_id=c.get("decoder_start_token_id", 0) or 0,
+            vocab_size=json_int(c, "vocab_size", where, minimum=1), d_model=json_int(c, "d_model", where, minimum=1),
+            d_kv=json_int(c, "d_kv", where, minimum=1), d_ff=json_int(c, "d_ff", where, minimum=1),
+            num_layers=json_int(c, "num_layers", where, minimum=1),
+            num_decoder_layers=json_int(c, "num_decoder_layers", where, default=None, minimum=1, allow_none=True),
+            num_heads=json_int(c, "num_heads", where, minimum=1),
+            relative_attention_num_buckets=json_int(c, "relative_attention_num_buckets", where, default=32, minimum=1),
+            relative_attention_max_distance=json_int(c, "relative_attention_max_distance", where, default=128, minimum=1),
+            dropout_rate=json_float(c, "dropout_rate", where, default=0.1),
+            layer_norm_epsilon=json_float(c, "layer_norm_epsilon", where, default=1e-6, positive=True),
+            feed_forward_proj=ff, tie_word_embeddings=tie, pad_token_id=ids("pad_token_id", 0),
+            eos_token_id=ids("eos_token_id", 1), decoder_start_token_id=ids("decoder_start_token_id", 0),
         )
-    except KeyError as e:
-        raise ValueError(f"{where}: missing field {e}") from None
     except ValueError as e:
         raise ValueError(f"{where}: {e}") from None
 
@@ -112,6 +118,7 @@ def import_hf_t5(directory, dtype=np.float32) -> T5ForConditionalGeneration:
     unexpected = sorted(k for k in tensors if k not in want and k not in ignored)
     if missing or unexpected:
         raise ValueError(f"{path}: missing tensors {missing[:8]}; unexpected tensors {unexpected[:8]}")
+    check_float_sources({k: tensors[k] for k in want}, model, path)  # an int or bool tensor is refused, never cast
     state = {k: np.asarray(tensors[k]).astype(dtype, copy=False) for k in want}
     try:
         model.load_state_dict(state, strict=True)  # tied aliases (lm_head when tied) follow their parameter
