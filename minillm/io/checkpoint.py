@@ -23,7 +23,7 @@ import numpy as np
 
 from .._files import atomic_write
 from ..models import MODEL_TYPES
-from .guards import check_float_sources, refuse_lora_layers
+from .guards import check_float_sources, check_header_shapes, refuse_lora_layers
 from .jsonfile import read_json_object
 from .safetensors import load_safetensors, read_safetensors_shapes, save_safetensors
 
@@ -33,7 +33,8 @@ __all__ = ["save_model", "load_model", "model_config_dict", "check_config_agains
 #: model class -> ``fn(config, max_tensors) -> {state_dict name: shape}`` (a tied weight listed once) plus
 #: the cost of its buffers: lets ``load_model`` compare ``config.json`` with the weights' header
 #: *before* it allocates the model (a hostile ``"vocab_size": 1000000000`` costs nothing then).
-#: Each family's file in ``io`` registers its function (``hf.py`` for LLaMA).
+#: Each family's file in ``io`` registers its function (``hf.py`` LLaMA, ``hf_gpt2.py``, ``hf_t5.py``,
+#: ``hf_bert.py`` BERT/RoBERTa/ALBERT and their task heads).
 STATE_SHAPES: dict = {}
 
 CONFIG_NAME = "config.json"
@@ -129,15 +130,7 @@ def check_config_against_weights(model_cls, config, shapes: dict, source: str) -
         expected = expected_fn(config, max_tensors=len(shapes))  # also bounds the buffers
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
-    problems = [f"{n}: config gives {tuple(s)}, file has {tuple(shapes[n])}"
-                for n, s in expected.items() if n in shapes and tuple(shapes[n]) != tuple(s)]
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    if problems or missing or unexpected:
-        shown = problems[:8] + ([f"missing tensors {missing[:8]}"] if missing else []) + (
-            [f"unexpected tensors {unexpected[:8]}"] if unexpected else [])
-        raise ValueError(f"{source}: the weights do not match config.json (checked before building the model): "
-                         + "; ".join(shown))
+    check_header_shapes(expected, shapes, source)
 
 
 def load_model(directory):

@@ -107,6 +107,39 @@ def check_float_sources(tensors: dict, model, source: str, names: dict | None = 
                          "refusing to cast (the file is corrupt or not a weights file)")
 
 
+def bounded_shapes(entries, max_tensors: int | None = None) -> dict:
+    """``{name: shape}`` from ``entries`` (an iterable of (name, shape), usually a generator over a
+    config's layers). ``max_tensors`` (the weights file's count) bounds the work: past twice that
+    (plus slack, so a config one layer off still gets the precise list of missing tensors from
+    ``check_header_shapes``) it stops, and a hostile ``"num_layers": 10**12`` costs no long loop."""
+    limit = None if max_tensors is None else 2 * max_tensors + 64
+    shapes = {}
+    for name, shape in entries:
+        if limit is not None and len(shapes) >= limit:
+            raise ValueError(f"the config describes more than {limit} tensors but the weights hold only "
+                             f"{max_tensors}: the weights do not match config.json")
+        shapes[name] = tuple(int(n) for n in shape)
+    return shapes
+
+
+def check_header_shapes(expected: dict, shapes: dict, source: str, ignore=None) -> None:
+    """Refuse weights whose header (``shapes``: name -> shape, read without loading a tensor) is
+    not what the config describes (``expected``: name -> shape). Called *before* the model is
+    allocated, so a config with ``"vocab_size": 10**9`` is an error message, not terabytes asked
+    of the allocator. ``ignore(name)``: header names a writer may add that we drop (tied copies,
+    buffers). Wrong shapes, missing and unexpected names are all listed (8 of each at most)."""
+    ignore = ignore or (lambda name: False)
+    wrong = [f"{n}: config gives {tuple(s)}, file has {tuple(shapes[n])}"
+             for n, s in expected.items() if n in shapes and tuple(shapes[n]) != tuple(s)]
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(n for n in set(shapes) - set(expected) if not ignore(n))
+    if wrong or missing or unexpected:
+        shown = wrong[:8] + ([f"missing tensors {missing[:8]}"] if missing else []) + (
+            [f"unexpected tensors {unexpected[:8]}"] if unexpected else [])
+        raise ValueError(f"{source}: the weights do not match config.json (checked before building the model): "
+                         + "; ".join(shown))
+
+
 def refuse_lora_layers(model, where: str) -> None:
     """A model with injected LoRA layers saves names (``...lora_A.weight``) no plain loader accepts."""
     from ..nn.lora import LoRALinear  # io sits above nn

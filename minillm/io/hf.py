@@ -31,7 +31,7 @@ import numpy as np
 from .._files import atomic_write
 from ..models.llama import ModelConfig, Transformer  # the one family-specific file in io: LLaMA <-> HF Llama
 from . import checkpoint
-from .guards import check_float_sources, json_bool, json_float, json_int, refuse_lora_layers, resolve_inside
+from .guards import check_float_sources, check_header_shapes, json_bool, json_float, json_int, refuse_lora_layers, resolve_inside
 from .jsonfile import read_json_object
 from .safetensors import load_safetensors, read_safetensors_shapes, save_safetensors
 
@@ -263,12 +263,8 @@ def import_hf(directory, dtype=np.float32) -> Transformer:
         expected = {_to_hf_name(n): s for n, s in llama_state_shapes(cfg, max_tensors=len(shapes)).items()}
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
-    wrong = [f"{h}: config gives {s}, file has {tuple(shapes[h])}" for h, s in expected.items()
-             if h in shapes and tuple(shapes[h]) != tuple(s)]
-    missing = sorted(set(expected) - set(shapes))
-    if wrong or missing:
-        raise ValueError(f"{path}: the weights do not match config.json: "
-                         + "; ".join(wrong[:8] + ([f"missing tensors {missing[:8]}"] if missing else [])))
+    check_header_shapes(expected, shapes, path, ignore=lambda n: n.endswith("rotary_emb.inv_freq") or (
+        n == "lm_head.weight" and cfg.tie_word_embeddings))
     tensors = {}
     for shard in shards:
         tensors.update(load_safetensors(shard))

@@ -26,6 +26,7 @@ no RoPE). The tied MLM decoder is not written: HF ties it to the word embeddings
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -37,11 +38,12 @@ from ..models.albert import AlbertConfig, AlbertForMaskedLM, AlbertForPreTrainin
 from ..models.bert import (BertConfig, BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
                            BertForSequenceClassification, BertForTokenClassification)
 from ..models.roberta import RobertaConfig, RobertaForMaskedLM
-from .guards import check_float_sources, refuse_lora_layers
+from . import checkpoint
+from .guards import bounded_shapes, check_float_sources, check_header_shapes, refuse_lora_layers
 from .jsonfile import read_json_object
-from .safetensors import load_safetensors, save_safetensors
+from .safetensors import load_safetensors, read_safetensors_shapes, save_safetensors
 
-__all__ = ["export_hf_bert", "import_hf_bert", "to_hf_name", "HF_ARCHITECTURES"]
+__all__ = ["export_hf_bert", "import_hf_bert", "to_hf_name", "HF_ARCHITECTURES", "bert_state_shapes"]
 
 #: HF architecture name -> our class (same name); config.json's "architectures"[0] picks one.
 HF_ARCHITECTURES = {c.__name__: c for c in (
@@ -60,6 +62,60 @@ _LAYER_ALBERT = [
     (r"attention_norm\.", "attention.LayerNorm."), (r"feed_forward\.w1\.", "ffn."),
     (r"feed_forward\.w2\.", "ffn_output."), (r"ffn_norm\.", "full_layer_layer_norm."),
 ]
+
+
+#: class -> (has a pooler, its heads), the heads being names understood by ``_bert_entries``.
+_HEADS = {
+    BertForPreTraining: (True, ("mlm", "pair")), BertForMaskedLM: (False, ("mlm",)),
+    BertForSequenceClassification: (True, ("classifier",)), BertForTokenClassification: (False, ("classifier",)),
+    BertForQuestionAnswering: (False, ("qa",)), RobertaForMaskedLM: (False, ("mlm",)),
+    AlbertForPreTraining: (True, ("mlm", "pair")), AlbertForMaskedLM: (False, ("mlm",)),
+}
+
+
+def _bert_entries(model_cls, c):
+    family = _family(c)
+    H, E, I = c.hidden_size, c.embedding_dim, c.intermediate_size
+    p = family + "."
+    yield from ((p + "embeddings.word_embeddings.weight", (c.vocab_size, E)),
+                (p + "embeddings.position_embeddings.embedding.weight", (c.max_position_embeddings, E)),
+                (p + "embeddings.token_type_embeddings.weight", (c.type_vocab_size, E)),
+                (p + "embeddings.LayerNorm.weight", (E,)), (p + "embeddings.LayerNorm.bias", (E,)))
+    if family == "albert":  # the factorised embedding's E -> H projection
+        yield from ((p + "encoder.embedding_hidden_mapping_in.weight", (H, E)),
+                    (p + "encoder.embedding_hidden_mapping_in.bias", (H,)))
+    for i in range(c.num_layer_modules):  # ALBERT: one module shared by every layer
+        q = f"{p}encoder.layer.{i}."
+        for lin, shape in (("attention.wq", (H, H)), ("attention.wk", (H, H)), ("attention.wv", (H, H)),
+                           ("attention.wo", (H, H)), ("attention_norm", (H,)), ("feed_forward.w1", (I, H)),
+                           ("feed_forward.w2", (H, I)), ("ffn_norm", (H,))):
+            yield q + lin + ".weight", shape
+            yield q + lin + ".bias", (shape[0],)
+    pooler, heads = _HEADS[model_cls]
+    if pooler:
+        yield from ((p + "pooler.dense.weight", (H, H)), (p + "pooler.dense.bias", (H,)))
+    if "mlm" in heads:  # transform + LayerNorm, then the decoder tied to the word embeddings (only its bias stored)
+        m = {"bert": "cls.predictions.", "roberta": "lm_head.", "albert": "predictions."}[family]
+        yield from ((m + "bias", (c.vocab_size,)), (m + "dense.weight", (E, H)), (m + "dense.bias", (E,)),
+                    (m + "LayerNorm.weight", (E,)), (m + "LayerNorm.bias", (E,)))
+    if "pair" in heads:  # NSP (BERT) / SOP (ALBERT) on [CLS]
+        m = "sop_classifier.classifier." if family == "albert" else "cls.seq_relationship."
+        yield from ((m + "weight", (2, H)), (m + "bias", (2,)))
+    if "classifier" in heads:
+        yield from (("classifier.weight", (c.num_labels, H)), ("classifier.bias", (c.num_labels,)))
+    if "qa" in heads:
+        yield from (("qa_outputs.weight", (2, H)), ("qa_outputs.bias", (2,)))
+
+
+def bert_state_shapes(model_cls, config, max_tensors: int | None = None) -> dict:
+    """``{state_dict name: shape}`` of ``model_cls(config)`` for every class of ``HF_ARCHITECTURES``
+    (tied weights listed once), from the config alone: ``load_model`` and ``import_hf_bert`` compare
+    it with the weights' header before allocating."""
+    return bounded_shapes(_bert_entries(model_cls, config), max_tensors)
+
+
+for _cls in _HEADS:
+    checkpoint.STATE_SHAPES[_cls] = functools.partial(bert_state_shapes, _cls)
 
 
 def _family(config) -> str:
@@ -168,6 +224,11 @@ def _our_config(c: dict, path: str):
         raise ValueError(f"{path}: {e}") from None
 
 
+#: tied decoders and buffers HF may write; we recompute or tie them
+_HF_EXTRAS = ("predictions.decoder.weight", "predictions.decoder.bias", "lm_head.decoder.weight", "lm_head.decoder.bias",
+              "position_ids", "token_type_ids")
+
+
 def import_hf_bert(directory, dtype=np.float32):
     """Read an HF BERT / RoBERTa / ALBERT directory (config.json + model.safetensors) into our class
     of the same name as ``architectures[0]``. Raises ``ValueError`` naming missing or unexpected tensors."""
@@ -184,16 +245,19 @@ def import_hf_bert(directory, dtype=np.float32):
     wpath = os.path.join(directory, "model.safetensors")
     if not os.path.exists(wpath):
         raise FileNotFoundError(f"{directory}: no model.safetensors (.bin checkpoints are not read: loading them can run code)")
+    family = _family(config)
+    header = {k: s for k, (_, s) in read_safetensors_shapes(wpath).items()}
+    try:  # before anything is allocated: names and shapes from the config vs. the file's header
+        expected = {to_hf_name(n, family): s for n, s in bert_state_shapes(cls, config, len(header)).items()}
+    except ValueError as e:
+        raise ValueError(f"{wpath}: {e}") from None
+    check_header_shapes(expected, header, wpath, ignore=lambda k: k.endswith(_HF_EXTRAS))
     tensors = load_safetensors(wpath)
     model = cls(config)
     if np.dtype(dtype) != np.float32:
         model.to(dtype)
-    family = _family(config)
     names = {to_hf_name(n, family): n for n in model.state_dict()}
-    # tied decoders and buffers HF may write; we recompute or tie them
-    ignored = {k for k in tensors if k.endswith(("predictions.decoder.weight", "predictions.decoder.bias",
-                                                  "lm_head.decoder.weight", "lm_head.decoder.bias", "position_ids",
-                                                  "token_type_ids"))}
+    ignored = {k for k in tensors if k.endswith(_HF_EXTRAS)}
     missing = sorted(h for h in names if h not in tensors)
     unexpected = sorted(k for k in tensors if k not in names and k not in ignored)
     if missing or unexpected:

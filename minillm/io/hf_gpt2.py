@@ -24,14 +24,41 @@ import numpy as np
 
 from .._files import atomic_write
 from ..models.gpt import GPT, GPTConfig
-from .guards import check_float_sources, json_bool, json_float, json_int, refuse_lora_layers
+from . import checkpoint
+from .guards import (bounded_shapes, check_float_sources, check_header_shapes, json_bool, json_float, json_int,
+                     refuse_lora_layers)
 from .jsonfile import read_json_object
-from .safetensors import load_safetensors, save_safetensors
+from .safetensors import load_safetensors, read_safetensors_shapes, save_safetensors
 
-__all__ = ["export_hf_gpt2", "import_hf_gpt2", "gpt2_hf_config", "to_hf_gpt2_state_dict", "from_hf_gpt2_state_dict"]
+__all__ = ["export_hf_gpt2", "import_hf_gpt2", "gpt2_hf_config", "to_hf_gpt2_state_dict", "from_hf_gpt2_state_dict",
+           "gpt_state_shapes"]
 
 _RENAME = {"wpe.embedding.weight": "wpe.weight", "mlp.w1.": "mlp.c_fc.", "mlp.w2.": "mlp.c_proj."}
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")  # HF names stored (in, out)
+
+
+def _gpt_entries(c: GPTConfig):
+    C, I = c.n_embd, c.hidden_dim
+    yield "transformer.wte.weight", (c.vocab_size, C)  # lm_head.weight is tied to it: listed once
+    yield "transformer.wpe.embedding.weight", (c.max_seq_len, C)
+    for i in range(c.n_layer):
+        p = f"transformer.h.{i}."
+        yield from ((p + "ln_1.weight", (C,)), (p + "ln_1.bias", (C,)),
+                    (p + "attn.c_attn.weight", (3 * C, C)), (p + "attn.c_attn.bias", (3 * C,)),
+                    (p + "attn.c_proj.weight", (C, C)), (p + "attn.c_proj.bias", (C,)),
+                    (p + "ln_2.weight", (C,)), (p + "ln_2.bias", (C,)),
+                    (p + "mlp.w1.weight", (I, C)), (p + "mlp.w1.bias", (I,)),
+                    (p + "mlp.w2.weight", (C, I)), (p + "mlp.w2.bias", (C,)))
+    yield from (("transformer.ln_f.weight", (C,)), ("transformer.ln_f.bias", (C,)))
+
+
+def gpt_state_shapes(config: GPTConfig, max_tensors: int | None = None) -> dict:
+    """``{state_dict name: shape}`` of ``GPT(config)`` (the tied head listed once), from the config
+    alone: ``load_model`` and ``import_hf_gpt2`` compare it with the weights' header before allocating."""
+    return bounded_shapes(_gpt_entries(config), max_tensors)
+
+
+checkpoint.STATE_SHAPES[GPT] = gpt_state_shapes
 
 
 def _to_hf_name(name: str) -> str:
@@ -144,6 +171,19 @@ def import_hf_gpt2(directory, dtype=np.float32) -> GPT:
     path = os.path.join(directory, "model.safetensors")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{directory}: no model.safetensors (.bin checkpoints are not read: they can run code when loaded)")
+    # before anything is allocated: names and shapes from the config vs. the file's header
+    header = {(k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): s
+              for k, (_, s) in read_safetensors_shapes(path).items()}
+    try:
+        ours = gpt_state_shapes(config, max_tensors=len(header))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    expected = {}
+    for name, shape in ours.items():
+        hf = _to_hf_name(name)
+        expected[hf] = shape[::-1] if hf.endswith(_CONV1D) else shape  # Conv1D stores (in, out)
+    check_header_shapes(expected, header, path,
+                        ignore=lambda k: k == "lm_head.weight" or k.endswith((".attn.bias", ".attn.masked_bias")))
     model = GPT(config)
     state = from_hf_gpt2_state_dict(load_safetensors(path), model, path)
     check_float_sources(state, model, path)  # an int or bool tensor is refused, never cast

@@ -19,13 +19,55 @@ import numpy as np
 
 from .._files import atomic_write
 from ..models.t5 import T5Config, T5ForConditionalGeneration
-from .guards import check_float_sources, json_bool, json_float, json_int, refuse_lora_layers
+from . import checkpoint
+from .guards import (bounded_shapes, check_float_sources, check_header_shapes, json_bool, json_float, json_int,
+                     refuse_lora_layers)
 from .jsonfile import read_json_object
-from .safetensors import load_safetensors, save_safetensors
+from .safetensors import load_safetensors, read_safetensors_shapes, save_safetensors
 
-__all__ = ["export_hf_t5", "import_hf_t5", "t5_hf_config"]
+__all__ = ["export_hf_t5", "import_hf_t5", "t5_hf_config", "t5_state_shapes"]
 
 _TIED = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+def _t5_entries(c: T5Config):
+    d, inner, ff = c.d_model, c.num_heads * c.d_kv, c.d_ff
+    yield "shared.weight", (c.vocab_size, d)
+
+    def attention(p, relative_bias):
+        yield from ((p + "q.weight", (inner, d)), (p + "k.weight", (inner, d)), (p + "v.weight", (inner, d)),
+                    (p + "o.weight", (d, inner)))
+        if relative_bias:  # computed in the first block of each stack only, then shared
+            yield p + "relative_attention_bias.weight", (c.relative_attention_num_buckets, c.num_heads)
+
+    def ffn(p):
+        wi = ("wi_0", "wi_1") if c.feed_forward_proj == "gated-gelu" else ("wi",)
+        yield from ((f"{p}DenseReluDense.{w}.weight", (ff, d)) for w in wi)
+        yield from ((p + "DenseReluDense.wo.weight", (d, ff)), (p + "layer_norm.weight", (d,)))
+
+    decoder_layers = c.num_layers if c.num_decoder_layers is None else c.num_decoder_layers
+    for stack, n in (("encoder", c.num_layers), ("decoder", decoder_layers)):
+        for i in range(n):
+            p = f"{stack}.block.{i}.layer."
+            yield from attention(p + "0.SelfAttention.", i == 0)
+            yield p + "0.layer_norm.weight", (d,)
+            if stack == "decoder":
+                yield from attention(p + "1.EncDecAttention.", False)
+                yield p + "1.layer_norm.weight", (d,)
+            yield from ffn(p + ("2." if stack == "decoder" else "1."))
+        yield f"{stack}.final_layer_norm.weight", (d,)
+    if not c.tie_word_embeddings:
+        yield "lm_head.weight", (c.vocab_size, d)
+
+
+def t5_state_shapes(config: T5Config, max_tensors: int | None = None) -> dict:
+    """``{state_dict name: shape}`` of ``T5ForConditionalGeneration(config)`` (tied weights listed once),
+    from the config alone: ``load_model`` and ``import_hf_t5`` compare it with the weights' header
+    before allocating. T5 keeps HF's names, so the same dict checks both kinds of file."""
+    return bounded_shapes(_t5_entries(config), max_tensors)
+
+
+checkpoint.STATE_SHAPES[T5ForConditionalGeneration] = t5_state_shapes
 
 
 def t5_hf_config(c: T5Config, dtype: str = "float32") -> dict:
@@ -108,6 +150,13 @@ def import_hf_t5(directory, dtype=np.float32) -> T5ForConditionalGeneration:
     path = os.path.join(directory, "model.safetensors")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{directory}: no model.safetensors (.bin checkpoints are not read: they can run code when loaded)")
+    header = {k: s for k, (_, s) in read_safetensors_shapes(path).items()}
+    try:  # before anything is allocated: names and shapes from the config vs. the file's header
+        expected = t5_state_shapes(config, max_tensors=len(header))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    check_header_shapes(expected, header, path,
+                        ignore=lambda k: k in _TIED or (k == "lm_head.weight" and config.tie_word_embeddings))
     tensors = load_safetensors(path)
     model = T5ForConditionalGeneration(config)
     if np.dtype(dtype) != np.float32:
