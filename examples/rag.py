@@ -49,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", default="runs/rag", help="where everything is written (default: %(default)s)")
     for name in DEFAULTS:
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
+    p.add_argument("--encoder", default=None, metavar="DIR",
+                   help="reuse a bi-encoder saved by an earlier run (OUT/encoder) instead of training one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
@@ -121,16 +123,21 @@ def main(argv=None):
     enc = BiEncoder(BertConfig(vocab_size=tok.vocab_size, hidden_size=args.enc_dim, num_hidden_layers=2,
                                num_attention_heads=heads, max_position_embeddings=160, hidden_dropout_prob=0.0,
                                attention_probs_dropout_prob=0.0, pad_token_id=tok.pad_token_id), tok)
-    pairs, group = retriever_pairs(args.enc_stories, args.seed)
-    print(f"{len(pairs)} (question, passage) pairs from {args.enc_stories} train stories; "
-          f"{args.enc_steps} steps of {args.enc_batch}")
     t = time.time()
-    losses = train_bi_encoder(enc, pairs, args.enc_steps, batch_size=args.enc_batch, lr=2e-3, group_of=group,
-                              seed=args.seed, log_every=100)
+    if args.encoder:
+        enc = BiEncoder.load(args.encoder)
+        print(f"loaded the bi-encoder of {args.encoder}")
+    else:
+        pairs, group = retriever_pairs(args.enc_stories, args.seed)
+        print(f"{len(pairs)} (question, passage) pairs from {args.enc_stories} train stories; "
+              f"{args.enc_steps} steps of {args.enc_batch}")
+        losses = train_bi_encoder(enc, pairs, args.enc_steps, batch_size=args.enc_batch, lr=2e-3, group_of=group,
+                                  seed=args.seed, log_every=100)
+        print(f"InfoNCE {np.mean(losses[:5]):.3f} -> {np.mean(losses[-5:]):.3f} in {time.time() - t:.0f}s "
+              f"(chance: ln {args.enc_batch} = {np.log(args.enc_batch):.2f})")
     enc_secs = time.time() - t
-    print(f"InfoNCE {np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f} in {enc_secs:.0f}s "
-          f"(chance: ln {args.enc_batch} = {np.log(args.enc_batch):.2f})")
-    enc.save(os.path.join(out, "encoder"))
+    if os.path.abspath(args.encoder or "") != os.path.abspath(os.path.join(out, "encoder")):
+        enc.save(os.path.join(out, "encoder"))
     store = VectorStore(bm25.store.document)
     t = time.time()
     store.get_vector(enc)
