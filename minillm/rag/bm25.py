@@ -65,14 +65,15 @@ class BM25:
         self.k1, self.b, self.epsilon = float(k1), float(b), float(epsilon)
         self.corpus_size = N = len(corpus_tokens)
         self.vocab: dict = {}
-        term_ids = [np.array([self.vocab.setdefault(t, len(self.vocab)) for t in doc], dtype=np.int64)
-                    for doc in corpus_tokens]
-        self.doc_len = np.array([len(d) for d in term_ids], dtype=np.float64)  # (N,)
+        lengths = np.array([len(d) for d in corpus_tokens], dtype=np.int64)
+        setdefault = self.vocab.setdefault
+        flat = np.fromiter((setdefault(t, len(self.vocab)) for doc in corpus_tokens for t in doc), dtype=np.int64,
+                           count=int(lengths.sum()))  # (total tokens,) term ids
+        self.doc_len = lengths.astype(np.float64)  # (N,)
         self.avgdl = float(self.doc_len.mean())
         V = len(self.vocab)
         # (term, doc) pairs and their counts tf, sorted by term: the CSR rows
-        doc_of = np.repeat(np.arange(N, dtype=np.int64), [len(d) for d in term_ids])  # (total tokens,)
-        flat = np.concatenate(term_ids) if V else np.zeros(0, np.int64)
+        doc_of = np.repeat(np.arange(N, dtype=np.int64), lengths)  # (total tokens,)
         pair, tf = np.unique(flat * N + doc_of, return_counts=True)  # sorted by term, then document
         term, doc = pair // N, pair % N
         df = np.bincount(term, minlength=V).astype(np.float64)  # (V,) documents containing each term
