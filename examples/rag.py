@@ -35,6 +35,7 @@ from minillm.rag import (BiEncoder, BM25Retriever, DenseRetriever, HybridRetriev
                          answer_questions, build_prompt, parse_answer, train_bi_encoder)
 from minillm.rag.world_kb import (kb_questions, kb_stories, rag_sft_records, retriever_pairs,  # noqa: E402
                                   write_knowledge_base)
+from minillm.tokenizers import load_tokenizer  # noqa: E402
 from minillm.train import TrainConfig, check_out_dir  # noqa: E402
 
 DEFAULTS = dict(kb_stories=300, n_corpus=8000, vocab_size=1024, enc_stories=3000, enc_steps=500, enc_batch=32,
@@ -51,6 +52,9 @@ def parse_args(argv=None):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     p.add_argument("--encoder", default=None, metavar="DIR",
                    help="reuse a bi-encoder saved by an earlier run (OUT/encoder) instead of training one")
+    p.add_argument("--reader", default=None, metavar="DIR",
+                   help="start the reader from a model dir of an earlier run (OUT/reader): no pretraining, "
+                   "--sft-steps more steps of RAG fine-tuning")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
@@ -155,17 +159,24 @@ def main(argv=None):
     report["retrieval"] = {f"{s}/{r}": m for (s, r), m in rows.items()}
 
     banner("5. the reader: a tiny LLaMA pretrained on world stories, fine-tuned to answer from passages")
-    cfg = ModelConfig.preset("tiny", vocab_size=tok.vocab_size, max_seq_len=384)
-    model = Transformer(cfg)
-    pre_cfg = TrainConfig(out_dir=os.path.join(out, "pretrain"), max_steps=args.pretrain_steps, lr=3e-3, min_lr=3e-4,
-                          warmup_steps=min(100, args.pretrain_steps // 5), eval_interval=0, checkpoint_interval=0,
-                          progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
-    pipeline.pretrain(model, tok, paths, pre_cfg, block_size=256, batch_size=8, prompts=())
+    if args.reader:
+        model, reader_tok = mi.io.load_model(args.reader), load_tokenizer(args.reader)
+        if reader_tok.get_vocab() != tok.get_vocab():
+            raise SystemExit(f"--reader {args.reader}: its tokenizer differs from this run's (other --n-corpus/--vocab-size?)")
+        print(f"continuing the reader of {args.reader} (no pretraining)")
+    else:
+        model = Transformer(ModelConfig.preset("tiny", vocab_size=tok.vocab_size, max_seq_len=384))
+        pre_cfg = TrainConfig(out_dir=os.path.join(out, "pretrain"), max_steps=args.pretrain_steps, lr=3e-3,
+                              min_lr=3e-4, warmup_steps=min(100, args.pretrain_steps // 5), eval_interval=0,
+                              checkpoint_interval=0, progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
+        pipeline.pretrain(model, tok, paths, pre_cfg, block_size=256, batch_size=8, prompts=())
     sft_paths = {"sft_train": os.path.join(out, "rag_sft_train.jsonl"), "sft_val": os.path.join(out, "rag_sft_val.jsonl")}
-    for key, recs in (("sft_train", rag_sft_records(args.sft_records, args.seed, n_passages=args.k)),
+    purpose = "rag-reader-continued" if args.reader else "rag-reader"  # a continued reader sees new examples
+    for key, recs in (("sft_train", rag_sft_records(args.sft_records, args.seed, n_passages=args.k, purpose=purpose)),
                       ("sft_val", rag_sft_records(32, args.seed, n_passages=args.k, split="val"))):
         atomic_write(sft_paths[key], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
-    sft_cfg = TrainConfig(out_dir=os.path.join(out, "sft"), max_steps=args.sft_steps, lr=2e-3, min_lr=2e-4,
+    sft_lr = 1e-3 if args.reader else 2e-3
+    sft_cfg = TrainConfig(out_dir=os.path.join(out, "sft"), max_steps=args.sft_steps, lr=sft_lr, min_lr=sft_lr / 10,
                           warmup_steps=min(50, args.sft_steps // 5), eval_interval=0, checkpoint_interval=0,
                           progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
     pipeline.sft(model, tok, sft_paths, sft_cfg, max_length=384, batch_size=8)

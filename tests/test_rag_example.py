@@ -53,3 +53,14 @@ def test_cli_index_and_ask(quick_run, tmp_path, capsys):
     assert "answer:" in capsys.readouterr().out
     assert cli_main(["rag", "ask", store, q, "--retriever", "dense"]) == 2
     assert "needs --encoder" in capsys.readouterr().err
+
+
+def test_continue_from_a_saved_reader_and_encoder(quick_run, tmp_path):
+    out, _ = quick_run
+    with pytest.warns(RuntimeWarning, match="broken.jsonl"):
+        report = _load_example().main(["--quick", "--out-dir", str(tmp_path / "again"), "--no-progress",
+                                       "--questions", "3", "--encoder", os.path.join(out, "encoder"),
+                                       "--reader", os.path.join(out, "reader"), "--sft-steps", "2"])
+    assert not os.path.exists(tmp_path / "again" / "pretrain")  # the reader was continued, not pretrained
+    assert os.path.exists(tmp_path / "again" / "reader" / "model.safetensors")
+    assert report["retrieval"]["questions/dense"] is not None
