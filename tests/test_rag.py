@@ -382,3 +382,12 @@ def test_world_kb_questions_are_unambiguous_unseen_and_paraphrased(tmp_path):
         r = BM25Retriever.from_folder(tmp_path / "kb", max_tokens=128, overlap=16)
     assert [os.path.basename(p) for p, _ in r.errors] == ["broken.jsonl"]
     assert len(r.store) == len(texts)
+
+
+@pytest.mark.parametrize("module", ["chunking", "bm25", "retriever", "answer", "loaders"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"minillm.rag.{module}"))
+    assert result.failed == 0 and result.attempted >= 1
