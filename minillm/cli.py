@@ -5,6 +5,7 @@
     python -m minillm sft --model runs/pre/model --out runs/sft   # add --lora for LoRA SFT (6.3)
     python -m minillm generate --model runs/sft/model --prompt "In the morning, Tom"
     python -m minillm chat --model runs/sft/model
+    python -m minillm rag index my_notes/ --out store/           # 7.2 RAG: then rag ask store/ "question"
 
 A model directory holds ``config.json`` + ``model.safetensors`` + ``tokenizer.json``, so
 ``--model DIR`` is all the later commands need.
@@ -114,6 +115,30 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--world-seed", type=int, default=0, help="seed of the world the models were trained on (default: %(default)s)")
     e.add_argument("--seed", type=int, default=1234, help="few-shot draws and sampling (default: %(default)s)")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    r = sub.add_parser("rag", help="retrieval-augmented generation: index a folder, ask questions (7.2)",
+                       description="TinyRAG on this machine: 'rag index DIR --out STORE' reads .txt/.md/.jsonl files "
+                       "(bad files are reported and skipped), chunks and stores them; 'rag ask STORE QUESTION' "
+                       "prints the best chunks and, with --model, the answer of a reader model.")
+    rsub = r.add_subparsers(dest="rag_command", required=True, metavar="{index,ask}")
+    ri = rsub.add_parser("index", help="read, chunk and store a folder (BM25; dense vectors with --encoder)")
+    ri.add_argument("dir", help="a folder (walked recursively) or one file")
+    ri.add_argument("--out", required=True, metavar="STORE", help="store folder (store.json, vectors.safetensors)")
+    ri.add_argument("--max-tokens", type=int, default=128, help="tokens per chunk at most (default: %(default)s)")
+    ri.add_argument("--overlap", type=int, default=16,
+                    help="tokens of whole sentences shared by consecutive chunks, at most (default: %(default)s)")
+    ri.add_argument("--encoder", metavar="DIR", help="a bi-encoder directory (examples/rag.py trains one): also "
+                    "store dense vectors")
+    ri.add_argument("--overwrite", action="store_true", help="replace the store already in --out")
+    ra = rsub.add_parser("ask", help="retrieve chunks for a question (and answer it with --model)")
+    ra.add_argument("store", help="a store folder written by 'rag index'")
+    ra.add_argument("question")
+    ra.add_argument("--k", type=int, default=3, help="chunks to retrieve (default: %(default)s)")
+    ra.add_argument("--retriever", choices=["auto", "bm25", "dense", "hybrid"], default="auto",
+                    help="auto = hybrid with --encoder, else BM25 (default: %(default)s)")
+    ra.add_argument("--encoder", metavar="DIR", help="the bi-encoder the store was indexed with (dense, hybrid)")
+    ra.add_argument("--model", metavar="DIR", help="a reader model dir (examples/rag.py trains one at OUT/reader)")
+    ra.add_argument("--max-new-tokens", type=int, default=24)
     return p
 
 
@@ -395,9 +420,56 @@ def cmd_eval(args):
         print(compare_table(board))
 
 
+def cmd_rag(args):
+    from .rag import BiEncoder, BM25Retriever, DenseRetriever, HybridRetriever, ReadFiles, VectorStore
+    from .rag.store import STORE_NAME
+    import warnings
+
+    if args.rag_command == "index":
+        if os.path.exists(os.path.join(args.out, STORE_NAME)) and not args.overwrite:
+            raise ValueError(f"{args.out} already holds a store; pass --overwrite to replace it")
+        reader = ReadFiles(args.dir)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the skipped files are printed below instead
+            chunks = reader.get_content(args.max_tokens, args.overlap)
+        for path, why in reader.errors:
+            print(f"skipped {path}: {why}" if not why.startswith(path) else f"skipped {why}")
+        if not chunks:
+            raise ValueError(f"no readable text in {args.dir}")
+        store = VectorStore(chunks)
+        if args.encoder:
+            store.get_vector(BiEncoder.load(args.encoder))
+        store.persist(args.out)
+        print(f"{len(reader.file_list) - len(reader.errors)} files, {len(chunks)} chunks"
+              + (f", {store.vectors.shape[1]}-d vectors" if store.vectors is not None else "") + f" -> {args.out}/")
+        return
+    encoder = BiEncoder.load(args.encoder) if args.encoder else None
+    store = VectorStore.load_vector(args.store, EmbeddingModel=encoder)
+    kind = args.retriever if args.retriever != "auto" else ("hybrid" if encoder else "bm25")
+    if kind in ("dense", "hybrid") and encoder is None:
+        raise ValueError(f"--retriever {kind} needs --encoder (the bi-encoder the store was indexed with)")
+    bm25 = BM25Retriever(store) if kind in ("bm25", "hybrid") else None
+    dense = DenseRetriever(store, encoder) if encoder is not None and kind != "bm25" else None
+    retriever = {"bm25": bm25, "dense": dense, "hybrid": HybridRetriever([bm25, dense]) if kind == "hybrid" else None}[kind]
+    hits = retriever.search(args.question, k=args.k)
+    for i, h in enumerate(hits, start=1):
+        where = f"{h.source}:{h.metadata['line']}" if "line" in h.metadata else f"{h.source}[{h.start}:{h.end}]"
+        print(f"[{i}] {h.score:.4f} {where}" + (f" ({h.heading})" if h.heading else "") + f"\n    {' '.join(h.text.split())}")
+    if args.model:
+        from .rag import answer_questions, build_prompt, parse_answer
+
+        model, tok = _load_model_dir(args.model)
+        reply = answer_questions(model, tok, [build_prompt(args.question, [h.text for h in hits])],
+                                 max_new_tokens=args.max_new_tokens)[0]
+        answer, cited = parse_answer(reply)
+        sources = [hits[c - 1].source for c in cited if 1 <= c <= len(hits)]
+        print(f"\nanswer: {answer}" + (f"  (from passage {', '.join(map(str, cited))}: {', '.join(sources)})"
+                                        if sources else ""))
+
+
 COMMANDS = {
     "train-tokenizer": cmd_train_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,
-    "generate": cmd_generate, "chat": cmd_chat, "eval": cmd_eval,
+    "generate": cmd_generate, "chat": cmd_chat, "eval": cmd_eval, "rag": cmd_rag,
 }
 
 

@@ -67,3 +67,11 @@ def test_profile_script_prints_a_table():
     head = next(i for i, line in enumerate(lines) if line.split() == ["own", "ms", "share", "calls", "function"])
     assert len(lines) - head - 1 == 5  # --top rows
     assert all(re.match(r"\s*\d+\.\d+\s+\d+\.\d%\s+\d+\s+\S", line) for line in lines[head + 1:])
+
+
+def test_rag_benchmark_runs_and_bm25_agrees():
+    res = json.loads(run("rag.py", "--sizes", "300", "--queries", "4", "--encode", "8", "--dim", "32", "--json"))
+    (row,) = res["results"]
+    assert row["chunks"] == 300 and row["exact_search_ms"] > 0 and row["bm25_query_ms"] > 0
+    assert row.get("bm25_same_scores", True)  # checked against rank_bm25 when it is installed
+    assert res["encoder"]["encode_chunks_per_s"] > 0

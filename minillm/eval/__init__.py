@@ -3,11 +3,13 @@
 ==============  ================================================================
 ``metrics``     exact match of short answers (``normalize_answer``, ``exact_match``,
                 ``exact_match_accuracy``, ``score_sft`` per skill)
+``retrieval``   recall@k and mean reciprocal rank of a ranking (7.2 RAG)
 ==============  ================================================================
 
 ``minillm.eval`` sits above ``train`` and ``data`` in the layer diagram: it reads their
 records and never the other way round.
 """
 from .metrics import exact_match, exact_match_accuracy, normalize_answer, score_sft
+from .retrieval import mean_reciprocal_rank, recall_at_k
 
-__all__ = ["normalize_answer", "exact_match", "exact_match_accuracy", "score_sft"]
+__all__ = ["normalize_answer", "exact_match", "exact_match_accuracy", "score_sft", "recall_at_k", "mean_reciprocal_rank"]

@@ -1,0 +1,66 @@
+"""examples/rag.py runs end to end (--quick) and reports every table it promises; the CLI indexes and answers."""
+import importlib.util
+import os
+
+import pytest
+
+from minillm.cli import main as cli_main
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "rag.py")
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("rag_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("rag") / "run")
+    with pytest.warns(RuntimeWarning, match="broken.jsonl"):
+        report = _load_example().main(["--quick", "--out-dir", out, "--no-progress", "--questions", "6"])
+    return out, report
+
+
+def test_quick_run_reports_retrieval_and_answers(quick_run):
+    out, report = quick_run
+    for qset in ("questions", "paraphrases"):
+        for r in ("BM25", "dense", "hybrid"):
+            m = report["retrieval"][f"{qset}/{r}"]
+            assert 0 <= m["recall@1"] <= m["recall@5"] <= 1 and 0 <= m["mrr"] <= 1
+    assert set(report["answers"]) == {"closed book", "BM25-RAG", "dense-RAG", "hybrid-RAG", "oracle passage"}
+    for name in ("store/store.json", "store/vectors.safetensors", "encoder/encoder.safetensors",
+                 "reader/model.safetensors", "report.json"):
+        assert os.path.exists(os.path.join(out, name)), name
+
+
+def test_cli_index_and_ask(quick_run, tmp_path, capsys):
+    out, _ = quick_run
+    store = str(tmp_path / "store")
+    assert cli_main(["rag", "index", os.path.join(out, "kb"), "--out", store, "--encoder", os.path.join(out, "encoder")]) == 0
+    text = capsys.readouterr().out
+    assert "skipped" in text and "broken.jsonl" in text and "40 chunks" in text
+    assert cli_main(["rag", "index", os.path.join(out, "kb"), "--out", store]) == 2  # no --overwrite
+    assert "already holds a store" in capsys.readouterr().err
+    q = "On the day Emma met Amy, where did Emma go?"
+    assert cli_main(["rag", "ask", store, q, "--k", "2", "--retriever", "bm25"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("[1] ") and "Emma met Amy" in text.split("[2]")[0]
+    assert cli_main(["rag", "ask", store, q, "--encoder", os.path.join(out, "encoder"), "--model",
+                     os.path.join(out, "reader"), "--max-new-tokens", "4"]) == 0
+    assert "answer:" in capsys.readouterr().out
+    assert cli_main(["rag", "ask", store, q, "--retriever", "dense"]) == 2
+    assert "needs --encoder" in capsys.readouterr().err
+
+
+def test_continue_from_a_saved_reader_and_encoder(quick_run, tmp_path):
+    out, _ = quick_run
+    with pytest.warns(RuntimeWarning, match="broken.jsonl"):
+        report = _load_example().main(["--quick", "--out-dir", str(tmp_path / "again"), "--no-progress",
+                                       "--questions", "3", "--encoder", os.path.join(out, "encoder"),
+                                       "--reader", os.path.join(out, "reader"), "--sft-steps", "2"])
+    assert not os.path.exists(tmp_path / "again" / "pretrain")  # the reader was continued, not pretrained
+    assert os.path.exists(tmp_path / "again" / "reader" / "model.safetensors")
+    assert report["retrieval"]["questions/dense"] is not None
