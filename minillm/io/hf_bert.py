@@ -36,7 +36,8 @@ from .._files import atomic_write
 from ..models.albert import AlbertConfig, AlbertForMaskedLM, AlbertForPreTraining
 from ..models.bert import (BertConfig, BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
                            BertForSequenceClassification, BertForTokenClassification)
-from ..models.roberta import RobertaConfig, RobertaForMaskedLM
+from ..models.roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
+                              RobertaForSequenceClassification, RobertaForTokenClassification)
 from .guards import check_float_sources, refuse_lora_layers
 from .jsonfile import read_json_object
 from .safetensors import load_safetensors, save_safetensors
@@ -46,7 +47,8 @@ __all__ = ["export_hf_bert", "import_hf_bert", "to_hf_name", "HF_ARCHITECTURES"]
 #: HF architecture name -> our class (same name); config.json's "architectures"[0] picks one.
 HF_ARCHITECTURES = {c.__name__: c for c in (
     BertForPreTraining, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
-    BertForQuestionAnswering, RobertaForMaskedLM, AlbertForPreTraining, AlbertForMaskedLM)}
+    BertForQuestionAnswering, RobertaForMaskedLM, RobertaForSequenceClassification, RobertaForTokenClassification,
+    RobertaForQuestionAnswering, AlbertForPreTraining, AlbertForMaskedLM)}
 
 _LAYER_BERT = [
     (r"attention\.wq\.", "attention.self.query."), (r"attention\.wk\.", "attention.self.key."),
@@ -116,8 +118,10 @@ def hf_bert_config(model) -> dict:
         "num_labels": c.num_labels, "position_embedding_type": "absolute", "tie_word_embeddings": True,
         "torch_dtype": str(model.get_input_embeddings().weight.dtype), "dtype": str(model.get_input_embeddings().weight.dtype),
     }
-    d["id2label"] = {str(i): f"LABEL_{i}" for i in range(c.num_labels)}
-    d["label2id"] = {f"LABEL_{i}": i for i in range(c.num_labels)}
+    if type(model).__name__.endswith("ForQuestionAnswering"):
+        d["num_labels"] = 2  # HF sizes qa_outputs by num_labels: a start and an end logit
+    d["id2label"] = {str(i): f"LABEL_{i}" for i in range(d["num_labels"])}
+    d["label2id"] = {f"LABEL_{i}": i for i in range(d["num_labels"])}
     if family == "roberta":
         d.update(bos_token_id=0, eos_token_id=2)
     if family == "albert":

@@ -390,6 +390,15 @@ class _PreTrainedBert(nn.Module):
 
     base_prefix = "bert"  # HF's attribute name of the encoder (``roberta``, ``albert``)
     config_class = BertConfig
+    base_model_class = BertModel
+
+    def _make_base(self, config: BertConfig, add_pooling_layer: bool) -> None:
+        """Check the config and attach the encoder as ``self.<base_prefix>`` (``self.bert`` here,
+        ``self.roberta`` in RoBERTa's heads, which reuse these classes)."""
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__}: expected a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        setattr(self, self.base_prefix, self.base_model_class(config, add_pooling_layer=add_pooling_layer))
 
     def _base(self) -> BertModel:
         return getattr(self, self.base_prefix)
@@ -456,8 +465,7 @@ class BertForSequenceClassification(_PreTrainedBert):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.config = config
-        self.bert = BertModel(config)
+        self._make_base(config, add_pooling_layer=True)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         _init_weights(self.classifier, config)
@@ -475,8 +483,7 @@ class BertForTokenClassification(_PreTrainedBert):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False)
+        self._make_base(config, add_pooling_layer=False)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         _init_weights(self.classifier, config)
@@ -495,8 +502,7 @@ class BertForQuestionAnswering(_PreTrainedBert):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False)
+        self._make_base(config, add_pooling_layer=False)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         _init_weights(self.qa_outputs, config)
 
