@@ -1,7 +1,7 @@
 """Happy LLM 3.1 + 1.3: pretrain a small BERT and a small RoBERTa on the world corpus, then measure
 what pretraining gives each fine-tuning task.
 
-    python examples/pretrain_bert.py                       # BERT then RoBERTa (minutes on an idle 2-core machine)
+    python examples/pretrain_bert.py                       # BERT then RoBERTa (~10 min idle, estimated)
     python examples/pretrain_bert.py --only bert           # one family (same numbers as in the full run)
     python examples/pretrain_bert.py --from-pretrained out/bert --reinit-pooler   # fine-tune again, no pretraining
     python examples/pretrain_bert.py --quick               # seconds: a smoke run
