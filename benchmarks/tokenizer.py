@@ -1,8 +1,14 @@
-"""Benchmark: BPE training time and encode throughput (Happy LLM 5.2.3).
+"""Benchmark: BPE and WordPiece training time and encode throughput (Happy LLM 5.2.3).
 
 Compares minillm's ``BPETokenizer`` with Hugging Face ``tokenizers`` and
 ``tiktoken`` (each only when installed) and with the textbook trainer that
 recounts every pair after every merge (``train_naive``, on a slice).
+
+WordPiece (BERT's tokenizer): minillm's ``WordPieceTokenizer.train`` (likelihood
+scores, incremental counts) next to ``tokenizers``' ``WordPieceTrainer`` on the
+same text: training time, and on held-out documents (the last 10 %, not trained
+on) the share of words covered without ``[UNK]`` and the tokens per word; plus
+the textbook WordPiece trainer on a slice (same vocabulary required).
 
     python benchmarks/tokenizer.py                 # 5 MB built-in English+Chinese corpus, vocab 4096
     python benchmarks/tokenizer.py --corpus my.txt --vocab-size 8192 --json
@@ -26,7 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minillm.tokenizers import BPETokenizer, train_naive  # noqa: E402
+from minillm.tokenizers import BPETokenizer, Tokenizer, train_naive  # noqa: E402
+from minillm.tokenizers.wordpiece import BERT_SPECIAL_TOKENS, WordPieceTokenizer  # noqa: E402
+from minillm.tokenizers.wordpiece import train_naive as wordpiece_naive  # noqa: E402
 from minillm.tokenizers.corpus import sample_corpus  # noqa: E402
 
 _HF_TRAIN = r"""
@@ -45,6 +53,23 @@ t = time.perf_counter()
 tok.train_from_iterator([text], trainer)
 print(time.perf_counter() - t)
 tok.save(sys.argv[5])
+"""
+
+
+_HF_WORDPIECE = r"""
+import sys, time
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+path, vocab, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+text = open(path, encoding="utf-8").read()
+tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+trainer = trainers.WordPieceTrainer(vocab_size=vocab, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+                                    show_progress=False)
+t = time.perf_counter()
+tok.train_from_iterator([text], trainer)
+print(time.perf_counter() - t)
+tok.save(out)
 """
 
 
@@ -159,6 +184,10 @@ def run(args) -> dict:
             "same_ids": tt_ids == ids,
         }
 
+    # ---------------- WordPiece ----------------
+    if args.wordpiece:
+        res["wordpiece"] = wordpiece_rows(docs, args)
+
     # ---------------- textbook trainer on a slice ----------------
     if args.naive_kb > 0:
         piece = corpus.encode("utf-8")[: int(args.naive_kb * 1000)].decode("utf-8", errors="ignore")
@@ -174,6 +203,55 @@ def run(args) -> dict:
             "same_merges": naive._merges == fast._merges,
         }
     return res
+
+
+def _alphabet(text: str) -> set:
+    """WordPiece's starting units: each word's first character and ##-continuations."""
+    units = set()
+    for w, _, _ in WordPieceTokenizer().pre_tokenize(text):
+        units.update([w[0]] + ["##" + c for c in w[1:]])
+    return units
+
+
+def wordpiece_rows(docs: list[str], args) -> dict:
+    """Train on the first 90 % of the documents, score coverage on the last 10 %. WordPiece keeps
+    every character, so the vocabulary is at least the alphabet + 100 (Chinese has thousands)."""
+    cut = max(1, len(docs) * 9 // 10)
+    train_docs, held = docs[:cut], docs[cut:] or docs[-1:]
+    train_text = "\n\n".join(train_docs)
+    vocab_size = max(args.vocab_size, len(BERT_SPECIAL_TOKENS) + len(_alphabet(train_text)) + 100)
+    out: dict = {"train_mb": len(train_text.encode("utf-8")) / 1e6, "held_out_documents": len(held),
+                 "vocab_size": vocab_size, "rows": {}}
+    t, ours = _time(lambda: WordPieceTokenizer.train(train_docs, vocab_size))
+    out["rows"]["minillm"] = {"train_s": t, "vocab": ours.vocab_size, **ours.coverage(held)}
+    try:
+        import tokenizers
+    except ImportError:
+        tokenizers = None
+    if tokenizers is not None:
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "train.txt")
+            Path(path).write_text(train_text, encoding="utf-8")
+            hf_file = os.path.join(d, "hf.json")
+            r = subprocess.run([sys.executable, "-c", _HF_WORDPIECE, path, str(vocab_size), hf_file],
+                               capture_output=True, text=True, check=True)
+            hf = Tokenizer.load(hf_file)  # their vocabulary read into our WordPiece: the same coverage code scores both
+            ours.save(d)
+            from tokenizers import Tokenizer as HFTokenizer
+
+            ours_in_hf = HFTokenizer.from_file(os.path.join(d, "tokenizer.json"))
+            same = all(ours_in_hf.encode(x, add_special_tokens=False).ids == ours.encode(x) for x in held[:300])
+        out["rows"]["tokenizers"] = {"version": tokenizers.__version__, "train_s": float(r.stdout.strip().splitlines()[-1]),
+                                     "vocab": hf.vocab_size, **hf.coverage(held)}
+        out["loads_our_file_same_ids"] = same
+    if args.naive_kb > 0:
+        piece = train_text.encode("utf-8")[: int(args.naive_kb * 1000)].decode("utf-8", errors="ignore")
+        vocab = len(BERT_SPECIAL_TOKENS) + len(_alphabet(piece)) + args.naive_merges
+        t_naive, naive = _time(lambda: wordpiece_naive([piece], vocab))
+        t_fast, fast = _time(lambda: WordPieceTokenizer.train([piece], vocab))
+        out["naive"] = {"slice_kb": args.naive_kb, "vocab": vocab, "naive_s": t_naive, "minillm_s": t_fast,
+                        "speedup": t_naive / t_fast, "same_vocab": list(naive.get_vocab()) == list(fast.get_vocab())}
+    return out
 
 
 def _fmt(x, spec):
@@ -207,6 +285,23 @@ def print_table(res: dict) -> None:
         print(f"textbook trainer (recount every merge) on a {n['slice_kb']:g} KB slice, {n['merges']} merges: "
               f"{n['naive_s']:.2f} s vs minillm {n['minillm_s']:.3f} s -> {n['speedup']:.0f}x faster "
               f"(same merges: {n['same_merges']})")
+    if "wordpiece" in res:
+        w = res["wordpiece"]
+        print()
+        print(f"WordPiece, trained on {w['train_mb']:.2f} MB, scored on {w['held_out_documents']} held-out documents:")
+        print(f"| {'trainer':<22} | {'train (s)':>9} | {'vocab':>6} | {'words covered':>13} | {'tokens/word':>11} |")
+        print(f"|{'-' * 24}|{'-' * 11}|{'-' * 8}|{'-' * 15}|{'-' * 13}|")
+        for name, r in w["rows"].items():
+            label = name if name == "minillm" else f"tokenizers {r['version']}"
+            print(f"| {label:<22} | {r['train_s']:>9.2f} | {r['vocab']:>6} | {100 * r['covered']:>12.2f}% | "
+                  f"{r['tokens_per_word']:>11.3f} |")
+        if "loads_our_file_same_ids" in w:
+            print(f"tokenizers loads our WordPiece file with identical ids: {w['loads_our_file_same_ids']}")
+        if "naive" in w:
+            n = w["naive"]
+            print(f"textbook WordPiece trainer (recount every merge) on a {n['slice_kb']:g} KB slice, vocab {n['vocab']}: "
+                  f"{n['naive_s']:.2f} s vs minillm {n['minillm_s']:.3f} s -> {n['speedup']:.0f}x faster "
+                  f"(same vocabulary: {n['same_vocab']})")
     print()
     print("targets:")
     if "naive" in res:
@@ -232,6 +327,7 @@ def main(argv=None) -> int:
     p.add_argument("--naive-kb", type=float, default=30.0,
                    help="slice size for the textbook trainer in KB, 0 to skip (default 30)")
     p.add_argument("--naive-merges", type=int, default=500, help="merges the textbook trainer learns (default 500)")
+    p.add_argument("--no-wordpiece", dest="wordpiece", action="store_false", help="skip the WordPiece comparison")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = p.parse_args(argv)
     res = run(args)

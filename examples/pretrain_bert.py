@@ -1,17 +1,27 @@
-"""Happy LLM 3.1 + 1.3: pretrain a small BERT on the world corpus, then show that pretraining helps.
+"""Happy LLM 3.1 + 1.3: pretrain a small BERT and a small RoBERTa on the world corpus, then measure
+what pretraining gives each fine-tuning task.
 
-    python examples/pretrain_bert.py            # a few minutes on 2 cores
-    python examples/pretrain_bert.py --quick    # seconds: a smoke run
+    python examples/pretrain_bert.py                       # BERT then RoBERTa (~10 min idle, estimated)
+    python examples/pretrain_bert.py --only bert           # one family (same numbers as in the full run)
+    python examples/pretrain_bert.py --from-pretrained out/bert --reinit-pooler   # fine-tune again, no pretraining
+    python examples/pretrain_bert.py --quick               # seconds: a smoke run
 
 1. Train a WordPiece tokenizer (5.2.3) on world documents.
 2. Pretrain ``BertForPreTraining`` with MLM (15%, 80/10/10) + NSP on [CLS] A [SEP] B [SEP] pairs.
-3. Fine-tune three heads on small labelled sets from the world, each twice for the same steps:
+3. Fine-tune four heads on small labelled sets from the world, each twice for the same steps:
    from the pretrained encoder, and from random initialisation:
-     * ``BertForSequenceClassification``  the kind of a reading question (1.3.4)   -> accuracy
-     * ``BertForTokenClassification``     BIO tags of people / places / objects (1.3.5) -> entity F1
-     * ``BertForQuestionAnswering``       the answer span in a story (1.3.9)          -> EM / F1
-   and print the table (held-out data: the world's val split, stories never seen in training).
+     * ``BertForSequenceClassification``  the kind of a reading question (1.3.4)          -> accuracy
+     * ``BertForTokenClassification``     Penn Treebank POS tags of English stories (1.3.3) -> word accuracy
+     * ``BertForTokenClassification``     BIO tags of people / places / objects (1.3.5)    -> entity F1
+     * ``BertForQuestionAnswering``       the answer span in a story (1.3.9)                 -> EM / F1
+   and print the table. Held-out data are the world's val split (stories never seen in training).
+   For POS and NER a quarter of the names, places, cities and objects never occur in the labelled
+   training stories and occur in every test story: the table also scores those words alone, which
+   only knowledge from pretraining (where they do occur, unlabelled) can tag.
 4. Save ``attention.png`` (and ``attention.txt``): one layer's attention over a sentence, mean over heads.
+5. RoBERTa (3.1.2): our byte-level BPE with RoBERTa's specials, ``RobertaForMaskedLM`` with MLM only
+   on whole documents, a new mask every pass (dynamic masking), positions from ``pad_token_id + 1``;
+   then the same four tasks through the ``RobertaFor...`` heads, pretrained vs scratch.
 
 Why the labelled sets are small: with thousands of labels and many steps a from-scratch model
 also learns these tasks; pretraining's gift is needing fewer of them (what the book says in 3.1).
@@ -30,14 +40,19 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import minillm as mi  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
+from minillm.io import load_model, save_model  # noqa: E402
 from minillm.plot import heatmap_rgb, write_png  # noqa: E402
-from minillm.data.bert_tasks import (NER_LABELS, DataCollatorForLanguageModeling, encode_pairs, make_nsp_pairs,  # noqa: E402
-                                     ner_data, pad_batch, qa_data, question_kind_data, tokenize_ner, tokenize_qa)
+from minillm.data.bert_tasks import (NER_LABELS, POS_TAGS, DataCollatorForLanguageModeling, encode_pairs,  # noqa: E402
+                                     make_nsp_pairs, ner_data, pad_batch, pos_data, qa_data, question_kind_data,
+                                     tokenize_ner, tokenize_pos, tokenize_qa)
 from minillm.data.world import WorldConfig, generate_stories  # noqa: E402
 from minillm.eval.tagging import entity_scores, qa_scores  # noqa: E402
 from minillm.models.bert import (BertConfig, BertForPreTraining, BertForQuestionAnswering,  # noqa: E402
                                  BertForSequenceClassification, BertForTokenClassification)
+from minillm.models.roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,  # noqa: E402
+                                    RobertaForSequenceClassification, RobertaForTokenClassification)
 from minillm.optim import AdamW, clip_grad_norm_  # noqa: E402
+from minillm.tokenizers.roberta import RobertaTokenizer  # noqa: E402
 from minillm.tokenizers.wordpiece import WordPieceTokenizer  # noqa: E402
 
 
@@ -54,15 +69,23 @@ def parse_args(argv=None):
     p.add_argument("--pretrain-steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--roberta-steps", type=int, default=1500, help="RoBERTa MLM pretraining steps (0: skip RoBERTa)")
     p.add_argument("--finetune-steps", type=int, default=200)
     p.add_argument("--finetune-lr", type=float, default=3e-4)
     p.add_argument("--n-train", type=int, default=300, help="labelled examples per fine-tuning task")
     p.add_argument("--n-eval", type=int, default=300)
+    p.add_argument("--from-pretrained", metavar="DIR", help="fine-tune the models a previous run saved in DIR "
+                   "(its tokenizer/, bert/, roberta_tokenizer/, roberta/) instead of pretraining")
+    p.add_argument("--reinit-pooler", action="store_true", help="fine-tune classification with a fresh pooler "
+                   "instead of the one NSP trained")
+    p.add_argument("--only", choices=("all", "bert", "roberta"), default="all",
+                   help="run one family (the numbers are the same as in the full run: each part seeds itself)")
     p.add_argument("--quick", action="store_true", help="a tiny run in seconds (smoke test)")
     args = p.parse_args(argv)
     if args.quick:
         args.docs, args.vocab_size, args.hidden, args.layers, args.heads, args.max_len = 200, 500, 16, 1, 2, 64
         args.pretrain_steps, args.finetune_steps, args.batch_size, args.n_train, args.n_eval = 6, 4, 4, 16, 16
+        args.roberta_steps = 6
     return args
 
 
@@ -109,9 +132,20 @@ def pad_field(examples, key, value):
 
 
 # ----------------------------------------------------------------------------- fine-tuning tasks
-def encoder_state(pretrained):
-    """The pretrained encoder's weights (``bert.*``), to load into a fresh head model."""
-    return {k: v for k, v in pretrained.state_dict().items() if k.startswith("bert.")}
+#: the fine-tuning heads of each family (Hugging Face's class names)
+HEADS = {
+    "bert": {"cls": BertForSequenceClassification, "tok": BertForTokenClassification, "qa": BertForQuestionAnswering},
+    "roberta": {"cls": RobertaForSequenceClassification, "tok": RobertaForTokenClassification,
+                "qa": RobertaForQuestionAnswering},
+}
+
+
+def encoder_state(pretrained, reinit_pooler: bool = False):
+    """The pretrained encoder's weights (``bert.*`` / ``roberta.*``), to load into a fresh head model;
+    ``reinit_pooler`` leaves out BERT's pooler (trained only by NSP), so it starts fresh."""
+    prefix = pretrained.base_prefix + "."
+    return {k: v for k, v in pretrained.state_dict().items()
+            if k.startswith(prefix) and not (reinit_pooler and k.startswith(prefix + "pooler."))}
 
 
 def fresh(cls, config, state, seed):
@@ -119,11 +153,12 @@ def fresh(cls, config, state, seed):
     model = cls(config)
     if state is not None:
         missing = model.load_state_dict(state, strict=False)
-        assert not [k for k in missing.missing_keys if k.startswith("bert.") and "pooler" not in k], missing
+        prefix = model.base_prefix + "."
+        assert not [k for k in missing.missing_keys if k.startswith(prefix) and "pooler" not in k], missing
     return model
 
 
-def run_classification(tok, config, state, args, data):
+def run_classification(tok, config, state, args, data, heads):
     train_ex, val_ex, names = data
     pad = tok.pad_token_id
 
@@ -131,7 +166,7 @@ def run_classification(tok, config, state, args, data):
         ids = pad_field(ex, "input_ids", pad)
         return ids, (ids != pad).astype(np.int64), np.array([e["label"] for e in ex])
 
-    model = fresh(BertForSequenceClassification, config, state, args.seed)
+    model = fresh(heads["cls"], config, state, args.seed)
     losses = train(model, batches_of(train_ex, 16, collate, args.seed), args.finetune_steps, args.finetune_lr,
                    lambda m, b: m(b[0], b[1], labels=b[2]).loss)
     correct = 0
@@ -142,28 +177,48 @@ def run_classification(tok, config, state, args, data):
     return {"accuracy": correct / len(val_ex), "final_loss": float(np.mean(losses[-10:]))}
 
 
-def run_ner(tok, config, state, args, data):
+def run_tagging(tok, config, state, args, data, heads, names, bio: bool):
+    """Token classification (1.3.3 POS, 1.3.5 NER): fine-tune, then score the held-out set on all
+    words/entities and on those of held-out entities only (never in the labelled training data)."""
     train_ex, val_ex = data
     pad = tok.pad_token_id
 
     def collate(ex):
         ids = pad_field(ex, "input_ids", pad)
-        return ids, (ids != pad).astype(np.int64), pad_field(ex, "labels", -100)
+        return ids, (ids != pad).astype(np.int64), pad_field(ex, "labels", -100), pad_field(ex, "unseen", False)
 
-    model = fresh(BertForTokenClassification, config, state, args.seed)
+    model = fresh(heads["tok"], config, state, args.seed)
     losses = train(model, batches_of(train_ex, 16, collate, args.seed), args.finetune_steps, args.finetune_lr,
                    lambda m, b: m(b[0], b[1], labels=b[2]).loss)
-    y_true, y_pred = [], []
+    y_true, y_pred, unseen = [], [], []
     with mi.no_grad():
         for i in range(0, len(val_ex), 64):
-            ids, mask, y = collate(val_ex[i:i + 64])
+            ids, mask, y, u = collate(val_ex[i:i + 64])
             pred = model(ids, mask).logits.data.argmax(-1)
             for r in range(len(ids)):
                 keep = y[r] != -100
-                y_true.append([NER_LABELS[t] for t in y[r][keep]])
-                y_pred.append([NER_LABELS[t] for t in pred[r][keep]])
-    s = entity_scores(y_true, y_pred)
-    return {"entity_f1": s["f1"], "precision": s["precision"], "recall": s["recall"], "final_loss": float(np.mean(losses[-10:]))}
+                y_true.append([names[t] for t in y[r][keep]])
+                y_pred.append([names[t] for t in pred[r][keep]])
+                unseen.append(u[r][keep].astype(bool))
+    out = {"final_loss": float(np.mean(losses[-10:]))}
+    if bio:
+        s, su = entity_scores(y_true, y_pred), entity_scores(y_true, y_pred, keep=unseen)
+        out.update(entity_f1=s["f1"], precision=s["precision"], recall=s["recall"], unseen_f1=su["f1"],
+                   unseen_support=su["support"])
+    else:
+        hit = np.concatenate([np.array(a) == np.array(b) for a, b in zip(y_true, y_pred)])
+        held = np.concatenate(unseen)
+        out.update(accuracy=float(hit.mean()), unseen_accuracy=float(hit[held].mean()) if held.any() else float("nan"),
+                   unseen_support=int(held.sum()))
+    return out
+
+
+def run_ner(tok, config, state, args, data, heads):
+    return run_tagging(tok, config, state, args, data, heads, NER_LABELS, bio=True)
+
+
+def run_pos(tok, config, state, args, data, heads):
+    return run_tagging(tok, config, state, args, data, heads, POS_TAGS, bio=False)
 
 
 def best_span(start, end, ctx, max_answer=12):
@@ -178,7 +233,7 @@ def best_span(start, end, ctx, max_answer=12):
     return int(i), int(j)
 
 
-def run_qa(tok, config, state, args, data):
+def run_qa(tok, config, state, args, data, heads):
     train_ex, val_ex = data
     pad = tok.pad_token_id
 
@@ -187,7 +242,7 @@ def run_qa(tok, config, state, args, data):
         return (ids, (ids != pad).astype(np.int64), pad_field(ex, "token_type_ids", 0),
                 np.array([e["start_positions"] for e in ex]), np.array([e["end_positions"] for e in ex]))
 
-    model = fresh(BertForQuestionAnswering, config, state, args.seed)
+    model = fresh(heads["qa"], config, state, args.seed)
     losses = train(model, batches_of(train_ex, 16, collate, args.seed), args.finetune_steps, args.finetune_lr,
                    lambda m, b: m(b[0], b[1], b[2], start_positions=b[3], end_positions=b[4]).loss)
     preds, refs = [], []
@@ -206,11 +261,114 @@ def run_qa(tok, config, state, args, data):
     return {"exact_match": s["exact_match"], "f1": s["f1"], "final_loss": float(np.mean(losses[-10:]))}
 
 
+# ----------------------------------------------------------------------------- the four tasks, both arms
+def task_data(tok, args):
+    """The labelled sets, tokenized by ``tok`` (WordPiece or RoBERTa's BPE). NER / POS: the labelled
+    training stories never contain a held-out entity; every test story does."""
+    kinds, names = question_kind_data(args.n_train, seed=args.seed)
+    kinds_val, _ = question_kind_data(args.n_eval, split="val", seed=args.seed)
+    enc = lambda recs: [{"input_ids": tok.encode_plus(r["text"], max_length=args.max_len)["input_ids"], "label": r["label"]}  # noqa: E731
+                        for r in recs]
+    return {
+        "cls": (enc(kinds), enc(kinds_val), names),
+        "pos": (tokenize_pos(tok, pos_data(args.n_train, seed=args.seed, entities="seen"), args.max_len),
+                tokenize_pos(tok, pos_data(args.n_eval, split="val", seed=args.seed, entities="unseen"), args.max_len)),
+        "ner": (tokenize_ner(tok, ner_data(args.n_train, seed=args.seed, entities="seen"), args.max_len),
+                tokenize_ner(tok, ner_data(args.n_eval, split="val", seed=args.seed, entities="unseen"), args.max_len)),
+        "qa": (tokenize_qa(tok, qa_data(args.n_train, seed=args.seed), args.max_len),
+               tokenize_qa(tok, qa_data(args.n_eval, split="val", seed=args.seed), args.max_len)),
+    }
+
+
+def finetune_all(tok, config, pretrained, family: str, args) -> list[dict]:
+    """Each head twice for the same steps: from ``pretrained``'s encoder and from random init."""
+    data = task_data(tok, args)
+    state = encoder_state(pretrained, args.reinit_pooler)
+    with_labels = lambda n: type(config)(**{**config.to_dict(), "num_labels": n})  # noqa: E731
+    rows = []
+    for task, metric, fn, key, cfg in [
+        ("question kind (1.3.4)", "accuracy", run_classification, "cls", with_labels(len(data["cls"][2]))),
+        ("POS tags (1.3.3)", "accuracy", run_pos, "pos", with_labels(len(POS_TAGS))),
+        ("NER BIO tags (1.3.5)", "entity_f1", run_ner, "ner", with_labels(len(NER_LABELS))),
+        ("extractive QA (1.3.9)", "f1", run_qa, "qa", config),
+    ]:
+        t0 = time.perf_counter()
+        pre = fn(tok, cfg, state, args, data[key], HEADS[family])
+        scratch = fn(tok, cfg, None, args, data[key], HEADS[family])
+        rows.append({"task": task, "metric": metric, "pretrained": pre, "scratch": scratch,
+                     "n_train": len(data[key][0]), "n_eval": len(data[key][1])})
+        extra = f"  (EM {pre['exact_match']:.3f} vs {scratch['exact_match']:.3f})" if metric == "f1" else ""
+        for k in ("unseen_f1", "unseen_accuracy"):
+            if k in pre:
+                extra = f"  (held-out entities: {pre[k]:.3f} vs {scratch[k]:.3f}, n={pre['unseen_support']})"
+        print(f"   {task:24s} {metric:10s} pretrained {pre[metric]:.3f}  scratch {scratch[metric]:.3f}{extra}  "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return rows
+
+
+def print_table(rows, name: str) -> None:
+    print(f"\n| task | metric | from pretrained {name} | from random init |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['task']} | {r['metric']} | {r['pretrained'][r['metric']]:.3f} | {r['scratch'][r['metric']]:.3f} |")
+        if r["metric"] == "f1":
+            print(f"| {r['task']} | exact match | {r['pretrained']['exact_match']:.3f} | {r['scratch']['exact_match']:.3f} |")
+        for key, label in (("unseen_f1", "entity F1, held-out names"), ("unseen_accuracy", "accuracy, held-out words")):
+            if key in r["pretrained"]:
+                print(f"| {r['task']} | {label} | {r['pretrained'][key]:.3f} | {r['scratch'][key]:.3f} |")
+    print()
+
+
+def run_roberta(docs, stories, args) -> dict:
+    """RoBERTa (3.1.2) on the same documents: our byte-level BPE with RoBERTa's specials, MLM only
+    (no NSP) on whole documents (RoBERTa's FULL-SENTENCES, cut at max_len) with a fresh mask on
+    every pass (dynamic masking), then the same four heads, pretrained vs scratch."""
+    if args.from_pretrained:
+        rtok = RobertaTokenizer.load(os.path.join(args.from_pretrained, "roberta_tokenizer"))
+        roberta = load_model(os.path.join(args.from_pretrained, "roberta"))
+        print(f"5. RoBERTa: loaded the BPE tokenizer and the pretrained model of {args.from_pretrained}")
+        config = RobertaConfig(**{**roberta.config.to_dict(), "num_labels": 2})
+        rows = finetune_all(rtok, config, roberta, "roberta", args)
+        print_table(rows, "RoBERTa")
+        return {"from_pretrained": args.from_pretrained, "finetune": rows}
+    t0 = time.perf_counter()
+    rtok = RobertaTokenizer.train(docs, vocab_size=args.vocab_size)
+    rtok.save(os.path.join(args.out_dir, "roberta_tokenizer"))
+    config = RobertaConfig(vocab_size=rtok.vocab_size, hidden_size=args.hidden, num_hidden_layers=args.layers,
+                           num_attention_heads=args.heads, pad_token_id=rtok.pad_token_id,
+                           max_position_embeddings=args.max_len + rtok.pad_token_id + 1,  # positions start at pad + 1
+                           hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    print(f"5. RoBERTa: byte-level BPE of {rtok.vocab_size} tokens in {time.perf_counter() - t0:.1f} s "
+          f"(pad id {rtok.pad_token_id}, so positions start at row {config.position_offset} of "
+          f"{config.max_position_embeddings})")
+    examples = [{"input_ids": rtok.encode_plus(d, max_length=args.max_len)["input_ids"]} for d in docs]
+    collator = DataCollatorForLanguageModeling.from_tokenizer(rtok, seed=args.seed)
+    mi.manual_seed(args.seed)
+    roberta = RobertaForMaskedLM(config)
+    print(f"   pretraining RobertaForMaskedLM ({roberta.get_num_params():,} parameters) with MLM on {len(examples):,} "
+          f"documents for {args.roberta_steps} steps (a new mask every time a document is seen)")
+    t0 = time.perf_counter()
+    losses = train(roberta, batches_of(examples, args.batch_size, collator, args.seed), args.roberta_steps, args.lr,
+                   lambda m, b: m(b["input_ids"], b["attention_mask"], labels=b["labels"]).loss,
+                   log_every=max(1, args.roberta_steps // 6), label="roberta")
+    seconds = time.perf_counter() - t0
+    val = [{"input_ids": rtok.encode_plus(d, max_length=args.max_len)["input_ids"]}
+           for d in generate_stories(256, split="val", config=stories)]
+    vb = DataCollatorForLanguageModeling.from_tokenizer(rtok, seed=123)(val)
+    with mi.no_grad():
+        logits = roberta(vb["input_ids"], vb["attention_mask"]).logits.data
+    sel = vb["labels"] != -100
+    mlm_acc = float((logits.argmax(-1)[sel] == vb["labels"][sel]).mean())
+    print(f"   done in {seconds:.0f} s: loss {losses[0]:.2f} -> {np.mean(losses[-20:]):.2f}; held-out MLM accuracy "
+          f"{100 * mlm_acc:.1f} %")
+    rows = finetune_all(rtok, config, roberta, "roberta", args)
+    print_table(rows, "RoBERTa")
+    save_model(roberta, os.path.join(args.out_dir, "roberta"))
+    return {"vocab_size": rtok.vocab_size, "params": roberta.get_num_params(), "pretrain_seconds": seconds,
+            "pretrain_loss_first": losses[0], "pretrain_loss_last": float(np.mean(losses[-20:])),
+            "mlm_accuracy": mlm_acc, "finetune": rows}
+
+
 # ----------------------------------------------------------------------------- attention picture
-
-
-
-
 def attention_map(model: BertForPreTraining, ids: list[int], layer: int) -> np.ndarray:
     attn = model.bert.encoder.layer[layer].attention
     attn.keep_weights = True
@@ -222,15 +380,8 @@ def attention_map(model: BertForPreTraining, ids: list[int], layer: int) -> np.n
     return attn.last_weights[0].mean(axis=0)  # (B, H, T, T) -> (T, T)
 
 
-# ----------------------------------------------------------------------------- main
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    os.makedirs(args.out_dir, exist_ok=True)
-    t_start = time.perf_counter()
-    mi.manual_seed(args.seed)
-    stories = WorldConfig(seed=args.seed, doc_mix={"story": 0.75, "qa": 0.25})
-    docs = generate_stories(args.docs, config=stories)
-
+def pretrain_bert(docs, stories, args):
+    """Steps 1-2: WordPiece, then MLM + NSP pretraining. -> (tokenizer, config, model, numbers)."""
     # 1. WordPiece
     t0 = time.perf_counter()
     tok = WordPieceTokenizer.train(docs, vocab_size=args.vocab_size)
@@ -269,57 +420,60 @@ def main(argv=None) -> dict:
     nsp_acc = float((out.seq_relationship_logits.data.argmax(-1) == val_batch["next_sentence_label"]).mean())
     print(f"   done in {pretrain_seconds:.0f} s: loss {losses[0]:.2f} -> {np.mean(losses[-20:]):.2f}; held-out MLM accuracy "
           f"{100 * mlm_acc:.1f} %, NSP accuracy {100 * nsp_acc:.1f} %")
+    save_model(bert, os.path.join(args.out_dir, "bert"))  # the pretrained model, to fine-tune again (--from-pretrained)
+    info = {"vocab_size": tok.vocab_size, "coverage": cov, "params": bert.get_num_params(),
+            "pretrain_seconds": pretrain_seconds, "pretrain_loss_first": losses[0],
+            "pretrain_loss_last": float(np.mean(losses[-20:])), "mlm_accuracy": mlm_acc, "nsp_accuracy": nsp_acc}
+    return tok, config, bert, info
+
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    os.makedirs(args.out_dir, exist_ok=True)
+    t_start = time.perf_counter()
+    mi.manual_seed(args.seed)
+    stories = WorldConfig(seed=args.seed, doc_mix={"story": 0.75, "qa": 0.25})
+    docs = generate_stories(args.docs, config=stories)
+
+    if args.only == "roberta":
+        report = {"args": vars(args), "roberta": run_roberta(docs, stories, args), "seconds": time.perf_counter() - t_start}
+        atomic_write(os.path.join(args.out_dir, "report.json"), json.dumps(report, indent=1) + "\n")
+        return report
+    if args.from_pretrained:  # fine-tune again from a finished run: no tokenizer training, no pretraining
+        tok = WordPieceTokenizer.load(os.path.join(args.from_pretrained, "tokenizer"))
+        bert = load_model(os.path.join(args.from_pretrained, "bert"))
+        config = BertConfig(**{**bert.config.to_dict(), "num_labels": 2})
+        info = {"from_pretrained": args.from_pretrained}
+        print(f"1-2. loaded the WordPiece tokenizer and the pretrained BERT of {args.from_pretrained}")
+    else:
+        tok, config, bert, info = pretrain_bert(docs, stories, args)
 
     # 3. fine-tuning, pretrained vs scratch
-    kinds, names = question_kind_data(args.n_train, seed=args.seed)
-    kinds_val, _ = question_kind_data(args.n_eval, split="val", seed=args.seed)
-    enc = lambda recs: [{"input_ids": tok.encode_plus(r["text"], max_length=args.max_len)["input_ids"], "label": r["label"]}  # noqa: E731
-                        for r in recs]
-    cls_data = (enc(kinds), enc(kinds_val), names)
-    ner = (tokenize_ner(tok, ner_data(args.n_train, seed=args.seed), args.max_len),
-           tokenize_ner(tok, ner_data(args.n_eval, split="val", seed=args.seed), args.max_len))
-    qa = (tokenize_qa(tok, qa_data(args.n_train, seed=args.seed), args.max_len),
-          tokenize_qa(tok, qa_data(args.n_eval, split="val", seed=args.seed), args.max_len))
-    state = encoder_state(bert)
-    rows = []
     print(f"3. fine-tuning each head for {args.finetune_steps} steps on {args.n_train} labelled examples "
           f"(held out: {args.n_eval}), from the pretrained encoder and from random init")
-    for task, metric, fn, data, cfg in [
-        ("question kind (1.3.4)", "accuracy", run_classification, cls_data, BertConfig(**{**config.to_dict(), "num_labels": len(names)})),
-        ("NER BIO tags (1.3.5)", "entity_f1", run_ner, ner, BertConfig(**{**config.to_dict(), "num_labels": len(NER_LABELS)})),
-        ("extractive QA (1.3.9)", "f1", run_qa, qa, config),
-    ]:
-        t0 = time.perf_counter()
-        pre = fn(tok, cfg, state, args, data)
-        scratch = fn(tok, cfg, None, args, data)
-        rows.append({"task": task, "metric": metric, "pretrained": pre, "scratch": scratch})
-        extra = f"  (EM {pre['exact_match']:.3f} vs {scratch['exact_match']:.3f})" if metric == "f1" else ""
-        print(f"   {task:24s} {metric:10s} pretrained {pre[metric]:.3f}  scratch {scratch[metric]:.3f}{extra}  "
-              f"({time.perf_counter() - t0:.0f} s)", flush=True)
-
-    print("\n| task | metric | from pretrained BERT | from random init |\n|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['task']} | {r['metric']} | {r['pretrained'][r['metric']]:.3f} | {r['scratch'][r['metric']]:.3f} |")
-        if r["metric"] == "f1":
-            print(f"| {r['task']} | exact match | {r['pretrained']['exact_match']:.3f} | {r['scratch']['exact_match']:.3f} |")
+    rows = finetune_all(tok, config, bert, "bert", args)
+    print_table(rows, "BERT")
 
     # 4. attention picture
     sentence = generate_stories(1, split="val", config=WorldConfig(seed=args.seed, doc_mix={"story": 1.0}, langs=("en",)))[0]
     ids = tok.encode(sentence.split(". ")[0] + ".", add_special_tokens=True)
-    layer = min(1, args.layers - 1)
+    layer = min(1, bert.config.num_hidden_layers - 1)
     weights = attention_map(bert, ids, layer)
     write_png(os.path.join(args.out_dir, "attention.png"), heatmap_rgb(weights, cell=16))
     toks = [tok.id_to_token(i) for i in ids]
     lines = [f"layer {layer} self-attention (mean over heads): row = query token, column = key token", "\t" + "\t".join(toks)]
     lines += [t + "\t" + "\t".join(f"{w:.2f}" for w in row) for t, row in zip(toks, weights)]
     atomic_write(os.path.join(args.out_dir, "attention.txt"), "\n".join(lines) + "\n")
-    report = {"args": vars(args), "vocab_size": tok.vocab_size, "coverage": cov, "params": bert.get_num_params(),
-              "pretrain_seconds": pretrain_seconds, "pretrain_loss_first": losses[0],
-              "pretrain_loss_last": float(np.mean(losses[-20:])), "mlm_accuracy": mlm_acc, "nsp_accuracy": nsp_acc,
-              "finetune": rows, "seconds": time.perf_counter() - t_start}
+    print(f"4. saved attention.png/.txt (layer {layer}, {len(ids)} tokens), tokenizer/ and bert/ in {args.out_dir}")
+
+    # 5. RoBERTa (3.1.2): byte-level BPE, MLM only with dynamic masking, positions from pad + 1
+    roberta_report = run_roberta(docs, stories, args) if args.roberta_steps > 0 and args.only == "all" else None
+    report = {"args": vars(args), **info, "finetune": rows, "roberta": roberta_report,
+              "seconds": time.perf_counter() - t_start}
     atomic_write(os.path.join(args.out_dir, "report.json"), json.dumps(report, indent=1) + "\n")
-    print(f"\n4. saved attention.png/.txt (layer {layer}, {len(ids)} tokens), tokenizer/ and report.json in {args.out_dir} "
-          f"({report['seconds']:.0f} s in all)")
+    print(f"saved report.json in {args.out_dir} ({report['seconds']:.0f} s in all)")
     return report
 
 

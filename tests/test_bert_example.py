@@ -15,12 +15,25 @@ def test_quick_run_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| task | metric | from pretrained BERT | from random init |" in r.stdout
     report = json.loads((tmp_path / "report.json").read_text())
-    assert [row["metric"] for row in report["finetune"]] == ["accuracy", "entity_f1", "f1"]
-    for row in report["finetune"]:
-        for side in ("pretrained", "scratch"):
-            assert 0.0 <= row[side][row["metric"]] <= 1.0
+    assert "| task | metric | from pretrained RoBERTa | from random init |" in r.stdout
+    for rows in (report["finetune"], report["roberta"]["finetune"]):
+        assert [row["metric"] for row in rows] == ["accuracy", "accuracy", "entity_f1", "f1"]
+        for row in rows:
+            for side in ("pretrained", "scratch"):
+                assert 0.0 <= row[side][row["metric"]] <= 1.0
+        pos, ner = rows[1]["pretrained"], rows[2]["pretrained"]
+        assert pos["unseen_support"] > 0 and 0.0 <= pos["unseen_accuracy"] <= 1.0  # held-out words were scored
+        assert ner["unseen_support"] > 0 and 0.0 <= ner["unseen_f1"] <= 1.0
     png = (tmp_path / "attention.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert (tmp_path / "tokenizer" / "tokenizer.json").exists()
     lines = (tmp_path / "attention.txt").read_text(encoding="utf-8").splitlines()
     assert lines[1].split("\t")[1] == "[CLS]"
+
+    # fine-tune again from the saved models, without pretraining
+    again = subprocess.run([sys.executable, EXAMPLE, "--quick", "--out-dir", str(tmp_path / "again"),
+                            "--from-pretrained", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "loaded the WordPiece tokenizer and the pretrained BERT" in again.stdout and "pretraining" not in again.stdout
+    second = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert second["finetune"] == report["finetune"]  # same weights, same seeds: the same fine-tuning numbers

@@ -10,7 +10,8 @@ from minillm.models.albert import AlbertConfig, AlbertForMaskedLM, AlbertForPreT
 from minillm.models.bert import (BertConfig, BertEmbeddings, BertForMaskedLM, BertForPreTraining,
                                  BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification,
                                  BertLayer, BertLMPredictionHead, BertModel, BertPooler)
-from minillm.models.roberta import RobertaConfig, RobertaForMaskedLM
+from minillm.models.roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
+                                    RobertaForSequenceClassification, RobertaForTokenClassification)
 from minillm.tensor import Tensor
 from minillm.testing import gradcheck
 
@@ -70,6 +71,9 @@ def test_gradcheck_heads(cls, kw):
 @pytest.mark.parametrize("cls, cfg_cls, kw", [
     (AlbertForPreTraining, AlbertConfig, dict(labels=np.where(MASK == 1, IDS, -100), sentence_order_label=np.array([1, 0]))),
     (RobertaForMaskedLM, RobertaConfig, dict(labels=np.where(MASK == 1, IDS, -100))),
+    (RobertaForSequenceClassification, RobertaConfig, dict(labels=np.array([2, 0]))),
+    (RobertaForTokenClassification, RobertaConfig, dict(labels=np.where(MASK == 1, IDS % 3, -100))),
+    (RobertaForQuestionAnswering, RobertaConfig, dict(start_positions=np.array([1, 2]), end_positions=np.array([3, 2]))),
 ])
 def test_gradcheck_roberta_albert(cls, cfg_cls, kw):
     model = f64(cls(tiny(cfg_cls, vocab_size=12, intermediate_size=8)))
@@ -207,7 +211,9 @@ def test_save_load_round_trip(tmp_path, cls, cfg_cls):
 
 
 @pytest.mark.parametrize("cls, cfg_cls", [(BertForQuestionAnswering, BertConfig), (BertForTokenClassification, BertConfig),
-                                          (BertForSequenceClassification, BertConfig), (AlbertForMaskedLM, AlbertConfig)])
+                                          (BertForSequenceClassification, BertConfig), (AlbertForMaskedLM, AlbertConfig),
+                                          (RobertaForSequenceClassification, RobertaConfig),
+                                          (RobertaForQuestionAnswering, RobertaConfig)])
 def test_hf_export_import_round_trip(tmp_path, cls, cfg_cls):
     model = cls(tiny(cfg_cls))
     export_hf_bert(model, tmp_path)
@@ -275,3 +281,51 @@ def test_hf_parity_mlm_logits_with_padding(tmp_path, name, cfg_cls, extra):
         theirs = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.tensor(types)).logits.numpy()
     real = mask == 1
     assert np.abs(ours - theirs)[real].max() <= 1e-4
+
+
+def test_roberta_heads_use_a_roberta_encoder_with_the_position_offset():
+    cfg = tiny(RobertaConfig)
+    for cls in (RobertaForSequenceClassification, RobertaForTokenClassification, RobertaForQuestionAnswering):
+        model = cls(cfg)
+        names = list(model.state_dict())
+        assert all(n.startswith(("roberta.", "classifier.", "qa_outputs.")) for n in names), names
+        assert not any("pooler" in n for n in names)
+        assert model.roberta.embeddings.position_offset == cfg.pad_token_id + 1 == 2
+        with pytest.raises(TypeError, match="expected a RobertaConfig"):
+            cls(tiny())
+    with pytest.raises(ValueError, match="longer than the 12 positions"):
+        RobertaForTokenClassification(cfg)(np.full((1, 13), 5))  # 14 rows - offset 2
+
+
+@pytest.mark.parametrize("name", ["RobertaForSequenceClassification", "RobertaForTokenClassification",
+                                  "RobertaForQuestionAnswering", "BertForTokenClassification"])
+def test_hf_parity_fine_tuning_heads_with_padding(tmp_path, name):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from minillm.io.hf_bert import HF_ARCHITECTURES
+
+    cfg_cls = RobertaConfig if name.startswith("Roberta") else BertConfig
+    cfg = tiny(cfg_cls, vocab_size=60, hidden_size=32, num_attention_heads=4, intermediate_size=64)
+    model = HF_ARCHITECTURES[name](cfg)
+    rng = np.random.default_rng(0)
+    for p in model.parameters():
+        p.data[...] = rng.normal(0, 0.2, p.shape)
+    export_hf_bert(model, tmp_path)
+    hf = getattr(transformers, name).from_pretrained(tmp_path).eval()
+    ids = rng.integers(3, 60, (3, 10))
+    mask = np.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    ids[mask == 0] = cfg.pad_token_id
+    with mi.no_grad(), model.mode(training=False):
+        ours = model(ids, mask)
+    with torch.no_grad():
+        theirs = hf(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask))
+    real = mask == 1
+    if name.endswith("QuestionAnswering"):
+        for key in ("start_logits", "end_logits"):
+            assert np.abs(getattr(ours, key).data - getattr(theirs, key).numpy())[real].max() <= 1e-4
+    elif name.endswith("TokenClassification"):
+        assert np.abs(ours.logits.data - theirs.logits.numpy())[real].max() <= 1e-4
+    else:
+        assert np.abs(ours.logits.data - theirs.logits.numpy()).max() <= 1e-4

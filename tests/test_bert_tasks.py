@@ -2,9 +2,11 @@
 import numpy as np
 import pytest
 
-from minillm.data.bert_tasks import (NER_LABELS, DataCollatorForLanguageModeling, make_nsp_pairs, make_sop_pairs,
-                                     mask_tokens, ner_data, qa_data, question_kind_data, language_data, split_sentences,
-                                     tokenize_ner, tokenize_qa, encode_pairs)
+from minillm.data.bert_tasks import (NER_LABELS, POS_TAGS, DataCollatorForLanguageModeling, encode_pairs,
+                                     find_entities, heldout_entities, language_data, make_nsp_pairs, make_sop_pairs,
+                                     mask_tokens, ner_data, pos_data, pos_tags, qa_data, question_kind_data,
+                                     split_sentences, tokenize_ner, tokenize_pos, tokenize_qa)
+from minillm.data import world
 from minillm.data.world import WorldConfig, generate_stories
 
 
@@ -144,3 +146,95 @@ def test_qa_spans_decode_to_the_answer(tok):
         assert e["token_type_ids"][s] == 1 and s <= t
         span = e["context"][e["offset_mapping"][s][0]:e["offset_mapping"][t][1]]
         assert span == e["answer"]
+
+
+# ----------------------------------------------------------------------------- held-out entities
+def test_heldout_entities_are_a_quarter_of_each_kind_in_both_languages():
+    held = heldout_entities(0)
+    for table, k in ((world.NAMES, 6), (world.PLACES, 5), (world.CITIES, 3), (world.OBJECTS, 5)):
+        rows = [r for r in table if r[0] in held]
+        assert len(rows) == k
+        assert all(r[1] in held for r in rows)  # the Chinese form goes with the English one
+    assert heldout_entities(0) == held and heldout_entities(1) != held  # fixed by the seed
+    with pytest.raises(ValueError, match="fraction must be in"):
+        heldout_entities(0, fraction=1.0)
+
+
+def test_seen_training_stories_never_contain_a_heldout_entity_and_unseen_test_stories_always_do():
+    held = heldout_entities(0)
+    train = ner_data(150, seed=0, entities="seen")
+    test = ner_data(150, split="val", seed=0, entities="unseen")
+    assert len(train) == len(test) == 150
+    for r in train:
+        assert not any(r["text"][s:e] in held for s, e, _ in r["entities"]) and r["unseen"] == []
+    for r in test:
+        assert r["unseen"] and all(r["text"][s:e] in held for s, e, _ in r["unseen"])
+    # held-out entities still occur in the unlabelled pretraining corpus (train split), as in real pretraining
+    corpus = world.generate_stories(500, config=world.WorldConfig(doc_mix={"story": 1.0}))
+    seen_in_corpus = {d[s:e] for d in corpus for s, e, _ in find_entities(d)}
+    assert {r[0] for r in world.NAMES if r[0] in held} <= seen_in_corpus
+    assert not set(t["text"] for t in test) & set(corpus)  # the val split never overlaps the corpus
+    with pytest.raises(ValueError, match="entities must be one of"):
+        ner_data(3, entities="some")
+
+
+def test_ner_unseen_flags_mark_exactly_the_tokens_of_heldout_entities(tok):
+    recs = ner_data(40, split="val", seed=0, entities="unseen")
+    for r, ex in zip(recs, tokenize_ner(tok, recs, max_length=128)):
+        enc = tok.encode_plus(r["text"], max_length=128, return_offsets_mapping=True)
+        assert len(ex["unseen"]) == len(ex["labels"])
+        for (s, e), u, lab in zip(enc["offset_mapping"], ex["unseen"], ex["labels"]):
+            assert u == (e > s and any(s >= a and e <= b for a, b, _ in r["unseen"]))  # specials are (0, 0)
+            if u:
+                assert NER_LABELS[lab] != "O"
+
+
+# ----------------------------------------------------------------------------- POS (1.3.3)
+def test_pos_tags_of_the_books_kind_of_sentence():
+    text = "In the morning, Tom went to the park. There, Tom met his friend Lily. Tom's favourite colour is red."
+    tags = [(text[s:e], t) for s, e, t in pos_tags(text)]
+    assert tags[:10] == [("In", "IN"), ("the", "DT"), ("morning", "NN"), (",", ","), ("Tom", "NNP"), ("went", "VBD"),
+                         ("to", "TO"), ("the", "DT"), ("park", "NN"), (".", ".")]
+    assert ("his", "PRP$") in tags and ("'s", "POS") in tags and ("red", "JJ") in tags and ("is", "VBZ") in tags
+    with pytest.raises(ValueError, match="'guitar' at 11"):
+        pos_tags("It was the guitar.")
+
+
+def test_every_word_of_many_english_stories_has_a_tag():
+    docs = world.generate_stories(1500, config=world.WorldConfig(doc_mix={"story": 1.0}, langs=("en",)))
+    n = sum(len(pos_tags(d)) for d in docs)  # raises on any untagged word
+    assert n > 20_000
+    assert set(POS_TAGS) >= {"NNP", "NN", "VBD", "DT", "IN", "JJ", "PRP", "."}
+
+
+def test_tokenize_pos_labels_the_first_piece_of_each_word(tok):
+    recs = pos_data(30, split="val", seed=0, entities="unseen")
+    assert all(any(r["unseen"]) for r in recs)
+    for r, ex in zip(recs, tokenize_pos(tok, recs, max_length=512)):  # no truncation: every word is labelled
+        enc = tok.encode_plus(r["text"], max_length=512, return_offsets_mapping=True)
+        labelled = [(enc["offset_mapping"][k][0], POS_TAGS[lab], u)
+                    for k, (lab, u) in enumerate(zip(ex["labels"], ex["unseen"])) if lab != -100]
+        assert labelled == [(s, t, u) for (s, _, t), u in zip(r["words"], r["unseen"])]  # one label per word
+        assert ex["labels"][0] == ex["labels"][-1] == -100
+
+
+def test_roberta_tokenizer_feeds_the_same_datasets():
+    from minillm.tokenizers.roberta import RobertaTokenizer
+
+    rt = RobertaTokenizer.train(world.generate_stories(300, seed=0), vocab_size=600)
+    recs = ner_data(20, seed=0)
+    for r, ex in zip(recs, tokenize_ner(rt, recs, max_length=128)):
+        enc = rt.encode_plus(r["text"], max_length=128, return_offsets_mapping=True)
+        assert ex["input_ids"][0] == rt.cls_token_id and ex["input_ids"][-1] == rt.sep_token_id
+        assert all(e > s for (s, e), lab in zip(enc["offset_mapping"], ex["labels"]) if lab not in (-100, 0))
+        assert len(ex["labels"]) == len(ex["input_ids"])
+    qa = tokenize_qa(rt, qa_data(60, seed=0), max_length=160)
+    assert len(qa) >= 50
+    for e in qa:
+        s, t = e["start_positions"], e["end_positions"]
+        span = e["context"][e["offset_mapping"][s][0]:e["offset_mapping"][t][1]]
+        assert e["answer"] in span and s <= t  # byte-level pieces may cross the answer's edge (Chinese)
+        sep = e["input_ids"].index(rt.sep_token_id)
+        assert e["input_ids"][sep:sep + 2] == [rt.sep_token_id] * 2 and s > sep + 1  # <s> q </s></s> context </s>
+    pos = tokenize_pos(rt, pos_data(20, seed=0), max_length=128)
+    assert all(sum(lab != -100 for lab in ex["labels"]) > 5 for ex in pos)

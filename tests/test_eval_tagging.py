@@ -25,6 +25,23 @@ def test_entity_scores_worked_example():
     assert s["precision"] == 0.5 and abs(s["recall"] - 1 / 3) < 1e-12 and abs(s["f1"] - 0.4) < 1e-12
 
 
+def test_entity_scores_keep_scores_only_entities_starting_on_kept_tokens():
+    y_true = [["B-PER", "O", "B-LOC", "I-LOC", "O", "B-PER"]]
+    y_pred = [["B-PER", "O", "B-LOC", "O", "B-OBJ", "B-PER"]]
+    keep = [[False, False, True, True, True, False]]  # the held-out tokens: 2..4
+    # kept true: LOC(2-3); kept predicted: LOC(2-2) (wrong end) and OBJ(4-4): nothing correct
+    s = entity_scores(y_true, y_pred, keep=keep)
+    assert s["support"] == 1 and s["precision"] == 0.0 and s["recall"] == 0.0 and s["f1"] == 0.0
+    keep = [[True, False, False, False, True, True]]  # kept true: PER(0), PER(5); kept predicted: PER(0), OBJ(4), PER(5)
+    s = entity_scores(y_true, y_pred, keep=keep)
+    assert s["recall"] == 1.0 and abs(s["precision"] - 2 / 3) < 1e-12 and abs(s["f1"] - 0.8) < 1e-12
+    assert entity_scores(y_true, y_pred, keep=[[True] * 6])["f1"] == entity_scores(y_true, y_pred)["f1"]
+    with pytest.raises(ValueError, match="sequence 0 has 6 tags but 2 keep flags"):
+        entity_scores(y_true, y_pred, keep=[[True, False]])
+    with pytest.raises(ValueError, match="but 0 keep masks"):
+        entity_scores(y_true, y_pred, keep=[])
+
+
 def test_entity_scores_matches_seqeval_when_installed():
     seqeval = pytest.importorskip("seqeval.metrics")
     y_true = [["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-OBJ", "O"], ["O", "B-OBJ", "I-OBJ", "I-PER"]]

@@ -556,11 +556,15 @@ def test_benchmark_and_example_scripts_run(capsys):
         if "--json" in argv:
             res = json.loads(out)
             assert res["rows"]["minillm"]["tokens"] > 0 and res["naive"]["same_merges"]
+            wp = res["wordpiece"]
+            assert wp["naive"]["same_vocab"] and wp["rows"]["minillm"]["covered"] > 0.9
+            if "tokenizers" in wp["rows"]:
+                assert wp["loads_our_file_same_ids"]
         else:
             assert "OOV" in out and "BPE" in out
 
 
-@pytest.mark.parametrize("name", ["__init__", "bpe", "chat", "char", "word", "hf_json"])
+@pytest.mark.parametrize("name", ["__init__", "bpe", "chat", "char", "word", "hf_json", "wordpiece"])
 def test_docstring_examples(name):
     import doctest
     import importlib

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from minillm.tokenizers import Tokenizer
-from minillm.tokenizers.wordpiece import BERT_SPECIAL_TOKENS, WordPieceTokenizer, basic_tokenize
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minillm.tokenizers.wordpiece import BERT_SPECIAL_TOKENS, WordPieceTokenizer, basic_tokenize, train_naive
 
 
 def toks(tok, ids):
@@ -138,3 +141,46 @@ def test_a_bare_tokenizer_json_loads_as_wordpiece(tmp_path):
     back = Tokenizer.load(tmp_path / "tokenizer.json")
     assert isinstance(back, WordPieceTokenizer)
     assert back.encode("Tom went to the 市场") == tok.encode("Tom went to the 市场")
+
+
+@pytest.mark.parametrize("vocab_size", [14, 30, 80])
+def test_fast_trainer_equals_the_textbook_trainer_on_the_course_example(vocab_size):
+    texts = ["hug"] * 10 + ["pug"] * 5 + ["pun"] * 12 + ["bun"] * 4 + ["hugs"] * 5
+    assert WordPieceTokenizer.train(texts, vocab_size).get_vocab() == train_naive(texts, vocab_size).get_vocab()
+
+
+def test_fast_trainer_equals_the_textbook_trainer_on_world_text():
+    from minillm.data.world import generate_stories
+
+    texts = generate_stories(120, seed=3)  # English and Chinese (312 characters); no pair is left before 2500
+    for vocab_size, min_frequency in ((340, 1), (700, 1), (2500, 1), (400, 3)):
+        fast = WordPieceTokenizer.train(texts, vocab_size, min_frequency=min_frequency)
+        naive = train_naive(texts, vocab_size, min_frequency=min_frequency)
+        assert list(fast.get_vocab()) == list(naive.get_vocab()), (vocab_size, min_frequency)
+
+
+# Few letters, short words: many equal scores and counts, so the tie-breaking is exercised, and
+# merges whose parts are equal ("##a" "##a") or recur in one word.
+_words = st.text(alphabet="aab\u00e9c", min_size=1, max_size=7)
+
+
+@given(st.lists(st.tuples(_words, st.integers(1, 5)), min_size=1, max_size=12), st.integers(0, 25))
+def test_fast_trainer_equals_the_textbook_trainer_on_random_corpora(word_counts, extra):
+    texts = [" ".join([w] * c) for w, c in word_counts]
+    alphabet = len({u for w, _ in word_counts for u in [w[0]] + ["##" + ch for ch in w[1:]]}) + 6  # upper bound
+    vocab_size = len(BERT_SPECIAL_TOKENS) + alphabet + extra
+    for lowercase in (True, False):
+        fast = WordPieceTokenizer.train(texts, vocab_size, lowercase=lowercase)
+        naive = train_naive(texts, vocab_size, lowercase=lowercase)
+        assert list(fast.get_vocab()) == list(naive.get_vocab())
+
+
+def test_pre_tokenizer_character_cache_agrees_with_the_rules():
+    from minillm.tokenizers import wordpiece as wp
+
+    text = "Tom's\u00a0caf\u00e9, 世界!\t\x00\u200b x\ufffdy \u3000end"
+    first = basic_tokenize(text, lowercase=False)  # fills the cache
+    assert basic_tokenize(text, lowercase=False) == first
+    for ch in set(text):
+        assert wp._CHAR_KIND[ch] == wp._char_kind(ch)
+    assert [w for w, _, _ in first] == ["Tom", "'", "s", "café", ",", "世", "界", "!", "x", "y", "end"]

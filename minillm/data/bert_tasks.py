@@ -21,7 +21,17 @@ Fine-tuning datasets (1.3), all derived from ``minillm.data.world``'s public API
 * ``ner_data`` (1.3.5 NER): stories with the character spans of people (PER), places and cities
   (LOC) and objects (OBJ). The world writes every story from its lexicon, so an entity is exactly
   an occurrence of a lexicon entry (longest match first, whole words in English); ``tokenize_ner``
-  turns the spans into BIO tags per WordPiece token.
+  turns the spans into BIO tags per WordPiece token (any tokenizer with offsets).
+* ``heldout_entities``: a fixed quarter of the names, places, cities and objects that labelled
+  *training* data never contain (``entities="seen"``) and test data always do
+  (``entities="unseen"``). Without it NER on a 24-name world is a closed-list lookup that a
+  model trained from zero learns as fast as a pretrained one; with it, tagging a name the labelled
+  data never showed needs what pretraining learned about that word from unlabelled text (the
+  pretraining corpus is the whole world, held-out names included, as in real pretraining).
+* ``pos_data`` (1.3.3 POS tagging): English stories with a Penn Treebank tag per word (the book's
+  tag set: NNP, VBD, DT, NN, IN, ...). Every story is rendered from templates whose words have
+  one role each, so ``POS_OF`` (template words + the lexicon's kinds) tags every word exactly;
+  ``tokenize_pos`` puts the tag on each word's first token, -100 on its other pieces.
 * ``qa_data`` (1.3.9 extractive QA): (question, story, answer) where the answer is a span of the
   story (the reference answer without its final punctuation, or without its article when only
   that occurs); ``tokenize_qa`` gives ``[CLS] question [SEP] story [SEP]`` and the answer's
@@ -29,6 +39,7 @@ Fine-tuning datasets (1.3), all derived from ``minillm.data.world``'s public API
 """
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -40,7 +51,8 @@ from . import world as _world
 __all__ = [
     "mask_tokens", "DataCollatorForLanguageModeling", "split_sentences", "make_nsp_pairs", "make_sop_pairs",
     "encode_pairs", "question_kind_data", "language_data", "ner_data", "NER_LABELS", "tokenize_ner", "qa_data",
-    "tokenize_qa", "pad_batch",
+    "tokenize_qa", "pad_batch", "heldout_entities", "find_entities", "pos_data", "pos_tags", "POS_TAGS", "POS_OF",
+    "tokenize_pos",
 ]
 
 IGNORE_INDEX = -100
@@ -285,30 +297,169 @@ def find_entities(text: str) -> list[tuple[int, int, str]]:
     return sorted(spans)
 
 
-def ner_data(n: int, split: str = "train", seed: int = 0) -> list[dict]:
-    """``n`` world stories ``{"text", "entities": [(start, end, type)]}`` (English and Chinese)."""
-    cfg = _world.WorldConfig(seed=seed, doc_mix={"story": 1.0})
-    return [{"text": t, "entities": find_entities(t)} for t in _world.generate_stories(n, split=split, config=cfg)]
+def heldout_entities(seed: int = 0, fraction: float = 0.25) -> frozenset:
+    """The surface forms (English and Chinese) of the entities held out of labelled training data:
+    ``round(fraction * n)`` of the names, places, cities and objects, fixed by ``seed``
+    (6 of the 24 names, 5 of 20 places, 3 of 12 cities, 5 of 20 objects at 0.25)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"heldout_entities: fraction must be in (0, 1), got {fraction!r}")
+    rng = random.Random(f"minillm-bert-tasks/{seed}/heldout-entities")
+    out = set()
+    for table in (_world.NAMES, _world.PLACES, _world.CITIES, _world.OBJECTS):
+        k = max(1, round(fraction * len(table)))
+        for i in rng.sample(range(len(table)), k):
+            out.update(table[i][:2])  # English form and the Chinese form used in stories
+            if table is _world.PLACES:
+                out.add(table[i][2])
+    return frozenset(out)
+
+
+_ENTITY_FILTERS = ("all", "seen", "unseen")
+
+
+def _filtered_stories(n: int, split: str, seed: int, entities: str, heldout_fraction: float, langs=("en", "zh")):
+    """``n`` world stories, keeping (``entities``) all of them, those without any held-out entity
+    ("seen") or those with at least one ("unseen"); -> [(text, spans, held-out set)]."""
+    if entities not in _ENTITY_FILTERS:
+        raise ValueError(f"entities must be one of {_ENTITY_FILTERS}, got {entities!r}")
+    held = heldout_entities(seed, heldout_fraction) if entities != "all" else frozenset()
+    cfg = _world.WorldConfig(seed=seed, doc_mix={"story": 1.0}, langs=langs)
+    m = max(16, n)
+    while True:
+        out = []
+        for t in _world.generate_stories(m, split=split, config=cfg):  # a prefix of any longer call
+            spans = find_entities(t)
+            has = any(t[s:e] in held for s, e, _ in spans)
+            if entities == "all" or has == (entities == "unseen"):
+                out.append((t, spans, held))
+                if len(out) == n:
+                    return out
+        m *= 4
+
+
+def ner_data(n: int, split: str = "train", seed: int = 0, entities: str = "all", heldout_fraction: float = 0.25) -> list[dict]:
+    """``n`` world stories ``{"text", "entities": [(start, end, type)], "unseen": [(start, end, type)]}``
+    (English and Chinese). ``entities``: "all" stories, only those whose entities are all outside
+    ``heldout_entities(seed, heldout_fraction)`` ("seen": labelled training data), or only those
+    with at least one held-out entity ("unseen": the test of transfer). ``unseen`` lists the
+    held-out entities of the story (empty for "all")."""
+    return [{"text": t, "entities": spans, "unseen": [x for x in spans if t[x[0]:x[1]] in held]}
+            for t, spans, held in _filtered_stories(n, split, seed, entities, heldout_fraction)]
+
+
+def _token_labels(enc: dict, tag_of) -> list[int]:
+    """Per token of ``enc`` (an ``encode_plus`` result with offsets): ``tag_of(start, end)`` or
+    -100 on the special tokens (offset (0, 0))."""
+    n = len(enc["input_ids"])
+    return [IGNORE_INDEX if k == 0 or k == n - 1 else tag_of(s, e) for k, (s, e) in enumerate(enc["offset_mapping"])]
 
 
 def tokenize_ner(tok, records: Sequence[dict], max_length: int) -> list[dict]:
-    """-> ``{"input_ids", "labels"}``: ``[CLS] tokens [SEP]`` with a BIO label id (``NER_LABELS``) per
-    token: B- on an entity's first token, I- on its later tokens, O elsewhere, -100 on [CLS]/[SEP]."""
+    """-> ``{"input_ids", "labels", "unseen"}``: ``[CLS] tokens [SEP]`` with a BIO label id
+    (``NER_LABELS``) per token: B- on an entity's first token, I- on its later tokens, O
+    elsewhere, -100 on [CLS]/[SEP]. ``unseen`` (per token) is True inside a held-out entity."""
     out = []
     for r in records:
         enc = tok.encode_plus(r["text"], max_length=max_length, return_offsets_mapping=True)
-        labels = []
-        for k, (s, e) in enumerate(enc["offset_mapping"]):
-            if k == 0 or k == len(enc["input_ids"]) - 1:
-                labels.append(IGNORE_INDEX)
-                continue
-            tag = "O"
+
+        def tag(s, e, r=r):
+            if e <= s:
+                return 0  # an empty span (a lone space piece) is outside every entity
             for es, ee, t in r["entities"]:
                 if s >= es and e <= ee:
-                    tag = ("B-" if s == es else "I-") + t
-                    break
-            labels.append(NER_LABELS.index(tag))
-        out.append({"input_ids": enc["input_ids"], "labels": labels})
+                    return NER_LABELS.index(("B-" if s == es else "I-") + t)
+            return 0  # "O"
+
+        held = r.get("unseen", ())
+        unseen = [any(s >= es and e <= ee for es, ee, _ in held) and e > s for s, e in enc["offset_mapping"]]
+        out.append({"input_ids": enc["input_ids"], "labels": _token_labels(enc, tag), "unseen": unseen})
+    return out
+
+
+# =============================================================================== 1.3.3 POS tagging
+#: Penn Treebank tags of the words of the world's English templates (the book's 1.3.3 tag set).
+_TEMPLATE_POS = {
+    "'s": "POS", ",": ",", ".": ".", "a": "DT", "an": "DT", "the": "DT", "The": "DT",
+    "After": "IN", "At": "IN", "In": "IN", "in": "IN", "On": "IN", "of": "IN", "on": "IN", "under": "IN", "to": "TO",
+    "It": "PRP", "he": "PRP", "she": "PRP", "his": "PRP$", "her": "PRP$",
+    "One": "CD", "Sunday": "NNP", "Yesterday": "NN", "Then": "RB", "There": "RB", "there": "RB", "home": "RB",
+    "happily": "RB", "went": "VBD", "walked": "VBD", "took": "VBD", "met": "VBD", "saw": "VBD", "bought": "VBD",
+    "found": "VBD", "gave": "VBD", "had": "VBD", "was": "VBD", "lives": "VBZ", "has": "VBZ", "is": "VBZ",
+    "raining": "VBG", "afternoon": "NN", "bus": "NN", "colour": "NN", "day": "NN", "evening": "NN", "friend": "NN",
+    "ground": "NN", "lunch": "NN", "morning": "NN", "pet": "NN", "sky": "NN", "tree": "NN", "wind": "NN",
+    "clouds": "NNS", "cold": "JJ", "favourite": "JJ", "full": "JJ", "good": "JJ", "sunny": "JJ",
+}
+
+
+def _pos_lexicon() -> dict:
+    pos = {}
+    for e, _, _ in _world.NAMES:
+        pos[e] = "NNP"
+    for e, _ in _world.CITIES:
+        pos[e] = "NNP"
+    for table in (_world.PLACES, _world.OBJECTS, _world.ANIMALS):
+        for row in table:
+            for w in row[0].split():  # "post office", "toy car": two nouns
+                pos[w] = "NN"
+    for e, _ in _world.COLOURS:
+        pos[e] = "JJ"
+    clash = {w for w in _TEMPLATE_POS if w in pos and pos[w] != _TEMPLATE_POS[w]}
+    assert not clash, f"POS lexicon: words with two tags {sorted(clash)}"
+    return {**pos, **_TEMPLATE_POS}
+
+
+#: word -> Penn Treebank tag, for every word the world's English stories use.
+POS_OF = _pos_lexicon()
+POS_TAGS = tuple(sorted(set(POS_OF.values())))
+_WORD = re.compile(r"'s|[A-Za-z]+|[^\sA-Za-z]")
+
+
+def pos_tags(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, tag) of every word of an English world story. A word the world never writes
+    raises ``ValueError`` naming it (the tags are exact, never guessed).
+
+    >>> [t for _, _, t in pos_tags("Tom went to the park.")]
+    ['NNP', 'VBD', 'TO', 'DT', 'NN', '.']
+    """
+    out = []
+    for m in _WORD.finditer(text):
+        tag = POS_OF.get(m.group())
+        if tag is None:
+            raise ValueError(f"pos_tags: {m.group()!r} at {m.start()} is not a word of the world's English stories")
+        out.append((m.start(), m.end(), tag))
+    return out
+
+
+def pos_data(n: int, split: str = "train", seed: int = 0, entities: str = "all", heldout_fraction: float = 0.25) -> list[dict]:
+    """``n`` English world stories ``{"text", "words": [(start, end, tag)], "unseen": [bool per word]}``;
+    ``entities`` filters stories as in ``ner_data``, and ``unseen`` marks the words of held-out
+    entities (a word the labelled training data never contain: the "unknown word" accuracy)."""
+    out = []
+    for t, spans, held in _filtered_stories(n, split, seed, entities, heldout_fraction, langs=("en",)):
+        words = pos_tags(t)
+        inside = [(s, e) for s, e, _ in spans if t[s:e] in held]
+        out.append({"text": t, "words": words,
+                    "unseen": [any(s >= es and e <= ee for es, ee in inside) for s, e, _ in words]})
+    return out
+
+
+def tokenize_pos(tok, records: Sequence[dict], max_length: int) -> list[dict]:
+    """-> ``{"input_ids", "labels", "unseen"}``: the tag id (``POS_TAGS``) on the first token of each
+    word, -100 on its later pieces and on [CLS]/[SEP] (one prediction per word, as HF's token
+    classification examples do). ``unseen`` (per token) marks the first token of a held-out word."""
+    out = []
+    for r in records:
+        enc = tok.encode_plus(r["text"], max_length=max_length, return_offsets_mapping=True)
+        first = {s: (POS_TAGS.index(tag), u) for (s, _, tag), u in zip(r["words"], r["unseen"])}
+        starts, labels, unseen = set(), [], []
+        for k, (s, e) in enumerate(enc["offset_mapping"]):
+            hit = None
+            if e > s and 0 < k < len(enc["input_ids"]) - 1 and s not in starts:  # not a special, not a later piece
+                hit = first.get(s)
+                starts.add(s)
+            labels.append(IGNORE_INDEX if hit is None else hit[0])
+            unseen.append(bool(hit and hit[1]))
+        out.append({"input_ids": enc["input_ids"], "labels": labels, "unseen": unseen})
     return out
 
 
@@ -349,7 +500,10 @@ def tokenize_qa(tok, records: Sequence[dict], max_length: int) -> list[dict]:
     for r in records:
         enc = tok.encode_plus(r["question"], r["context"], max_length=max_length, return_offsets_mapping=True)
         s0, e0 = r["answer_start"], r["answer_start"] + len(r["answer"])
-        ctx = [t == 1 and k < len(enc["input_ids"]) - 1 for k, t in enumerate(enc["token_type_ids"])]
+        if "sequence_ids" in enc:  # RoBERTa: no segment embedding, the tokenizer says which segment
+            ctx = [q == 1 for q in enc["sequence_ids"]]
+        else:
+            ctx = [t == 1 and k < len(enc["input_ids"]) - 1 for k, t in enumerate(enc["token_type_ids"])]
         inside = [k for k, (s, e) in enumerate(enc["offset_mapping"]) if ctx[k] and s < e0 and e > s0]  # overlap the answer
         if not inside or enc["offset_mapping"][inside[-1]][1] < e0:  # no token, or the answer's end was truncated
             continue

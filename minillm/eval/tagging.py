@@ -73,18 +73,33 @@ def get_entities(tags: Sequence[str]) -> list[tuple[str, int, int]]:
     return out
 
 
-def entity_scores(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]]) -> dict:
+def entity_scores(y_true: Sequence[Sequence[str]], y_pred: Sequence[Sequence[str]],
+                  keep: Sequence[Sequence[bool]] | None = None) -> dict:
     """Micro precision / recall / F1 over entities (seqeval's ``precision_score`` etc.) plus
     ``per_type``: {type: {"precision", "recall", "f1", "support"}}. Sentences pair up by index and
-    must have equal lengths (``ValueError`` naming the first that does not)."""
+    must have equal lengths (``ValueError`` naming the first that does not).
+
+    ``keep`` (one bool per tag, optional) scores only the entities, true and predicted, whose
+    *first* token is kept: e.g. the names a model never saw labelled. A predicted entity that
+    starts there counts against precision unless it matches a true one exactly.
+
+    >>> t, p = [["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "I-PER", "O", "B-PER"]]
+    >>> entity_scores(t, p)["f1"], entity_scores(t, p, keep=[[False, False, False, True]])["f1"]
+    (0.5, 0.0)
+    """
     if len(y_true) != len(y_pred):
         raise ValueError(f"entity_scores: {len(y_true)} true sequences but {len(y_pred)} predicted")
+    if keep is not None and len(keep) != len(y_true):
+        raise ValueError(f"entity_scores: {len(y_true)} true sequences but {len(keep)} keep masks")
     true, pred = set(), set()
     for k, (t, p) in enumerate(zip(y_true, y_pred)):
         if len(t) != len(p):
             raise ValueError(f"entity_scores: sequence {k} has {len(t)} true tags but {len(p)} predicted")
-        true |= {(k, *e) for e in get_entities(t)}
-        pred |= {(k, *e) for e in get_entities(p)}
+        if keep is not None and len(keep[k]) != len(t):
+            raise ValueError(f"entity_scores: sequence {k} has {len(t)} tags but {len(keep[k])} keep flags")
+        ok = (lambda e: True) if keep is None else (lambda e, m=keep[k]: bool(m[e[1]]))
+        true |= {(k, *e) for e in get_entities(t) if ok(e)}
+        pred |= {(k, *e) for e in get_entities(p) if ok(e)}
 
     def prf(tr, pr):
         c = len(tr & pr)

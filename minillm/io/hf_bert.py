@@ -37,7 +37,8 @@ from .._files import atomic_write
 from ..models.albert import AlbertConfig, AlbertForMaskedLM, AlbertForPreTraining
 from ..models.bert import (BertConfig, BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
                            BertForSequenceClassification, BertForTokenClassification)
-from ..models.roberta import RobertaConfig, RobertaForMaskedLM
+from ..models.roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
+                              RobertaForSequenceClassification, RobertaForTokenClassification)
 from . import checkpoint
 from .guards import bounded_shapes, check_float_sources, check_header_shapes, refuse_lora_layers
 from .jsonfile import read_json_object
@@ -48,7 +49,8 @@ __all__ = ["export_hf_bert", "import_hf_bert", "to_hf_name", "HF_ARCHITECTURES",
 #: HF architecture name -> our class (same name); config.json's "architectures"[0] picks one.
 HF_ARCHITECTURES = {c.__name__: c for c in (
     BertForPreTraining, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
-    BertForQuestionAnswering, RobertaForMaskedLM, AlbertForPreTraining, AlbertForMaskedLM)}
+    BertForQuestionAnswering, RobertaForMaskedLM, RobertaForSequenceClassification, RobertaForTokenClassification,
+    RobertaForQuestionAnswering, AlbertForPreTraining, AlbertForMaskedLM)}
 
 _LAYER_BERT = [
     (r"attention\.wq\.", "attention.self.query."), (r"attention\.wk\.", "attention.self.key."),
@@ -69,6 +71,8 @@ _HEADS = {
     BertForPreTraining: (True, ("mlm", "pair")), BertForMaskedLM: (False, ("mlm",)),
     BertForSequenceClassification: (True, ("classifier",)), BertForTokenClassification: (False, ("classifier",)),
     BertForQuestionAnswering: (False, ("qa",)), RobertaForMaskedLM: (False, ("mlm",)),
+    RobertaForSequenceClassification: (False, ("roberta_classifier",)), RobertaForTokenClassification: (False, ("classifier",)),
+    RobertaForQuestionAnswering: (False, ("qa",)),
     AlbertForPreTraining: (True, ("mlm", "pair")), AlbertForMaskedLM: (False, ("mlm",)),
 }
 
@@ -103,6 +107,9 @@ def _bert_entries(model_cls, c):
         yield from ((m + "weight", (2, H)), (m + "bias", (2,)))
     if "classifier" in heads:
         yield from (("classifier.weight", (c.num_labels, H)), ("classifier.bias", (c.num_labels,)))
+    if "roberta_classifier" in heads:  # RoBERTa's head: dense + tanh on <s>, then out_proj (no pooler)
+        yield from (("classifier.dense.weight", (H, H)), ("classifier.dense.bias", (H,)),
+                    ("classifier.out_proj.weight", (c.num_labels, H)), ("classifier.out_proj.bias", (c.num_labels,)))
     if "qa" in heads:
         yield from (("qa_outputs.weight", (2, H)), ("qa_outputs.bias", (2,)))
 
@@ -172,8 +179,10 @@ def hf_bert_config(model) -> dict:
         "num_labels": c.num_labels, "position_embedding_type": "absolute", "tie_word_embeddings": True,
         "torch_dtype": str(model.get_input_embeddings().weight.dtype), "dtype": str(model.get_input_embeddings().weight.dtype),
     }
-    d["id2label"] = {str(i): f"LABEL_{i}" for i in range(c.num_labels)}
-    d["label2id"] = {f"LABEL_{i}": i for i in range(c.num_labels)}
+    if type(model).__name__.endswith("ForQuestionAnswering"):
+        d["num_labels"] = 2  # HF sizes qa_outputs by num_labels: a start and an end logit
+    d["id2label"] = {str(i): f"LABEL_{i}" for i in range(d["num_labels"])}
+    d["label2id"] = {f"LABEL_{i}": i for i in range(d["num_labels"])}
     if family == "roberta":
         d.update(bos_token_id=0, eos_token_id=2)
     if family == "albert":

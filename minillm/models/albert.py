@@ -50,6 +50,10 @@ class AlbertConfig(BertConfig):
     def num_layer_modules(self) -> int:
         return 1 if self.share_layers else self.num_hidden_layers
 
+    @property
+    def embedding_projection(self) -> bool:
+        return True  # even when E == H: HF's AlbertModel always has embedding_hidden_mapping_in
+
 
 class AlbertModel(BertModel):
     """BertModel with E-wide embeddings, the E -> H projection and shared layers (from the config)."""

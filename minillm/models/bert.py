@@ -128,6 +128,11 @@ class BertConfig(ConfigMixin):
         """Distinct encoder layers holding parameters (BERT: one per layer; ALBERT: 1, shared)."""
         return self.num_hidden_layers
 
+    @property
+    def embedding_projection(self) -> bool:
+        """Whether the encoder starts with the E -> H Linear (ALBERT always has it, as HF's AlbertModel)."""
+        return False
+
 
 # =============================================================================== outputs
 class _Output:
@@ -295,7 +300,7 @@ class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.num_hidden_layers = config.num_hidden_layers
-        if config.embedding_dim != config.hidden_size or getattr(config, "share_layers", False):
+        if config.embedding_projection:
             self.embedding_hidden_mapping_in = nn.Linear(config.embedding_dim, config.hidden_size)
         else:
             self.embedding_hidden_mapping_in = None
@@ -390,6 +395,15 @@ class _PreTrainedBert(nn.Module):
 
     base_prefix = "bert"  # HF's attribute name of the encoder (``roberta``, ``albert``)
     config_class = BertConfig
+    base_model_class = BertModel
+
+    def _make_base(self, config: BertConfig, add_pooling_layer: bool) -> None:
+        """Check the config and attach the encoder as ``self.<base_prefix>`` (``self.bert`` here,
+        ``self.roberta`` in RoBERTa's heads, which reuse these classes)."""
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__}: expected a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config
+        setattr(self, self.base_prefix, self.base_model_class(config, add_pooling_layer=add_pooling_layer))
 
     def _base(self) -> BertModel:
         return getattr(self, self.base_prefix)
@@ -456,8 +470,7 @@ class BertForSequenceClassification(_PreTrainedBert):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.config = config
-        self.bert = BertModel(config)
+        self._make_base(config, add_pooling_layer=True)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         _init_weights(self.classifier, config)
@@ -475,8 +488,7 @@ class BertForTokenClassification(_PreTrainedBert):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False)
+        self._make_base(config, add_pooling_layer=False)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         _init_weights(self.classifier, config)
@@ -495,8 +507,7 @@ class BertForQuestionAnswering(_PreTrainedBert):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.config = config
-        self.bert = BertModel(config, add_pooling_layer=False)
+        self._make_base(config, add_pooling_layer=False)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         _init_weights(self.qa_outputs, config)
 

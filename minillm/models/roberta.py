@@ -7,23 +7,31 @@ What changes against BERT (``bert.py``), and where it lives here:
 * **Dynamic masking**: a fresh mask every time a sequence is seen. That is a property of the
   data collator, not the model: ``minillm.data.bert_tasks.DataCollatorForLanguageModeling``
   draws a new mask on every call (BERT's original data had 10 masks fixed in advance).
-* **Byte-level BPE** (GPT-2's, 50k merges in the paper): our ``BPETokenizer``, so there is no
-  ``[UNK]`` ever. Special tokens ``<s>`` (= [CLS]) ``</s>`` (= [SEP]) ``<pad>``.
+* **Byte-level BPE** (GPT-2's, 50k merges in the paper): our ``BPETokenizer`` with RoBERTa's
+  specials and ``<s> A </s></s> B </s>`` template, ``minillm.tokenizers.roberta.RobertaTokenizer``,
+  so there is no ``[UNK]`` ever. ``<s>`` (= [CLS]) 0, ``<pad>`` 1, ``</s>`` (= [SEP]) 2.
 * **Position ids start at padding_idx + 1** (a fairseq legacy): the first token uses row
   ``pad_token_id + 1`` of the position table, so a model with 512 positions has 514 rows.
   ``RobertaConfig.position_offset`` gives that offset; ``max_positions`` is the usable length.
   (HF numbers only non-padding tokens; with right padding, as everywhere here, every real token
   gets the same position as in HF.)
 * Bigger batches, more data, longer training: hyper-parameters, not code.
+
+Fine-tuning heads (Hugging Face's names): ``RobertaForTokenClassification`` and
+``RobertaForQuestionAnswering`` are BERT's heads on a ``roberta`` encoder;
+``RobertaForSequenceClassification`` has no pooler to reuse (there was no NSP), so its
+``classifier`` (``RobertaClassificationHead``) is dense -> tanh -> out_proj on the ``<s>`` token.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .bert import (BertConfig, BertLMPredictionHead, BertModel, MaskedLMOutput, _ce, _init_weights, _labels,
-                   _PreTrainedBert)
+from .. import nn
+from .bert import (BertConfig, BertForQuestionAnswering, BertForTokenClassification, BertLMPredictionHead, BertModel,
+                   MaskedLMOutput, SequenceClassifierOutput, _ce, _init_weights, _labels, _PreTrainedBert)
 
-__all__ = ["RobertaConfig", "RobertaModel", "RobertaForMaskedLM"]
+__all__ = ["RobertaConfig", "RobertaModel", "RobertaForMaskedLM", "RobertaClassificationHead",
+           "RobertaForSequenceClassification", "RobertaForTokenClassification", "RobertaForQuestionAnswering"]
 
 
 @dataclass
@@ -53,12 +61,11 @@ class RobertaForMaskedLM(_PreTrainedBert):
     base_prefix = "roberta"
     config_class = RobertaConfig
 
+    base_model_class = RobertaModel
+
     def __init__(self, config: RobertaConfig):
         super().__init__()
-        if not isinstance(config, RobertaConfig):
-            raise TypeError(f"RobertaForMaskedLM: expected a RobertaConfig, got {type(config).__name__}")
-        self.config = config
-        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self._make_base(config, add_pooling_layer=False)
         self.lm_head = BertLMPredictionHead(config)
         _init_weights(self.lm_head, config)
 
@@ -67,3 +74,55 @@ class RobertaForMaskedLM(_PreTrainedBert):
         logits = self.lm_head(out.last_hidden_state, self.get_input_embeddings().weight)  # (B, T, V)
         loss = None if labels is None else _ce(logits, _labels(labels, logits.shape[:2], type(self).__name__))
         return MaskedLMOutput(loss, logits)
+
+
+# =============================================================================== fine-tuning heads
+class RobertaClassificationHead(nn.Module):
+    """HF's sentence head: h[<s>] -> dropout -> dense (H, H) -> tanh -> dropout -> out_proj -> (B, num_labels)."""
+
+    def __init__(self, config: RobertaConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden_states):
+        x = self.dropout(hidden_states[:, 0])  # (B, T, H) -> (B, H): the <s> token
+        x = self.dropout(self.dense(x).tanh())
+        return self.out_proj(x)  # (B, H) -> (B, num_labels)
+
+
+class RobertaForSequenceClassification(_PreTrainedBert):
+    """Text classification (1.3.4): ``classifier`` on the ``<s>`` token; labels (B,) class ids."""
+
+    base_prefix = "roberta"
+    config_class = RobertaConfig
+    base_model_class = RobertaModel
+
+    def __init__(self, config: RobertaConfig):
+        super().__init__()
+        self._make_base(config, add_pooling_layer=False)
+        self.classifier = RobertaClassificationHead(config)
+        _init_weights(self.classifier, config)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> SequenceClassifierOutput:
+        out = self._encode(input_ids, attention_mask, token_type_ids)
+        logits = self.classifier(out.last_hidden_state)  # (B, T, H) -> (B, num_labels)
+        loss = None if labels is None else _ce(logits, _labels(labels, logits.shape[:1], type(self).__name__))
+        return SequenceClassifierOutput(loss, logits)
+
+
+class RobertaForTokenClassification(BertForTokenClassification):
+    """BERT's token head (1.3.3 POS, 1.3.5 NER) on a ``roberta`` encoder."""
+
+    base_prefix = "roberta"
+    config_class = RobertaConfig
+    base_model_class = RobertaModel
+
+
+class RobertaForQuestionAnswering(BertForQuestionAnswering):
+    """BERT's span head (1.3.9) on a ``roberta`` encoder (``<s> question </s></s> context </s>``)."""
+
+    base_prefix = "roberta"
+    config_class = RobertaConfig
+    base_model_class = RobertaModel

@@ -15,6 +15,7 @@ from .char import CharTokenizer
 from .chat import apply_chat_template, chat_template_jinja
 from .word import WordTokenizer
 from .wordpiece import WordPieceTokenizer  # 5.2.3 WordPiece (BERT)
+from .roberta import RobertaTokenizer  # 3.1.2 RoBERTa: byte-level BPE + <s> A </s></s> B </s>
 
 __all__ = [
     "Tokenizer",
@@ -22,6 +23,7 @@ __all__ = [
     "CharTokenizer",
     "WordTokenizer",
     "WordPieceTokenizer",
+    "RobertaTokenizer",
     "load_tokenizer",
     "apply_chat_template",
     "chat_template_jinja",

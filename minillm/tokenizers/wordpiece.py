@@ -39,7 +39,7 @@ from typing import Iterable, Mapping, Sequence
 from .base import Tokenizer
 from .hf_json import file_skeleton, parse_added_tokens
 
-__all__ = ["WordPieceTokenizer", "basic_tokenize", "BERT_SPECIAL_TOKENS", "is_cjk", "is_punctuation"]
+__all__ = ["WordPieceTokenizer", "basic_tokenize", "BERT_SPECIAL_TOKENS", "is_cjk", "is_punctuation", "train_naive"]
 
 #: BERT's special tokens; here they take ids 0-4.
 BERT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -68,6 +68,20 @@ def _is_control(ch: str) -> bool:
     return unicodedata.category(ch) in ("Cc", "Cf", "Cn", "Co", "Cs")
 
 
+_KEEP, _DROP, _ALONE = 0, 1, 2
+_CHAR_KIND: dict[str, int] = {}  # character -> its kind, filled as characters are met (a few thousand)
+
+
+def _char_kind(ch: str) -> int:
+    """_DROP: whitespace or a character BERT cleans away; _ALONE: CJK or punctuation, a word of its
+    own; _KEEP: part of a word."""
+    if ch == "\x00" or ch == "\ufffd" or _is_control(ch) or ch.isspace():
+        return _DROP
+    if is_cjk(ch) or is_punctuation(ch):
+        return _ALONE
+    return _KEEP
+
+
 def basic_tokenize(text: str, lowercase: bool = True, strip_accents: bool | None = None) -> list[tuple[str, int, int]]:
     """BERT's pre-tokenizer: ``text`` -> [(word, start, end)], ``text[start:end]`` the word's source.
 
@@ -87,10 +101,16 @@ def basic_tokenize(text: str, lowercase: bool = True, strip_accents: bool | None
             out.append((text[word_start:end], word_start, end))
             word_start = None
 
+    kinds = _CHAR_KIND
     for i, ch in enumerate(text):
-        if ch == "\x00" or ch == "\ufffd" or _is_control(ch) or ch.isspace():
+        kind = kinds.get(ch)
+        if kind is None:
+            kind = _char_kind(ch)
+            if len(kinds) < 200_000:  # bounded: hostile text cannot grow it without limit
+                kinds[ch] = kind
+        if kind == _DROP:
             flush(i)  # cleaned away / whitespace: ends a word
-        elif is_cjk(ch) or is_punctuation(ch):
+        elif kind == _ALONE:
             flush(i)
             out.append((ch, i, i + 1))  # a word of its own
         elif word_start is None:
@@ -100,7 +120,7 @@ def basic_tokenize(text: str, lowercase: bool = True, strip_accents: bool | None
     for w, s, e in out:
         if lowercase:
             w = w.lower()
-        if strip:
+        if strip and not w.isascii():  # ASCII has no accents to strip
             w = "".join(c for c in unicodedata.normalize("NFD", w) if unicodedata.category(c) != "Mn")
         if w:
             words.append((w, s, e))
@@ -323,69 +343,78 @@ class WordPieceTokenizer(Tokenizer):
         3. Repeat: merge the adjacent pair (a, b) with the highest freq(ab) / (freq(a)·freq(b))
            (ties: the more frequent pair, then the alphabetically first) into ``a + b`` without
            ``b``'s ``##``, until the vocabulary is full or no pair is left.
-        Pair and unit counts are updated only in the words that contain the merged pair.
+
+        Incremental, so it trains on megabytes: pair and unit counts are updated only in the words
+        that contain the merged pair (``where``), and the best pair comes from a heap of scores
+        instead of a scan of every pair. A merge changes the count of the pairs around it and the
+        unit counts of a, b and the new unit only, so only those pairs get a fresh heap entry;
+        older entries are skipped when popped if their score is out of date ("lazy deletion").
+        ``train_naive`` is the textbook version (recount everything after every merge); the tests
+        check that both give the same vocabulary.
         """
+        import heapq
+
         from tqdm.auto import tqdm
 
-        probe = cls((), special_tokens, lowercase=lowercase, strip_accents=strip_accents, **kwargs)
-        if isinstance(texts, str):
-            texts = [texts]
-        counts: Counter = Counter()
-        for text in texts:
-            if not isinstance(text, str):
-                raise TypeError(f"WordPieceTokenizer.train: training texts must be str, got {type(text).__name__}")
-            counts.update(w for w, _, _ in probe.pre_tokenize(text))
-        words = [(w, c) for w, c in sorted(counts.items()) if c >= min_frequency and len(w) <= MAX_INPUT_CHARS_PER_WORD]
-        splits = [[w[0]] + [PREFIX + ch for ch in w[1:]] for w, _ in words]
-        freq = [c for _, c in words]
-        vocab: dict[str, None] = {}
-        for s in splits:  # alphabet, in first-seen order of the sorted words
-            for u in s:
-                vocab.setdefault(u, None)
-        room = vocab_size - len(probe._special_tokens)
-        if room < len(vocab):
-            raise ValueError(f"WordPieceTokenizer.train: vocab_size={vocab_size} is smaller than the "
-                             f"{len(probe._special_tokens)} special tokens + {len(vocab)} characters of the alphabet")
-
-        unit = Counter()
-        pair = Counter()
+        probe, splits, freq, vocab, room = _training_state(cls, texts, vocab_size, min_frequency, special_tokens,
+                                                           lowercase, strip_accents, kwargs)
+        unit: Counter = Counter()
+        pair: Counter = Counter()
         where = defaultdict(set)  # pair -> indices of the words containing it
+        with_unit = defaultdict(set)  # unit -> pairs it is part of
         for k, (s, f) in enumerate(zip(splits, freq)):
             for u in s:
                 unit[u] += f
             for p in zip(s, s[1:]):
                 pair[p] += f
                 where[p].add(k)
+                with_unit[p[0]].add(p)
+                with_unit[p[1]].add(p)
 
+        def key(p):  # heapq pops the smallest: best score, then count, then the alphabetically first pair
+            c = pair[p]
+            return (-c / (unit[p[0]] * unit[p[1]]), -c, p[0], p[1])
+
+        heap = [key(p) for p in pair]
+        heapq.heapify(heap)
         bar = tqdm(total=room - len(vocab), desc="wordpiece merges", disable=not show_progress, leave=False)
         while len(vocab) < room and pair:
-            best = max(pair.items(), key=lambda kv: (kv[1] / (unit[kv[0][0]] * unit[kv[0][1]]), kv[1], _neg(kv[0])))[0]
+            while True:  # the smallest entry whose score is still current
+                entry = heapq.heappop(heap)
+                best = entry[2:]
+                if pair.get(best, 0) > 0 and entry == key(best):
+                    break
             a, b = best
             new = a + b[len(PREFIX):]
+            touched = set()
             for k in sorted(where.pop(best, ())):
                 s, f = splits[k], freq[k]
                 for u in s:  # remove this word's old counts ...
                     unit[u] -= f
                 for p in zip(s, s[1:]):
                     pair[p] -= f
+                    touched.add(p)
                     if p != best:
                         where[p].discard(k)
-                merged, i = [], 0
-                while i < len(s):
-                    if i + 1 < len(s) and s[i] == a and s[i + 1] == b:
-                        merged.append(new)
-                        i += 2
-                    else:
-                        merged.append(s[i])
-                        i += 1
+                merged = _merge_word(s, a, b, new)
                 splits[k] = merged
                 for u in merged:  # ... and add its new ones
                     unit[u] += f
                 for p in zip(merged, merged[1:]):
                     pair[p] += f
                     where[p].add(k)
-            for p in [p for p, c in pair.items() if c <= 0]:
-                del pair[p]
+                    touched.add(p)
+                    with_unit[p[0]].add(p)
+                    with_unit[p[1]].add(p)
+            for p in touched:
+                if pair[p] <= 0:
+                    del pair[p]
+                    with_unit[p[0]].discard(p)
+                    with_unit[p[1]].discard(p)
+            # every pair whose score moved: its own count changed, or the count of a, b or new did
+            for p in touched.union(*(with_unit[u] for u in (a, b, new))):
+                if p in pair:
+                    heapq.heappush(heap, key(p))
             if new not in vocab:
                 vocab[new] = None
                 bar.update(1)
@@ -471,6 +500,85 @@ class WordPieceTokenizer(Tokenizer):
 
     def _listings(self) -> dict[str, str]:
         return {"vocab.txt": "\n".join(self._id_to_str) + "\n"}
+
+
+def _training_state(cls, texts, vocab_size, min_frequency, special_tokens, lowercase, strip_accents, kwargs):
+    """What both trainers start from: (probe tokenizer, each word's units, word counts, the
+    alphabet as an ordered dict, room for ordinary tokens)."""
+    probe = cls((), special_tokens, lowercase=lowercase, strip_accents=strip_accents, **kwargs)
+    if isinstance(texts, str):
+        texts = [texts]
+    chunks: Counter = Counter()
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"WordPieceTokenizer.train: training texts must be str, got {type(text).__name__}")
+        chunks.update(text.split())  # whitespace ends every word, so pre-tokenize each distinct chunk once
+    counts: Counter = Counter()
+    for chunk, c in chunks.items():
+        for w, _, _ in probe.pre_tokenize(chunk):
+            counts[w] += c
+    words = [(w, c) for w, c in sorted(counts.items()) if c >= min_frequency and len(w) <= MAX_INPUT_CHARS_PER_WORD]
+    splits = [[w[0]] + [PREFIX + ch for ch in w[1:]] for w, _ in words]
+    freq = [c for _, c in words]
+    vocab: dict[str, None] = {}
+    for s in splits:  # alphabet, in first-seen order of the sorted words
+        for u in s:
+            vocab.setdefault(u, None)
+    room = vocab_size - len(probe._special_tokens)
+    if room < len(vocab):
+        raise ValueError(f"WordPieceTokenizer.train: vocab_size={vocab_size} is smaller than the "
+                         f"{len(probe._special_tokens)} special tokens + {len(vocab)} characters of the alphabet")
+    return probe, splits, freq, vocab, room
+
+
+def _merge_word(s: list[str], a: str, b: str, new: str) -> list[str]:
+    """Replace every adjacent (a, b) of ``s``, left to right, by ``new``.
+
+    >>> _merge_word(["h", "##u", "##g", "##u", "##g"], "##u", "##g", "##ug")
+    ['h', '##ug', '##ug']
+    """
+    merged, i = [], 0
+    while i < len(s):
+        if i + 1 < len(s) and s[i] == a and s[i + 1] == b:
+            merged.append(new)
+            i += 2
+        else:
+            merged.append(s[i])
+            i += 1
+    return merged
+
+
+def train_naive(
+    texts: Iterable[str] | str,
+    vocab_size: int,
+    min_frequency: int = 1,
+    special_tokens: Sequence[str] = BERT_SPECIAL_TOKENS,
+    *,
+    lowercase: bool = True,
+    strip_accents: bool | None = None,
+    **kwargs,
+) -> WordPieceTokenizer:
+    """The textbook WordPiece trainer: after every merge, recount every unit and every pair of the
+    whole corpus and scan them all for the best score. Same result as ``WordPieceTokenizer.train``
+    (same tie-breaking), but O(merges × corpus): for learning and as the tests' reference."""
+    probe, splits, freq, vocab, room = _training_state(WordPieceTokenizer, texts, vocab_size, min_frequency,
+                                                       special_tokens, lowercase, strip_accents, kwargs)
+    while len(vocab) < room:
+        unit: Counter = Counter()
+        pair: Counter = Counter()
+        for s, f in zip(splits, freq):  # the whole corpus, every time
+            for u in s:
+                unit[u] += f
+            for p in zip(s, s[1:]):
+                pair[p] += f
+        if not pair:
+            break
+        a, b = max(pair, key=lambda p: (pair[p] / (unit[p[0]] * unit[p[1]]), pair[p], _neg(p)))
+        new = a + b[len(PREFIX):]
+        splits = [_merge_word(s, a, b, new) for s in splits]
+        vocab.setdefault(new, None)
+    return WordPieceTokenizer(list(vocab), probe._special_tokens, lowercase=lowercase, strip_accents=strip_accents,
+                              **kwargs)
 
 
 _CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
