@@ -7,6 +7,7 @@ Steps (each one a function in minillm/pipeline.py):
   1. generate the built-in bilingual story world (no download)           5.3.1
   2. train a byte-level BPE tokenizer on it                                5.2
   3. pretrain the `tiny` LLaMA2 (dim 128, 4 layers, GQA, RoPE, SwiGLU)     5.1, 5.3, 6.1
+     and save it as OUT_DIR/base_model (the pretrained model, before SFT)
   4. print sample continuations
   5. supervised fine-tuning on question answering, translation and sums   6.2
   6. save the model (safetensors) and tokenizer.json (before any evaluation can fail)
@@ -24,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm._files import atomic_write  # noqa: E402
 from minillm.eval import exact_match  # noqa: E402
 from minillm.io import save_model  # noqa: E402
 from minillm.models.llama import PRESETS, ModelConfig, Transformer  # noqa: E402
@@ -31,7 +33,7 @@ from minillm.train import TrainConfig, check_out_dir  # noqa: E402
 
 DEFAULTS = dict(
     n_stories=30_000, n_sft=6_000, vocab_size=2048, block_size=256, batch_size=8, pretrain_steps=1500,
-    sft_steps=1500, sft_batch_size=16, lr=3e-3, sft_lr=2e-3, eval_limit=300,
+    sft_steps=3000, sft_batch_size=16, lr=3e-3, sft_lr=1e-3, eval_limit=300,
 )
 QUICK = dict(
     n_stories=2_000, n_sft=600, vocab_size=512, block_size=128, batch_size=8, pretrain_steps=60,
@@ -126,6 +128,9 @@ def main(argv=None):
     ev = trainer.evaluate()
     report["pretrain"] = {"val_loss": ev["val_loss"], "val_ppl": ev["val_ppl"], "steps": trainer.step}
     print(f"validation loss {ev['val_loss']:.3f}, perplexity {ev['val_ppl']:.2f} (uniform guess: {tok.vocab_size})")
+    base_dir = os.path.join(args.out_dir, "base_model")  # kept: SFT changes `model` in place
+    save_model(model, base_dir)
+    tok.save(base_dir)
 
     banner("4. samples after pretraining")
     sample = pipeline.make_sample_fn(tok, list(pipeline.DEFAULT_PROMPTS), max_new_tokens=60, temperature=0.0)
@@ -161,10 +166,10 @@ def main(argv=None):
     report["exact_match_after_sft"] = {k: v for k, v in after.items() if k != "examples"}
 
     report["minutes"] = (time.time() - t_start) / 60
-    with open(os.path.join(args.out_dir, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, ensure_ascii=False, indent=1)
-    print(f"model: {model_dir}/ (config.json, model.safetensors, tokenizer.json)")
+    atomic_write(os.path.join(args.out_dir, "report.json"), json.dumps(report, ensure_ascii=False, indent=1))
+    print(f"model: {model_dir}/ (config.json, model.safetensors, tokenizer.json); before SFT: {base_dir}/")
     print(f"try it: python -m minillm chat --model {model_dir}")
+    print(f"score both: python -m minillm eval --model {base_dir} --compare {model_dir}")
     print(f"metrics: {args.out_dir}/pretrain/metrics.jsonl, {args.out_dir}/sft/metrics.jsonl; report: {args.out_dir}/report.json")
     print(f"done in {report['minutes']:.1f} minutes")
     return report

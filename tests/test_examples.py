@@ -20,7 +20,7 @@ def test_train_tiny_llama_quick_runs_end_to_end(tmp_path):
     # learning happened: validation loss far below a uniform guess over the vocabulary
     assert report["pretrain"]["val_loss"] < 0.75 * math.log(vocab)
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
-        assert (out / "model" / name).exists()
+        assert (out / "model" / name).exists() and (out / "base_model" / name).exists()
     assert (out / "pretrain" / "metrics.jsonl").exists()
     assert "held-out exact match after SFT" in proc.stdout
 
