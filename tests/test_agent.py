@@ -510,3 +510,26 @@ def test_example_quick_run(tmp_path, capsys):
     assert set(results["with_tools"]["accuracy"]) == set(CATEGORIES) | {"all"}
     assert os.path.exists(tmp_path / "run" / "model" / "model.safetensors")
     assert os.path.exists(tmp_path / "run" / "agent_results.json")
+
+
+def test_cli_agent_streams_replies_and_shows_tool_calls(tmp_path, monkeypatch, capsys):
+    from minillm.cli import main
+    from minillm.io import save_model
+    from minillm.models.llama import ModelConfig, Transformer
+    from minillm.tokenizers import BPETokenizer
+
+    texts = [json.dumps(r["messages"]) for r in make_dialogues(30)]
+    tok = BPETokenizer.train(texts, vocab_size=300, show_progress=False)
+    model = Transformer(ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=tok.vocab_size, max_seq_len=96))
+    save_model(model, tmp_path / "m")
+    tok.save(tmp_path / "m")
+    # the untrained model cannot call a tool, so script the replies the loop will see
+    script = iter([_call("add", a=1234, b=4321), "5555"])
+    monkeypatch.setattr("minillm.agent.core.ChatModel.stream", lambda self, *a, **k: iter([next(script)]))
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("What is 1234 + 4321?\n"))
+    assert main(["agent", "--model", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert 'bot> <tool_call>{"name": "add"' in out and '[add({"a": 1234, "b": 4321}) -> 5555]' in out
+    assert "bot> 5555" in out
+    assert main(["agent", "--model", str(tmp_path / "m"), "--tools", "add,rm"]) == 2
+    assert "unknown tool(s) ['rm']" in capsys.readouterr().err

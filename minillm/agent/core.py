@@ -215,6 +215,7 @@ class Agent:
         for err in reply.errors:
             res.errors.append(err)
             observations.append(f"error: {err}")
+            self._event("error", err)
         for call in reply.calls:
             content, status = self._execute(call)
             res.steps.append(Step(call.name, call.arguments, content, status))
@@ -284,12 +285,16 @@ class ChatModel:
     """A minillm causal LM + tokenizer as the agent's LLM: the chat template (with the tools in
     the system turn), greedy or sampled decoding in batches, each reply stopped at ``<|im_end|>``."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, temperature: float = 0.0, seed: int = 0):
+    def __init__(self, model, tokenizer, batch_size: int = 32, temperature: float = 0.0, seed: int = 0,
+                 on_text: Optional[Callable] = None):
         if tokenizer.token_to_id("<|im_end|>") is None:
             raise ValueError("ChatModel: the tokenizer has no <|im_end|> token; the agent needs the chat template")
+        if temperature < 0:
+            raise ValueError(f"ChatModel: temperature must be >= 0, got {temperature}")
         self.model, self.tok = model, tokenizer
         self.batch_size, self.temperature, self.seed = int(batch_size), float(temperature), int(seed)
         self.max_len = int(model.args.max_seq_len)
+        self.on_text = on_text  # called with each new piece of a single reply (None at its end): streaming
 
     def encode(self, messages, prefix: str = "", tools=None, tool_style: str = "json") -> list:
         ids = self.tok.encode_chat(messages, add_generation_prompt=True, tools=tools, tool_style=tool_style)
@@ -300,6 +305,15 @@ class ChatModel:
 
         max_new = max(1, min(int(max_new_tokens), self.max_len - 1))
         keep = self.max_len - max_new
+        if self.on_text is not None and len(requests) == 1:  # one conversation: stream it
+            (messages, prefix), = requests
+            pieces = []
+            for piece in self.stream(messages, max_new, tools, tool_style, prefix=prefix):
+                self.on_text(piece)
+                pieces.append(piece)
+            self.on_text(None)
+            text = "".join(pieces)
+            return [(text, len(self.tok.encode(text, allowed_special="none")) + 1)]
         prompts = [self.encode(m, p, tools, tool_style)[-keep:] for m, p in requests]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths: little padding
         out = [None] * len(prompts)
@@ -312,12 +326,12 @@ class ChatModel:
                 out[i] = (self.tok.decode(ids, skip_special_tokens=True), len(ids) + (len(ids) < max_new))
         return out
 
-    def stream(self, messages, max_new_tokens: int = 64, tools=None, tool_style: str = "json"):
+    def stream(self, messages, max_new_tokens: int = 64, tools=None, tool_style: str = "json", prefix: str = ""):
         """Yield the reply's text piece by piece (for the interactive command)."""
         from ..generation import stream_generate
 
         max_new = max(1, min(int(max_new_tokens), self.max_len - 1))
-        ids = self.encode(messages, "", tools, tool_style)[-(self.max_len - max_new):]
+        ids = self.encode(messages, prefix, tools, tool_style)[-(self.max_len - max_new):]
         stop = self.tok.token_to_id("<|im_end|>")
         done: list = []
         shown = ""
