@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from typing import Callable, Iterator, Optional, Union
 
@@ -297,7 +298,7 @@ def normalize_conversation(obj) -> list:
             try:
                 msg = prepare_messages([{"role": "assistant", "content": text, "tool_calls": calls}])[0]
             except ValueError as e:
-                raise ValueError(f"turn {i}: {str(e).removeprefix('message 0: ')}") from None
+                raise ValueError(f"turn {i}: {re.sub(r'^message 0:? ', '', str(e))}") from None
         out.append(msg)
     tools = obj.get("tools") if isinstance(obj, dict) else None
     if tools:
