@@ -21,8 +21,8 @@ The same model also sees some conversations *without* a tool listing, answered d
 by itself), not a model forced into a format it never saw.
 
 Held out: ``make_eval_items`` draws its questions first, from its own seed; ``make_dialogues``
-never writes one of them, and lookup questions are asked about people whose facts appear in
-no training conversation (``HELDOUT_PEOPLE``), so only the tool can answer them.
+never writes one of them, and lookup questions ask (person, fact) pairs that no training
+conversation states (``HELDOUT_FACTS``), so only the tool can answer them.
 """
 from __future__ import annotations
 
@@ -39,16 +39,17 @@ from ..tokenizers.chat import format_tool_call, prepare_messages
 from .tools import Tool, add, compare, count_letter, make_datetime_tool, make_lookup_tool, mul
 
 __all__ = [
-    "CATEGORIES", "AGENT_SYSTEM", "HELDOUT_PEOPLE", "EvalItem", "agent_tools", "make_eval_items", "make_dialogues",
+    "CATEGORIES", "AGENT_SYSTEM", "HELDOUT_FACTS", "EvalItem", "agent_tools", "make_eval_items", "make_dialogues",
     "score_answer", "evaluate_agent", "format_table",
 ]
 
 CATEGORIES = ("add", "mul", "multi", "compare", "count", "lookup", "date", "none")
 TOOL_CATEGORIES = CATEGORIES[:-1]
 AGENT_SYSTEM = "Answer the question."
-#: people (indices into the world's NAMES) whose facts no training conversation mentions
-HELDOUT_PEOPLE = tuple(range(0, len(W.NAMES), 4))
 _FIELDS = ("home", "pet", "colour")
+#: (person, fact) pairs that no training conversation states: a quarter of them, spread over
+#: every person (each name is still seen in training, so its embedding is trained and copyable)
+HELDOUT_FACTS = frozenset((c, f) for c in range(len(W.NAMES)) for i, f in enumerate(_FIELDS) if (3 * c + i) % 4 == 0)
 _WORDS = sorted({w for w, *_ in W.OBJECTS + W.ANIMALS + W.PLACES if " " not in w and len(w) >= 3})
 _TRANSLATE = [(en, zh) for en, zh, *_ in W.OBJECTS + W.ANIMALS] + [(en, zh) for en, zh in W.COLOURS]
 
@@ -78,7 +79,7 @@ def _random_clock(rng: random.Random) -> _dt.datetime:
     return start + _dt.timedelta(seconds=rng.randrange(10 * 365 * 24 * 3600))
 
 
-def _question(category: str, rng: random.Random, people: Sequence[int], world) -> EvalItem:
+def _question(category: str, rng: random.Random, heldout: bool, world) -> EvalItem:
     """One question of ``category`` with its answer and the calls that answer it."""
     if category == "add":
         a, b = rng.randrange(100, 10000), rng.randrange(10, 10000)
@@ -106,8 +107,10 @@ def _question(category: str, rng: random.Random, people: Sequence[int], world) -
                         "Count the letter '{l}' in '{w}'."]).format(l=letter, w=word)
         return EvalItem(category, q, str(word.count(letter)), (("count_letter", {"text": word, "letter": letter}),))
     if category == "lookup":
-        c = rng.choice(list(people))
-        name, fld = W.NAMES[c][0], rng.choice(_FIELDS)
+        pairs = sorted(HELDOUT_FACTS) if heldout else [(c, f) for c in range(len(W.NAMES)) for f in _FIELDS
+                                                        if (c, f) not in HELDOUT_FACTS]
+        c, fld = rng.choice(pairs)
+        name = W.NAMES[c][0]
         q = {"home": f"Where does {name} live?", "pet": f"What pet does {name} have?",
              "colour": f"What is {name}'s favourite colour?"}[fld]
         ans = {"home": W.CITIES[world.home[c]][0], "pet": W.ANIMALS[world.pet[c]][0],
@@ -137,7 +140,7 @@ def make_eval_items(n_per_category: int, seed: int = 0, world=None, categories: 
         for _ in range(100 * n_per_category):
             if len(seen) >= n_per_category:
                 break
-            item = _question(cat, rng, HELDOUT_PEOPLE, world)
+            item = _question(cat, rng, True, world)
             if (item.question, item.answer) not in seen:
                 seen.add((item.question, item.answer))
                 out.append(item)
@@ -170,8 +173,8 @@ def make_dialogues(n: int, seed: int = 0, world=None, direct_fraction: float = 0
     """``n`` SFT records ``{"messages": [...], "meta": {"skill": category, "tools": bool}}``.
 
     A ``direct_fraction`` share is answered without tools (and lists none); the rest use
-    them. The (question, answer) pairs of ``exclude`` (the held-out set) are never written; lookups are about
-    people outside ``HELDOUT_PEOPLE`` only. The system turn of a tool conversation is the
+    them. The (question, answer) pairs of ``exclude`` (the held-out set) are never written; lookups
+    never ask a (person, fact) pair of ``HELDOUT_FACTS``. The system turn of a tool conversation is the
     template's brief tool listing, exactly what the agent shows at run time.
     """
     if not 0.0 <= direct_fraction <= 1.0:
@@ -184,14 +187,13 @@ def make_dialogues(n: int, seed: int = 0, world=None, direct_fraction: float = 0
     cats, w = list(weights), list(weights.values())
     rng = random.Random(f"minillm-agent/{seed}/train")
     banned = {(it.question, it.answer) for it in exclude}
-    people = [c for c in range(len(W.NAMES)) if c not in HELDOUT_PEOPLE]
     tools = {t.name: t for t in agent_tools(world)}
     schemas = [t.schema for t in tools.values()]
 
     out = []
     while len(out) < n:
         cat = rng.choices(cats, w)[0]
-        item = _question(cat, rng, people, world)
+        item = _question(cat, rng, False, world)
         if (item.question, item.answer) in banned:
             continue
         direct = cat != "none" and rng.random() < direct_fraction
