@@ -12,7 +12,7 @@ from typing import Literal, Optional
 import pytest
 
 from minillm.agent import (
-    Agent, ChatModel, ScriptedLLM, Tool, ToolArgumentError, add, calculate, compare, count_letter, function_to_json,
+    Agent, ChatModel, ScriptedLLM, ToolArgumentError, add, calculate, compare, count_letter, function_to_json,
     make_datetime_tool, make_lookup_tool, make_read_file_tool, make_search_tool, mul, parse_react, parse_reply, tool,
 )
 from minillm.agent.tasks import (
@@ -334,6 +334,12 @@ def test_every_mistake_becomes_an_observation_and_the_loop_goes_on():
     assert tool_turns[5] == "3"
     assert res.n_calls == 6 and res.n_valid_calls == 3  # boom, slow and the good add were valid calls
     assert [s.status for s in res.steps] == ["invalid", "invalid", "failed", "failed", "ok"]
+    # a tool's own timeout wins over the agent's
+    quick = tool(slow, name="quick", timeout=0.05)
+    res = Agent(ScriptedLLM([_call("quick", seconds=5), "x"]), [quick], tool_timeout=60).run("q")
+    assert res.steps[0].observation == "error: quick timed out after 0.05 s"
+    with pytest.raises(ValueError, match="timeout must be > 0"):
+        tool(slow, timeout=0)
 
 
 def test_limits_stop_the_loop():

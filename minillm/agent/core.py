@@ -262,11 +262,12 @@ class Agent:
         # A daemon thread so a hung tool cannot keep the process alive; Python cannot kill a
         # thread, so a timed-out tool keeps running in the background, its result ignored.
         th = threading.Thread(target=target, daemon=True, name=f"tool-{t.name}")
+        limit = t.timeout if t.timeout is not None else self.tool_timeout  # the tool's own limit wins
         t0 = time.perf_counter()
         th.start()
-        th.join(self.tool_timeout)
+        th.join(limit)
         if th.is_alive():
-            return f"error: {t.name} timed out after {self.tool_timeout:g} s", "failed"
+            return f"error: {t.name} timed out after {limit:g} s", "failed"
         if "error" in box:
             e = box["error"]
             return f"error: {t.name} failed: {type(e).__name__}: {e}", "failed"

@@ -27,7 +27,6 @@ conversation states (``HELDOUT_FACTS``), so only the tool can answer them.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import random
 import re
 import unicodedata
@@ -282,6 +281,3 @@ def format_table(with_tools: dict, without_tools: dict) -> str:
                  f"a good call when one is needed: {100 * (with_tools['called_when_needed'] or 0):.0f}%")
     return "\n".join(lines)
 
-
-def to_jsonl_records(records: Sequence[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)

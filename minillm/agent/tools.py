@@ -216,9 +216,13 @@ class Tool:
     '5'
     """
 
-    def __init__(self, fn: Callable, name: Optional[str] = None, description: Optional[str] = None):
+    def __init__(self, fn: Callable, name: Optional[str] = None, description: Optional[str] = None,
+                 timeout: Optional[float] = None):
         if isinstance(fn, Tool):
             fn = fn.fn
+        if timeout is not None and not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"a tool's timeout must be > 0 seconds, got {timeout!r}")
+        self.timeout = timeout  # seconds; None: the agent's tool_timeout
         self.fn = fn
         self.schema = function_to_json(fn)
         f = self.schema["function"]
@@ -255,11 +259,13 @@ class Tool:
         return f"Tool({self.name}({', '.join(self.parameters['properties'])}))"
 
 
-def tool(fn: Optional[Callable] = None, *, name: Optional[str] = None, description: Optional[str] = None):
-    """Register a function as a tool: ``tool(fn)`` or the decorator ``@tool`` / ``@tool(name=...)``."""
+def tool(fn: Optional[Callable] = None, *, name: Optional[str] = None, description: Optional[str] = None,
+         timeout: Optional[float] = None):
+    """Register a function as a tool: ``tool(fn)`` or the decorator ``@tool`` / ``@tool(name=..., timeout=...)``
+    (``timeout``: this tool's limit in seconds, instead of the agent's ``tool_timeout``)."""
     if fn is None:
-        return lambda f: Tool(f, name=name, description=description)
-    return Tool(fn, name=name, description=description)
+        return lambda f: Tool(f, name=name, description=description, timeout=timeout)
+    return Tool(fn, name=name, description=description, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------- exact numbers
