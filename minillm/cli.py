@@ -6,6 +6,7 @@
     python -m minillm generate --model runs/sft/model --prompt "In the morning, Tom"
     python -m minillm chat --model runs/sft/model
     python -m minillm rag index my_notes/ --out store/           # 7.2 RAG: then rag ask store/ "question"
+    python -m minillm agent --model runs/agent/model             # 7.3: the model calls tools (examples/agent.py)
 
 A model directory holds ``config.json`` + ``model.safetensors`` + ``tokenizer.json``, so
 ``--model DIR`` is all the later commands need.
@@ -13,6 +14,7 @@ A model directory holds ``config.json`` + ``model.safetensors`` + ``tokenizer.js
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -100,6 +102,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--system", default=None, help="optional system message")
     _sampling_args(c)
 
+    a = sub.add_parser("agent", help="talk to a tool-calling model: each call and its result shown (7.3)",
+                       description="The agent loop of minillm/agent on a model trained to call tools "
+                       "(examples/agent.py writes one). Replies stream; each tool call and its result is shown.")
+    a.add_argument("--model", required=True, help="model dir")
+    a.add_argument("--tools", default="add,mul,compare,count_letter,get_current_datetime,lookup",
+                   help="comma-separated tools from: " + ", ".join(_AGENT_TOOLS) + " (default: %(default)s)")
+    a.add_argument("--docs", default=None, metavar="DIR", help="also offer read_file, confined to this directory")
+    a.add_argument("--search", default=None, metavar="DIR",
+                   help="also offer search: BM25 over the .txt/.md/.jsonl files of DIR (minillm.rag), top 3 passages")
+    a.add_argument("--system", default=None, help="system message (default: the one examples/agent.py trains with)")
+    a.add_argument("--tool-style", choices=["brief", "json"], default="brief",
+                   help="how the tools are listed in the system turn (default: %(default)s, what examples/agent.py trains)")
+    a.add_argument("--format", choices=["tool_call", "react"], default="tool_call", help="(default: %(default)s)")
+    a.add_argument("--max-steps", type=int, default=4, help="rounds of tool calls per question (default: %(default)s)")
+    a.add_argument("--max-new-tokens", type=int, default=64, help="per reply (default: %(default)s)")
+    a.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
+    a.add_argument("--seed", type=int, default=0)
+
     e = sub.add_parser("eval", help="evaluate models on the built-in suite or your JSONL files (7.1)",
                        description="Score a model on leaderboard-style tasks; prints a table and writes "
                        "MODEL/eval_results.json. Tasks: " + ", ".join(_eval_task_names()) + ", mc:FILE.jsonl "
@@ -140,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--model", metavar="DIR", help="a reader model dir (examples/rag.py trains one at OUT/reader)")
     ra.add_argument("--max-new-tokens", type=int, default=24)
     return p
+
+
+_AGENT_TOOLS = ("add", "mul", "compare", "count_letter", "get_current_datetime", "lookup", "calculate")
 
 
 def _eval_task_names():
@@ -401,6 +424,56 @@ def cmd_chat(args):
         turns = history[len(system):]
 
 
+def cmd_agent(args):
+    from .agent import Agent, ChatModel, Tool, calculate, make_read_file_tool, make_search_tool
+    from .agent.tasks import AGENT_SYSTEM, agent_tools
+
+    names = [n.strip() for n in args.tools.split(",") if n.strip()]
+    unknown = [n for n in names if n not in _AGENT_TOOLS]
+    if unknown:
+        raise ValueError(f"--tools: unknown tool(s) {unknown}; choose from {', '.join(_AGENT_TOOLS)}")
+    catalogue = {t.name: t for t in agent_tools()} | {"calculate": Tool(calculate)}
+    tools = [catalogue[n] for n in names] + ([make_read_file_tool(args.docs)] if args.docs else [])
+    if args.search:  # 7.2's retriever as 7.3's tool (happy-llm issue #44: an agent that uses RAG)
+        from .rag import BM25Retriever
+
+        retriever = BM25Retriever.from_folder(args.search)
+        for err in getattr(retriever, "errors", []):
+            print(f"(skipped: {err})")
+        tools.append(make_search_tool(retriever))
+    model, tok = _load_model_dir(args.model)
+
+    fresh = [True]  # the next piece starts a reply
+
+    def show(piece):  # ChatModel streams each reply here, piece by piece, None at its end
+        if piece is None:
+            print(flush=True)
+            fresh[0] = True
+            return
+        print(("bot> " if fresh[0] else "") + piece, end="", flush=True)
+        fresh[0] = False
+
+    def on_event(kind, *rest):
+        if kind == "tool":
+            call, content = rest
+            print(f"  [{call.name}({json.dumps(call.arguments, ensure_ascii=False)}) -> {content}]", flush=True)
+        elif kind == "error":
+            print(f"  [error: {rest[0]}]", flush=True)
+
+    llm = ChatModel(model, tok, temperature=args.temperature, seed=args.seed, on_text=show)
+    agent = Agent(llm, tools, args.system if args.system is not None else AGENT_SYSTEM, tool_style=args.tool_style,
+                  format=args.format, max_steps=args.max_steps, max_new_tokens=args.max_new_tokens,
+                  max_total_tokens=args.max_new_tokens * (args.max_steps + 1), on_event=on_event)
+    print(f"minillm agent — tools: {', '.join(t.name for t in tools) or 'none'}; empty line or Ctrl-D to quit")
+    while True:
+        line = _read_message("you> ")
+        if line is None:
+            return
+        res = agent.run(line)
+        if res.stopped != "answer":
+            print(f"(stopped: {res.stopped})")
+
+
 def cmd_eval(args):
     from .eval.harness import ModelLM, compare_table, evaluate, format_results, save_results
     from .eval.suite import get_tasks
@@ -469,7 +542,7 @@ def cmd_rag(args):
 
 COMMANDS = {
     "train-tokenizer": cmd_train_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,
-    "generate": cmd_generate, "chat": cmd_chat, "eval": cmd_eval, "rag": cmd_rag,
+    "generate": cmd_generate, "chat": cmd_chat, "eval": cmd_eval, "rag": cmd_rag, "agent": cmd_agent,
 }
 
 

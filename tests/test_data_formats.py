@@ -98,7 +98,7 @@ def test_sft_belle_and_openai_shapes(tmp_path):
         ({"text": "x"}, "expected a 'conversations' or 'messages' field"),
         ({"messages": []}, "'messages' is empty"),
         ({"messages": "hi"}, "must be a list of turns"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, "turn 0: unknown role 'tool'"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "turn 0: a tool turn must follow an assistant turn"),
         ({"conversations": [{"from": "human", "value": "x"}, {"from": "assistant"}]}, "turn 1: missing field 'value'"),
         ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "multi-part content"),
         ({"messages": [], "conversations": []}, "ambiguous"),

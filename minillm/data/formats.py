@@ -16,11 +16,26 @@ SFT conversations (``.jsonl``, one conversation per line)
     Both normalise to ``[{"role": ..., "content": ...}, ...]``. Each turn may
     use either key pair (``from``/``value`` or ``role``/``content``).
 
+    Tool use (Happy LLM 7.3, the agent):
+    * OpenAI: an assistant turn with ``"tool_calls": [{"type": "function", "function":
+      {"name": ..., "arguments": "<JSON string>"}}]`` (``content`` may be null), the
+      results as ``{"role": "tool", "content": ...}`` turns, and the available tools
+      as a record-level ``"tools": [schema, ...]``;
+    * ShareGPT (LLaMA-Factory): ``{"from": "function_call", "value": "{\"name\": ...,
+      \"arguments\": {...}}"}`` then ``{"from": "observation", "value": ...}``, and
+      ``"tools"`` as a list or as a JSON string.
+    They normalise through the chat template's own rendering
+    (``minillm.tokenizers.chat.prepare_messages``): a call becomes assistant text
+    ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``, a result a ``tool``
+    turn, and the tools a listing at the end of the system turn, so SFT trains on
+    exactly the text the agent will read and write. A ``tool`` turn must follow an
+    assistant turn that called a tool (or another ``tool`` turn).
+
 Blank lines in ``.jsonl`` files are ignored. Any other bad line raises
 ``DataFormatError`` (a ``ValueError``) naming the file, the 1-based line number
 and what is wrong, e.g.::
 
-    data/sft.jsonl:17: turn 2: unknown role 'tool' (expected one of: ...)
+    data/sft.jsonl:17: turn 2: unknown role 'robot' (expected one of: ...)
 
 so a broken line stops the run *before* training, never mid-epoch (read the
 files once, e.g. when building the token file or the SFT dataset).
@@ -39,8 +54,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from typing import Callable, Iterator, Optional, Union
+
+from ..tokenizers.chat import TOOL_CALL_START, prepare_messages
 
 __all__ = [
     "DataFormatError",
@@ -62,6 +80,10 @@ _ROLE_MAP = {
     "assistant": "assistant",
     "gpt": "assistant",
     "bot": "assistant",
+    "tool": "tool",
+    "function": "tool",  # OpenAI's older function-calling role
+    "observation": "tool",  # ShareGPT / LLaMA-Factory
+    "function_call": "assistant",  # ShareGPT / LLaMA-Factory: the value is the call as JSON
 }
 
 
@@ -246,18 +268,49 @@ def normalize_conversation(obj) -> list:
             role_key, text_key = "role", "content"
         else:
             role_key, text_key = "from", "value"
+        calls = turn.get("tool_calls")
         for k in (role_key, text_key):
-            if k not in turn:
+            if k not in turn and not (k == "content" and calls):  # OpenAI may omit content next to tool calls
                 raise ValueError(f"turn {i}: missing field '{k}' (fields present: {sorted(turn)})")
-        role, text = turn[role_key], turn[text_key]
+        role, text = turn[role_key], turn.get(text_key)
         if not isinstance(role, str) or role.lower() not in _ROLE_MAP:
             raise ValueError(f"turn {i}: unknown role {role!r} (expected one of: {', '.join(_ROLE_MAP)})")
+        if text is None and calls:
+            text = ""
         if not isinstance(text, str):
             raise ValueError(
                 f"turn {i}: field '{text_key}' must be a string, got {type(text).__name__}"
                 + (" (multi-part content lists are not supported)" if isinstance(text, list) else "")
             )
-        out.append({"role": _ROLE_MAP[role.lower()], "content": text})
+        if role.lower() == "function_call":  # ShareGPT: the value is {"name": ..., "arguments": ...} as JSON
+            try:
+                call = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"turn {i}: a function_call value must be JSON ({e.msg}), got {text!r:.80}") from None
+            calls, text = [call], ""
+        new_role = _ROLE_MAP[role.lower()]
+        if new_role == "tool" and not (out and (out[-1]["role"] == "tool" or TOOL_CALL_START in out[-1]["content"])):
+            raise ValueError(f"turn {i}: a tool turn must follow an assistant turn that calls a tool (or another tool turn)")
+        msg = {"role": new_role, "content": text}
+        if calls:
+            if new_role != "assistant":
+                raise ValueError(f"turn {i}: only an assistant turn can have tool_calls, not {role!r}")
+            try:
+                msg = prepare_messages([{"role": "assistant", "content": text, "tool_calls": calls}])[0]
+            except ValueError as e:
+                raise ValueError(f"turn {i}: {re.sub(r'^message 0:? ', '', str(e))}") from None
+        out.append(msg)
+    tools = obj.get("tools") if isinstance(obj, dict) else None
+    if tools:
+        if isinstance(tools, str):  # LLaMA-Factory stores the schemas as a JSON string
+            try:
+                tools = json.loads(tools)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"field 'tools' is a string but not JSON ({e.msg})") from None
+        try:
+            out = prepare_messages(out, tools=tools)
+        except ValueError as e:
+            raise ValueError(f"field 'tools': {e}") from None
     return out
 
 

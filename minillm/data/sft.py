@@ -8,6 +8,10 @@ belong to which role::
     <|im_start|>assistant\\n {assistant text}   <|im_end|>  \\n
     ---------- -100 ------  -- trained (assistant only) --  -100
 
+A ``tool`` turn (a tool's result, Happy LLM 7.3) is rendered like any other turn
+and never trained: the model learns to *call* tools (the ``<tool_call>`` text is
+assistant text) and to use their results, not to predict them.
+
 Only the assistant's text **and its closing** ``<|im_end|>`` are trained; every
 other position gets the label ``-100`` (ignored by
 ``F.cross_entropy(..., ignore_index=-100)``). The book's code masks
@@ -47,7 +51,7 @@ import numpy as np
 __all__ = ["IGNORE_INDEX", "build_sft_example", "tokenize_conversation", "SFTDataset", "collate_sft"]
 
 IGNORE_INDEX = -100
-_ROLES = ("system", "user", "assistant")
+_ROLES = ("system", "user", "assistant", "tool")  # tool: a tool's result (7.3), never trained
 
 
 class _ChatPieces:
@@ -74,6 +78,10 @@ def _check_messages(messages) -> list:
         return normalize_conversation(messages)
     if not isinstance(messages, (list, tuple)) or not messages:
         raise ValueError(f"messages must be a non-empty list of {{'role', 'content'}} dicts, got {messages!r:.80}")
+    if any(isinstance(m, dict) and m.get("tool_calls") for m in messages):  # OpenAI tool calls -> <tool_call> text
+        from ..tokenizers.chat import prepare_messages
+
+        messages = prepare_messages(messages)
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise ValueError(f"message {i} must be a dict with 'role' and 'content', got {m!r:.80}")

@@ -37,7 +37,7 @@ import numpy as np
 
 from .._checks import check_token_ids
 from .._files import atomic_write
-from .chat import IM_END, IM_START, apply_chat_template as _format_chat, chat_template_jinja, check_messages
+from .chat import IM_END, IM_START, apply_chat_template as _format_chat, chat_template_jinja, prepare_messages
 from .hf_json import CHAR_PATTERN
 
 __all__ = ["Tokenizer", "DEFAULT_SPECIAL_TOKENS", "load_tokenizer"]
@@ -371,20 +371,25 @@ class Tokenizer(abc.ABC):
             raise ValueError(f"the chat template needs the special tokens {missing}, which this tokenizer lacks")
 
     def apply_chat_template(
-        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False, default_system: str | None = None
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False, default_system: str | None = None,
+        tools: Sequence[Mapping] | None = None, tool_style: str = "json",
     ) -> str:
         """Format ``[{"role": ..., "content": ...}]`` as ``<|im_start|>{role}\\n{content}<|im_end|>\\n``...
 
         ``default_system=None`` uses the tokenizer's ``default_system`` (itself
         ``None`` unless set), inserted when the first message is not a system one.
+        ``tools`` / ``tool_style`` list the tools in the system turn, and assistant
+        ``tool_calls`` become ``<tool_call>`` text (``minillm/tokenizers/chat.py``).
         Encode the result with ``allowed_special="all"``, or use ``encode_chat``.
         """
         self._require_chat_tokens()
         system = self.default_system if default_system is None else default_system
-        return _format_chat(messages, add_generation_prompt=add_generation_prompt, default_system=system)
+        return _format_chat(messages, add_generation_prompt=add_generation_prompt, default_system=system, tools=tools,
+                            tool_style=tool_style)
 
     def encode_chat(
-        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False, default_system: str | None = None
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = False, default_system: str | None = None,
+        tools: Sequence[Mapping] | None = None, tool_style: str = "json",
     ) -> list[int]:
         """Ids of the chat template, with message contents encoded as ordinary text.
 
@@ -393,11 +398,8 @@ class Tokenizer(abc.ABC):
         stays ordinary, so a user cannot close a turn by typing ``<|im_end|>``.
         """
         self._require_chat_tokens()
-        check_messages(messages)
         system = self.default_system if default_system is None else default_system
-        msgs = list(messages)
-        if system is not None and (not msgs or msgs[0]["role"] != "system"):
-            msgs.insert(0, {"role": "system", "content": system})
+        msgs = prepare_messages(messages, system, tools, tool_style)
         start, end = self._special_tokens[IM_START], self._special_tokens[IM_END]
         newline = self._encode_ordinary("\n")
         ids: list[int] = []
