@@ -22,6 +22,7 @@ from .model import (  # noqa: F401
     LoRALinear, PeftModel, book_lora_param_count, find_target_modules, get_peft_model, inject_adapter_in_model,
     lora_param_formula,
 )
+from .quantize import load_quantized, save_quantized
 from .prompt import (  # noqa: F401
     PeftModelForCausalLM, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, prompt_param_formula,
 )
@@ -32,5 +33,5 @@ __all__ = [
     "book_lora_param_count", "LLAMA_ATTENTION_TARGETS", "LLAMA_ALL_LINEAR_TARGETS",
     "BottleneckConfig", "AdapterLinear", "bottleneck_param_formula",
     "PrefixTuningConfig", "PromptTuningConfig", "PromptEncoderConfig", "prompt_param_formula",
-    "quantize_model", "Linear8bit", "Linear4bit", "NF4_CODE",
+    "quantize_model", "Linear8bit", "Linear4bit", "NF4_CODE", "save_quantized", "load_quantized",
 ]
