@@ -18,6 +18,10 @@ It prints one table: trainable parameters (and their share), the formula's count
 the weights take, the optimizer state, the peak memory one training step allocates
 (tracemalloc over a forward + backward), seconds per step, and held-out exact match. Then it
 saves each adapter (safetensors + JSON), reloads it on a fresh base and checks the logits.
+
+Before the runs it measures weight-only quantization of the base (int8, NF4, NF4 with double
+quantization): the per-layer reconstruction error, the size on disk, the held-out loss and
+perplexity, and greedy decode speed against float32.
 """
 import argparse
 import functools
@@ -36,8 +40,9 @@ import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
 from minillm.data import DataLoader, SFTDataset, collate_sft, read_sft_conversations  # noqa: E402
 from minillm.io import load_model  # noqa: E402
+from minillm.io import save_model  # noqa: E402
 from minillm.peft import (  # noqa: E402
-    LLAMA_ALL_LINEAR_TARGETS, BottleneckConfig, LoraConfig, PeftModel, PrefixTuningConfig, PromptEncoderConfig,
+    save_quantized, LLAMA_ALL_LINEAR_TARGETS, BottleneckConfig, LoraConfig, PeftModel, PrefixTuningConfig, PromptEncoderConfig,
     PromptTuningConfig, get_peft_model, quantize_model,
 )
 from minillm.nn.quant import QuantLinear  # noqa: E402
@@ -45,7 +50,8 @@ from minillm.train import Trainer, TrainConfig, check_out_dir  # noqa: E402
 from lora_sft import QUICK as LORA_QUICK, DEFAULTS as LORA_DEFAULTS, fmt_bytes, get_base, optimizer_state_bytes  # noqa: E402
 
 DEFAULTS = dict(LORA_DEFAULTS, sft_steps=100, eval_limit=100)
-QUICK = dict(LORA_QUICK, sft_steps=6, eval_limit=8)
+QUICK = dict(LORA_QUICK, n_stories=300, n_sft=80, vocab_size=300, block_size=32, pretrain_steps=4, sft_steps=3,
+             sft_batch_size=4, eval_limit=4)
 METHODS = ("full", "lora", "qlora", "adapter", "prefix", "prompt", "ptuning")
 LR = dict(full=1e-3, lora=5e-3, qlora=5e-3, adapter=5e-3, prefix=1e-2, prompt=3e-2, ptuning=1e-2)
 NUM_VIRTUAL_TOKENS = 10
@@ -140,7 +146,7 @@ def run(method, args, base_dir, tok, tok_path, loader, loader_start, eval_record
     seconds = (time.perf_counter() - t0) / args.sft_steps
     acc = pipeline.evaluate_sft(model, tok, eval_records)
     # every weight the model computes with, a quantized one too (num_parameters counts Parameters only)
-    quantized = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, QuantLinear))
+    quantized = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, QuantLinear) or getattr(m, "quantized", False))
     stats = dict(method=method, trainable=model.num_parameters(trainable_only=True), total=model.num_parameters() + quantized,
                  formula=int(formula), weight_bytes=weight_bytes(model), optimizer_bytes=optimizer_state_bytes(trainer.optimizer),
                  step_peak_bytes=peak, seconds_per_step=seconds, final_train_loss=trainer.losses[-1],
@@ -163,6 +169,50 @@ def save_and_reload(method, model, args, base_dir, ids):
         got = PeftModel.from_pretrained(fresh, adir)(ids).logits.data
     size = sum(os.path.getsize(os.path.join(adir, f)) for f in os.listdir(adir))
     return dict(dir=adir, bytes=size, reload_max_abs_diff=float(np.abs(got - want).max()))
+
+
+def dir_bytes(path) -> int:
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+
+
+def quantization_report(base_dir, val_batches, prompt, out_dir, n_new):
+    """int8 / NF4 / NF4+double quantization of the base against float32 (rows of a table)."""
+    ref = load_model(base_dir)
+    ref_w = {n: m.weight.data for n, m in ref.named_modules() if type(m).__name__ == "Linear"}
+    rows = []
+    for name, qt, dq in (("float32", None, False), ("int8", "int8", False), ("nf4", "nf4", False), ("nf4+dq", "nf4", True)):
+        model = load_model(base_dir)
+        qdir = os.path.join(out_dir, f"quantized_{name}")
+        if qt:
+            quantize_model(model, qt, double_quant=dq)
+            save_quantized(model, qdir)
+        else:
+            save_model(model, qdir)
+        errs = [(float(np.linalg.norm(m.dequantize() - ref_w[n]) / np.linalg.norm(ref_w[n])), n)
+                for n, m in model.named_modules() if isinstance(m, QuantLinear)]
+        with mi.no_grad(), model.mode(training=False):
+            losses = [float(model(mi.tensor(x), targets=mi.tensor(y), attention_mask=mi.tensor(m)).loss.data) for x, y, m in val_batches]
+            speeds = {}
+            for fused in ((True, False) if not qt else (False,)):
+                model.generate(prompt, max_new_tokens=4, temperature=0, fused_decode=fused)  # warm-up
+                t0 = time.perf_counter()
+                model.generate(prompt, max_new_tokens=n_new, temperature=0, fused_decode=fused)
+                speeds[fused] = n_new / (time.perf_counter() - t0)
+        loss = float(np.mean(losses))
+        rows.append(dict(name=name, disk_bytes=dir_bytes(qdir), mean_rel_err=float(np.mean([e for e, _ in errs])) if errs else 0.0,
+                         max_rel_err=max(errs)[0] if errs else 0.0, worst_layer=max(errs)[1] if errs else "-",
+                         loss=loss, ppl=float(np.exp(loss)), tok_s_modules=speeds[False], tok_s_fused=speeds.get(True)))
+    head = f"{'weights':<9}{'on disk':>10}{'rel. error mean / max (layer)':>44}{'loss':>8}{'ppl':>8}{'decode tok/s':>14}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        err = "-" if r["name"] == "float32" else f"{r['mean_rel_err']:.4f} / {r['max_rel_err']:.4f} ({r['worst_layer']})"
+        fused = f" (fused {r['tok_s_fused']:.0f})" if r["tok_s_fused"] else ""
+        print(f"{r['name']:<9}{fmt_bytes(r['disk_bytes']):>10}{err:>44}{r['loss']:>8.3f}{r['ppl']:>8.2f}{r['tok_s_modules']:>14.1f}{fused}")
+    print("(rel. error: ||W - Ŵ|| / ||W|| per quantized Linear; loss/ppl: held-out SFT conversations; decode: greedy,\n"
+          " batch 1, through the modules; quantized layers dequantize their whole weight at every call, so they decode\n"
+          " slower than float32; the fused one-kernel float32 step is shown for reference)")
+    return rows
 
 
 def print_table(base_acc, rows):
@@ -202,13 +252,22 @@ def main(argv=None):
     base_acc = pipeline.evaluate_sft(base, tok, eval_records)
     print(f"base: {base.num_parameters():,} parameters; held-out exact match {pipeline.format_accuracy(base_acc)}")
 
+    print("\n=== 2. weight-only quantization of the base ===")
+    val_ds = SFTDataset(list(read_sft_conversations(paths["sft_val"])), tok, max_length)
+    val_loader = DataLoader(val_ds, args.sft_batch_size, shuffle=False, drop_last=False,
+                            collate_fn=functools.partial(collate_sft, pad_id=tok.pad_token_id))
+    val_batches = [b for _, b in zip(range(2 if args.quick else 8), val_loader)]
+    prompt = tok.encode_chat(eval_records[0]["messages"][:-1], add_generation_prompt=True)
+    quant_rows = quantization_report(base_dir, val_batches, prompt, args.out_dir, n_new=8 if args.quick else 48)
+
     rows = []
+    print("\n=== 3. fine-tuning, one method at a time ===")
     for method in args.methods:
         print(f"\n=== {method} (lr {LR[method]:g}) ===", flush=True)
         rows.append(run(method, args, base_dir, tok, tok_path, loader, loader_start, eval_records, show))
         print(f"{method}: exact match {pipeline.format_accuracy(rows[-1]['accuracy'])}", flush=True)
 
-    print("\n=== the comparison (same base, same batches, same steps) ===")
+    print("\n=== 4. the comparison (same base, same batches, same steps) ===")
     print_table(base_acc, rows)
     print("(weights: parameters + buffers as stored, tied embedding once; optim: AdamW's m and v; step peak:\n"
           " tracemalloc's peak over one forward + backward of a batch; s/step: wall clock, noisy on a shared machine)")
@@ -218,7 +277,7 @@ def main(argv=None):
             print(f"{s['method']:<9} adapter file {fmt_bytes(a['bytes']):>9}; reloaded on a fresh base: "
                   f"max |Δlogits| = {a['reload_max_abs_diff']:.1e}")
     report = dict(args={k: v for k, v in vars(args).items()}, base_accuracy={k: v for k, v in base_acc.items() if k != "examples"},
-                  runs=rows, minutes=(time.time() - t_start) / 60)
+                  runs=rows, quantization=quant_rows, minutes=(time.time() - t_start) / 60)
     with open(os.path.join(args.out_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)
     print(f"\nreport: {args.out_dir}/report.json; done in {report['minutes']:.1f} minutes")

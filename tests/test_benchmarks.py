@@ -67,3 +67,8 @@ def test_profile_script_prints_a_table():
     head = next(i for i, line in enumerate(lines) if line.split() == ["own", "ms", "share", "calls", "function"])
     assert len(lines) - head - 1 == 5  # --top rows
     assert all(re.match(r"\s*\d+\.\d+\s+\d+\.\d%\s+\d+\s+\S", line) for line in lines[head + 1:])
+
+
+def test_nf4_linear_benchmark_checks_both_paths():
+    out = run("nf4_linear.py", "--quick")
+    assert "fused" in out and "numba dequant+BLAS" in out and "(128, 128)" in out

@@ -204,3 +204,24 @@ def test_qlora_lora_layer_gradcheck_float64():
     np.testing.assert_allclose(layer(x).data, F.linear(x, mi.tensor(q.dequantize()), base.bias).data
                                + (x.data @ layer.lora_A.weight.data.T @ layer.lora_B.weight.data.T) * 2.0, rtol=1e-10)
     assert gradcheck(lambda x, a, b: layer(x), [x, layer.lora_A.weight, layer.lora_B.weight], name="QLoRA LoRALinear")
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("shape", [(130, 70), (3, 64), (200, 256)])
+def test_nf4_kernels_equal_the_reference(backend, shape):
+    from minillm import kernels as K
+    from minillm.kernels import _quant, reference
+    w = _w(shape, seed=3)
+    st = quantize_nf4(w, double_quant=True)
+    scales = nf4_scales(st)
+    want = reference.nf4_dequantize(st["packed"], scales, NF4_CODE, 64)
+    np.testing.assert_array_equal(_quant.nf4_dequantize(st["packed"], scales, NF4_CODE, 64), want)
+    x = np.random.default_rng(0).standard_normal((3, shape[1])).astype(np.float32)
+    np.testing.assert_allclose(_quant.nf4_linear(x, st["packed"], scales, NF4_CODE, 64, shape[0]),
+                               reference.nf4_linear(x, st["packed"], scales, NF4_CODE, 64, shape[0]), rtol=1e-4, atol=1e-4)
+    old = K.get_kernels()
+    K.set_kernels(backend)
+    try:
+        np.testing.assert_array_equal(dequantize_nf4(st), want[: w.size].reshape(shape))
+    finally:
+        K.set_kernels(old)

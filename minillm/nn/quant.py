@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..tensor import Tensor
 from . import functional as F
 from .layers import Linear
 from .module import Module, Parameter
 
 __all__ = [
-    "NF4_CODE", "quantize_int8", "dequantize_int8", "quantize_nf4", "dequantize_nf4", "nf4_error_bound",
+    "NF4_CODE", "quantize_int8", "dequantize_int8", "quantize_nf4", "dequantize_nf4", "nf4_scales", "nf4_error_bound",
     "QuantLinear", "Linear8bit", "Linear4bit", "quantize_model", "QUANT_TYPES",
 ]
 
@@ -141,13 +142,10 @@ def nf4_scales(state: dict) -> np.ndarray:
 
 def dequantize_nf4(state: dict, dtype=np.float32) -> np.ndarray:
     """The float weight back from ``quantize_nf4``'s dict (shape restored)."""
-    packed = state["packed"]
-    codes = np.empty(packed.size * 2, dtype=np.uint8)
-    codes[0::2], codes[1::2] = packed >> 4, packed & 0x0F  # unpack two codes per byte
     bs = int(state["blocksize"][0])
-    values = NF4_CODE[codes].reshape(-1, bs) * nf4_scales(state)[:, None]  # (n_blocks, 64)
+    values = kernels.nf4_dequantize(state["packed"], nf4_scales(state), NF4_CODE, bs)  # (n_blocks·64,) code·scale
     shape = tuple(int(s) for s in state["shape"])
-    return values.reshape(-1)[: int(np.prod(shape))].reshape(shape).astype(dtype, copy=False)
+    return values[: int(np.prod(shape))].reshape(shape).astype(dtype, copy=False)
 
 
 def nf4_error_bound(w: np.ndarray, state: dict) -> np.ndarray:
