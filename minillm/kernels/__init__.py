@@ -98,8 +98,7 @@ attention_forward = _dispatch(_attention.attention_forward)
 attention_backward = _dispatch(_attention.attention_backward)
 adamw_step = _dispatch(_optim.adamw_step)
 llama_decode_step = _dispatch(_decode.llama_decode_step, size_arg=None)  # its point: one call per token
-nf4_dequantize = _dispatch(_quant.nf4_dequantize)  # packed codes (n/2,)
-nf4_linear = _dispatch(_quant.nf4_linear, size_arg=1)  # by the packed weight's size, not x's rows
+nf4_dequantize = _dispatch(_quant.nf4_dequantize)  # packed codes (n/2,); _quant.nf4_linear (fused) is measured, not dispatched
 
 
 set_kernels(os.environ.get("MINILLM_KERNELS", "numba").strip().lower() or "numba")
