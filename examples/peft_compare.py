@@ -38,7 +38,9 @@ import numpy as np  # noqa: E402
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
-from minillm.data import DataLoader, SFTDataset, collate_sft, read_sft_conversations  # noqa: E402
+from minillm.data import (  # noqa: E402
+    DataLoader, PretrainDataset, SFTDataset, build_token_file, collate_sft, read_pretrain_texts, read_sft_conversations,
+)
 from minillm.io import load_model  # noqa: E402
 from minillm.io import save_model  # noqa: E402
 from minillm.peft import (  # noqa: E402
@@ -53,7 +55,7 @@ DEFAULTS = dict(LORA_DEFAULTS, sft_steps=100, eval_limit=100)
 QUICK = dict(LORA_QUICK, n_stories=300, n_sft=80, vocab_size=300, block_size=32, pretrain_steps=4, sft_steps=3,
              sft_batch_size=4, eval_limit=4)
 METHODS = ("full", "lora", "qlora", "adapter", "prefix", "prompt", "ptuning")
-LR = dict(full=1e-3, lora=5e-3, qlora=5e-3, adapter=5e-3, prefix=1e-2, prompt=3e-2, ptuning=1e-2)
+LR = dict(full=1e-3, lora=5e-3, qlora=5e-3, adapter=5e-3, prefix=1e-2, prompt=1e-1, ptuning=3e-2)
 NUM_VIRTUAL_TOKENS = 10
 PROMPT_INIT_TEXT = "Answer the question in a few words."
 
@@ -73,7 +75,7 @@ def parse_args(argv=None):
         if getattr(args, k, None) is None:
             setattr(args, k, v)
     args.base, args.tokenizer = None, None  # get_base (from lora_sft.py) pretrains one into OUT_DIR/base
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]  # "" = the quantization report only
     bad = [m for m in args.methods if m not in METHODS]
     if bad:
         p.error(f"--methods: unknown {bad}; choose from {', '.join(METHODS)}")
@@ -209,7 +211,7 @@ def quantization_report(base_dir, val_batches, prompt, out_dir, n_new):
         err = "-" if r["name"] == "float32" else f"{r['mean_rel_err']:.4f} / {r['max_rel_err']:.4f} ({r['worst_layer']})"
         fused = f" (fused {r['tok_s_fused']:.0f})" if r["tok_s_fused"] else ""
         print(f"{r['name']:<9}{fmt_bytes(r['disk_bytes']):>10}{err:>44}{r['loss']:>8.3f}{r['ppl']:>8.2f}{r['tok_s_modules']:>14.1f}{fused}")
-    print("(rel. error: ||W - Ŵ|| / ||W|| per quantized Linear; loss/ppl: held-out SFT conversations; decode: greedy,\n"
+    print("(rel. error: ||W - Ŵ|| / ||W|| per quantized Linear; loss/ppl: held-out pretraining stories; decode: greedy,\n"
           " batch 1, through the modules; quantized layers dequantize their whole weight at every call, so they decode\n"
           " slower than float32; the fused one-kernel float32 step is shown for reference)")
     return rows
@@ -253,10 +255,13 @@ def main(argv=None):
     print(f"base: {base.num_parameters():,} parameters; held-out exact match {pipeline.format_accuracy(base_acc)}")
 
     print("\n=== 2. weight-only quantization of the base ===")
-    val_ds = SFTDataset(list(read_sft_conversations(paths["sft_val"])), tok, max_length)
-    val_loader = DataLoader(val_ds, args.sft_batch_size, shuffle=False, drop_last=False,
-                            collate_fn=functools.partial(collate_sft, pad_id=tok.pad_token_id))
-    val_batches = [b for _, b in zip(range(2 if args.quick else 8), val_loader)]
+    # held-out perplexity on the pretraining validation stories (what the base model was trained to predict)
+    val_bin = os.path.join(args.out_dir, "quant_val.bin")
+    build_token_file(read_pretrain_texts(paths["pretrain_val"]), tok, val_bin, show_progress=False)
+    val_ds = PretrainDataset(val_bin, min(128, base.args.max_seq_len))
+    blocks = [val_ds[i] for i in range(min(len(val_ds), 8 if args.quick else 64))]
+    val_batches = [(np.stack([x for x, _ in blocks[i:i + 8]]), np.stack([y for _, y in blocks[i:i + 8]]),
+                    np.ones((len(blocks[i:i + 8]), val_ds.block_size), dtype=np.int64)) for i in range(0, len(blocks), 8)]
     prompt = tok.encode_chat(eval_records[0]["messages"][:-1], add_generation_prompt=True)
     quant_rows = quantization_report(base_dir, val_batches, prompt, args.out_dir, n_new=8 if args.quick else 48)
 
