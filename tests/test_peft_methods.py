@@ -131,6 +131,10 @@ def test_adapter_starts_as_the_base_model_and_unloads():
     layers = dict(model.tuner_layers())
     assert sorted(layers) == [f"layers.{i}.{p}" for i in range(2) for p in ("attention.wo", "feed_forward.w2")]
     assert all(m.bottleneck_dim == 32 // 8 for m in layers.values())
+    _randomize(model)
+    assert np.abs(model(x).logits.data - want).max() > 1e-3
+    with model.disable_adapter():
+        np.testing.assert_array_equal(model(x).logits.data, want)
     with pytest.raises(RuntimeError, match="cannot be folded"):
         model.merge_and_unload()
     plain = model.unload()

@@ -122,6 +122,7 @@ class AdapterLinear(Module):
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         self.bottleneck_dim = int(bottleneck_dim)
         self.non_linearity = non_linearity
+        self.disabled = False  # True inside PeftModel.disable_adapter(): behave like the base layer
         object.__setattr__(self, "_base_layer", base_layer)  # kept (unregistered) for unload()
         self.weight = base_layer.weight  # (out, in), shared and frozen
         self.bias = base_layer.bias
@@ -138,6 +139,8 @@ class AdapterLinear(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = F.linear(x, self.weight, self.bias)  # (..., in) -> (..., out), frozen
+        if self.disabled:
+            return h
         a = _ACTIVATIONS[self.non_linearity](self.adapter_down(h))  # (..., out) -> (..., m)
         return h + self.adapter_up(a)  # (..., m) -> (..., out), plus the adapter's own residual
 

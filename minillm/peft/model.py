@@ -224,8 +224,8 @@ class PeftModel(Module):
     def disable_adapter(self):
         """``with model.disable_adapter(): ...`` runs the base model (adapters bypassed)."""
         self._check_usable("disable_adapter")
-        layers = [m for _, m in self.lora_layers()]
-        if any(m.merged for m in layers):
+        layers = [m for _, m in self.tuner_layers()]
+        if any(getattr(m, "merged", False) for m in layers):
             raise RuntimeError("PeftModel.disable_adapter: the adapters are merged into the weights; unmerge_adapter() first")
         for m in layers:
             m.disabled = True
