@@ -1,7 +1,7 @@
 """Every fine-tuning method of Happy LLM 6.3.1 on the same base and the same SFT data.
 
-    python examples/peft_compare.py              # default run (several minutes on 2 idle cores)
-    python examples/peft_compare.py --quick      # seconds-to-a-minute smoke run (its test)
+    python examples/peft_compare.py              # default run (20 min on the shared 2-core box at load ~15)
+    python examples/peft_compare.py --quick      # smoke run, ~1 min at load ~25 (its test)
 
 One pretrained tiny LLaMA (pretrained here once, as in examples/lora_sft.py, and reused), one
 SFT dataset, the same batches in the same order, and seven ways to fine-tune it:
