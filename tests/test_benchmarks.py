@@ -75,3 +75,8 @@ def test_rag_benchmark_runs_and_bm25_agrees():
     assert row["chunks"] == 300 and row["exact_search_ms"] > 0 and row["bm25_query_ms"] > 0
     assert row.get("bm25_same_scores", True)  # checked against rank_bm25 when it is installed
     assert res["encoder"]["encode_chunks_per_s"] > 0
+
+
+def test_nf4_linear_benchmark_checks_both_paths():
+    out = run("nf4_linear.py", "--quick")
+    assert "fused" in out and "numba dequant+BLAS" in out and "(128, 128)" in out

@@ -50,6 +50,7 @@ KERNELS = {
     "rope_forward": 0, "rope_backward": 0, "swiglu_forward": 0, "swiglu_backward": 0, "erf": None,
     "embedding_backward": 1, "attention_forward": 0, "attention_backward": 0, "adamw_step": 0,
     "llama_decode_step": None,
+    "nf4_dequantize": 0,
 }
 
 

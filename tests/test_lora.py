@@ -317,7 +317,7 @@ def test_peft_model_forward_and_attributes_pass_through():
 
 def test_injection_lives_in_nn_and_knows_no_files():
     """nn/lora.py is a layer (LoRALinear, LoraConfig, matching, injection); the PeftModel
-    wrapper and its adapter files live one level up in minillm/peft.py (like peft above torch)."""
+    wrapper and its adapter files live one level up in minillm/peft/ (like peft above torch)."""
     import ast
     import inspect
 

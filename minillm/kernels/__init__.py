@@ -29,7 +29,7 @@ import warnings
 
 import numba
 
-from . import _attention, _decode, _elementwise, _norms, _optim, _softmax, reference
+from . import _attention, _decode, _elementwise, _norms, _optim, _quant, _softmax, reference
 from ._matmul import matmul_numba  # noqa: F401  (the teaching GEMM; not dispatched to, see above)
 
 BACKENDS = ("numba", "numpy")
@@ -98,6 +98,7 @@ attention_forward = _dispatch(_attention.attention_forward)
 attention_backward = _dispatch(_attention.attention_backward)
 adamw_step = _dispatch(_optim.adamw_step)
 llama_decode_step = _dispatch(_decode.llama_decode_step, size_arg=None)  # its point: one call per token
+nf4_dequantize = _dispatch(_quant.nf4_dequantize)  # packed codes (n/2,); _quant.nf4_linear (fused) is measured, not dispatched
 
 
 set_kernels(os.environ.get("MINILLM_KERNELS", "numba").strip().lower() or "numba")

@@ -325,3 +325,22 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
         gate = x @ w1[layer].T  # (B, dim) -> (B, hidden)
         h = h + (gate * sigmoid(gate) * (x @ w3[layer].T)) @ w2[layer].T  # SwiGLU MLP, residual
     return rms(h, norm) @ output.T  # (B, dim) -> (B, V)
+
+
+# ------------------------------------------------------------------ NF4 weights (nn/quant.py)
+def nf4_dequantize(packed, scales, code, blocksize):
+    """Blockwise 4-bit codes -> float values, flat: value j = code[nibble j] · scales[j // blocksize].
+
+    packed: (n/2,) uint8, two codes per byte (high nibble first); scales: (n / blocksize,)
+    float32; code: the 16 values (float32). Returns (n,) float32.
+    """
+    codes = np.empty(packed.size * 2, dtype=np.uint8)
+    codes[0::2], codes[1::2] = packed >> 4, packed & 0x0F  # unpack two codes per byte
+    return (code[codes].reshape(-1, blocksize) * scales[:, None]).reshape(-1)  # (n,)
+
+
+def nf4_linear(x, packed, scales, code, blocksize, out_features):
+    """y = x · Ŵᵀ with Ŵ (out, in) the NF4 weight: x (N, in) float32 -> (N, out) float32."""
+    n = x.shape[1] * out_features
+    w = nf4_dequantize(packed, scales, code, blocksize)[:n].reshape(out_features, x.shape[1])  # (out, in)
+    return x @ w.T  # (N, in) @ (in, out) -> (N, out)

@@ -457,6 +457,17 @@ class Transformer(nn.Module):
         check_token_ids(ids, self.vocab_size, "Transformer", name="input_ids")
         return ids.astype(np.int64, copy=False)
 
+    def _check_inputs_embeds(self, inputs_embeds, start: int) -> Tensor:
+        if not isinstance(inputs_embeds, Tensor):
+            raise TypeError(f"Transformer: inputs_embeds must be a Tensor, got {type(inputs_embeds).__name__}")
+        if inputs_embeds.ndim != 3 or inputs_embeds.shape[2] != self.args.dim or inputs_embeds.shape[1] == 0:
+            raise ValueError(f"Transformer: inputs_embeds must have shape (batch, seq_len >= 1, dim={self.args.dim}), "
+                             f"got {inputs_embeds.shape}")
+        if start + inputs_embeds.shape[1] > self.args.max_seq_len:
+            raise ValueError(f"Transformer: {inputs_embeds.shape[1]} positions after {start} cached ones are longer "
+                             f"than max_seq_len={self.args.max_seq_len}")
+        return inputs_embeds
+
     def _rope_tables(self, B, T, start, position_ids):
         cos, sin = self.freqs_cos.data, self.freqs_sin.data  # (max_seq_len, D/2)
         if position_ids is None:
@@ -483,7 +494,8 @@ class Transformer(nn.Module):
         return m[:, None, None, :]  # (B, P+T) -> (B, 1, 1, P+T), True = may attend
 
     # ---------------------------------------------------------------- forward
-    def forward(self, input_ids, targets=None, attention_mask=None, position_ids=None, kv_cache=None, logits_to_keep: int = 0):
+    def forward(self, input_ids=None, targets=None, attention_mask=None, position_ids=None, kv_cache=None,
+                logits_to_keep: int = 0, inputs_embeds=None):
         """input_ids: (B, T) int token ids in [0, vocab_size).
 
         targets: (B, T) int (the next tokens; -100 = ignore) -> ``loss`` = mean cross-entropy.
@@ -491,6 +503,9 @@ class Transformer(nn.Module):
         position_ids: (B, T) RoPE positions (default P, P+1, ...).
         kv_cache: a list of ``KVCache`` from ``new_kv_cache`` (inference, under ``mi.no_grad()``).
         logits_to_keep: if > 0, only the last that many positions get logits (generation).
+        inputs_embeds: (B, T, dim) vectors to use instead of ``tok_embeddings(input_ids)``
+            (Hugging Face's name; prompt tuning prepends trained vectors this way). Give
+            either ``input_ids`` or ``inputs_embeds``.
         Returns ``CausalLMOutput(logits (B, T|logits_to_keep, vocab), loss)``.
         """
         if not isinstance(logits_to_keep, (int, np.integer)) or isinstance(logits_to_keep, bool) or logits_to_keep < 0:
@@ -500,9 +515,15 @@ class Transformer(nn.Module):
             if len(kv_cache) != self.n_layers:
                 raise ValueError(f"Transformer: kv_cache has {len(kv_cache)} layers, the model has {self.n_layers}")
             start = kv_cache[0].length
-        ids = self._check_input_ids(input_ids, start)
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Transformer: give exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            ids = self._check_input_ids(input_ids, start)
+            h = self.tok_embeddings(ids)  # (B, T) -> (B, T, dim)
+        else:
+            h = self._check_inputs_embeds(inputs_embeds, start)  # (B, T, dim)
+            ids = np.zeros(h.shape[:2], dtype=np.int64)  # only its shape is used below
         _bsz, seqlen = ids.shape
-        h = self.tok_embeddings(ids)  # (B, T) -> (B, T, dim)
         h = self.dropout(h)
         freqs_cos, freqs_sin = self._rope_tables(_bsz, seqlen, start, position_ids)  # (T, D/2) or (B, T, D/2)
         mask = self._padding_mask(attention_mask, _bsz, start + seqlen)  # None or (B, 1, 1, P+T)

@@ -10,13 +10,13 @@ Where each part of the book's section 6.3 lives:
 6.3.4 LoRA 的代码实现                     ``LoraConfig.target_modules`` matching
                                          (``find_target_modules``), layer replacement and
                                          freezing (``inject_adapter_in_model``)
-6.3.5 使用 peft 实现 LoRA 微调            ``minillm/peft.py``: ``get_peft_model``, ``PeftModel``
+6.3.5 使用 peft 实现 LoRA 微调            ``minillm/peft/``: ``get_peft_model``, ``PeftModel``
                                          (``print_trainable_parameters``, ``save_pretrained``,
                                          ``from_pretrained``, ``merge_and_unload``)
 ======================================  ==================================================
 
 This file is a layer like any other in ``nn`` (it knows nothing about files); the
-``peft``-style wrapper with adapter files lives one level up in ``minillm/peft.py``, as
+``peft``-style wrapper with adapter files lives one level up in ``minillm/peft/``, as
 ``peft`` sits on top of ``torch``.
 
 The idea (6.3.3). A pretrained weight W0 (out × in) is frozen. Its fine-tuning update is
@@ -30,7 +30,7 @@ exactly the pretrained one. Only A and B are trained: r·(in + out) numbers inst
 in·out. After training, B·A·scaling can be added into W0 once (``merge``): the model is
 then a plain model again, with no extra cost at inference.
 
-Usage, as in the book's 6.3.5 (see ``minillm/peft.py``)::
+Usage, as in the book's 6.3.5 (see ``minillm/peft/``)::
 
     from minillm.peft import LoraConfig, get_peft_model, PeftModel
 
@@ -67,6 +67,7 @@ from . import functional as F
 from . import init
 from .layers import Dropout, Identity, Linear
 from .module import Module
+from .quant import QuantLinear
 
 __all__ = [
     "LoRALinear", "LoraConfig", "find_target_modules", "inject_adapter_in_model", "lora_layers",
@@ -107,9 +108,12 @@ class LoRALinear(Module):
         super().__init__()
         if isinstance(base_layer, LoRALinear):
             raise TypeError("LoRALinear: this layer already has a LoRA adapter (one adapter per layer)")
-        if not isinstance(base_layer, Linear):
-            raise TypeError(f"LoRALinear: expected an nn.Linear to wrap, got {type(base_layer).__name__}")
-        extra = sorted(set(base_layer._parameters) - {"weight", "bias"}) + sorted(base_layer._buffers) + sorted(base_layer._modules)
+        self.quantized = isinstance(base_layer, QuantLinear)  # QLoRA: a frozen int8/NF4 base
+        if not isinstance(base_layer, Linear) and not self.quantized:
+            raise TypeError(f"LoRALinear: expected an nn.Linear (or a quantized Linear8bit/Linear4bit) to wrap, got {type(base_layer).__name__}")
+        extra = sorted(set(base_layer._parameters) - {"weight", "bias"}) + sorted(base_layer._modules)
+        if not self.quantized:
+            extra += sorted(base_layer._buffers)
         if extra:
             raise TypeError(f"LoRALinear: {type(base_layer).__name__} has members besides weight/bias ({extra}); only plain Linear layers can be wrapped")
         _check_lora_hparams(r, lora_alpha, lora_dropout, init_lora_weights, "LoRALinear")
@@ -123,13 +127,20 @@ class LoRALinear(Module):
 
         # The frozen pretrained weight (the book: self.weight.requires_grad = False).
         object.__setattr__(self, "_base_layer", base_layer)  # kept (unregistered) for unload()
-        self.weight = base_layer.weight  # (out, in), shared with base_layer
-        self.bias = base_layer.bias  # (out,) or None, shared
-        self.weight.requires_grad_(False)
+        if self.quantized:
+            # QLoRA: the codes and scales stay the base layer's buffers, under their own names
+            # (wq.weight is then the packed uint8 codes); forward dequantizes them, no gradient.
+            object.__setattr__(self, "_buffers", base_layer._buffers)
+            self.bias = base_layer.bias
+            dtype = base_layer.compute_dtype
+        else:
+            self.weight = base_layer.weight  # (out, in), shared with base_layer
+            self.bias = base_layer.bias  # (out,) or None, shared
+            self.weight.requires_grad_(False)
+            dtype = self.weight.dtype
         if self.bias is not None:
             self.bias.requires_grad_(False)
 
-        dtype = self.weight.dtype
         self.lora_dropout = Dropout(lora_dropout) if lora_dropout > 0 else Identity()
         self.lora_A = Linear(self.in_features, self.r, bias=False, dtype=dtype)  # weight (r, in)
         self.lora_B = Linear(self.r, self.out_features, bias=False, dtype=dtype)  # weight (out, r)
@@ -148,7 +159,10 @@ class LoRALinear(Module):
 
     # ------------------------------------------------------------------ forward (6.3.3)
     def forward(self, x: Tensor) -> Tensor:
-        result = F.linear(x, self.weight, self.bias)  # (..., in) -> (..., out): W0·x + b, frozen
+        if self.quantized:
+            result = self._base_layer(x)  # (..., in) -> (..., out): dequantized W0·x + b, frozen
+        else:
+            result = F.linear(x, self.weight, self.bias)  # (..., in) -> (..., out): W0·x + b, frozen
         if self.disabled or self.merged:
             return result  # merged: W0 already includes B·A·scaling
         h = self.lora_dropout(x)  # (..., in)
@@ -166,6 +180,9 @@ class LoRALinear(Module):
         """W0 <- W0 + B·A·scaling, in place. No-op if already merged."""
         if self.merged:
             return
+        if self.quantized:
+            raise RuntimeError("LoRALinear.merge: the base weight is quantized (QLoRA); adding B·A to it would need "
+                               "re-quantization. Keep the adapter separate, or load a float base to merge into")
         with autograd.no_grad():
             self.weight.data += self.delta_weight()
         self.merged = True
@@ -381,7 +398,7 @@ def inject_adapter_in_model(peft_config: LoraConfig, model: Module, target_names
         m = modules[n]
         if isinstance(m, LoRALinear):
             raise ValueError(f"PeftModel: {n!r} already has a LoRA adapter (one adapter per model)")
-        if not isinstance(m, Linear):
+        if not isinstance(m, (Linear, QuantLinear)):
             raise TypeError(
                 f"PeftModel: target {n!r} is a {type(m).__name__}; only nn.Linear layers can get LoRA. "
                 "Make target_modules more specific (e.g. 'wq' rather than 'attention')"
@@ -390,6 +407,8 @@ def inject_adapter_in_model(peft_config: LoraConfig, model: Module, target_names
     for pname, p in model.named_parameters(remove_duplicate=False):
         owners.setdefault(id(p), []).append(pname)
     for n in names:
+        if isinstance(modules[n], QuantLinear):
+            continue  # its codes are buffers, never shared (quantize_model skips tied weights)
         shared = owners[id(modules[n].weight)]
         if len(shared) > 1:
             raise ValueError(

@@ -1,4 +1,9 @@
-"""A small ``peft``: LoRA adapters as a model wrapper with adapter files (Happy LLM 6.3.5).
+"""A small ``peft``: LoRA and bottleneck adapters as a model wrapper with adapter files (Happy LLM 6.3.1, 6.3.5).
+
+``PeftModel`` serves the methods that change layers *in place*: LoRA (``LoraConfig``, 6.3.2-6.3.5)
+and Houlsby's bottleneck adapters (``BottleneckConfig``, 6.3.1). The methods that add virtual
+tokens instead (prefix, prompt and P-tuning) live in ``minillm/peft/prompt.py``;
+``get_peft_model`` picks the right one from the config's class.
 
 The book fine-tunes with Hugging Face's ``peft`` library; this is the same API on top of
 ``minillm.nn.lora`` (the layer, the config, the injection), the way ``peft`` sits on top of
@@ -34,16 +39,17 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ._files import atomic_write
-from .io.checkpoint import model_config_dict
-from .io.guards import check_float_sources
-from .io.jsonfile import read_json_object
-from .io.safetensors import load_safetensors, save_safetensors
-from .nn.lora import (
+from .._files import atomic_write
+from ..io.checkpoint import model_config_dict
+from ..io.guards import check_float_sources
+from ..io.jsonfile import read_json_object
+from ..io.safetensors import load_safetensors, save_safetensors
+from ..nn.lora import (
     LLAMA_ALL_LINEAR_TARGETS, LLAMA_ATTENTION_TARGETS, LoraConfig, LoRALinear, book_lora_param_count,
     find_target_modules, inject_adapter_in_model, lora_layers, lora_param_formula,
 )
-from .nn.module import Module
+from ..nn.adapter import AdapterLinear, BottleneckConfig, bottleneck_param_formula, inject_bottleneck_adapters
+from ..nn.module import Module
 
 __all__ = [
     "PeftModel", "get_peft_model", "ADAPTER_WEIGHTS_NAME", "ADAPTER_CONFIG_NAME",
@@ -57,19 +63,38 @@ ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 
 
-def get_peft_model(model: Module, peft_config: LoraConfig) -> "PeftModel":
-    """Add LoRA adapters to ``model`` (6.3.4): find the target layers, replace each by a
-    ``LoRALinear``, freeze everything except the adapters. ``model`` is modified **in place**
-    (as ``peft``'s ``inject_adapter_in_model``); the returned ``PeftModel`` wraps it.
+def get_peft_model(model: Module, peft_config) -> Module:
+    """Add a parameter-efficient method to ``model``; everything else is frozen.
+
+    * ``LoraConfig`` (6.3.4): the target layers become ``LoRALinear``; ``model`` is modified
+      **in place** (as ``peft``'s ``inject_adapter_in_model``); returns a ``PeftModel``.
+    * ``BottleneckConfig`` (6.3.1, Houlsby adapters): the target layers become
+      ``AdapterLinear``, in place; returns a ``PeftModel``.
+    * ``PrefixTuningConfig``, ``PromptTuningConfig``, ``PromptEncoderConfig`` (6.3.1, prefix /
+      prompt / P-tuning): ``model`` is not changed, only frozen; returns a
+      ``PeftModelForCausalLM`` that adds the virtual tokens (``minillm/peft/prompt.py``).
     """
-    if not isinstance(peft_config, LoraConfig):
-        raise TypeError(f"get_peft_model: expected a LoraConfig, got {type(peft_config).__name__}")
-    if isinstance(model, PeftModel):
+    from .prompt import PROMPT_CONFIGS, PeftModelForCausalLM
+
+    if isinstance(model, (PeftModel, PeftModelForCausalLM)):
         raise ValueError("get_peft_model: this model is already a PeftModel (one adapter per model)")
     if not isinstance(model, Module):
         raise TypeError(f"get_peft_model: expected an nn.Module, got {type(model).__name__}")
+    if isinstance(peft_config, PROMPT_CONFIGS):
+        return PeftModelForCausalLM(model, peft_config)
+    if not isinstance(peft_config, (LoraConfig, BottleneckConfig)):
+        raise TypeError(f"get_peft_model: expected a LoraConfig, BottleneckConfig, PrefixTuningConfig, PromptTuningConfig "
+                        f"or PromptEncoderConfig, got {type(peft_config).__name__}")
     names = list(find_target_modules(model, peft_config.target_modules))
     return PeftModel(model, peft_config, _target_names=names)
+
+
+# peft_type in adapter_config.json -> the config class of an in-place method
+IN_PLACE_CONFIGS = {"LORA": LoraConfig, "BOTTLENECK": BottleneckConfig}
+
+
+def peft_type_of(config) -> str:
+    return "LORA" if isinstance(config, LoraConfig) else "BOTTLENECK"
 
 
 class PeftModel(Module):
@@ -96,7 +121,10 @@ class PeftModel(Module):
         # Remember each parameter's requires_grad so unload() can restore it.
         self._requires_grad_before = {id(p): p.requires_grad for p in model.parameters()}
         self._target_names = list(_target_names)
-        self._adapter_names = inject_adapter_in_model(peft_config, model, self._target_names)  # 6.3.4
+        if isinstance(peft_config, LoraConfig):
+            self._adapter_names = inject_adapter_in_model(peft_config, model, self._target_names)  # 6.3.4
+        else:
+            self._adapter_names = inject_bottleneck_adapters(peft_config, model, self._target_names)  # 6.3.1
 
     # ------------------------------------------------------------------ plumbing
     def __getattr__(self, name):
@@ -129,7 +157,10 @@ class PeftModel(Module):
                 object.__setattr__(self, "training", was)
 
     def extra_repr(self):
-        return f"base_model={type(self.base_model).__name__}, r={self.peft_config.r}, lora_alpha={self.peft_config.lora_alpha}"
+        c = self.peft_config
+        if isinstance(c, LoraConfig):
+            return f"base_model={type(self.base_model).__name__}, r={c.r}, lora_alpha={c.lora_alpha}"
+        return f"base_model={type(self.base_model).__name__}, bottleneck adapters on {len(self._target_names)} layers"
 
     def _check_usable(self, what):
         if self._unloaded:
@@ -138,6 +169,12 @@ class PeftModel(Module):
     def lora_layers(self) -> Iterator[tuple]:
         """(name, LoRALinear) for every adapted layer."""
         return lora_layers(self)
+
+    def tuner_layers(self) -> Iterator[tuple]:
+        """(name, layer) for every layer this adapter replaced (LoRALinear or AdapterLinear)."""
+        for name, m in self.base_model.named_modules():
+            if isinstance(m, (LoRALinear, AdapterLinear)):
+                yield name, m
 
     @property
     def targeted_module_names(self) -> list:
@@ -155,12 +192,26 @@ class PeftModel(Module):
 
     def expected_lora_parameters(self) -> int:
         """Σ r·(d_in + d_out) over the adapted layers (``lora_param_formula``)."""
-        return lora_param_formula([m.weight.shape for _, m in self.lora_layers()], self.peft_config.r)
+        return lora_param_formula([(m.out_features, m.in_features) for _, m in self.lora_layers()], self.peft_config.r)
+
+    def expected_trainable_parameters(self) -> int:
+        """The formula for this method: LoRA Σ r·(d_in + d_out); bottleneck adapters
+        Σ (2·d·m + m + d) (``bottleneck_param_formula``). Extras (biases, modules_to_save) aside."""
+        if isinstance(self.peft_config, LoraConfig):
+            return self.expected_lora_parameters()
+        layers = [m for _, m in self.tuner_layers()]
+        return bottleneck_param_formula([m.out_features for m in layers], [m.bottleneck_dim for m in layers])
 
     # ------------------------------------------------------------------ merging
+    def _check_mergeable(self, what):
+        if not isinstance(self.peft_config, LoraConfig):
+            raise RuntimeError(f"PeftModel.{what}: bottleneck adapters are nonlinear (ReLU between down and up) "
+                               "and cannot be folded into the weights; use unload() to remove them")
+
     def merge_adapter(self) -> None:
         """Fold B·A·scaling into every adapted weight (forward becomes the plain model's)."""
         self._check_usable("merge_adapter")
+        self._check_mergeable("merge_adapter")
         for _, m in self.lora_layers():
             m.merge()
 
@@ -173,8 +224,8 @@ class PeftModel(Module):
     def disable_adapter(self):
         """``with model.disable_adapter(): ...`` runs the base model (adapters bypassed)."""
         self._check_usable("disable_adapter")
-        layers = [m for _, m in self.lora_layers()]
-        if any(m.merged for m in layers):
+        layers = [m for _, m in self.tuner_layers()]
+        if any(getattr(m, "merged", False) for m in layers):
             raise RuntimeError("PeftModel.disable_adapter: the adapters are merged into the weights; unmerge_adapter() first")
         for m in layers:
             m.disabled = True
@@ -191,6 +242,7 @@ class PeftModel(Module):
         ``get_peft_model``) that can be saved as a normal checkpoint or exported. Each
         parameter's ``requires_grad`` is restored. This ``PeftModel`` is unusable afterwards.
         """
+        self._check_mergeable("merge_and_unload")
         return self._unload(merge=True)
 
     def unload(self) -> Module:
@@ -200,10 +252,10 @@ class PeftModel(Module):
     def _unload(self, merge: bool) -> Module:
         self._check_usable("merge_and_unload" if merge else "unload")
         model = self.base_model
-        for name, m in list(self.lora_layers()):
+        for name, m in list(self.tuner_layers()):
             if merge:
                 m.merge()
-            elif m.merged:
+            elif getattr(m, "merged", False):
                 m.unmerge()
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, m.get_base_layer())  # weight/bias: the same Parameters
@@ -232,7 +284,7 @@ class PeftModel(Module):
         os.makedirs(save_directory, exist_ok=True)
         tensors = self.adapter_state_dict()
         meta = {
-            "peft_type": "LORA",
+            "peft_type": peft_type_of(self.peft_config),
             "library": "minillm",
             **self.peft_config.to_dict(),
             "targeted_module_names": self._target_names,
@@ -254,12 +306,16 @@ class PeftModel(Module):
         # Everything that can be checked without touching `model` is checked first; the rest
         # (the adapter tensors against the injected layers) runs after injection, and any failure
         # there removes the adapters again: `model` is left exactly as it was.
-        if isinstance(model, PeftModel) or any(isinstance(m, LoRALinear) for _, m in model.named_modules()):
+        if isinstance(model, PeftModel) or any(isinstance(m, (LoRALinear, AdapterLinear)) for _, m in model.named_modules()):
             raise ValueError("PeftModel.from_pretrained: the model already has LoRA layers (one adapter per model); "
                              "load the adapter on a plain base model")
-        meta = _read_adapter_config(model_id)
+        meta = _read_adapter_config(model_id, allow_prompt=True)
+        from .prompt import PROMPT_CONFIG_BY_TYPE, PeftModelForCausalLM
+
+        if meta.get("peft_type") in PROMPT_CONFIG_BY_TYPE:
+            return PeftModelForCausalLM.from_pretrained(model, model_id, is_trainable=is_trainable)
         try:
-            config = LoraConfig.from_dict(meta)
+            config = IN_PLACE_CONFIGS[meta.get("peft_type", "LORA")].from_dict(meta)
         except (TypeError, ValueError) as e:
             raise ValueError(f"PeftModel: {os.path.join(model_id, ADAPTER_CONFIG_NAME)}: {e}") from None
         config.inference_mode = not is_trainable
@@ -289,7 +345,10 @@ class PeftModel(Module):
         """Load saved adapter weights into this model's adapters (same layers, same r)."""
         self._check_usable("load_adapter")
         meta = _read_adapter_config(model_id)
-        if int(meta.get("r", -1)) != self.peft_config.r or float(meta.get("lora_alpha", -1)) != float(self.peft_config.lora_alpha):
+        if meta.get("peft_type", "LORA") != peft_type_of(self.peft_config):
+            raise ValueError(f"PeftModel.load_adapter: {model_id} holds a {meta.get('peft_type')} adapter, "
+                             f"this model has {peft_type_of(self.peft_config)}")
+        if isinstance(self.peft_config, LoraConfig) and int(meta.get("r", -1)) != self.peft_config.r or float(meta.get("lora_alpha", -1)) != float(self.peft_config.lora_alpha):
             raise ValueError(
                 f"PeftModel.load_adapter: {model_id} has r={meta.get('r')}, lora_alpha={meta.get('lora_alpha')}; "
                 f"this model has r={self.peft_config.r}, lora_alpha={self.peft_config.lora_alpha}"
@@ -330,11 +389,14 @@ def _read_adapter_weights(model_id: str) -> dict:
     return load_safetensors(path)
 
 
-def _read_adapter_config(model_id: str) -> dict:
+def _read_adapter_config(model_id: str, allow_prompt: bool = False) -> dict:
     path = os.path.join(model_id, ADAPTER_CONFIG_NAME)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"PeftModel: no {ADAPTER_CONFIG_NAME} in {model_id!r} (expected a directory written by save_pretrained)")
     meta = read_json_object(path)
-    if meta.get("peft_type", "LORA") != "LORA":
-        raise ValueError(f"PeftModel: {path} is a {meta.get('peft_type')} adapter; only LORA is supported")
+    from .prompt import PROMPT_CONFIG_BY_TYPE
+
+    known = set(IN_PLACE_CONFIGS) | (set(PROMPT_CONFIG_BY_TYPE) if allow_prompt else set())
+    if meta.get("peft_type", "LORA") not in known:
+        raise ValueError(f"PeftModel: {path} is a {meta.get('peft_type')} adapter; expected one of {sorted(known)}")
     return meta

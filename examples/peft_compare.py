@@ -1,0 +1,293 @@
+"""Every fine-tuning method of Happy LLM 6.3.1 on the same base and the same SFT data.
+
+    python examples/peft_compare.py              # default run (20 min on the shared 2-core box at load ~15)
+    python examples/peft_compare.py --quick      # smoke run, ~1 min at load ~25 (its test)
+
+One pretrained tiny LLaMA (pretrained here once, as in examples/lora_sft.py, and reused), one
+SFT dataset, the same batches in the same order, and seven ways to fine-tune it:
+
+  full FT        every weight trains                                        6.2
+  LoRA           B·A (rank r) beside every projection                       6.3.2-6.3.5
+  QLoRA          the same LoRA, on a base whose Linear weights are NF4      QLoRA (Dettmers et al.)
+  adapter        Houlsby bottleneck MLPs after wo and w2                    6.3.1 (Adapter Tuning)
+  prefix         per-layer key/value prefixes, MLP-reparameterised          6.3.1 (Prefix Tuning)
+  prompt         virtual input embeddings, initialised from a text          6.3.1 (Prompt Tuning)
+  P-tuning       virtual input embeddings made by a bi-LSTM + MLP           6.3.1 (P-Tuning)
+
+It prints one table: trainable parameters (and their share), the formula's count, the bytes
+the weights take, the optimizer state, the peak memory one training step allocates
+(tracemalloc over a forward + backward), seconds per step, and held-out exact match. Then it
+saves each adapter (safetensors + JSON), reloads it on a fresh base and checks the logits.
+
+Before the runs it measures weight-only quantization of the base (int8, NF4, NF4 with double
+quantization): the per-layer reconstruction error, the size on disk, the held-out loss and
+perplexity, and greedy decode speed against float32.
+"""
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+import tracemalloc
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+
+import minillm as mi  # noqa: E402
+from minillm import pipeline  # noqa: E402
+from minillm.data import (  # noqa: E402
+    DataLoader, PretrainDataset, SFTDataset, build_token_file, collate_sft, read_pretrain_texts, read_sft_conversations,
+)
+from minillm.io import load_model  # noqa: E402
+from minillm.io import save_model  # noqa: E402
+from minillm.peft import (  # noqa: E402
+    save_quantized, LLAMA_ALL_LINEAR_TARGETS, BottleneckConfig, LoraConfig, PeftModel, PrefixTuningConfig, PromptEncoderConfig,
+    PromptTuningConfig, get_peft_model, quantize_model,
+)
+from minillm.nn.quant import QuantLinear  # noqa: E402
+from minillm.train import Trainer, TrainConfig, check_out_dir  # noqa: E402
+from lora_sft import QUICK as LORA_QUICK, DEFAULTS as LORA_DEFAULTS, fmt_bytes, get_base, optimizer_state_bytes  # noqa: E402
+
+DEFAULTS = dict(LORA_DEFAULTS, sft_steps=100, eval_limit=100)
+QUICK = dict(LORA_QUICK, n_stories=300, n_sft=80, vocab_size=300, block_size=32, pretrain_steps=4, sft_steps=3,
+             sft_batch_size=4, eval_limit=4)
+METHODS = ("full", "lora", "qlora", "adapter", "prefix", "prompt", "ptuning")
+LR = dict(full=1e-3, lora=5e-3, qlora=5e-3, adapter=5e-3, prefix=1e-2, prompt=1e-1, ptuning=3e-2)
+NUM_VIRTUAL_TOKENS = 10
+PROMPT_INIT_TEXT = "Answer the question in a few words."
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a small corpus and a few steps")
+    p.add_argument("--out-dir", default="runs/peft_compare", help="where everything is written (default: %(default)s)")
+    p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of %(default)s")
+    p.add_argument("--sft-steps", type=int, help="optimizer steps of each run")
+    p.add_argument("--eval-limit", type=int, help="held-out questions answered by each model")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier call in --out-dir")
+    args = p.parse_args(argv)
+    for k, v in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    args.base, args.tokenizer = None, None  # get_base (from lora_sft.py) pretrains one into OUT_DIR/base
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]  # "" = the quantization report only
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad:
+        p.error(f"--methods: unknown {bad}; choose from {', '.join(METHODS)}")
+    return args
+
+
+def make_model(method, base_dir, tok_path):
+    """The base model prepared for ``method`` (weights freshly loaded each time)."""
+    model = load_model(base_dir)
+    if method == "full":
+        return model
+    if method == "lora":
+        return get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1, target_modules=LLAMA_ALL_LINEAR_TARGETS))
+    if method == "qlora":
+        quantize_model(model, "nf4", double_quant=True)  # frozen NF4 base (the tied embedding/output head stays float)
+        return get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.1, target_modules=LLAMA_ALL_LINEAR_TARGETS))
+    if method == "adapter":
+        return get_peft_model(model, BottleneckConfig(bottleneck_dim=16, target_modules=["wo", "w2"]))
+    if method == "prefix":
+        return get_peft_model(model, PrefixTuningConfig(num_virtual_tokens=NUM_VIRTUAL_TOKENS, prefix_projection=True,
+                                                        encoder_hidden_size=64))
+    if method == "prompt":
+        return get_peft_model(model, PromptTuningConfig(num_virtual_tokens=NUM_VIRTUAL_TOKENS, prompt_tuning_init="TEXT",
+                                                        prompt_tuning_init_text=PROMPT_INIT_TEXT, tokenizer_name_or_path=tok_path))
+    return get_peft_model(model, PromptEncoderConfig(num_virtual_tokens=NUM_VIRTUAL_TOKENS, encoder_reparameterization_type="LSTM",
+                                                     encoder_hidden_size=64, encoder_num_layers=1))
+
+
+def weight_bytes(model) -> int:
+    """Bytes of every parameter and persistent buffer (a tied weight once)."""
+    seen, n = set(), 0
+    for t in list(model.parameters()) + [b for name, b in model.named_buffers() if not name.endswith(("freqs_cos", "freqs_sin"))]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            n += t.data.nbytes
+    return n
+
+
+def step_peak_bytes(model, batch) -> int:
+    """Peak bytes allocated by one forward + backward (activations, gradients), by tracemalloc."""
+    x, y, mask = batch
+    tracemalloc.start()
+    try:
+        model(mi.tensor(x), targets=mi.tensor(y), attention_mask=mi.tensor(mask)).loss.backward()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    model.zero_grad()
+    return peak
+
+
+def run(method, args, base_dir, tok, tok_path, loader, loader_start, eval_records, show):
+    mi.manual_seed(args.seed)
+    model = make_model(method, base_dir, tok_path)
+    loader.load_state_dict(loader_start)
+    batch = next(iter(loader))
+    model(mi.tensor(batch[0]), targets=mi.tensor(batch[1]), attention_mask=mi.tensor(batch[2])).loss.backward()  # warm-up
+    model.zero_grad()
+    peak = step_peak_bytes(model, batch)
+    formula = model.expected_trainable_parameters() if hasattr(model, "expected_trainable_parameters") else model.num_parameters()
+    cfg = TrainConfig(
+        out_dir=os.path.join(args.out_dir, method), max_steps=args.sft_steps, lr=LR[method], min_lr=LR[method] / 10,
+        warmup_steps=max(1, args.sft_steps // 10), weight_decay=0.0, eval_interval=0, checkpoint_interval=0, keep_last=1,
+        seed=args.seed, progress=show, plot=False, overwrite=args.overwrite,
+    )
+    loader.load_state_dict(loader_start)  # every run sees the same batches
+    trainer = Trainer(model, None, loader, None, cfg)
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = (time.perf_counter() - t0) / args.sft_steps
+    acc = pipeline.evaluate_sft(model, tok, eval_records)
+    # every weight the model computes with, a quantized one too (num_parameters counts Parameters only)
+    quantized = sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, QuantLinear) or getattr(m, "quantized", False))
+    stats = dict(method=method, trainable=model.num_parameters(trainable_only=True), total=model.num_parameters() + quantized,
+                 formula=int(formula), weight_bytes=weight_bytes(model), optimizer_bytes=optimizer_state_bytes(trainer.optimizer),
+                 step_peak_bytes=peak, seconds_per_step=seconds, final_train_loss=trainer.losses[-1],
+                 accuracy={k: v for k, v in acc.items() if k != "examples"})
+    if method != "full":
+        stats["adapter"] = save_and_reload(method, model, args, base_dir, batch[0])
+    return stats
+
+
+def save_and_reload(method, model, args, base_dir, ids):
+    """Save the adapter, load it onto a freshly loaded base, compare logits."""
+    adir = os.path.join(args.out_dir, f"{method}_adapter")
+    model.save_pretrained(adir)
+    fresh = load_model(base_dir)
+    if method == "qlora":
+        quantize_model(fresh, "nf4", double_quant=True)  # deterministic: the same codes as the trained base
+    ids = mi.tensor(ids[:2, :32])
+    with mi.no_grad(), model.mode(training=False):
+        want = model(ids).logits.data
+        got = PeftModel.from_pretrained(fresh, adir)(ids).logits.data
+    size = sum(os.path.getsize(os.path.join(adir, f)) for f in os.listdir(adir))
+    return dict(dir=adir, bytes=size, reload_max_abs_diff=float(np.abs(got - want).max()))
+
+
+def dir_bytes(path) -> int:
+    return sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+
+
+def quantization_report(base_dir, val_batches, prompt, out_dir, n_new):
+    """int8 / NF4 / NF4+double quantization of the base against float32 (rows of a table)."""
+    ref = load_model(base_dir)
+    ref_w = {n: m.weight.data for n, m in ref.named_modules() if type(m).__name__ == "Linear"}
+    rows = []
+    for name, qt, dq in (("float32", None, False), ("int8", "int8", False), ("nf4", "nf4", False), ("nf4+dq", "nf4", True)):
+        model = load_model(base_dir)
+        qdir = os.path.join(out_dir, f"quantized_{name}")
+        if qt:
+            quantize_model(model, qt, double_quant=dq)
+            save_quantized(model, qdir)
+        else:
+            save_model(model, qdir)
+        errs = [(float(np.linalg.norm(m.dequantize() - ref_w[n]) / np.linalg.norm(ref_w[n])), n)
+                for n, m in model.named_modules() if isinstance(m, QuantLinear)]
+        with mi.no_grad(), model.mode(training=False):
+            losses = [float(model(mi.tensor(x), targets=mi.tensor(y), attention_mask=mi.tensor(m)).loss.data) for x, y, m in val_batches]
+            speeds = {}
+            for fused in ((True, False) if not qt else (False,)):
+                model.generate(prompt, max_new_tokens=4, temperature=0, fused_decode=fused)  # warm-up
+                t0 = time.perf_counter()
+                model.generate(prompt, max_new_tokens=n_new, temperature=0, fused_decode=fused)
+                speeds[fused] = n_new / (time.perf_counter() - t0)
+        loss = float(np.mean(losses))
+        rows.append(dict(name=name, disk_bytes=dir_bytes(qdir), mean_rel_err=float(np.mean([e for e, _ in errs])) if errs else 0.0,
+                         max_rel_err=max(errs)[0] if errs else 0.0, worst_layer=max(errs)[1] if errs else "-",
+                         loss=loss, ppl=float(np.exp(loss)), tok_s_modules=speeds[False], tok_s_fused=speeds.get(True)))
+    head = f"{'weights':<9}{'on disk':>10}{'rel. error mean / max (layer)':>44}{'loss':>8}{'ppl':>8}{'decode tok/s':>14}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        err = "-" if r["name"] == "float32" else f"{r['mean_rel_err']:.4f} / {r['max_rel_err']:.4f} ({r['worst_layer']})"
+        fused = f" (fused {r['tok_s_fused']:.0f})" if r["tok_s_fused"] else ""
+        print(f"{r['name']:<9}{fmt_bytes(r['disk_bytes']):>10}{err:>44}{r['loss']:>8.3f}{r['ppl']:>8.2f}{r['tok_s_modules']:>14.1f}{fused}")
+    print("(rel. error: ||W - Ŵ|| / ||W|| per quantized Linear; loss/ppl: held-out pretraining stories; decode: greedy,\n"
+          " batch 1, through the modules; quantized layers dequantize their whole weight at every call, so they decode\n"
+          " slower than float32; the fused one-kernel float32 step is shown for reference)")
+    return rows
+
+
+def print_table(base_acc, rows):
+    head = (f"{'method':<9}{'trainable (share)':>22}{'formula':>10}{'weights':>10}{'optim':>10}{'step peak':>11}"
+            f"{'s/step':>8}{'loss':>7}  held-out exact match")
+    print(head)
+    print("-" * len(head))
+    print(f"{'base':<9}{'-':>22}{'-':>10}{'':>10}{'':>10}{'':>11}{'':>8}{'':>7}  {pipeline.format_accuracy(base_acc)}")
+    for s in rows:
+        share = f"{s['trainable']:,} ({100 * s['trainable'] / s['total']:.2f}%)"
+        print(f"{s['method']:<9}{share:>22}{s['formula']:>10,}{fmt_bytes(s['weight_bytes']):>10}{fmt_bytes(s['optimizer_bytes']):>10}"
+              f"{fmt_bytes(s['step_peak_bytes']):>11}{s['seconds_per_step']:>8.3f}{s['final_train_loss']:>7.3f}  "
+              f"{pipeline.format_accuracy(s['accuracy'])}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    mi.tune_malloc()
+    mi.manual_seed(args.seed)
+    for m in args.methods:
+        check_out_dir(os.path.join(args.out_dir, m), overwrite=args.overwrite)
+    os.makedirs(args.out_dir, exist_ok=True)
+    show = not args.no_progress
+    t_start = time.time()
+
+    print("=== 1. data and the pretrained base model ===")
+    paths = pipeline.prepare_corpus(os.path.join(args.out_dir, "data"), n_stories=args.n_stories, n_sft=args.n_sft, seed=args.seed)
+    eval_records = pipeline.read_sft_records(paths["sft_val"], limit=args.eval_limit)
+    base_dir, tok = get_base(args, paths, show)
+    tok_path = os.path.join(base_dir, "tokenizer.json")
+    base = load_model(base_dir)
+    max_length = base.args.max_seq_len - NUM_VIRTUAL_TOKENS  # room for the virtual tokens: the same data for every method
+    train_ds = SFTDataset(list(read_sft_conversations(paths["sft_train"])), tok, max_length)
+    loader = DataLoader(train_ds, args.sft_batch_size, shuffle=True, seed=args.seed, drop_last=True,
+                        collate_fn=functools.partial(collate_sft, pad_id=tok.pad_token_id))
+    loader_start = loader.state_dict()
+    base_acc = pipeline.evaluate_sft(base, tok, eval_records)
+    print(f"base: {base.num_parameters():,} parameters; held-out exact match {pipeline.format_accuracy(base_acc)}")
+
+    print("\n=== 2. weight-only quantization of the base ===")
+    # held-out perplexity on the pretraining validation stories (what the base model was trained to predict)
+    val_bin = os.path.join(args.out_dir, "quant_val.bin")
+    build_token_file(read_pretrain_texts(paths["pretrain_val"]), tok, val_bin, show_progress=False)
+    val_ds = PretrainDataset(val_bin, min(128, base.args.max_seq_len))
+    blocks = [val_ds[i] for i in range(min(len(val_ds), 8 if args.quick else 64))]
+    val_batches = [(np.stack([x for x, _ in blocks[i:i + 8]]), np.stack([y for _, y in blocks[i:i + 8]]),
+                    np.ones((len(blocks[i:i + 8]), val_ds.block_size), dtype=np.int64)) for i in range(0, len(blocks), 8)]
+    prompt = tok.encode_chat(eval_records[0]["messages"][:-1], add_generation_prompt=True)
+    quant_rows = quantization_report(base_dir, val_batches, prompt, args.out_dir, n_new=8 if args.quick else 48)
+
+    rows = []
+    print("\n=== 3. fine-tuning, one method at a time ===")
+    for method in args.methods:
+        print(f"\n=== {method} (lr {LR[method]:g}) ===", flush=True)
+        rows.append(run(method, args, base_dir, tok, tok_path, loader, loader_start, eval_records, show))
+        print(f"{method}: exact match {pipeline.format_accuracy(rows[-1]['accuracy'])}", flush=True)
+
+    print("\n=== 4. the comparison (same base, same batches, same steps) ===")
+    print_table(base_acc, rows)
+    print("(weights: parameters + buffers as stored, tied embedding once; optim: AdamW's m and v; step peak:\n"
+          " tracemalloc's peak over one forward + backward of a batch; s/step: wall clock, noisy on a shared machine)")
+    for s in rows:
+        if "adapter" in s:
+            a = s["adapter"]
+            print(f"{s['method']:<9} adapter file {fmt_bytes(a['bytes']):>9}; reloaded on a fresh base: "
+                  f"max |Δlogits| = {a['reload_max_abs_diff']:.1e}")
+    report = dict(args={k: v for k, v in vars(args).items()}, base_accuracy={k: v for k, v in base_acc.items() if k != "examples"},
+                  runs=rows, quantization=quant_rows, minutes=(time.time() - t_start) / 60)
+    with open(os.path.join(args.out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    print(f"\nreport: {args.out_dir}/report.json; done in {report['minutes']:.1f} minutes")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""examples/peft_compare.py --quick runs end to end and reports what it promises."""
+import importlib.util
+import os
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "peft_compare.py")
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("peft_compare_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_end_to_end(tmp_path, capsys):
+    report = _load_example().main(["--quick", "--out-dir", str(tmp_path / "run"), "--no-progress"])
+    text = capsys.readouterr().out
+    assert "the comparison" in text and "held-out exact match" in text and "decode tok/s" in text
+    runs = {r["method"]: r for r in report["runs"]}
+    assert sorted(runs) == sorted(["full", "lora", "qlora", "adapter", "prefix", "prompt", "ptuning"])
+    for name, r in runs.items():
+        assert r["trainable"] == r["formula"], name  # every count is its formula
+        assert 0 <= r["accuracy"]["all"] <= 1 and r["seconds_per_step"] > 0 and r["step_peak_bytes"] > 0
+        if name != "full":
+            assert r["trainable"] < runs["full"]["trainable"] and r["optimizer_bytes"] < runs["full"]["optimizer_bytes"]
+            assert r["adapter"]["reload_max_abs_diff"] < 1e-5
+            assert sorted(os.listdir(r["adapter"]["dir"])) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert runs["full"]["trainable"] == runs["full"]["total"]
+    assert runs["qlora"]["trainable"] == runs["lora"]["trainable"]
+    assert runs["qlora"]["weight_bytes"] < 0.6 * runs["lora"]["weight_bytes"]  # the NF4 base
+    q = {r["name"]: r for r in report["quantization"]}
+    assert q["float32"]["disk_bytes"] > q["int8"]["disk_bytes"] > q["nf4"]["disk_bytes"] > q["nf4+dq"]["disk_bytes"]
+    assert 0 < q["int8"]["max_rel_err"] < q["nf4"]["mean_rel_err"] < 0.2
