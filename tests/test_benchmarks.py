@@ -67,3 +67,9 @@ def test_profile_script_prints_a_table():
     head = next(i for i, line in enumerate(lines) if line.split() == ["own", "ms", "share", "calls", "function"])
     assert len(lines) - head - 1 == 5  # --top rows
     assert all(re.match(r"\s*\d+\.\d+\s+\d+\.\d%\s+\d+\s+\S", line) for line in lines[head + 1:])
+
+
+def test_memory_benchmark_measures_gradient_checkpointing():
+    rows = json.loads(run("memory.py", "--checkpointing", "--seq-lens", "64", "--json"))
+    (row,) = rows
+    assert row["seq_len"] == 64 and row["checkpointed_mib"] < 0.8 * row["plain_mib"]
