@@ -336,3 +336,16 @@ def test_checkpoint_of_two_ranks_with_zero_resumes_on_one(tmp_path, dp_float64):
     resumed, w = _run(run, "--steps", 4, "--resume")  # one process, plain AdamW
     np.testing.assert_allclose(resumed["losses"], one["losses"][2:], rtol=0, atol=1e-10)
     assert _max_diff(w1, w) < 1e-10
+
+
+def test_data_parallel_example_quick(tmp_path):
+    _mpiexec()
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "data_parallel.py"), "--quick", "--out-dir",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line[:5].strip().isdigit()]
+    assert [(r[0], r[1]) for r in rows] == [("1", "0"), ("2", "0"), ("2", "1"), ("2", "2")]
+    assert all(float(r[2]) < 1e-5 for r in rows)  # every run's losses equal the 1-rank run's (float32)
+    assert all(r[5] == r[7] and r[6] == r[8] for r in rows)  # measured bytes per rank == the paper's formula
+    assert "tokens per second" in proc.stdout

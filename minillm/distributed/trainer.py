@@ -27,6 +27,7 @@ with dropout 0 (the LLaMA presets) they are equal to rounding.
 """
 from __future__ import annotations
 
+import time
 from typing import Callable, Optional
 
 import numpy as np
@@ -76,6 +77,7 @@ class DistributedTrainer(Trainer):
         self.buckets = None if zero_stage else GradientBuckets(params, self.group, bucket_cap_mb)
         self.memory: Optional[dict] = None  # this rank's bytes of gradients / optimizer state (first step)
         self.memory_per_rank: Optional[list] = None  # every rank's, gathered
+        self.grad_sync_seconds = 0.0  # wall time spent averaging gradients (the price of data parallel)
 
     # ------------------------------------------------------------------ the seams
     def is_world_process_zero(self) -> bool:
@@ -96,8 +98,10 @@ class DistributedTrainer(Trainer):
 
     def _clip_and_step(self, params: list, max_norm: float) -> float:
         first = self.memory is None
+        t0 = time.perf_counter()
         if self.zero is not None:
             self.zero.reduce_gradients()  # stage 1: all-reduce; stage 2: reduce-scatter, full grads freed
+            self.grad_sync_seconds += time.perf_counter() - t0
             grad_bytes = self.zero.memory_report()["gradients"]
             grad_norm = self.zero.clip_grad_norm_(max_norm)
             self.zero.step()  # my shard of AdamW, then all-gather the weights
@@ -105,6 +109,7 @@ class DistributedTrainer(Trainer):
             self.zero.zero_grad()
         else:
             self.buckets.all_reduce_mean_()  # every rank: the global batch's gradient
+            self.grad_sync_seconds += time.perf_counter() - t0
             grad_bytes = held_bytes([p.grad.data for p in params if p.grad is not None])
             grad_norm = clip_grad_norm_(params, max_norm)
             self.optimizer.step()
