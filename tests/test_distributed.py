@@ -349,3 +349,34 @@ def test_data_parallel_example_quick(tmp_path):
     assert all(float(r[2]) < 1e-5 for r in rows)  # every run's losses equal the 1-rank run's (float32)
     assert all(r[5] == r[7] and r[6] == r[8] for r in rows)  # measured bytes per rank == the paper's formula
     assert "tokens per second" in proc.stdout
+
+
+def test_cli_pretrain_under_mpiexec_then_resume_on_one_process(tmp_path):
+    """``mpiexec -n 2 python -m minillm pretrain`` trains with ZeRO-1 and rank 0 saves the model; the
+    checkpoint it wrote resumes in one process."""
+    mpiexec = _mpiexec()
+    from minillm.data.world import generate_stories
+    from minillm.tokenizers import BPETokenizer
+
+    stories = generate_stories(60, split="train")
+    for name, texts in (("tr.jsonl", stories[:50]), ("va.jsonl", stories[50:])):
+        (tmp_path / name).write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    BPETokenizer.train(stories[:50], vocab_size=300, show_progress=False).save(str(tmp_path / "tok"))
+    common = ["-m", "minillm", "pretrain", "--data", str(tmp_path / "tr.jsonl"), "--val", str(tmp_path / "va.jsonl"),
+              "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "run"), "--block-size", "32",
+              "--batch-size", "4", "--no-progress", "--lr-decay-steps", "2", "--warmup-steps", "1"]
+    env = {**os.environ, "PYTHONPATH": ROOT, "OPENBLAS_NUM_THREADS": "1"}
+    for var in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE"):
+        env.pop(var, None)
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, *common, "--steps", "2", "--zero-stage", "1"],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("validation loss") == 1  # rank 0 alone reports
+    assert "2 ranks x 2 sequences, ZeRO stage 1" in proc.stdout
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["world_size"] == 2 and records[0]["zero_stage"] == 1
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+    proc = subprocess.run([sys.executable, *common, "--steps", "3", "--resume"], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["step_00000002", "step_00000003"]

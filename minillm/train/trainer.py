@@ -20,6 +20,10 @@ AdamW moments and step counts, the schedule position, minillm's RNG state (dropo
 the data loader's position -- so a run stopped at step k and resumed computes exactly
 the same losses as one that never stopped (``tests/test_train.py`` checks this).
 
+Data parallel on N MPI ranks (6.1.5) is ``minillm.distributed.DistributedTrainer``, which fills in
+this class's four seams (``is_world_process_zero``, ``_prepare_out_dir``, ``_reduce_step_stats``,
+``_clip_and_step``); the training loop itself is the same on one process and on N.
+
     trainer = Trainer(model, None, train_loader, val_loader, TrainConfig(out_dir="out", max_steps=2000))
     trainer.resume()      # continue from out/checkpoints/step_* if there is one
     trainer.train()
