@@ -492,17 +492,32 @@ def main(argv=None) -> int:
             mi.set_kernels(args.kernels)
         COMMANDS[args.command](args)
     except KeyboardInterrupt:
+        _abort_other_ranks(130)
         if args.debug:
             raise
         print("\ninterrupted", file=sys.stderr)
         return 130
     except USER_ERRORS as e:
+        message = str(e).strip() or type(e).__name__
+        if not args.debug:
+            print(f"error: {message}\n(python -m minillm --debug {args.command} ... shows the traceback)", file=sys.stderr)
+        _abort_other_ranks(2)
         if args.debug:
             raise
-        message = str(e).strip() or type(e).__name__
-        print(f"error: {message}\n(python -m minillm --debug {args.command} ... shows the traceback)", file=sys.stderr)
         return 2
     return 0
+
+
+def _abort_other_ranks(code: int) -> None:
+    """Under mpiexec, an error on one rank must end them all (the others would wait forever)."""
+    if "minillm.distributed" not in sys.modules:
+        return
+    from .distributed.comm import current_process_group
+
+    group = current_process_group()
+    if group is not None and group.world_size > 1:
+        sys.stderr.flush()
+        group.abort(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

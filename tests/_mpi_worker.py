@@ -46,6 +46,7 @@ def main(argv=None):
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--checkpoint-interval", type=int, default=0)
     ap.add_argument("--grad-clip", type=float, default=0.5)
+    ap.add_argument("--fail-on-rank", type=int, default=None, help="this rank raises at its 2nd batch")
     args = ap.parse_args(argv)
 
     group = init_process_group()
@@ -56,7 +57,18 @@ def main(argv=None):
     config = TrainConfig(out_dir=args.out, max_steps=args.steps, lr=3e-3, min_lr=3e-4, warmup_steps=1, lr_decay_steps=8,
                          grad_accum_steps=args.grad_accum, grad_clip=args.grad_clip, eval_interval=0, log_interval=1,
                          checkpoint_interval=args.checkpoint_interval, progress=False, plot=False, overwrite=not args.resume)
-    trainer = DistributedTrainer(model, None, loader, None, config, group=group, zero_stage=args.zero_stage)
+    forward_fn = None
+    if args.fail_on_rank == group.rank:
+        calls = []
+
+        def forward_fn(model, batch):
+            calls.append(1)
+            if len(calls) == 2:
+                raise ValueError(f"injected failure on rank {group.rank}")
+            return model(mi.Tensor(batch[0]), targets=mi.Tensor(batch[1]))
+
+    trainer = DistributedTrainer(model, None, loader, None, config, group=group, zero_stage=args.zero_stage,
+                                 forward_fn=forward_fn)
     if args.resume:
         trainer.resume()
     trainer.train()

@@ -380,3 +380,14 @@ def test_cli_pretrain_under_mpiexec_then_resume_on_one_process(tmp_path):
                           timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["step_00000002", "step_00000003"]
+
+
+def test_an_error_on_one_rank_ends_the_job_instead_of_hanging(tmp_path):
+    mpiexec = _mpiexec()
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    for var in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE"):
+        env.pop(var, None)
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, WORKER, "--out", str(tmp_path), "--fail-on-rank", "1"],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode != 0
+    assert "injected failure on rank 1 -- aborting all 2 ranks" in proc.stderr

@@ -33,7 +33,7 @@ import numpy as np
 
 __all__ = [
     "ProcessGroup", "SingleProcessGroup", "MPIProcessGroup", "init_process_group", "get_process_group",
-    "launched_world_size", "is_mpi_available",
+    "launched_world_size", "is_mpi_available", "current_process_group",
 ]
 
 # Set by the launchers: MPICH/Intel MPI (Hydra) set PMI_SIZE, Open MPI sets OMPI_COMM_WORLD_SIZE.
@@ -117,6 +117,10 @@ class ProcessGroup:
         """Every rank's Python object, as a list in rank order."""
         raise NotImplementedError
 
+    def abort(self, code: int = 1) -> None:
+        """End every rank of the job now (one failing rank would leave the others waiting forever in
+        their next collective). A no-op for one process."""
+
     def is_main_process(self) -> bool:
         return self.rank == 0
 
@@ -189,6 +193,9 @@ class MPIProcessGroup(ProcessGroup):
     def all_gather_object(self, obj):
         return self.comm.allgather(obj)
 
+    def abort(self, code: int = 1) -> None:
+        self.comm.Abort(int(code))
+
 
 _GROUP: Optional[ProcessGroup] = None
 
@@ -219,6 +226,11 @@ def init_process_group(backend: str = "auto") -> ProcessGroup:
     if _GROUP.world_size != launched and launched > 1:
         raise RuntimeError(f"the launcher says {launched} processes but MPI sees {_GROUP.world_size}: "
                            "was mpiexec from another MPI than the one mpi4py was built with?")
+    return _GROUP
+
+
+def current_process_group() -> Optional[ProcessGroup]:
+    """The group made by ``init_process_group()``, or None if none was made in this process."""
     return _GROUP
 
 

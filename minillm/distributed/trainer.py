@@ -27,6 +27,7 @@ with dropout 0 (the LLaMA presets) they are equal to rounding.
 """
 from __future__ import annotations
 
+import sys
 import time
 from typing import Callable, Optional
 
@@ -78,6 +79,22 @@ class DistributedTrainer(Trainer):
         self.memory: Optional[dict] = None  # this rank's bytes of gradients / optimizer state (first step)
         self.memory_per_rank: Optional[list] = None  # every rank's, gathered
         self.grad_sync_seconds = 0.0  # wall time spent averaging gradients (the price of data parallel)
+
+    def train(self) -> dict:
+        """``Trainer.train`` on every rank. An error on one rank ends the whole job (MPI Abort): the
+        other ranks would otherwise wait forever in their next collective."""
+        try:
+            return super().train()
+        except BaseException as e:
+            if self.group.world_size > 1:
+                import traceback
+
+                print(f"rank {self.group.rank}: {type(e).__name__}: {e} -- aborting all {self.group.world_size} ranks",
+                      file=sys.stderr, flush=True)
+                traceback.print_exc()
+                sys.stderr.flush()
+                self.group.abort(1)
+            raise
 
     # ------------------------------------------------------------------ the seams
     def is_world_process_zero(self) -> bool:
