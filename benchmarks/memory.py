@@ -7,6 +7,12 @@ difference (what training itself needed: activations, gradients, optimizer state
 
     python benchmarks/memory.py                   # tiny and small, table
     python benchmarks/memory.py --configs tiny --json
+    python benchmarks/memory.py --checkpointing   # gradient checkpointing on/off at long sequences (6.1)
+
+``--checkpointing`` measures one training step of the LLaMA "tiny" preset with and without
+``model.gradient_checkpointing_enable()``, as the peak of the NumPy arrays alive during forward +
+backward (``tracemalloc``, which sees every NumPy allocation; RSS would add the allocator's slack),
+at growing sequence lengths, and the step time of each.
 """
 from __future__ import annotations
 
@@ -63,6 +69,38 @@ def worker(contender: str, config: str, steps: int, threads: int) -> dict:
             "peak_rss_mb": peak, "training_mb": peak - before}
 
 
+def checkpointing_rows(seq_lens, batch: int = 4, preset: str = "tiny") -> list:
+    """Peak traced MiB and seconds of one forward + backward, without and with gradient checkpointing."""
+    import time
+    import tracemalloc
+
+    import minillm as mi
+    from minillm.models.llama import ModelConfig, Transformer
+
+    rows = []
+    for T in seq_lens:
+        ids = np.random.default_rng(0).integers(0, 2048, size=(batch, T + 1))
+        x, y = mi.Tensor(ids[:, :-1]), mi.Tensor(ids[:, 1:])
+        row = {"seq_len": T, "batch": batch}
+        for use in (False, True):
+            mi.manual_seed(0)
+            model = Transformer(ModelConfig.preset(preset, vocab_size=2048, max_seq_len=max(T, 256)))
+            if use:
+                model.gradient_checkpointing_enable()
+            model(x, targets=y).loss.backward()  # warm-up: kernels compiled, caches filled
+            model.zero_grad()
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            model(x, targets=y).loss.backward()
+            seconds = time.perf_counter() - t0
+            peak = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+            key = "checkpointed" if use else "plain"
+            row[f"{key}_mib"], row[f"{key}_s"] = peak, seconds
+        rows.append(row)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=["tiny", "small"], choices=["tiny", "small"])
@@ -70,7 +108,23 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print JSON results instead of the table")
     p.add_argument("--worker", nargs=2, metavar=("CONTENDER", "CONFIG"), help=argparse.SUPPRESS)
+    p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing on/off instead")
+    p.add_argument("--seq-lens", type=int, nargs="+", default=[256, 512, 1024])
     args = p.parse_args(argv)
+    if args.checkpointing:
+        rows = checkpointing_rows(args.seq_lens)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return
+        print("one training step (forward + backward) of LLaMA tiny, batch 4: peak MiB of live NumPy arrays")
+        head = f"{'T':>5} {'plain MiB':>10} {'checkpointed MiB':>17} {'saved':>6} {'plain s':>8} {'checkpointed s':>15}"
+        print(head)
+        print("-" * len(head))
+        for r in rows:
+            saved = 1 - r["checkpointed_mib"] / r["plain_mib"]
+            print(f"{r['seq_len']:5d} {r['plain_mib']:10.1f} {r['checkpointed_mib']:17.1f} {saved:6.0%} "
+                  f"{r['plain_s']:8.2f} {r['checkpointed_s']:15.2f}")
+        return
     if args.worker:
         print(json.dumps(worker(args.worker[0], args.worker[1], args.steps, args.threads)))
         return

@@ -7,6 +7,7 @@
     python -m minillm chat --model runs/sft/model
     python -m minillm rag index my_notes/ --out store/           # 7.2 RAG: then rag ask store/ "question"
     python -m minillm agent --model runs/agent/model             # 7.3: the model calls tools (examples/agent.py)
+    mpiexec -n 2 python -m minillm pretrain --out runs/pre2 --zero-stage 2   # data parallel on 2 ranks (6.1.5)
 
 A model directory holds ``config.json`` + ``model.safetensors`` + ``tokenizer.json``, so
 ``--model DIR`` is all the later commands need.
@@ -38,6 +39,13 @@ def _add_training_args(p, steps, lr, batch_size, lr_note=""):
                    "a larger --steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="recompute each decoder layer in backward: far less activation memory, ~1/3 more compute (6.1)")
+    p.add_argument("--zero-stage", type=int, choices=(0, 1, 2), default=None,
+                   help="under mpiexec -n N: 0 plain data parallel, 1 shard the AdamW state, 2 the gradients too "
+                   "(default: 0, or the --deepspeed file's stage)")
+    p.add_argument("--deepspeed", metavar="JSON", help="a DeepSpeed config (e.g. the book's ds_config_zero2.json): "
+                   "its ZeRO stage, bucket size, accumulation, clipping, AdamW and schedule fields; \"auto\" keeps ours")
 
 
 def _data_args(p, kind):
@@ -211,16 +219,54 @@ def _train_config(args, out_dir):
 
     steps = args.steps
     warmup = args.warmup_steps if args.warmup_steps is not None else max(1, steps // 20)
-    return TrainConfig(
+    fields = dict(
         out_dir=out_dir, max_steps=steps, lr=args.lr, min_lr=args.lr / 10, warmup_steps=warmup,
         lr_decay_steps=args.lr_decay_steps,
         grad_accum_steps=args.grad_accum, eval_interval=args.eval_interval or max(1, steps // 4), eval_batches=10,
         checkpoint_interval=args.checkpoint_interval, seed=args.seed, progress=not args.no_progress,
         overwrite=args.overwrite,
     )
+    ds = _distributed_settings(args)
+    if ds is not None:  # a DeepSpeed file's explicit values win over our defaults ("auto" keeps ours)
+        over = ds.train_config_overrides()
+        if "lr" in over:
+            fields["min_lr"] = over["lr"] / 10
+        fields.update(over)
+    return TrainConfig(**fields)
 
 
-def _claim_out_dir(args):
+def _distributed_settings(args):
+    """The --deepspeed file read (once), with --zero-stage checked against it; None without a file."""
+    if getattr(args, "deepspeed", None) is None:
+        return None
+    if getattr(args, "_ds", None) is None:
+        from .distributed import load_deepspeed_config
+
+        args._ds = load_deepspeed_config(args.deepspeed)
+        if args.zero_stage is not None and args.zero_stage != args._ds.zero_stage:
+            raise ValueError(f"--zero-stage {args.zero_stage} contradicts {args.deepspeed}'s zero_optimization.stage="
+                             f"{args._ds.zero_stage}")
+    return args._ds
+
+
+def _parallel(args):
+    """``(group, zero_stage, bucket_cap_mb, global batch size)`` for this run (one process unless under mpiexec)."""
+    from .distributed import init_process_group
+
+    group = init_process_group()
+    ds = _distributed_settings(args)
+    stage = args.zero_stage if args.zero_stage is not None else (ds.zero_stage if ds else 0)
+    bucket = (ds.bucket_cap_mb() if ds else None) or 4.0
+    grad_accum = ds.grad_accum_steps if ds and ds.grad_accum_steps else args.grad_accum
+    batch = ds.global_batch_size(group.world_size, args.batch_size, grad_accum) if ds else args.batch_size
+    if batch % group.world_size:
+        raise ValueError(f"--batch-size {batch} (the global batch) must be divisible by the {group.world_size} ranks")
+    if group.rank != 0:  # one progress bar and one report: rank 0's
+        args.no_progress = True
+    return group, stage, bucket, batch
+
+
+def _claim_out_dir(args, group=None):
     """Before any work: refuse a used --out (unless --resume/--overwrite); with --overwrite, remove
     the old run's saved model so a crash of the new run cannot leave it beside new checkpoints."""
     import shutil
@@ -230,6 +276,10 @@ def _claim_out_dir(args):
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite contradict each other: keep the run, or replace it")
     check_out_dir(args.out, overwrite=args.overwrite, resume=args.resume)
+    if group is not None:
+        group.barrier()  # every rank has looked before rank 0 removes anything
+        if group.rank != 0:
+            return
     if args.overwrite:
         for name in ("model", "adapter"):
             if os.path.isdir(os.path.join(args.out, name)):
@@ -266,17 +316,46 @@ def cmd_pretrain(args):
     args.lr = 3e-3 if args.lr is None else args.lr
     if (args.data is None) != (args.val is None):
         raise ValueError("--data and --val go together")
-    _claim_out_dir(args)
+    group, zero_stage, bucket, batch_size = _parallel(args)
+    say = print if group.rank == 0 else (lambda *a, **k: None)
+    _claim_out_dir(args, group)
     paths = _world_paths(args) if args.data is None else {"pretrain_train": args.data, "pretrain_val": args.val}
-    tok = load_tokenizer(args.tokenizer) if args.tokenizer else pipeline.train_tokenizer(paths["pretrain_train"], args.vocab_size)
+    tok = load_tokenizer(args.tokenizer) if args.tokenizer else _shared_tokenizer(args, paths, group)
     config_cls, model_cls = {"llama": (ModelConfig, Transformer), "gpt": (GPTConfig, GPT)}[args.arch]
     model = model_cls(config_cls.preset(args.preset, vocab_size=tok.vocab_size, max_seq_len=max(256, args.block_size)))
-    print(f"{args.arch} {args.preset}: {model.num_parameters():,} parameters")
+    _gradient_checkpointing(model, args)
+    say(f"{args.arch} {args.preset}: {model.num_parameters():,} parameters"
+        + (f"; {group.world_size} ranks x {batch_size // group.world_size} sequences, ZeRO stage {zero_stage}"
+           if group.world_size > 1 or zero_stage else ""))
     trainer = pipeline.pretrain(model, tok, paths, _train_config(args, args.out), block_size=args.block_size,
-                                batch_size=args.batch_size, resume=args.resume)
+                                batch_size=batch_size, resume=args.resume, zero_stage=zero_stage, bucket_cap_mb=bucket)
+    if group.rank != 0:
+        return
     _save_model_dir(model, tok, os.path.join(args.out, "model"))  # saved first: evaluation can never lose it
     ev = trainer.evaluate()
     print(f"validation loss {ev['val_loss']:.3f}, perplexity {ev['val_ppl']:.2f}")
+
+
+def _gradient_checkpointing(model, args):
+    if args.gradient_checkpointing:
+        if not hasattr(model, "gradient_checkpointing_enable"):
+            raise ValueError(f"--gradient-checkpointing: {type(model).__name__} has no gradient_checkpointing_enable() "
+                             "(the LLaMA of 5.1 has it)")
+        model.gradient_checkpointing_enable()
+
+
+def _shared_tokenizer(args, paths, group):
+    """Train the BPE on rank 0 only; under mpiexec the other ranks load what it saved (one tokenizer for all)."""
+    from . import pipeline
+    from .tokenizers import load_tokenizer
+
+    if group.world_size == 1:
+        return pipeline.train_tokenizer(paths["pretrain_train"], args.vocab_size)
+    shared = os.path.join(args.out, "tokenizer")
+    if group.rank == 0:
+        pipeline.train_tokenizer(paths["pretrain_train"], args.vocab_size, shared, show_progress=not args.no_progress)
+    group.barrier()
+    return load_tokenizer(shared)
 
 
 def cmd_sft(args):
@@ -289,8 +368,10 @@ def cmd_sft(args):
         args.lr = 5e-3 if args.lora else 2e-3
     if (args.data is None) != (args.val is None):
         raise ValueError("--data and --val go together")
-    _claim_out_dir(args)
+    group, zero_stage, bucket, batch_size = _parallel(args)
+    _claim_out_dir(args, group)
     model, tok = _load_model_dir(args.model)
+    _gradient_checkpointing(model, args)
     paths = _world_paths(args) if args.data is None else {"sft_train": args.data, "sft_val": args.val}
     # read (and check) the held-out records now, with the training data's reader: a bad file stops
     # the run before training instead of after it
@@ -301,9 +382,12 @@ def cmd_sft(args):
 
         train_model = get_peft_model(model, LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha,
                                                        lora_dropout=args.lora_dropout, target_modules=args.lora_targets))
-        train_model.print_trainable_parameters()
+        if group.rank == 0:
+            train_model.print_trainable_parameters()
     pipeline.sft(train_model, tok, paths, _train_config(args, args.out), max_length=args.max_length,
-                 batch_size=args.batch_size, resume=args.resume)
+                 batch_size=batch_size, resume=args.resume, zero_stage=zero_stage, bucket_cap_mb=bucket)
+    if group.rank != 0:
+        return
     if args.lora:
         train_model.save_pretrained(os.path.join(args.out, "adapter"))
         model = train_model.merge_and_unload()
@@ -565,17 +649,32 @@ def main(argv=None) -> int:
             mi.set_kernels(args.kernels)
         COMMANDS[args.command](args)
     except KeyboardInterrupt:
+        _abort_other_ranks(130)
         if args.debug:
             raise
         print("\ninterrupted", file=sys.stderr)
         return 130
     except USER_ERRORS as e:
+        message = str(e).strip() or type(e).__name__
+        if not args.debug:
+            print(f"error: {message}\n(python -m minillm --debug {args.command} ... shows the traceback)", file=sys.stderr)
+        _abort_other_ranks(2)
         if args.debug:
             raise
-        message = str(e).strip() or type(e).__name__
-        print(f"error: {message}\n(python -m minillm --debug {args.command} ... shows the traceback)", file=sys.stderr)
         return 2
     return 0
+
+
+def _abort_other_ranks(code: int) -> None:
+    """Under mpiexec, an error on one rank must end them all (the others would wait forever)."""
+    if "minillm.distributed" not in sys.modules:
+        return
+    from .distributed.comm import current_process_group
+
+    group = current_process_group()
+    if group is not None and group.world_size > 1:
+        sys.stderr.flush()
+        group.abort(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

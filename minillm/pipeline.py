@@ -25,6 +25,7 @@ from .data import (
     read_pretrain_texts, read_sft_conversations, write_default_corpus,
 )
 from .data import read_sft_records as _read_records
+from .distributed import DistributedTrainer, init_process_group
 from .eval import score_sft
 from .eval.harness import ModelLM
 from .eval.tasks import GenerationConfig as EvalGenerationSettings
@@ -33,7 +34,7 @@ from .tokenizers import BPETokenizer
 from .train import Trainer, TrainConfig, check_out_dir, make_sample_fn
 
 __all__ = [
-    "prepare_corpus", "train_tokenizer", "pretrain", "sft", "evaluate_sft", "read_sft_records",
+    "prepare_corpus", "train_tokenizer", "pretrain", "sft", "evaluate_sft", "read_sft_records", "make_trainer",
     "DEFAULT_PROMPTS",
 ]
 
@@ -58,9 +59,12 @@ def prepare_corpus(data_dir: str, n_stories: int = 30_000, n_sft: int = 6_000, s
                 return paths
         except ValueError:  # a damaged stamp: write the corpus again
             pass
-    written = write_default_corpus(data_dir, n_stories=n_stories, n_sft=n_sft, seed=seed)
-    atomic_write(stamp_path, json.dumps(stamp))
-    return {k: written[k] for k in names}
+    group = init_process_group()  # under mpiexec: rank 0 writes the corpus, the others wait for it
+    if group.rank == 0:
+        write_default_corpus(data_dir, n_stories=n_stories, n_sft=n_sft, seed=seed)
+        atomic_write(stamp_path, json.dumps(stamp))
+    group.barrier()
+    return paths
 
 
 def train_tokenizer(pretrain_paths, vocab_size: int, out_dir: str | None = None, show_progress: bool = True) -> BPETokenizer:
@@ -72,17 +76,33 @@ def train_tokenizer(pretrain_paths, vocab_size: int, out_dir: str | None = None,
 
 
 def _token_file(tok, texts_path, out_path: str, show_progress: bool) -> str:
-    build_token_file(read_pretrain_texts(texts_path), tok, out_path, show_progress=show_progress)
+    group = init_process_group()  # under mpiexec: rank 0 writes the file, the other ranks wait and read it
+    if group.rank == 0:
+        build_token_file(read_pretrain_texts(texts_path), tok, out_path, show_progress=show_progress)
+    group.barrier()
     return out_path
 
 
+def make_trainer(model, train_loader, val_loader, config: TrainConfig, sample_fn=None, zero_stage: int = 0,
+                 bucket_cap_mb: float = 4.0) -> Trainer:
+    """A ``Trainer``, or a ``DistributedTrainer`` when the script runs under ``mpiexec -n N`` (N > 1) or
+    ZeRO is asked for (6.1.5). The loader's ``batch_size`` is the global batch: each rank reads its share."""
+    group = init_process_group()  # one process unless started by mpiexec -n N
+    if group.world_size == 1 and zero_stage == 0:
+        return Trainer(model, None, train_loader, val_loader, config, sample_fn=sample_fn)
+    return DistributedTrainer(model, None, train_loader, val_loader, config, sample_fn=sample_fn, group=group,
+                              zero_stage=zero_stage, bucket_cap_mb=bucket_cap_mb)
+
+
 def pretrain(model, tokenizer, paths: dict, config: TrainConfig, block_size: int = 256, batch_size: int = 8,
-             prompts: Sequence[str] = DEFAULT_PROMPTS, resume: bool = False) -> Trainer:
+             prompts: Sequence[str] = DEFAULT_PROMPTS, resume: bool = False, zero_stage: int = 0,
+             bucket_cap_mb: float = 4.0) -> Trainer:
     """Next-token pretraining (5.3 / 6.1) on packed blocks of ``block_size`` tokens.
 
     The texts are tokenized once into ``config.out_dir/{train,val}.bin`` (EOS after every
     document); a ``Trainer`` runs ``config.max_steps`` AdamW updates with warmup + cosine
     decay, evaluating validation loss/perplexity and printing sample continuations.
+    Under ``mpiexec -n N`` the N ranks share each batch of ``batch_size`` (6.1.5, ``make_trainer``).
     """
     if block_size > model.args.max_seq_len:
         raise ValueError(f"pretrain: block_size {block_size} exceeds the model's max_seq_len {model.args.max_seq_len}")
@@ -99,7 +119,7 @@ def pretrain(model, tokenizer, paths: dict, config: TrainConfig, block_size: int
     train_loader = DataLoader(train_ds, batch_size, shuffle=True, seed=config.seed, drop_last=True)
     val_loader = DataLoader(val_ds, min(batch_size, len(val_ds)), shuffle=False, drop_last=True)
     sample_fn = make_sample_fn(tokenizer, list(prompts), max_new_tokens=48, temperature=0.0) if prompts else None
-    trainer = Trainer(model, None, train_loader, val_loader, config, sample_fn=sample_fn)
+    trainer = make_trainer(model, train_loader, val_loader, config, sample_fn, zero_stage, bucket_cap_mb)
     if resume:
         trainer.resume()
     trainer.train()
@@ -116,8 +136,11 @@ def read_sft_records(path, limit: int | None = None) -> list:
 
 
 def sft(model, tokenizer, paths: dict, config: TrainConfig, max_length: int = 256, batch_size: int = 16,
-        resume: bool = False) -> Trainer:
-    """Supervised fine-tuning (6.2): train only on the assistant replies (and their ``<|im_end|>``)."""
+        resume: bool = False, zero_stage: int = 0, bucket_cap_mb: float = 4.0) -> Trainer:
+    """Supervised fine-tuning (6.2): train only on the assistant replies (and their ``<|im_end|>``).
+
+    Under ``mpiexec -n N`` each rank takes ``batch_size / N`` conversations of a batch; the step
+    averages the ranks' mean losses, as gradient accumulation averages its micro-batches' ones."""
     check_out_dir(config.out_dir, overwrite=config.overwrite, resume=resume)
     pad_id = tokenizer.pad_token_id
     max_length = min(max_length, model.args.max_seq_len)
@@ -126,7 +149,7 @@ def sft(model, tokenizer, paths: dict, config: TrainConfig, max_length: int = 25
     collate = functools.partial(collate_sft, pad_id=pad_id)
     train_loader = DataLoader(train_ds, batch_size, shuffle=True, seed=config.seed, drop_last=True, collate_fn=collate)
     val_loader = DataLoader(val_ds, min(batch_size, len(val_ds)), shuffle=False, drop_last=True, collate_fn=collate)
-    trainer = Trainer(model, None, train_loader, val_loader, config)
+    trainer = make_trainer(model, train_loader, val_loader, config, None, zero_stage, bucket_cap_mb)
     if resume:
         trainer.resume()
     trainer.train()

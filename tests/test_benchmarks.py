@@ -80,3 +80,9 @@ def test_rag_benchmark_runs_and_bm25_agrees():
 def test_nf4_linear_benchmark_checks_both_paths():
     out = run("nf4_linear.py", "--quick")
     assert "fused" in out and "numba dequant+BLAS" in out and "(128, 128)" in out
+
+
+def test_memory_benchmark_measures_gradient_checkpointing():
+    rows = json.loads(run("memory.py", "--checkpointing", "--seq-lens", "64", "--json"))
+    (row,) = rows
+    assert row["seq_len"] == 64 and row["checkpointed_mib"] < 0.8 * row["plain_mib"]

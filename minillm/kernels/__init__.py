@@ -17,6 +17,8 @@ Every kernel below is a pair of functions with the same name and signature, one 
                          elements runs on reference.<name> too (waking Numba's threads costs
                          more than the whole NumPy call); kernels with `size_arg=None` have
                          no such cut-off (serial kernels, or ones whose point is one call).
+                         float16 inputs (fp16 mixed precision, train/amp.py) always take the
+                         reference: Numba cannot compile float16 arithmetic.
 
 `matmul` is reference.matmul (np.matmul = OpenBLAS) on both backends: BLAS beat the blocked
 Numba kernel on every shape measured, 2-15x (docs/kernels.md). That kernel stays as
@@ -28,6 +30,7 @@ import sys
 import warnings
 
 import numba
+import numpy as np
 
 from . import _attention, _decode, _elementwise, _norms, _optim, _quant, _softmax, reference
 from ._matmul import matmul_numba  # noqa: F401  (the teaching GEMM; not dispatched to, see above)
@@ -67,7 +70,8 @@ def _dispatch(numba_fn, size_arg=0):
             return getattr(numba_module if _use_numba else reference, name)(*args)
     else:
         def kernel(*args):
-            if _use_numba and args[size_arg].size >= SMALL_INPUT:
+            a = args[size_arg]
+            if _use_numba and a.size >= SMALL_INPUT and a.dtype != np.float16:  # Numba has no float16 (mixed precision)
                 return getattr(numba_module, name)(*args)
             return getattr(reference, name)(*args)
 

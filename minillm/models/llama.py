@@ -51,7 +51,9 @@ from ..nn.kv_cache import KVCache  # noqa: F401  (shared by every decoder; re-ex
 from ..nn import functional as F
 from ..nn.heads import lm_loss
 from ..ops import stack
+from ..autograd import is_grad_enabled
 from ..tensor import Tensor
+from ..utils.checkpoint import checkpoint
 from .config import ConfigMixin
 
 __all__ = [
@@ -415,6 +417,9 @@ class Transformer(nn.Module):
         self.register_buffer("freqs_cos", freqs_cos, persistent=False)  # (max_seq_len, head_dim/2)
         self.register_buffer("freqs_sin", freqs_sin, persistent=False)
 
+        # Gradient checkpointing (6.1, the book's TrainingArguments(gradient_checkpointing=True)):
+        # off by default; gradient_checkpointing_enable() recomputes each layer in backward.
+        self.gradient_checkpointing = False
         self.apply(self._init_weights)
         # Scaled init of the residual projections (GPT-2 / llama2.c): every layer adds the
         # outputs of wo (attention) and w2 (MLP) to the residual stream, 2·n_layers additions
@@ -433,6 +438,14 @@ class Transformer(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     # ---------------------------------------------------------------- helpers
+    def gradient_checkpointing_enable(self) -> None:
+        """Keep only each decoder layer's input in training; recompute the layer in backward
+        (``minillm.utils.checkpoint``): far less activation memory, ~1 extra forward pass."""
+        self.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.gradient_checkpointing = False
+
     def new_kv_cache(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
         """One empty ``KVCache`` per layer, sized for ``max_len`` (default max_seq_len) positions."""
         a = self.args
@@ -527,8 +540,12 @@ class Transformer(nn.Module):
         h = self.dropout(h)
         freqs_cos, freqs_sin = self._rope_tables(_bsz, seqlen, start, position_ids)  # (T, D/2) or (B, T, D/2)
         mask = self._padding_mask(attention_mask, _bsz, start + seqlen)  # None or (B, 1, 1, P+T)
+        recompute = self.gradient_checkpointing and self.training and kv_cache is None and is_grad_enabled()
         for i, layer in enumerate(self.layers):
-            h = layer(h, freqs_cos, freqs_sin, mask, None if kv_cache is None else kv_cache[i])  # (B, T, dim)
+            if recompute:  # keep h only; the layer's activations are rebuilt in backward
+                h = checkpoint(layer, h, freqs_cos, freqs_sin, mask)  # (B, T, dim)
+            else:
+                h = layer(h, freqs_cos, freqs_sin, mask, None if kv_cache is None else kv_cache[i])  # (B, T, dim)
         h = self.norm(h)  # (B, T, dim)
 
         if logits_to_keep:

@@ -20,6 +20,10 @@ AdamW moments and step counts, the schedule position, minillm's RNG state (dropo
 the data loader's position -- so a run stopped at step k and resumed computes exactly
 the same losses as one that never stopped (``tests/test_train.py`` checks this).
 
+Data parallel on N MPI ranks (6.1.5) is ``minillm.distributed.DistributedTrainer``, which fills in
+this class's four seams (``is_world_process_zero``, ``_prepare_out_dir``, ``_reduce_step_stats``,
+``_clip_and_step``); the training loop itself is the same on one process and on N.
+
     trainer = Trainer(model, None, train_loader, val_loader, TrainConfig(out_dir="out", max_steps=2000))
     trainer.resume()      # continue from out/checkpoints/step_* if there is one
     trainer.train()
@@ -261,9 +265,15 @@ class Trainer:
     def _params(self) -> list:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    # ------------------------------------------------------------------ the loop
-    def train(self) -> dict:
-        """Run updates until ``config.max_steps``; returns the last metrics."""
+    # ------------------------------------------------------------------ the seams a subclass may change
+    # ``minillm.distributed.DistributedTrainer`` overrides these four to train on N processes;
+    # on one process they are the plain steps below, and the loop never knows the difference.
+    def is_world_process_zero(self) -> bool:
+        """True in the process that writes files, logs and evaluates (always, on one process)."""
+        return True
+
+    def _prepare_out_dir(self) -> None:
+        """Refuse a used out_dir for a fresh run (``check_out_dir``), clear it on overwrite, write config.json."""
         cfg = self.config
         if self.step == 0 and not self._resumed:  # a fresh run: never on top of another one
             check_out_dir(cfg.out_dir, overwrite=cfg.overwrite, resume=self._resume_requested)
@@ -276,6 +286,23 @@ class Trainer:
         os.makedirs(cfg.out_dir, exist_ok=True)
         atomic_write(os.path.join(cfg.out_dir, "config.json"),
                      json.dumps({"train": cfg.to_dict(), "model": model_config_dict(self.model)}, indent=1))
+
+    def _reduce_step_stats(self, loss_sum: float, tokens: int) -> tuple:
+        """The step's summed micro-batch losses and token count over the whole (global) batch."""
+        return loss_sum, tokens
+
+    def _clip_and_step(self, params: list, max_norm: float) -> float:
+        """Clip the accumulated gradients, update, forget them; returns the norm before clipping."""
+        grad_norm = clip_grad_norm_(params, max_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        return grad_norm
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> dict:
+        """Run updates until ``config.max_steps``; returns the last metrics."""
+        cfg = self.config
+        self._prepare_out_dir()
         if self.step == 0 and not self._resumed:
             manual_seed(cfg.seed)  # a fresh run: dropout masks depend only on the seed
         if self._batches is None:
@@ -291,7 +318,7 @@ class Trainer:
         except ImportError:  # pragma: no cover - tqdm is a dependency
             tqdm = None
         bar = None
-        if tqdm is not None and cfg.progress:
+        if tqdm is not None and cfg.progress and self.is_world_process_zero():
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
         result: dict = {}
@@ -312,9 +339,8 @@ class Trainer:
                     (loss / accum).backward()  # grads of the mean loss over the accumulated batch
                     loss_sum += value
                     tokens += _count_tokens(batch)
-                grad_norm = clip_grad_norm_(params, max_norm)
-                self.optimizer.step()
-                self.optimizer.zero_grad()
+                loss_sum, tokens = self._reduce_step_stats(loss_sum, tokens)
+                grad_norm = self._clip_and_step(params, max_norm)
                 self.scheduler.step()
                 self.step += 1
                 self.tokens_seen += tokens
@@ -338,16 +364,18 @@ class Trainer:
                         "step": self.step, "train_loss": window["loss"] / window["steps"], "lr": lr,
                         "grad_norm": grad_norm, "tokens_per_sec": tok_per_sec, "tokens_seen": self.tokens_seen,
                     }
-                    self.metrics.log(result)
+                    if self.is_world_process_zero():
+                        self.metrics.log(result)
                     window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
-                if self.val_loader is not None and cfg.eval_interval and (self.step % cfg.eval_interval == 0 or final):
+                if (self.val_loader is not None and cfg.eval_interval and (self.step % cfg.eval_interval == 0 or final)
+                        and self.is_world_process_zero()):
                     result = {**result, **self._evaluate_and_sample(bar)}
                 if (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or final:
                     self.save_checkpoint()
         finally:
             if bar is not None:
                 bar.close()
-        if cfg.plot:
+        if cfg.plot and self.is_world_process_zero():
             plot_metrics(self.metrics.path, os.path.join(cfg.out_dir, "loss_curve.png"))
         return result
 
@@ -572,7 +600,8 @@ class Trainer:
         self._batches = None  # restart the batch stream from the restored loader position
         self._resumed = True
         self.last_checkpoint = path
-        self.metrics.truncate_after(self.step)  # the steps after it will be logged again
+        if self.is_world_process_zero():
+            self.metrics.truncate_after(self.step)  # the steps after it will be logged again
 
     def load_checkpoint(self, path: str, strict_config: bool = True) -> None:
         """Restore everything from checkpoint directory ``path`` so ``train()`` continues exactly.

@@ -1,0 +1,85 @@
+"""One training run, on however many ranks started it (``mpiexec -n 2 python tests/_mpi_worker.py ...``).
+
+``tests/test_distributed.py`` runs it once without MPI (the single-process reference) and once
+under ``mpiexec -n 2``, then compares the losses and weights rank 0 saved. Small on purpose:
+a 2-layer LLaMA, 16-token blocks, a few steps -- seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import minillm as mi  # noqa: E402
+from minillm.data import DataLoader  # noqa: E402
+from minillm.distributed import DistributedTrainer, init_process_group, replicas_max_difference  # noqa: E402
+from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
+from minillm.train import TrainConfig  # noqa: E402
+
+
+class Blocks:
+    """Fixed random token blocks: (x, y) with y = x shifted by one."""
+
+    def __init__(self, n: int, T: int, vocab: int, seed: int = 0):
+        self.ids = np.random.default_rng(seed).integers(0, vocab, size=(n, T + 1))
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return self.ids[i, :-1], self.ids[i, 1:]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=4, help="global batch")
+    ap.add_argument("--grad-accum", type=int, default=1)
+    ap.add_argument("--zero-stage", type=int, default=0)
+    ap.add_argument("--dtype", default="float64")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--checkpoint-interval", type=int, default=0)
+    ap.add_argument("--grad-clip", type=float, default=0.5)
+    ap.add_argument("--fail-on-rank", type=int, default=None, help="this rank raises at its 2nd batch")
+    args = ap.parse_args(argv)
+
+    group = init_process_group()
+    mi.manual_seed(0)
+    model = Transformer(ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, max_seq_len=16))
+    model.to(np.dtype(args.dtype))
+    loader = DataLoader(Blocks(64, 16, 64), args.batch_size, shuffle=True, seed=1)
+    config = TrainConfig(out_dir=args.out, max_steps=args.steps, lr=3e-3, min_lr=3e-4, warmup_steps=1, lr_decay_steps=8,
+                         grad_accum_steps=args.grad_accum, grad_clip=args.grad_clip, eval_interval=0, log_interval=1,
+                         checkpoint_interval=args.checkpoint_interval, progress=False, plot=False, overwrite=not args.resume)
+    forward_fn = None
+    if args.fail_on_rank == group.rank:
+        calls = []
+
+        def forward_fn(model, batch):
+            calls.append(1)
+            if len(calls) == 2:
+                raise ValueError(f"injected failure on rank {group.rank}")
+            return model(mi.Tensor(batch[0]), targets=mi.Tensor(batch[1]))
+
+    trainer = DistributedTrainer(model, None, loader, None, config, group=group, zero_stage=args.zero_stage,
+                                 forward_fn=forward_fn)
+    if args.resume:
+        trainer.resume()
+    trainer.train()
+    drift = replicas_max_difference(trainer._params(), group)
+    if group.rank == 0:
+        weights = {k: v.data for k, v in model.state_dict().items()}
+        np.savez(os.path.join(args.out, "result.npz"), **weights)
+        with open(os.path.join(args.out, "result.json"), "w") as f:
+            json.dump({"losses": trainer.losses, "world_size": group.world_size, "replica_drift": drift,
+                       "memory_per_rank": trainer.memory_per_rank, "num_params": model.num_parameters()}, f)
+
+
+if __name__ == "__main__":
+    main()
