@@ -1,6 +1,6 @@
 """Train a tiny LLaMA2 from scratch on your CPU: the whole of Happy LLM chapters 5–6 in one command.
 
-    python examples/train_tiny_llama.py            # the default run (~8 minutes on 2 idle cores)
+    python examples/train_tiny_llama.py            # the default run (minutes on 2 idle cores; see the README)
     python examples/train_tiny_llama.py --quick    # a ~1 minute smoke run
 
 Steps (each one a function in minillm/pipeline.py):
