@@ -68,6 +68,7 @@ class RewardModel(nn.Module):
         self.args = backbone.args
         self.score = nn.Linear(backbone.args.dim, 1, bias=False)  # Hugging Face's name for the head
         nn.init.normal_(self.score.weight, mean=0.0, std=1.0 / np.sqrt(backbone.args.dim + 1))
+        self.score.to(backbone.output.weight.dtype)  # a float64 backbone (gradchecks) gets a float64 head
 
     @classmethod
     def from_sft(cls, sft_model) -> "RewardModel":
