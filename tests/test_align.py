@@ -86,7 +86,7 @@ def test_label_reply_names_the_failure_mode():
     assert label_reply("13", "12") == "arithmetic"
     assert label_reply("the park.", "the market.") == "wrong_entity"
     assert label_reply("", "12") == "other"
-    assert label_reply("a pen and", "the market.", max_chars=9) == "no_stop"  # cut at the token budget
+    assert label_reply("the market.", "the market.", stopped=False) == "no_stop"  # cut at the token budget
 
 
 def test_on_policy_pairs_prefer_a_right_sample_else_the_reference():

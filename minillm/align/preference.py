@@ -302,18 +302,18 @@ def _prompt_of(rec) -> list:
 
 
 # ----------------------------------------------------------------------------- on-policy pairs
-def label_reply(reply: str, reference: str, prompt_text: str = "", max_chars: Optional[int] = None) -> str:
+def label_reply(reply: str, reference: str, prompt_text: str = "", stopped: bool = True) -> str:
     """``"correct"`` or the kind of mistake a sampled ``reply`` makes, judged by the world's
-    ``reference`` answer: ``no_stop`` (the right answer and then more, or a reply cut at the
-    token budget), ``wrong_language``, ``arithmetic`` (a number, but the wrong one),
-    ``wrong_entity`` (a wrong answer of the right language), or ``other`` (e.g. empty)."""
-    if exact_match(reply, reference):
+    ``reference`` answer: ``no_stop`` (the model never wrote ``<|im_end|>``: ``stopped=False``,
+    or the right answer and then more), ``wrong_language``, ``arithmetic`` (a number, but the
+    wrong one), ``wrong_entity`` (a wrong answer in the right language), or ``other`` (empty)."""
+    if stopped and exact_match(reply, reference):
         return "correct"
     r, ref = normalize_answer(reply), normalize_answer(reference)
+    if not stopped or (r.startswith(ref) and len(r) > len(ref)):
+        return "no_stop"
     if not r:
         return "other"
-    if (r.startswith(ref) and len(r) > len(ref)) or (max_chars is not None and len(reply) >= max_chars):
-        return "no_stop"
     if _has_cjk(reply) != _has_cjk(reference):
         return "wrong_language"
     if ref.lstrip("-").isdigit():
@@ -323,7 +323,8 @@ def label_reply(reply: str, reference: str, prompt_text: str = "", max_chars: Op
 
 def on_policy_pairs(records: Sequence[dict], replies: Sequence[Sequence[str]], seed: int = 0,
                     max_pairs_per_prompt: int = 1) -> tuple:
-    """Pairs from the model's own samples: ``replies[i]`` are the samples for ``records[i]``.
+    """Pairs from the model's own samples: ``replies[i]`` are the samples for ``records[i]``
+    (strings, or ``minillm.align.rollout.Reply`` objects, which also say whether it stopped).
 
     Each sample is labelled by ``label_reply`` against the record's reference answer. For a
     prompt with a wrong sample, the rejected reply is a wrong sample and the chosen one a
@@ -339,7 +340,9 @@ def on_policy_pairs(records: Sequence[dict], replies: Sequence[Sequence[str]], s
     for i, (rec, samples) in enumerate(zip(records, replies)):
         _check_record(rec, i, "on_policy_pairs")
         ref = rec["messages"][-1]["content"]
-        labels = [label_reply(s, ref, rec["messages"][-2]["content"]) for s in samples]
+        stopped = [getattr(s, "stopped", True) for s in samples]
+        samples = [getattr(s, "text", s) for s in samples]
+        labels = [label_reply(s, ref, rec["messages"][-2]["content"], st) for s, st in zip(samples, stopped)]
         for lab in labels:
             stats[lab] += 1
         right = list(dict.fromkeys(s for s, lab in zip(samples, labels) if lab == "correct"))

@@ -1,0 +1,219 @@
+"""The third stage of training (Happy LLM 4.2.4, 6.4): preferences -> reward model -> DPO, measured.
+
+    python examples/train_tiny_llama.py            # first: the SFT model (runs/tiny_llama/model)
+    python examples/align.py                       # then this (a few minutes on 2 idle cores)
+    python examples/align.py --quick               # a smoke run: trains its own micro SFT model first
+
+Steps:
+  1. load the SFT model (or, if there is none, pretrain + SFT a small one with minillm/pipeline.py)
+  2. on-policy preference pairs: sample the SFT model 4 times on each training prompt of the world
+     and label every reply with the world's answer; a wrong reply is "rejected", a right one (or
+     the world's answer) "chosen". Written to OUT/pairs_{train,val}.jsonl ({"prompt","chosen","rejected"})
+  3. reward model: the SFT backbone + a scalar head, Bradley-Terry loss; held-out pairwise accuracy
+  4. DPO against the frozen SFT model (its log-probs precomputed once)
+  5. held-out questions (never trained on): exact match before/after, win rate of DPO over SFT
+     judged by the world's answers and by the reward model, KL(DPO || SFT); curves as PNGs
+"""
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+import minillm as mi  # noqa: E402
+from minillm import pipeline  # noqa: E402
+from minillm.align import RewardModel, on_policy_pairs, pairwise_accuracy, score_replies, train_dpo, train_reward_model  # noqa: E402
+from minillm.align import write_preference_jsonl  # noqa: E402
+from minillm.align.rollout import generate_replies, kl_to_reference  # noqa: E402
+from minillm.data.world import generate_sft  # noqa: E402
+from minillm.eval import exact_match  # noqa: E402
+from minillm.io import load_model, save_model  # noqa: E402
+from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
+from minillm.plot import lines_png  # noqa: E402
+from minillm.tokenizers import load_tokenizer  # noqa: E402
+from minillm.train import TrainConfig, check_out_dir  # noqa: E402
+from minillm.train.metrics import read_metrics  # noqa: E402
+
+DEFAULTS = dict(n_prompts=800, n_val_prompts=150, samples=4, eval_limit=300, rm_steps=150, dpo_steps=150,
+                batch_size=16, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=24)
+QUICK = dict(n_prompts=48, n_val_prompts=16, samples=2, eval_limit=16, rm_steps=4, dpo_steps=4,
+             batch_size=4, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=12)
+N_SFT_TRAIN = 6_000  # the SFT run trained on the first 6000 "train" conversations; our prompts come after them
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a smoke run in seconds (trains a micro SFT model itself)")
+    p.add_argument("--model", default="runs/tiny_llama/model",
+                   help="the SFT model dir from examples/train_tiny_llama.py (default: %(default)s)")
+    p.add_argument("--out-dir", default="runs/align", help="where everything is written (default: %(default)s)")
+    p.add_argument("--n-prompts", type=int, help="training prompts to sample the SFT model on")
+    p.add_argument("--n-val-prompts", type=int, help="held-out prompts for the pairs' validation split")
+    p.add_argument("--samples", type=int, help="replies sampled per prompt")
+    p.add_argument("--eval-limit", type=int, help="held-out questions for exact match / win rate")
+    p.add_argument("--rm-steps", type=int, help="reward-model updates")
+    p.add_argument("--dpo-steps", type=int, help="DPO updates")
+    p.add_argument("--batch-size", type=int, help="pairs per update")
+    p.add_argument("--rm-lr", type=float, help="reward-model peak learning rate")
+    p.add_argument("--dpo-lr", type=float, help="DPO peak learning rate")
+    p.add_argument("--beta", type=float, help="DPO's β: the strength of the pull towards the reference")
+    p.add_argument("--max-new-tokens", type=int, help="reply budget when sampling")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
+    args = p.parse_args(argv)
+    for k, v in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args
+
+
+def banner(text):
+    print(f"\n=== {text} ===", flush=True)
+
+
+def micro_sft_model(out_dir, quick, show):
+    """No SFT model given: pretrain + SFT one with the pipeline (a micro one for --quick)."""
+    data = pipeline.prepare_corpus(os.path.join(out_dir, "data"), n_stories=1500 if quick else 30_000,
+                                   n_sft=400 if quick else N_SFT_TRAIN)
+    tok = pipeline.train_tokenizer(data["pretrain_train"], 384 if quick else 2048, os.path.join(out_dir, "tokenizer"),
+                                   show_progress=False)
+    dims = dict(dim=48, n_layers=2, n_heads=4, n_kv_heads=2) if quick else {}
+    model = Transformer(ModelConfig.preset("tiny", vocab_size=tok.vocab_size, **dims))
+    steps = (30, 30) if quick else (700, 700)
+    common = dict(checkpoint_interval=0, keep_last=1, progress=show, eval_interval=0, overwrite=True)
+    pipeline.pretrain(model, tok, data, TrainConfig(out_dir=os.path.join(out_dir, "pretrain"), max_steps=steps[0],
+                      lr=3e-3, min_lr=3e-4, warmup_steps=max(1, steps[0] // 20), **common),
+                      block_size=128 if quick else 256, batch_size=8, prompts=())
+    pipeline.sft(model, tok, data, TrainConfig(out_dir=os.path.join(out_dir, "sft"), max_steps=steps[1], lr=2e-3,
+                 min_lr=2e-4, warmup_steps=max(1, steps[1] // 20), **common), batch_size=16)
+    save_model(model, os.path.join(out_dir, "model"))
+    tok.save(os.path.join(out_dir, "model"))
+    return model, tok
+
+
+def curves_png(metrics_path, png_path, keys):
+    """One PNG with the curves ``keys`` of a metrics.jsonl (colours in PALETTE order)."""
+    rows = read_metrics(metrics_path)
+    series = []
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
+        if pts:
+            series.append(tuple(zip(*pts)))
+    if series:
+        return lines_png(png_path, series)
+    return None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    mi.tune_malloc()
+    mi.manual_seed(args.seed)
+    check_out_dir(args.out_dir, overwrite=args.overwrite)
+    os.makedirs(args.out_dir, exist_ok=True)
+    show = not args.no_progress
+    t0 = time.time()
+    report = {"args": vars(args)}
+
+    banner("1. the SFT model")
+    if not args.quick and os.path.isdir(args.model):
+        sft_model, tok = load_model(args.model), load_tokenizer(os.path.join(args.model, "tokenizer.json"))
+        print(f"loaded {args.model}: {sft_model.num_parameters():,} parameters")
+    else:
+        print("no SFT model given: pretraining + SFT a " + ("micro" if args.quick else "small") + " one first")
+        sft_model, tok = micro_sft_model(os.path.join(args.out_dir, "sft_model"), args.quick, show)
+    reference = copy.deepcopy(sft_model)  # the frozen SFT model: for comparison and the KL (DPO precomputes its own)
+
+    # prompts: training prompts the SFT run never saw; held-out prompts from the "val" stories
+    train_records = generate_sft(N_SFT_TRAIN + args.n_prompts, seed=args.seed, split="train")[N_SFT_TRAIN:]
+    val_all = generate_sft(args.eval_limit + args.n_val_prompts, seed=args.seed, split="val")
+    eval_records, pair_val_records = val_all[: args.eval_limit], val_all[args.eval_limit:]
+
+    banner("2. on-policy preference pairs")
+    pairs = {}
+    for name, records in (("train", train_records), ("val", pair_val_records)):
+        t = time.time()
+        replies = generate_replies(sft_model, tok, [r["messages"][:-1] for r in records], n=args.samples,
+                                   temperature=1.0, max_new_tokens=args.max_new_tokens, seed=args.seed + (name == "val"))
+        pairs[name], stats = on_policy_pairs(records, replies, seed=args.seed)
+        path = write_preference_jsonl(os.path.join(args.out_dir, f"pairs_{name}.jsonl"), pairs[name])
+        total = sum(stats.values())
+        print(f"{name}: {len(records)} prompts × {args.samples} samples in {time.time() - t:.0f}s -> {len(pairs[name])} pairs "
+              f"({path}); samples: " + ", ".join(f"{k} {v / total:.0%}" for k, v in stats.items() if v))
+        report[f"samples_{name}"] = stats
+    for p in pairs["train"][:3]:
+        q = p.prompt[-1]["content"].replace("\n", " ")
+        print(f"  …{q[-60:]!s}\n      chosen {p.chosen!r}  rejected {p.rejected!r}  ({p.meta['kind']})")
+    if len(pairs["train"]) < args.batch_size or not pairs["val"]:
+        raise SystemExit("error: the SFT model made too few mistakes to learn from; raise --n-prompts")
+
+    banner("3. reward model (4.2.4)")
+    rm = RewardModel.from_sft(sft_model)
+    acc0 = pairwise_accuracy(rm, tok, pairs["val"])
+    rm_cfg = TrainConfig(out_dir=os.path.join(args.out_dir, "reward"), max_steps=args.rm_steps, lr=args.rm_lr,
+                         min_lr=args.rm_lr / 10, warmup_steps=max(1, args.rm_steps // 10),
+                         eval_interval=max(1, args.rm_steps // 5), eval_batches=None, checkpoint_interval=0,
+                         keep_last=1, progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
+    rm_trainer = train_reward_model(rm, tok, pairs["train"], pairs["val"], rm_cfg, batch_size=args.batch_size)
+    acc = pairwise_accuracy(rm, tok, pairs["val"])
+    print(f"held-out pairwise accuracy: {acc0['all']:.1%} before training -> {acc['all']:.1%} after ({acc['n']} pairs); "
+          "by mistake: " + ", ".join(f"{k} {v:.0%}" for k, v in acc.items() if k not in ("all", "n", "margin")))
+    report["reward_model"] = {"accuracy_before": acc0, "accuracy": acc}
+    curves_png(rm_trainer.metrics.path, os.path.join(args.out_dir, "reward_curves.png"), ["train_loss", "accuracy", "val_accuracy"])
+
+    banner("4. DPO")
+    policy = copy.deepcopy(sft_model)
+    dpo_cfg = TrainConfig(out_dir=os.path.join(args.out_dir, "dpo"), max_steps=args.dpo_steps, lr=args.dpo_lr,
+                          min_lr=args.dpo_lr / 10, warmup_steps=max(1, args.dpo_steps // 10),
+                          eval_interval=max(1, args.dpo_steps // 5), eval_batches=None, checkpoint_interval=0,
+                          keep_last=1, progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
+    dpo_trainer = train_dpo(policy, tok, pairs["train"], pairs["val"], dpo_cfg, beta=args.beta, batch_size=args.batch_size)
+    last = [r for r in read_metrics(dpo_trainer.metrics.path) if "val_rewards/margins" in r][-1]
+    print(f"held-out pairs after DPO: loss {last['val_loss']:.3f} (ln 2 = 0.693 at the start), "
+          f"reward accuracy {last['val_rewards/accuracies']:.1%}, margin {last['val_rewards/margins']:.3f}")
+    curves_png(dpo_trainer.metrics.path, os.path.join(args.out_dir, "dpo_curves.png"),
+               ["train_loss", "rewards/chosen", "rewards/rejected", "rewards/margins"])
+    save_model(policy, os.path.join(args.out_dir, "dpo", "model"))
+    tok.save(os.path.join(args.out_dir, "dpo", "model"))
+
+    banner("5. held-out questions")
+    before = pipeline.evaluate_sft(reference, tok, eval_records, max_new_tokens=args.max_new_tokens)
+    after = pipeline.evaluate_sft(policy, tok, eval_records, max_new_tokens=args.max_new_tokens)
+    prompts = [r["messages"][:-1] for r in eval_records]
+    ok0 = np.array([exact_match(e["prediction"], e["reference"]) for e in before["examples"]])
+    ok1 = np.array([exact_match(e["prediction"], e["reference"]) for e in after["examples"]])
+    r0 = score_replies(rm, tok, prompts, [e["prediction"] for e in before["examples"]])
+    r1 = score_replies(rm, tok, prompts, [e["prediction"] for e in after["examples"]])
+    win_truth = float(np.mean((ok1 > ok0) + 0.5 * (ok1 == ok0)))
+    win_rm = float(np.mean((r1 > r0) + 0.5 * (r1 == r0)))
+    kl = kl_to_reference(policy, reference, tok, prompts, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    print(f"exact match, SFT: {pipeline.format_accuracy(before)}")
+    print(f"exact match, DPO: {pipeline.format_accuracy(after)}")
+    print(f"DPO fixed {int(((ok1 == 1) & (ok0 == 0)).sum())} answers and broke {int(((ok1 == 0) & (ok0 == 1)).sum())}")
+    print(f"win rate of DPO over SFT (ties count half): {win_truth:.1%} by the world's answers, {win_rm:.1%} by the reward model")
+    print(f"KL(DPO || SFT) = {kl['kl']:.3f} nats per reply (sampled replies, {kl['mean_tokens']:.1f} tokens on average)")
+    for e0, e1 in list(zip(before["examples"], after["examples"]))[:40]:
+        if exact_match(e0["prediction"], e0["reference"]) != exact_match(e1["prediction"], e1["reference"]):
+            q = e0["question"].replace("\n", " ")
+            print(f"  …{q[-70:]}\n      SFT {e0['prediction']!r} -> DPO {e1['prediction']!r}   (answer {e0['reference']!r})")
+    report["eval"] = {
+        "exact_match_sft": {k: v for k, v in before.items() if k != "examples"},
+        "exact_match_dpo": {k: v for k, v in after.items() if k != "examples"},
+        "win_rate_truth": win_truth, "win_rate_reward_model": win_rm, "kl_to_sft": kl,
+    }
+    report["minutes"] = (time.time() - t0) / 60
+    with open(os.path.join(args.out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, ensure_ascii=False, indent=1)
+    print(f"\ncurves: {args.out_dir}/reward_curves.png (blue: train loss, orange: train accuracy, green: held-out accuracy), "
+          f"{args.out_dir}/dpo_curves.png (blue: loss, orange: rewards/chosen, green: rewards/rejected, red: margins)")
+    print(f"report: {args.out_dir}/report.json; done in {report['minutes']:.1f} minutes")
+    return report
+
+
+if __name__ == "__main__":
+    main()
