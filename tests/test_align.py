@@ -305,3 +305,85 @@ def test_dpo_raises_the_chosen_over_the_rejected(tok, tmp_path):
         assert key in train_rows[-1]
     assert val_rows[-1]["val_rewards/margins"] > 0.1 and val_rows[-1]["val_rewards/accuracies"] > 0.6
     assert val_rows[-1]["val_loss"] < math.log(2)  # below the loss of a policy equal to its reference
+
+
+# ----------------------------------------------------------------------------- PPO
+from minillm.align.ppo import ActorCritic, PPOConfig, PPOTrainer, gae, per_token_rewards, ppo_losses  # noqa: E402
+
+
+def _gae_naive(r, v, gamma, lam):
+    """The textbook definition for one row without padding: A_t = Σ_k (γλ)^k δ_{t+k}."""
+    T = len(r)
+    v_next = np.append(v[1:], 0.0)
+    delta = r + gamma * v_next - v
+    return np.array([sum((gamma * lam) ** k * delta[t + k] for k in range(T - t)) for t in range(T)])
+
+
+def test_gae_equals_the_sum_of_discounted_deltas_and_skips_padding():
+    rng = np.random.default_rng(0)
+    r, v = rng.normal(size=5), rng.normal(size=5)
+    for gamma, lam in ((1.0, 0.95), (0.9, 0.5), (1.0, 1.0), (0.99, 0.0)):
+        expected = _gae_naive(r, v, gamma, lam)
+        # the same row after 2 prompt positions and before 3 padding positions
+        R = np.zeros((1, 10)); V = np.zeros((1, 10)); M = np.zeros((1, 10))
+        R[0, 2:7], V[0, 2:7], M[0, 2:7] = r, v, 1
+        V[0, 7:] = 5.0  # values of padding must not leak in
+        adv, ret = gae(R, V, M, gamma, lam)
+        np.testing.assert_allclose(adv[0, 2:7], expected, rtol=1e-12)
+        np.testing.assert_allclose(ret[0, 2:7], expected + v, rtol=1e-12)
+        assert not adv[0, :2].any() and not adv[0, 7:].any()
+    # λ = 1, γ = 1: the advantage is the sum of rewards to go minus the value
+    adv, _ = gae(np.array([[0.0, 0.0, 1.0]]), np.array([[0.2, 0.5, 0.1]]), np.ones((1, 3)), 1.0, 1.0)
+    np.testing.assert_allclose(adv, [[0.8, 0.5, 0.9]])
+    with pytest.raises(ValueError, match="must be equal"):
+        gae(np.zeros((1, 3)), np.zeros((1, 2)), np.ones((1, 3)), 1.0, 1.0)
+
+
+def test_per_token_rewards_put_the_score_on_the_last_reply_token():
+    mask = np.array([[0, 1, 1, 0], [1, 1, 1, 1]], dtype=float)
+    logp, ref = np.full((2, 4), -1.0), np.full((2, 4), -1.5)
+    rewards, kl = per_token_rewards(np.array([2.0, -1.0]), logp, ref, mask, kl_coef=0.1)
+    np.testing.assert_allclose(kl, 0.5 * mask)
+    np.testing.assert_allclose(rewards, [[0, -0.05, 1.95, 0], [-0.05, -0.05, -0.05, -1.05]])
+
+
+def test_ppo_losses_clip_as_the_paper_says_and_gradcheck():
+    mask = np.array([[1.0, 1.0, 0.0]])
+    old = np.array([[-1.0, -1.0, 0.0]])
+    adv = np.array([[1.0, -1.0, 0.0]])
+    lp = mi.tensor([[-0.5, -0.5, 0.0]], dtype=mi.float64, requires_grad=True)  # ratio e^0.5 = 1.65 on both
+    v = mi.tensor([[0.5, 0.0, 0.0]], dtype=mi.float64, requires_grad=True)
+    pg, vf, st = ppo_losses(lp, v, old, np.zeros((1, 3)), adv, np.array([[1.0, 1.0, 0.0]]), mask, 0.2, 0.2)
+    r = math.exp(0.5)
+    # token 0 (A = 1): min(r, 1.2)·A = 1.2 -> loss -1.2; token 1 (A = -1): max(r, 1.2)·1 -> loss r
+    assert pg.item() == pytest.approx((-1.2 + r) / 2)
+    # value 0.5 clipped to 0.2: max((0.5-1)², (0.2-1)²) = 0.64; value 0: 1.0
+    assert vf.item() == pytest.approx(0.5 * (0.64 + 1.0) / 2)
+    assert st["clipfrac"] == 1.0
+    rng = np.random.default_rng(1)
+    old2, adv2, v0, ret = (rng.normal(size=(2, 3)) for _ in range(4))
+
+    def total(logp, values):
+        pg, vf, _ = ppo_losses(logp, values, old2, v0, adv2, ret, np.ones((2, 3)), 0.2, 0.2)
+        return pg + 0.5 * vf
+
+    # points away from the clip kinks (|ratio - 1| != 0.2, |v - v0| != 0.2)
+    gradcheck(total, [old2 + rng.uniform(-0.1, 0.1, size=(2, 3)), v0 + rng.choice([-0.5, 0.05, 0.5], size=(2, 3))])
+
+
+def test_ppo_trainer_runs_and_logs(tok, tmp_path):
+    model = _model(tok.vocab_size)
+    records = generate_sft(8, seed=0, split="train")
+    cfg = PPOConfig(batch_size=4, mini_batch_size=2, ppo_epochs=1, max_new_tokens=6, lr=1e-3)
+    # a rule reward: +1 for a reply that stops, -1 for one that does not
+    trainer = PPOTrainer(model, tok, [r["messages"][:-1] for r in records],
+                         lambda idx, replies: [1.0 if r.stopped else -1.0 for r in replies], cfg, str(tmp_path))
+    history = trainer.train(2)
+    assert [h["step"] for h in history] == [1, 2]
+    for key in ("score", "kl", "pg_loss", "vf_loss", "clipfrac", "approx_kl"):
+        assert all(math.isfinite(h[key]) for h in history), key
+    assert history[0]["kl"] == pytest.approx(0.0, abs=1e-4)  # the first rollout comes from the reference itself
+    assert len(open(tmp_path / "metrics.jsonl").readlines()) == 2
+    assert isinstance(trainer.ac, ActorCritic) and trainer.policy is model
+    with pytest.raises(ValueError, match="mini_batch_size"):
+        PPOConfig(batch_size=2, mini_batch_size=4)
