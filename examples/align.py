@@ -11,8 +11,11 @@ Steps:
      the world's answer) "chosen". Written to OUT/pairs_{train,val}.jsonl ({"prompt","chosen","rejected"})
   3. reward model: the SFT backbone + a scalar head, Bradley-Terry loss; held-out pairwise accuracy
   4. DPO against the frozen SFT model (its log-probs precomputed once)
-  5. held-out questions (never trained on): exact match before/after, win rate of DPO over SFT
-     judged by the world's answers and by the reward model, KL(DPO || SFT); curves as PNGs
+  5. PPO (RLHF as in InstructGPT): rollouts from the policy, the reward model's score (or, with
+     --ppo-reward rule, +1/-1 from the world's answer), a per-token KL penalty to the SFT model,
+     GAE, clipped policy and value losses
+  6. held-out questions (never trained on): exact match before/after, win rate over SFT judged by
+     the world's answers and by the reward model, KL to SFT, for DPO and for PPO; curves as PNGs
 """
 import argparse
 import copy
@@ -29,6 +32,7 @@ import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
 from minillm.align import RewardModel, on_policy_pairs, pairwise_accuracy, score_replies, train_dpo, train_reward_model  # noqa: E402
 from minillm.align import write_preference_jsonl  # noqa: E402
+from minillm.align.ppo import PPOConfig, PPOTrainer  # noqa: E402
 from minillm.align.rollout import generate_replies, kl_to_reference  # noqa: E402
 from minillm.data.world import generate_sft  # noqa: E402
 from minillm.eval import exact_match  # noqa: E402
@@ -40,9 +44,11 @@ from minillm.train import TrainConfig, check_out_dir  # noqa: E402
 from minillm.train.metrics import read_metrics  # noqa: E402
 
 DEFAULTS = dict(n_prompts=800, n_val_prompts=150, samples=4, eval_limit=300, rm_steps=150, dpo_steps=150,
-                batch_size=16, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=24)
+                batch_size=16, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=24, ppo_iters=40, ppo_lr=2e-5,
+                ppo_batch=32, kl_coef=0.1)
 QUICK = dict(n_prompts=48, n_val_prompts=16, samples=2, eval_limit=16, rm_steps=4, dpo_steps=4,
-             batch_size=4, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=12)
+             batch_size=4, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=12, ppo_iters=2, ppo_lr=2e-5,
+             ppo_batch=8, kl_coef=0.1)
 N_SFT_TRAIN = 6_000  # the SFT run trained on the first 6000 "train" conversations; our prompts come after them
 
 
@@ -63,6 +69,12 @@ def parse_args(argv=None):
     p.add_argument("--dpo-lr", type=float, help="DPO peak learning rate")
     p.add_argument("--beta", type=float, help="DPO's β: the strength of the pull towards the reference")
     p.add_argument("--max-new-tokens", type=int, help="reply budget when sampling")
+    p.add_argument("--ppo-iters", type=int, help="PPO iterations (rollout + updates); 0 skips PPO")
+    p.add_argument("--ppo-lr", type=float, help="PPO learning rate")
+    p.add_argument("--ppo-batch", type=int, help="replies per PPO rollout")
+    p.add_argument("--kl-coef", type=float, help="PPO's per-token KL penalty to the SFT model")
+    p.add_argument("--ppo-reward", choices=["rm", "rule"], default="rm",
+                   help="PPO's reward: the reward model's score (default) or +1/-1 from the world's answer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
@@ -181,36 +193,67 @@ def main(argv=None):
     save_model(policy, os.path.join(args.out_dir, "dpo", "model"))
     tok.save(os.path.join(args.out_dir, "dpo", "model"))
 
-    banner("5. held-out questions")
-    before = pipeline.evaluate_sft(reference, tok, eval_records, max_new_tokens=args.max_new_tokens)
-    after = pipeline.evaluate_sft(policy, tok, eval_records, max_new_tokens=args.max_new_tokens)
+    banner("5. PPO (RLHF)")
+    ppo_policy = None
+    if args.ppo_iters > 0:
+        ppo_policy = copy.deepcopy(sft_model)
+        prompts = [r["messages"][:-1] for r in train_records]
+        refs = [r["messages"][-1]["content"] for r in train_records]
+        if args.ppo_reward == "rm":
+            def score_fn(idx, replies):
+                return score_replies(rm, tok, [prompts[i] for i in idx], [r.text for r in replies])
+        else:
+            def score_fn(idx, replies):
+                return [1.0 if r.stopped and exact_match(r.text, refs[i]) else -1.0 for i, r in zip(idx, replies)]
+        cfg = PPOConfig(lr=args.ppo_lr, batch_size=args.ppo_batch, mini_batch_size=max(1, args.ppo_batch // 2),
+                        kl_coef=args.kl_coef, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        ppo = PPOTrainer(ppo_policy, tok, prompts, score_fn, cfg, os.path.join(args.out_dir, "ppo"), reference=reference)
+        t = time.time()
+        every = max(1, args.ppo_iters // 8)
+        ppo.train(args.ppo_iters, log=lambda h: h["step"] % every == 0 and print(
+            f"  iteration {h['step']}: score {h['score']:+.3f}, KL {h['kl']:.3f}, pg_loss {h['pg_loss']:+.3f}, "
+            f"vf_loss {h['vf_loss']:.3f}, clipfrac {h['clipfrac']:.2f}, stopped {h['stopped']:.0%}", flush=True))
+        print(f"{args.ppo_iters} iterations of {args.ppo_batch} rollouts in {time.time() - t:.0f}s")
+        curves_png(ppo.metrics.path, os.path.join(args.out_dir, "ppo_curves.png"), ["score", "kl", "pg_loss", "vf_loss"])
+        save_model(ppo_policy, os.path.join(args.out_dir, "ppo", "model"))
+
+    banner("6. held-out questions")
     prompts = [r["messages"][:-1] for r in eval_records]
+    before = pipeline.evaluate_sft(reference, tok, eval_records, max_new_tokens=args.max_new_tokens)
     ok0 = np.array([exact_match(e["prediction"], e["reference"]) for e in before["examples"]])
-    ok1 = np.array([exact_match(e["prediction"], e["reference"]) for e in after["examples"]])
     r0 = score_replies(rm, tok, prompts, [e["prediction"] for e in before["examples"]])
-    r1 = score_replies(rm, tok, prompts, [e["prediction"] for e in after["examples"]])
-    win_truth = float(np.mean((ok1 > ok0) + 0.5 * (ok1 == ok0)))
-    win_rm = float(np.mean((r1 > r0) + 0.5 * (r1 == r0)))
-    kl = kl_to_reference(policy, reference, tok, prompts, max_new_tokens=args.max_new_tokens, seed=args.seed)
     print(f"exact match, SFT: {pipeline.format_accuracy(before)}")
-    print(f"exact match, DPO: {pipeline.format_accuracy(after)}")
-    print(f"DPO fixed {int(((ok1 == 1) & (ok0 == 0)).sum())} answers and broke {int(((ok1 == 0) & (ok0 == 1)).sum())}")
-    print(f"win rate of DPO over SFT (ties count half): {win_truth:.1%} by the world's answers, {win_rm:.1%} by the reward model")
-    print(f"KL(DPO || SFT) = {kl['kl']:.3f} nats per reply (sampled replies, {kl['mean_tokens']:.1f} tokens on average)")
-    for e0, e1 in list(zip(before["examples"], after["examples"]))[:40]:
-        if exact_match(e0["prediction"], e0["reference"]) != exact_match(e1["prediction"], e1["reference"]):
-            q = e0["question"].replace("\n", " ")
-            print(f"  …{q[-70:]}\n      SFT {e0['prediction']!r} -> DPO {e1['prediction']!r}   (answer {e0['reference']!r})")
-    report["eval"] = {
-        "exact_match_sft": {k: v for k, v in before.items() if k != "examples"},
-        "exact_match_dpo": {k: v for k, v in after.items() if k != "examples"},
-        "win_rate_truth": win_truth, "win_rate_reward_model": win_rm, "kl_to_sft": kl,
-    }
+    report["eval"] = {"exact_match_sft": {k: v for k, v in before.items() if k != "examples"}}
+    for name, policy_model in (("DPO", policy), ("PPO", ppo_policy)):
+        if policy_model is None:
+            continue
+        after = pipeline.evaluate_sft(policy_model, tok, eval_records, max_new_tokens=args.max_new_tokens)
+        ok1 = np.array([exact_match(e["prediction"], e["reference"]) for e in after["examples"]])
+        r1 = score_replies(rm, tok, prompts, [e["prediction"] for e in after["examples"]])
+        win_truth = float(np.mean((ok1 > ok0) + 0.5 * (ok1 == ok0)))
+        win_rm = float(np.mean((r1 > r0) + 0.5 * (r1 == r0)))
+        kl = kl_to_reference(policy_model, reference, tok, prompts, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        print(f"\nexact match, {name}: {pipeline.format_accuracy(after)}")
+        print(f"{name} fixed {int(((ok1 == 1) & (ok0 == 0)).sum())} answers and broke {int(((ok1 == 0) & (ok0 == 1)).sum())}")
+        print(f"win rate of {name} over SFT (ties count half): {win_truth:.1%} by the world's answers, "
+              f"{win_rm:.1%} by the reward model")
+        print(f"KL({name} || SFT) = {kl['kl']:.3f} nats per reply (sampled replies, {kl['mean_tokens']:.1f} tokens on average)")
+        shown = 0
+        for e0, e1 in zip(before["examples"], after["examples"]):
+            if shown < 4 and exact_match(e0["prediction"], e0["reference"]) != exact_match(e1["prediction"], e1["reference"]):
+                q = e0["question"].replace("\n", " ")
+                print(f"  …{q[-70:]}\n      SFT {e0['prediction']!r} -> {name} {e1['prediction']!r}   (answer {e0['reference']!r})")
+                shown += 1
+        report["eval"][name.lower()] = {
+            "exact_match": {k: v for k, v in after.items() if k != "examples"},
+            "win_rate_truth": win_truth, "win_rate_reward_model": win_rm, "kl_to_sft": kl,
+        }
     report["minutes"] = (time.time() - t0) / 60
     with open(os.path.join(args.out_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, ensure_ascii=False, indent=1)
     print(f"\ncurves: {args.out_dir}/reward_curves.png (blue: train loss, orange: train accuracy, green: held-out accuracy), "
-          f"{args.out_dir}/dpo_curves.png (blue: loss, orange: rewards/chosen, green: rewards/rejected, red: margins)")
+          f"{args.out_dir}/dpo_curves.png (blue: loss, orange: rewards/chosen, green: rewards/rejected, red: margins), "
+          f"{args.out_dir}/ppo_curves.png (blue: score, orange: KL, green: policy loss, red: value loss)")
     print(f"report: {args.out_dir}/report.json; done in {report['minutes']:.1f} minutes")
     return report
 
