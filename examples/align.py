@@ -126,7 +126,8 @@ def main(argv=None):
     args = parse_args(argv)
     mi.tune_malloc()
     mi.manual_seed(args.seed)
-    check_out_dir(args.out_dir, overwrite=args.overwrite)
+    for sub in ("", "reward", "dpo", "ppo", "sft_model"):  # before any work, never on top of another run
+        check_out_dir(os.path.join(args.out_dir, sub), overwrite=args.overwrite)
     os.makedirs(args.out_dir, exist_ok=True)
     show = not args.no_progress
     t0 = time.time()

@@ -209,7 +209,10 @@ class PPOTrainer:
         self.rng = np.random.default_rng(config.seed)
         self.iteration = 0
         os.makedirs(out_dir, exist_ok=True)
-        self.metrics = MetricsLogger(os.path.join(out_dir, "metrics.jsonl"))
+        path = os.path.join(out_dir, "metrics.jsonl")
+        if os.path.exists(path):  # a fresh run: never append to an earlier run's curves
+            os.remove(path)
+        self.metrics = MetricsLogger(path)
 
     @no_grad()
     def _rollout(self):
