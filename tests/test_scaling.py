@@ -63,3 +63,20 @@ def test_chinchilla_rule():
     assert opt["n_params"] == pytest.approx(1e6) and opt["n_tokens"] == pytest.approx(2e7)
     assert training_flops(opt["n_params"], opt["n_tokens"]) == pytest.approx(6 * 20 * 1e12)
     assert math.isfinite(chinchilla_optimal(1.0)["n_params"])
+
+
+def test_scaling_example_quick(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "scaling"
+    proc = subprocess.run([sys.executable, os.path.join(root, "examples", "scaling.py"), "--quick", "--out-dir", str(out)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": root, "OPENBLAS_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["runs"]) == 4 and (out / "scaling.png").exists()
+    assert "power law" in proc.stdout
