@@ -75,6 +75,9 @@ def parse_args(argv=None):
     p.add_argument("--kl-coef", type=float, help="PPO's per-token KL penalty to the SFT model")
     p.add_argument("--ppo-reward", choices=["rm", "rule"], default="rm",
                    help="PPO's reward: the reward model's score (default) or +1/-1 from the world's answer")
+    p.add_argument("--ppo-critic", choices=["value-head", "reward-model"], default="value-head",
+                   help="PPO's critic: a value head on the actor (default, one trunk) or, as in the book, "
+                   "a copy of the reward model (a second trunk: slower)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
@@ -208,7 +211,9 @@ def main(argv=None):
                 return [1.0 if r.stopped and exact_match(r.text, refs[i]) else -1.0 for i, r in zip(idx, replies)]
         cfg = PPOConfig(lr=args.ppo_lr, batch_size=args.ppo_batch, mini_batch_size=max(1, args.ppo_batch // 2),
                         kl_coef=args.kl_coef, max_new_tokens=args.max_new_tokens, seed=args.seed)
-        ppo = PPOTrainer(ppo_policy, tok, prompts, score_fn, cfg, os.path.join(args.out_dir, "ppo"), reference=reference)
+        critic = copy.deepcopy(rm) if args.ppo_critic == "reward-model" else None
+        ppo = PPOTrainer(ppo_policy, tok, prompts, score_fn, cfg, os.path.join(args.out_dir, "ppo"), reference=reference,
+                         critic=critic)
         t = time.time()
         every = max(1, args.ppo_iters // 8)
         ppo.train(args.ppo_iters, log=lambda h: h["step"] % every == 0 and print(

@@ -1,4 +1,5 @@
 """Chapter 4.2.4: preference pairs, the reward model and DPO (minillm/align/)."""
+import copy
 import json
 import math
 
@@ -387,3 +388,24 @@ def test_ppo_trainer_runs_and_logs(tok, tmp_path):
     assert isinstance(trainer.ac, ActorCritic) and trainer.policy is model
     with pytest.raises(ValueError, match="mini_batch_size"):
         PPOConfig(batch_size=2, mini_batch_size=4)
+
+
+def test_the_books_critic_is_the_reward_model_read_at_every_token(tok, tmp_path):
+    model = _model(64)
+    rm = RewardModel.from_sft(model)
+    ac = ActorCritic(model, critic=copy.deepcopy(rm))
+    ids = np.random.default_rng(0).integers(0, 64, size=(2, 6))
+    logits, values = ac(ids)
+    np.testing.assert_array_equal(logits.numpy(), model(ids).logits.numpy())
+    np.testing.assert_allclose(values.numpy()[:, -1], rm(ids).numpy(), rtol=1e-5, atol=1e-6)  # last token = the reward
+    names = [n for n, _ in ac.named_parameters()]
+    assert any(n.startswith("critic.score") for n in names) and not any(n.startswith("v_head") for n in names)
+    with pytest.raises(TypeError, match="RewardModel"):
+        ActorCritic(model, critic=mi.nn.Linear(2, 2))
+    # one PPO iteration with the book's four models
+    big = _model(tok.vocab_size)
+    records = generate_sft(4, seed=0, split="train")
+    trainer = PPOTrainer(big, tok, [r["messages"][:-1] for r in records], lambda idx, reps: np.zeros(len(reps)),
+                         PPOConfig(batch_size=2, mini_batch_size=2, ppo_epochs=1, max_new_tokens=4), str(tmp_path),
+                         critic=RewardModel.from_sft(big))
+    assert math.isfinite(trainer.step()["vf_loss"])

@@ -4,9 +4,11 @@ Four models take part, as in the book's figure:
 
 =============  ==========================================================================
 actor          the policy being trained: a copy of the SFT model
-critic         a value head (``Linear(dim, 1)``) on the actor's own hidden states: V(s_t),
-               the reward still to come after token t (the trunk is shared, as in TRL's
-               ``AutoModelForCausalLMWithValueHead``)
+critic         V(s_t), the reward still to come after token t. As in the book (图4.5): a
+               copy of the reward model, its scalar head read at every token
+               (``critic=RewardModel``); or, cheaper on a CPU, a value head
+               ``Linear(dim, 1)`` on the actor's own hidden states (one trunk for both, as
+               TRL's ``AutoModelForCausalLMWithValueHead``)
 reference      the frozen SFT model: a per-token KL penalty keeps the actor near it
 reward         the reward model's score of the whole reply (``RewardModel``), or a rule
                from the world's ground truth (``exact_match`` with the answer: +1 / -1)
@@ -87,22 +89,37 @@ class PPOConfig:
 
 
 class ActorCritic(nn.Module):
-    """The actor (a llama ``Transformer``) and the critic's value head on its hidden states.
-    ``forward(ids) -> (logits (B, T, V), values (B, T))`` runs the trunk once for both."""
+    """The actor (a llama ``Transformer``) and the critic.
 
-    def __init__(self, model):
+    ``critic=None``: a value head on the actor's hidden states (the trunk runs once for both).
+    ``critic=RewardModel``: the book's separate critic, initialised from the reward model; its
+    ``score`` head is read at every position instead of only the last one.
+    ``forward(ids) -> (logits (B, T, V), values (B, T))``.
+    """
+
+    def __init__(self, model, critic=None):
         super().__init__()
         self.model = model
         self.args = model.args
-        self.v_head = nn.Linear(model.args.dim, 1)
-        nn.init.zeros_(self.v_head.weight)
-        nn.init.zeros_(self.v_head.bias)
-        self.v_head.to(model.output.weight.dtype)
+        if critic is not None:
+            if not (hasattr(critic, "model") and hasattr(critic, "score")):
+                raise TypeError(f"ActorCritic: critic must be a RewardModel, got {type(critic).__name__}")
+            self.critic = critic
+        else:
+            self.v_head = nn.Linear(model.args.dim, 1)
+            nn.init.zeros_(self.v_head.weight)
+            nn.init.zeros_(self.v_head.bias)
+            self.v_head.to(model.output.weight.dtype)
 
     def forward(self, input_ids):
         h = self.model.hidden_states(input_ids)  # (B, T, dim)
         B, T, _ = h.shape
-        return self.model.output(h), self.v_head(h).view(B, T)  # (B, T, vocab), (B, T)
+        logits = self.model.output(h)  # (B, T, vocab)
+        if "critic" in self._modules:
+            values = self.critic.score(self.critic.model.hidden_states(input_ids))  # (B, T, 1)
+        else:
+            values = self.v_head(h)  # (B, T, 1)
+        return logits, values.view(B, T)  # (B, T, vocab), (B, T)
 
 
 # ----------------------------------------------------------------------------- the math
@@ -191,19 +208,20 @@ class PPOTrainer:
 
     ``score_fn(prompt_indices, replies) -> (B,) scores`` gives each reply its sequence reward
     (the reward model's score, or a rule). ``reference`` is the frozen SFT model (a copy is
-    taken of ``model`` when None). ``step()`` runs one rollout + ``ppo_epochs`` of updates and
+    taken of ``model`` when None). ``critic``: a ``RewardModel`` copy to train as the critic (the
+    book's setup), or None for a value head on the actor. ``step()`` runs one rollout + ``ppo_epochs`` of updates and
     returns (and logs to ``out_dir/metrics.jsonl``) the iteration's statistics.
     """
 
     def __init__(self, model, tokenizer, prompts: Sequence[list], score_fn: Callable, config: PPOConfig,
-                 out_dir: str, reference=None):
+                 out_dir: str, reference=None, critic=None):
         self.config = config
         self.tok = tokenizer
         self.prompts = list(prompts)
         if len(self.prompts) < config.batch_size:
             raise ValueError(f"PPOTrainer: {len(self.prompts)} prompts is fewer than one rollout of {config.batch_size}")
         self.reference = reference if reference is not None else copy.deepcopy(model)
-        self.ac = ActorCritic(model)
+        self.ac = ActorCritic(model, critic)
         self.optimizer = AdamW(param_groups_for_weight_decay(self.ac, 0.0), lr=config.lr, betas=(0.9, 0.95))
         self.score_fn = score_fn
         self.rng = np.random.default_rng(config.seed)
