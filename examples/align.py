@@ -30,10 +30,10 @@ import numpy as np  # noqa: E402
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
-from minillm.align import RewardModel, on_policy_pairs, pairwise_accuracy, score_replies, train_dpo, train_reward_model  # noqa: E402
+from minillm.align import RewardModel, pairwise_accuracy, score_replies, train_dpo, train_reward_model  # noqa: E402
 from minillm.align import write_preference_jsonl  # noqa: E402
 from minillm.align.ppo import PPOConfig, PPOTrainer  # noqa: E402
-from minillm.align.rollout import generate_replies, kl_to_reference  # noqa: E402
+from minillm.align.rollout import kl_to_reference  # noqa: E402
 from minillm.data.world import generate_sft  # noqa: E402
 from minillm.eval import exact_match  # noqa: E402
 from minillm.io import load_model, save_model  # noqa: E402
@@ -145,23 +145,24 @@ def main(argv=None):
         sft_model, tok = micro_sft_model(os.path.join(args.out_dir, "sft_model"), args.quick, show)
     reference = copy.deepcopy(sft_model)  # the frozen SFT model: for comparison and the KL (DPO precomputes its own)
 
-    # prompts: training prompts the SFT run never saw; held-out prompts from the "val" stories
-    train_records = generate_sft(N_SFT_TRAIN + args.n_prompts, seed=args.seed, split="train")[N_SFT_TRAIN:]
-    val_all = generate_sft(args.eval_limit + args.n_val_prompts, seed=args.seed, split="val")
-    eval_records, pair_val_records = val_all[: args.eval_limit], val_all[args.eval_limit:]
+    # pairs: training prompts the SFT run never saw; held-out prompts from the "val" stories, after the
+    # eval_limit questions scored at the end (pipeline.world_preference_pairs says which)
+    eval_records = generate_sft(args.eval_limit, seed=args.seed, split="val")
 
     banner("2. on-policy preference pairs")
-    pairs = {}
-    for name, records in (("train", train_records), ("val", pair_val_records)):
-        t = time.time()
-        replies = generate_replies(sft_model, tok, [r["messages"][:-1] for r in records], n=args.samples,
-                                   temperature=1.0, max_new_tokens=args.max_new_tokens, seed=args.seed + (name == "val"))
-        pairs[name], stats = on_policy_pairs(records, replies, seed=args.seed)
-        path = write_preference_jsonl(os.path.join(args.out_dir, f"pairs_{name}.jsonl"), pairs[name])
+    t = time.time()
+    pairs = pipeline.world_preference_pairs(sft_model, tok, args.n_prompts, args.n_val_prompts, samples=args.samples,
+                                            max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                            skip_train=N_SFT_TRAIN, skip_val=args.eval_limit)
+    train_records = pairs["train_records"]
+    for name in ("train", "val"):
+        stats = pairs[f"stats_{name}"]
         total = sum(stats.values())
-        print(f"{name}: {len(records)} prompts × {args.samples} samples in {time.time() - t:.0f}s -> {len(pairs[name])} pairs "
+        path = write_preference_jsonl(os.path.join(args.out_dir, f"pairs_{name}.jsonl"), pairs[name])
+        print(f"{name}: {len(pairs[name + '_records'])} prompts × {args.samples} samples -> {len(pairs[name])} pairs "
               f"({path}); samples: " + ", ".join(f"{k} {v / total:.0%}" for k, v in stats.items() if v))
         report[f"samples_{name}"] = stats
+    print(f"sampled in {time.time() - t:.0f}s")
     for p in pairs["train"][:3]:
         q = p.prompt[-1]["content"].replace("\n", " ")
         print(f"  …{q[-60:]!s}\n      chosen {p.chosen!r}  rejected {p.rejected!r}  ({p.meta['kind']})")

@@ -409,3 +409,16 @@ def test_the_books_critic_is_the_reward_model_read_at_every_token(tok, tmp_path)
                          PPOConfig(batch_size=2, mini_batch_size=2, ppo_epochs=1, max_new_tokens=4), str(tmp_path),
                          critic=RewardModel.from_sft(big))
     assert math.isfinite(trainer.step()["vf_loss"])
+
+
+def test_reward_model_directory_round_trip(tmp_path):
+    from minillm.align import load_reward_model, save_reward_model
+
+    rm = RewardModel(_model(64))
+    save_reward_model(rm, tmp_path / "rm")
+    back = load_reward_model(tmp_path / "rm")
+    ids = np.random.default_rng(0).integers(0, 64, size=(2, 5))
+    np.testing.assert_array_equal(back(ids).numpy(), rm(ids).numpy())
+    (tmp_path / "rm" / "score.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="score.safetensors is missing"):
+        load_reward_model(tmp_path / "rm")

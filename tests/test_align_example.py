@@ -26,3 +26,29 @@ def test_align_quick_runs_end_to_end(tmp_path):
     # a second run in the same folder is refused
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode != 0 and "already holds" in again.stderr
+
+    # the command line on the micro SFT model the example trained, with the pairs it wrote
+    model = str(out / "sft_model" / "model")
+    pairs = ["--pairs", str(out / "pairs_train.jsonl"), "--val", str(out / "pairs_val.jsonl")]
+    small = ["--steps", "2", "--batch-size", "4", "--no-progress"]
+
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-m", "minillm", *argv], capture_output=True, text=True, env=env,
+                              timeout=600, cwd=str(tmp_path))
+
+    r = cli("reward", "--model", model, "--out", str(tmp_path / "rm"), *pairs, *small)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "held-out pairwise accuracy" in r.stdout and (tmp_path / "rm" / "model" / "score.safetensors").exists()
+    r = cli("dpo", "--model", model, "--out", str(tmp_path / "dpo"), *pairs, *small, "--eval-limit", "4", "--lora")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "DPO" in r.stdout and (tmp_path / "dpo" / "model" / "model.safetensors").exists()
+    r = cli("ppo", "--model", model, "--reward-model", str(tmp_path / "rm" / "model"), "--out", str(tmp_path / "ppo"),
+            "--iters", "1", "--batch-size", "4", "--n-prompts", "8", "--eval-limit", "4")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "iteration 1" in r.stdout and (tmp_path / "ppo" / "metrics.jsonl").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "chosen": "a"}\n', encoding="utf-8")
+    r = cli("dpo", "--model", model, "--out", str(tmp_path / "dpo2"), "--pairs", str(bad), "--val", str(bad))
+    assert r.returncode == 2 and "bad.jsonl:1: missing field(s) ['rejected']" in r.stderr
+    r = cli("ppo", "--model", model, "--out", str(tmp_path / "ppo2"))
+    assert r.returncode == 2 and "--reward-model DIR or --rule" in r.stderr

@@ -15,11 +15,14 @@ from .preference import (
     MISTAKES, PreferenceDataset, PreferencePair, collate_pairs, label_reply, make_mistake, offline_pairs,
     on_policy_pairs, read_preference_jsonl, tokenize_pair, tokenize_reply, write_preference_jsonl,
 )
-from .reward import RewardModel, bradley_terry_loss, pairwise_accuracy, score_replies, train_reward_model
+from .reward import (
+    RewardModel, bradley_terry_loss, load_reward_model, pairwise_accuracy, save_reward_model, score_replies,
+    train_reward_model,
+)
 
 __all__ = [
     "PreferencePair", "PreferenceDataset", "collate_pairs", "read_preference_jsonl", "write_preference_jsonl",
     "offline_pairs", "on_policy_pairs", "label_reply", "make_mistake", "tokenize_pair", "tokenize_reply", "MISTAKES",
-    "RewardModel", "bradley_terry_loss", "pairwise_accuracy", "score_replies", "train_reward_model",
+    "RewardModel", "save_reward_model", "load_reward_model", "bradley_terry_loss", "pairwise_accuracy", "score_replies", "train_reward_model",
     "dpo_loss", "sequence_logps", "precompute_reference_logps", "train_dpo",
 ]

@@ -35,7 +35,9 @@ from ..train import Trainer, TrainConfig
 from .preference import PreferenceDataset, collate_pairs, tokenize_reply
 
 __all__ = ["RewardModel", "bradley_terry_loss", "last_token_index", "reward_forward", "train_reward_model",
-           "pairwise_accuracy", "score_replies"]
+           "pairwise_accuracy", "score_replies", "save_reward_model", "load_reward_model", "SCORE_WEIGHTS_NAME"]
+
+SCORE_WEIGHTS_NAME = "score.safetensors"  # the scalar head, beside the backbone's model.safetensors
 
 
 def last_token_index(attention_mask) -> np.ndarray:
@@ -176,3 +178,36 @@ def score_replies(rm: RewardModel, tokenizer, prompts, replies, max_length: int 
                 ids[r, : len(s)], mask[r, : len(s)] = s, 1
             out.append(rm(ids, mask).data)
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def save_reward_model(rm: RewardModel, directory) -> None:
+    """A model directory for the backbone (``config.json`` + ``model.safetensors``, loadable by
+    ``minillm.io.load_model``) plus ``score.safetensors`` for the scalar head."""
+    import os
+
+    from ..io import save_model
+    from ..io.safetensors import save_safetensors
+
+    save_model(rm.model, directory)
+    save_safetensors({"score.weight": rm.score.weight}, os.path.join(os.fspath(directory), SCORE_WEIGHTS_NAME),
+                     metadata={"format": "minillm reward model head"})
+
+
+def load_reward_model(directory) -> RewardModel:
+    """The ``RewardModel`` that ``save_reward_model`` wrote (``ValueError`` if the head is missing
+    or does not fit the backbone)."""
+    import os
+
+    from ..io import load_model
+    from ..io.safetensors import load_safetensors
+
+    path = os.path.join(os.fspath(directory), SCORE_WEIGHTS_NAME)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing: {directory} is not a reward model directory (save_reward_model writes one)")
+    rm = RewardModel(load_model(directory))
+    w = load_safetensors(path).get("score.weight")
+    if w is None or w.shape != rm.score.weight.shape:
+        raise ValueError(f"{path}: expected a 'score.weight' of shape {rm.score.weight.shape}, got "
+                         f"{None if w is None else w.shape}")
+    rm.score.weight.data[...] = w
+    return rm
