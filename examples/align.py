@@ -43,12 +43,12 @@ from minillm.tokenizers import load_tokenizer  # noqa: E402
 from minillm.train import TrainConfig, check_out_dir  # noqa: E402
 from minillm.train.metrics import read_metrics  # noqa: E402
 
-DEFAULTS = dict(n_prompts=800, n_val_prompts=150, samples=4, eval_limit=300, rm_steps=150, dpo_steps=150,
-                batch_size=16, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=24, ppo_iters=40, ppo_lr=2e-5,
-                ppo_batch=32, kl_coef=0.1)
+DEFAULTS = dict(n_prompts=800, n_val_prompts=150, samples=4, eval_limit=300, rm_steps=80, dpo_steps=100,
+                batch_size=16, rm_lr=5e-4, dpo_lr=3e-4, beta=0.1, max_new_tokens=24, ppo_iters=30, ppo_lr=2e-5,
+                ppo_batch=32, kl_coef=0.1, rpo_alpha=0.0)
 QUICK = dict(n_prompts=48, n_val_prompts=16, samples=2, eval_limit=16, rm_steps=4, dpo_steps=4,
              batch_size=4, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=12, ppo_iters=2, ppo_lr=2e-5,
-             ppo_batch=8, kl_coef=0.1)
+             ppo_batch=8, kl_coef=0.1, rpo_alpha=0.0)
 N_SFT_TRAIN = 6_000  # the SFT run trained on the first 6000 "train" conversations; our prompts come after them
 
 
@@ -69,6 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--dpo-lr", type=float, help="DPO peak learning rate")
     p.add_argument("--beta", type=float, help="DPO's β: the strength of the pull towards the reference")
     p.add_argument("--max-new-tokens", type=int, help="reply budget when sampling")
+    p.add_argument("--rpo-alpha", type=float, help="add this much NLL of the chosen replies to DPO (TRL's rpo_alpha; 0 = pure DPO)")
     p.add_argument("--ppo-iters", type=int, help="PPO iterations (rollout + updates); 0 skips PPO")
     p.add_argument("--ppo-lr", type=float, help="PPO learning rate")
     p.add_argument("--ppo-batch", type=int, help="replies per PPO rollout")
@@ -189,7 +190,8 @@ def main(argv=None):
                           min_lr=args.dpo_lr / 10, warmup_steps=max(1, args.dpo_steps // 10),
                           eval_interval=max(1, args.dpo_steps // 5), eval_batches=None, checkpoint_interval=0,
                           keep_last=1, progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
-    dpo_trainer = train_dpo(policy, tok, pairs["train"], pairs["val"], dpo_cfg, beta=args.beta, batch_size=args.batch_size)
+    dpo_trainer = train_dpo(policy, tok, pairs["train"], pairs["val"], dpo_cfg, beta=args.beta, batch_size=args.batch_size,
+                            rpo_alpha=args.rpo_alpha)
     last = [r for r in read_metrics(dpo_trainer.metrics.path) if "val_rewards/margins" in r][-1]
     print(f"held-out pairs after DPO: loss {last['val_loss']:.3f} (ln 2 = 0.693 at the start), "
           f"reward accuracy {last['val_rewards/accuracies']:.1%}, margin {last['val_rewards/margins']:.3f}")
