@@ -1,4 +1,4 @@
-"""The third stage of training (Happy LLM 4.2.4, 6.4): preferences -> reward model -> DPO, measured.
+"""The third stage of training (Happy LLM 4.2.3, 6.4): preferences -> reward model -> DPO, measured.
 
     python examples/train_tiny_llama.py            # first: the SFT model (runs/tiny_llama/model)
     python examples/align.py                       # then this (a few minutes on 2 idle cores)
@@ -170,7 +170,7 @@ def main(argv=None):
     if len(pairs["train"]) < args.batch_size or not pairs["val"]:
         raise SystemExit("error: the SFT model made too few mistakes to learn from; raise --n-prompts")
 
-    banner("3. reward model (4.2.4)")
+    banner("3. reward model (4.2.3)")
     rm = RewardModel.from_sft(sft_model)
     acc0 = pairwise_accuracy(rm, tok, pairs["val"])
     rm_cfg = TrainConfig(out_dir=os.path.join(args.out_dir, "reward"), max_steps=args.rm_steps, lr=args.rm_lr,

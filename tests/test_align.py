@@ -1,4 +1,4 @@
-"""Chapter 4.2.4: preference pairs, the reward model and DPO (minillm/align/)."""
+"""Chapter 4.2.3: preference pairs, the reward model and DPO (minillm/align/)."""
 import copy
 import json
 import math

@@ -1,4 +1,4 @@
-"""Chapter 4.2.4 (and 6.4): the third stage of training, learning from preferences.
+"""Chapter 4.2.3 RLHF (and 6.4): the third stage of training, learning from preferences.
 
 =================  ==================================================================
 ``preference.py``  pairs ``{"prompt", "chosen", "rejected"}``: made up from the world's

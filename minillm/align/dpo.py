@@ -1,4 +1,4 @@
-"""Direct Preference Optimization (DPO; Rafailov et al. 2023; the book's 4.2.4 and 6.4).
+"""Direct Preference Optimization (DPO; Rafailov et al. 2023; the book's 4.2.3 and 6.4).
 
 RLHF trains a reward model and then runs RL against it. DPO skips both: the optimal policy of
 the KL-regularised RL objective satisfies r(x, y) = β·log(π(y|x) / π_ref(y|x)) + const, so the

@@ -1,4 +1,4 @@
-"""RLHF with PPO (Happy LLM 4.2.4; InstructGPT's third step), sized for a CPU.
+"""RLHF with PPO (Happy LLM 4.2.3; InstructGPT's third step), sized for a CPU.
 
 Four models take part, as in the book's figure:
 

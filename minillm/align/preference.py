@@ -1,4 +1,4 @@
-"""Preference data (Happy LLM 4.2.4 "RLHF", 6.4): a prompt, a chosen reply and a rejected reply.
+"""Preference data (Happy LLM 4.2.3 "RLHF", 6.4): a prompt, a chosen reply and a rejected reply.
 
 The third training stage learns from *comparisons*: for one prompt, this answer is better than
 that one. The book's 6.4 and TRL store them as JSONL lines in one shape, which we use too::

@@ -1,4 +1,4 @@
-"""The reward model (Happy LLM 4.2.4 "RLHF": 奖励模型 RM).
+"""The reward model (Happy LLM 4.2.3 "RLHF": 奖励模型 RM).
 
 A reward model reads a prompt and a reply and gives one number: how good the reply is. It is
 the SFT model with its language-model head swapped for a *scalar* head::
