@@ -8,6 +8,9 @@
     python -m minillm rag index my_notes/ --out store/           # 7.2 RAG: then rag ask store/ "question"
     python -m minillm agent --model runs/agent/model             # 7.3: the model calls tools (examples/agent.py)
     mpiexec -n 2 python -m minillm pretrain --out runs/pre2 --zero-stage 2   # data parallel on 2 ranks (6.1.5)
+    python -m minillm reward --model runs/sft/model --out runs/rm    # 4.2.3 reward model (pairs sampled from the world)
+    python -m minillm dpo --model runs/sft/model --out runs/dpo      # DPO; --pairs/--val for your own JSONL
+    python -m minillm ppo --model runs/sft/model --reward-model runs/rm/model --out runs/ppo   # RLHF with PPO
 
 A model directory holds ``config.json`` + ``model.safetensors`` + ``tokenizer.json``, so
 ``--model DIR`` is all the later commands need.
@@ -128,6 +131,36 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
     a.add_argument("--seed", type=int, default=0)
 
+    rm = sub.add_parser("reward", help="train a reward model on preference pairs (4.2.3)",
+                        description="Bradley-Terry reward model: the SFT backbone + a scalar head; writes OUT/model/ "
+                        "(backbone + score.safetensors) and prints the held-out pairwise accuracy.")
+    _preference_args(rm)
+    _add_training_args(rm, steps=150, lr=5e-4, batch_size=16)
+
+    d = sub.add_parser("dpo", help="Direct Preference Optimization against the frozen SFT model (4.2.3, 6.4)",
+                       description="DPO on preference pairs; writes OUT/model/ and prints held-out exact match "
+                       "before and after.")
+    _preference_args(d)
+    d.add_argument("--beta", type=float, default=0.1, help="strength of the pull towards the reference (default: %(default)s)")
+    d.add_argument("--lora", action="store_true", help="train LoRA adapters; the reference is the base (adapters off)")
+    d.add_argument("--eval-limit", type=int, default=200, help="held-out world questions to score (0: skip)")
+    _add_training_args(d, steps=150, lr=2e-4, batch_size=16)
+
+    pp = sub.add_parser("ppo", help="RLHF with PPO (4.2.3): rollouts, reward, KL penalty, GAE, clipped losses",
+                        description="PPO on the built-in world's questions; writes OUT/model/ and OUT/metrics.jsonl.")
+    pp.add_argument("--model", required=True, help="SFT model dir (the actor and the frozen reference)")
+    pp.add_argument("--reward-model", help="reward model dir from `python -m minillm reward` (default: --rule)")
+    pp.add_argument("--rule", action="store_true", help="reward +1 / -1 by the world's answer instead of a reward model")
+    pp.add_argument("--out", required=True, metavar="DIR")
+    pp.add_argument("--iters", type=int, default=40, help="PPO iterations (default: %(default)s)")
+    pp.add_argument("--batch-size", type=int, default=32, help="rollouts per iteration (default: %(default)s)")
+    pp.add_argument("--lr", type=float, default=2e-5)
+    pp.add_argument("--kl-coef", type=float, default=0.1)
+    pp.add_argument("--n-prompts", type=int, default=800, help="world training questions to draw rollouts from")
+    pp.add_argument("--eval-limit", type=int, default=200, help="held-out world questions to score (0: skip)")
+    pp.add_argument("--seed", type=int, default=0)
+    pp.add_argument("--overwrite", action="store_true")
+
     e = sub.add_parser("eval", help="evaluate models on the built-in suite or your JSONL files (7.1)",
                        description="Score a model on leaderboard-style tasks; prints a table and writes "
                        "MODEL/eval_results.json. Tasks: " + ", ".join(_eval_task_names()) + ", mc:FILE.jsonl "
@@ -177,6 +210,16 @@ def _eval_task_names():
     from .eval.suite import TASK_NAMES
 
     return TASK_NAMES
+
+
+def _preference_args(p):
+    p.add_argument("--model", required=True, help="SFT model dir (config.json, model.safetensors, tokenizer.json)")
+    p.add_argument("--pairs", help='your preference .jsonl ({"prompt","chosen","rejected"} per line); default: pairs '
+                   "sampled from the model on the built-in world and labelled by its answers")
+    p.add_argument("--val", help="held-out preference .jsonl for --pairs")
+    p.add_argument("--n-prompts", type=int, default=800, help="world questions to sample pairs on (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=4, help="replies sampled per question (default: %(default)s)")
+    p.add_argument("--max-length", type=int, default=256, help="tokens per prompt + reply")
 
 
 def _sampling_args(p):
@@ -395,6 +438,117 @@ def cmd_sft(args):
     if eval_records:
         result = pipeline.evaluate_sft(model, tok, eval_records)
         print(f"held-out exact match: {pipeline.format_accuracy(result)}")
+
+
+def _preference_data(args, model, tok):
+    """The user's pair files, or on-policy pairs sampled on the built-in world."""
+    from . import pipeline
+    from .align import read_preference_jsonl, write_preference_jsonl
+
+    if (args.pairs is None) != (args.val is None):
+        raise ValueError("--pairs and --val go together")
+    if args.pairs:
+        return read_preference_jsonl(args.pairs), read_preference_jsonl(args.val)
+    pairs = pipeline.world_preference_pairs(model, tok, args.n_prompts, max(16, args.n_prompts // 5), samples=args.samples,
+                                            seed=args.seed)
+    for name in ("train", "val"):
+        path = write_preference_jsonl(os.path.join(args.out, f"pairs_{name}.jsonl"), pairs[name])
+        print(f"{len(pairs[name])} {name} pairs sampled from the model -> {path}")
+    return pairs["train"], pairs["val"]
+
+
+def cmd_reward(args):
+    import minillm as mi
+
+    from .align import RewardModel, pairwise_accuracy, save_reward_model, train_reward_model
+
+    mi.manual_seed(args.seed)
+    args.lr = 5e-4 if args.lr is None else args.lr
+    _claim_out_dir(args)
+    model, tok = _load_model_dir(args.model)
+    train, val = _preference_data(args, model, tok)
+    rm = RewardModel.from_sft(model)
+    before = pairwise_accuracy(rm, tok, val, args.max_length)
+    train_reward_model(rm, tok, train, val, _train_config(args, args.out), batch_size=args.batch_size,
+                       max_length=args.max_length)
+    save_reward_model(rm, os.path.join(args.out, "model"))
+    tok.save(os.path.join(args.out, "model"))
+    after = pairwise_accuracy(rm, tok, val, args.max_length)
+    print(f"held-out pairwise accuracy: {before['all']:.1%} before training -> {after['all']:.1%} ({after['n']} pairs)")
+
+
+def cmd_dpo(args):
+    import minillm as mi
+
+    from . import pipeline
+    from .align import train_dpo
+    from .data.world import generate_sft
+
+    mi.manual_seed(args.seed)
+    args.lr = 2e-4 if args.lr is None else args.lr
+    _claim_out_dir(args)
+    model, tok = _load_model_dir(args.model)
+    train, val = _preference_data(args, model, tok)
+    eval_records = generate_sft(args.eval_limit, seed=0, split="val") if args.eval_limit else None
+    before = pipeline.evaluate_sft(model, tok, eval_records) if eval_records else None
+    policy = model
+    if args.lora:
+        from .peft import LoraConfig, get_peft_model
+
+        policy = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.0,
+                                                  target_modules=["wq", "wk", "wv", "wo", "w1", "w2", "w3"]))
+    train_dpo(policy, tok, train, val, _train_config(args, args.out), beta=args.beta, batch_size=args.batch_size,
+              max_length=args.max_length)
+    if args.lora:
+        policy.save_pretrained(os.path.join(args.out, "adapter"))
+        model = policy.merge_and_unload()
+    _save_model_dir(model, tok, os.path.join(args.out, "model"))
+    if eval_records:
+        after = pipeline.evaluate_sft(model, tok, eval_records)
+        print(f"held-out exact match: SFT {pipeline.format_accuracy(before)}\n                      DPO "
+              f"{pipeline.format_accuracy(after)}")
+
+
+def cmd_ppo(args):
+    import minillm as mi
+
+    from . import pipeline
+    from .align import load_reward_model, score_replies
+    from .align.ppo import PPOConfig, PPOTrainer
+    from .data.world import generate_sft
+    from .eval import exact_match
+    from .train import check_out_dir
+
+    mi.manual_seed(args.seed)
+    if (args.reward_model is None) == (not args.rule):
+        raise ValueError("give exactly one reward: --reward-model DIR or --rule")
+    check_out_dir(args.out, overwrite=args.overwrite)
+    model, tok = _load_model_dir(args.model)
+    records = generate_sft(6_000 + args.n_prompts, seed=args.seed, split="train")[6_000:]
+    prompts = [r["messages"][:-1] for r in records]
+    if args.rule:
+        refs = [r["messages"][-1]["content"] for r in records]
+
+        def score_fn(idx, replies):
+            return [1.0 if r.stopped and exact_match(r.text, refs[i]) else -1.0 for i, r in zip(idx, replies)]
+    else:
+        rm = load_reward_model(args.reward_model)
+
+        def score_fn(idx, replies):
+            return score_replies(rm, tok, [prompts[i] for i in idx], [r.text for r in replies])
+    import copy
+
+    policy = copy.deepcopy(model)
+    cfg = PPOConfig(lr=args.lr, batch_size=args.batch_size, mini_batch_size=max(1, args.batch_size // 2),
+                    kl_coef=args.kl_coef, seed=args.seed)
+    trainer = PPOTrainer(policy, tok, prompts, score_fn, cfg, args.out, reference=model)
+    trainer.train(args.iters, log=lambda h: print(
+        f"iteration {h['step']}: score {h['score']:+.3f}, KL {h['kl']:.3f}, clipfrac {h['clipfrac']:.2f}", flush=True))
+    _save_model_dir(policy, tok, os.path.join(args.out, "model"))
+    if args.eval_limit:
+        eval_records = generate_sft(args.eval_limit, seed=0, split="val")
+        print(f"held-out exact match: SFT {pipeline.format_accuracy(pipeline.evaluate_sft(model, tok, eval_records))}"
+              f"\n                      PPO {pipeline.format_accuracy(pipeline.evaluate_sft(policy, tok, eval_records))}")
 
 
 def _generation_config(args, eos_token_id):
@@ -627,6 +781,7 @@ def cmd_rag(args):
 COMMANDS = {
     "train-tokenizer": cmd_train_tokenizer, "pretrain": cmd_pretrain, "sft": cmd_sft,
     "generate": cmd_generate, "chat": cmd_chat, "eval": cmd_eval, "rag": cmd_rag, "agent": cmd_agent,
+    "reward": cmd_reward, "dpo": cmd_dpo, "ppo": cmd_ppo,
 }
 
 

@@ -35,7 +35,7 @@ from .train import Trainer, TrainConfig, check_out_dir, make_sample_fn
 
 __all__ = [
     "prepare_corpus", "train_tokenizer", "pretrain", "sft", "evaluate_sft", "read_sft_records", "make_trainer",
-    "DEFAULT_PROMPTS",
+    "world_preference_pairs", "DEFAULT_PROMPTS",
 ]
 
 # Continuations printed while pretraining: one English, one Chinese story opening. Each ends
@@ -182,6 +182,32 @@ def evaluate_sft(model, tokenizer, records_or_path, limit: int | None = None, ma
         for r, p in zip(records, preds)
     ]
     return result
+
+
+def world_preference_pairs(model, tokenizer, n_prompts: int, n_val_prompts: int, samples: int = 4,
+                           max_new_tokens: int = 24, seed: int = 0, skip_train: int = 6_000, skip_val: int = 300) -> dict:
+    """On-policy preference pairs (4.2.3 / 6.4) for an SFT model of the built-in world.
+
+    The model answers ``n_prompts`` training questions ``samples`` times each (temperature 1);
+    every reply is labelled by the world's answer (``minillm.align.on_policy_pairs``). The
+    questions come after the first ``skip_train`` of the train split (the default SFT run trained
+    on those) and, for the validation pairs, after the first ``skip_val`` of the val split (the
+    held-out questions ``evaluate_sft`` scores), so no pair repeats what is trained or scored.
+    Returns ``{"train": pairs, "val": pairs, "train_records": ..., "stats_train": ..., "stats_val": ...}``.
+    """
+    from .align import on_policy_pairs
+    from .align.rollout import generate_replies
+    from .data.world import generate_sft
+
+    out = {}
+    splits = (("train", skip_train, n_prompts), ("val", skip_val, n_val_prompts))
+    for name, skip, n in splits:
+        records = generate_sft(skip + n, seed=seed, split=name)[skip:]
+        replies = generate_replies(model, tokenizer, [r["messages"][:-1] for r in records], n=samples, temperature=1.0,
+                                   max_new_tokens=max_new_tokens, seed=seed + (name == "val"))
+        out[name], out[f"stats_{name}"] = on_policy_pairs(records, replies, seed=seed)
+        out[f"{name}_records"] = records
+    return out
 
 
 def timed(fn, *args, **kwargs):

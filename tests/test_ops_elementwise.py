@@ -30,6 +30,7 @@ UNARY = {
     "abs": (mi.abs, np.abs, "nonzero"),
     "tanh": (mi.tanh, np.tanh, "any"),
     "sigmoid": (mi.sigmoid, _sigmoid, "any"),
+    "logsigmoid": (F.logsigmoid, lambda a: -np.logaddexp(0, -a), "any"),
     "relu": (mi.relu, lambda a: np.maximum(a, 0), "nonzero"),
     "silu": (F.silu, lambda a: a * _sigmoid(a), "any"),
     "gelu_erf": (F.gelu, lambda a: 0.5 * a * (1 + _erf(a / math.sqrt(2))), "any"),
@@ -156,6 +157,40 @@ def test_sigmoid_is_stable_for_large_inputs():
         warnings.simplefilter("error")  # exp(1e4) overflows to inf on purpose: no RuntimeWarning
         assert mi.sigmoid(x).tolist() == [0.0, 0.5, 1.0]
         assert F.silu(x).tolist() == [0.0, 0.0, 1e4]
+
+
+def test_logsigmoid_is_stable_and_gradchecked_at_plus_minus_1e4():
+    # the reward-model / DPO loss -log σ(margin): the naive log(sigmoid(x)) gives -inf at -1e4
+    # (sigmoid underflows to 0) and its gradient NaN; the stable form is exact there.
+    x = np.array([-1e4, -50.0, -1.0, 0.0, 1.0, 50.0, 1e4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow anywhere, not even a silenced one
+        out = F.logsigmoid(mi.tensor(x)).numpy()
+        np.testing.assert_allclose(out, -np.logaddexp(0, -x), rtol=1e-15, atol=0)
+        assert out[0] == -1e4 and out[-1] == 0.0
+        t = mi.tensor(x, requires_grad=True)
+        F.logsigmoid(t).sum().backward()
+        np.testing.assert_allclose(t.grad.numpy(), 1 / (1 + np.exp(np.clip(x, -700, 700))), rtol=1e-15, atol=1e-300)  # σ(-x)
+        assert t.grad.numpy()[0] == 1.0 and t.grad.numpy()[-1] == 0.0
+    # finite differences at the extremes and in between (the curve is smooth everywhere)
+    gradcheck(F.logsigmoid, [x])
+    gradcheck(F.logsigmoid, [np.array([-1e4 + 0.5, 1e4 - 0.5, -3.25, 2.5])])
+    # float32 in, float32 out; ints refused by name
+    assert F.logsigmoid(mi.tensor(x.astype(np.float32))).dtype == np.float32
+    with pytest.raises(TypeError, match="logsigmoid"):
+        F.logsigmoid(mi.tensor([1, 2]))
+
+
+def test_logsigmoid_equals_torch():
+    torch = pytest.importorskip("torch")
+    x = np.concatenate([np.linspace(-60, 60, 241), [-1e4, 1e4]])
+    t = mi.tensor(x, requires_grad=True)
+    F.logsigmoid(t).sum().backward()
+    tt = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.logsigmoid(tt)
+    ref.sum().backward()
+    np.testing.assert_allclose(F.logsigmoid(mi.tensor(x)).numpy(), ref.detach().numpy(), rtol=1e-14, atol=1e-300)
+    np.testing.assert_allclose(t.grad.numpy(), tt.grad.numpy(), rtol=1e-13, atol=1e-300)
 
 
 def test_sigmoid_keeps_relative_accuracy_far_left():

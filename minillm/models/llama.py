@@ -523,6 +523,21 @@ class Transformer(nn.Module):
         """
         if not isinstance(logits_to_keep, (int, np.integer)) or isinstance(logits_to_keep, bool) or logits_to_keep < 0:
             raise ValueError(f"Transformer: logits_to_keep must be an int >= 0 (0 = every position), got {logits_to_keep!r}")
+        h = self.hidden_states(input_ids, attention_mask, position_ids, kv_cache, inputs_embeds=inputs_embeds)  # (B, T, dim)
+        if logits_to_keep:
+            if targets is not None:
+                raise ValueError("Transformer: logits_to_keep cannot be combined with targets")
+            h = h[:, -logits_to_keep:]  # (B, T, dim) -> (B, k, dim)
+        logits = self.output(h)  # (B, T, dim) -> (B, T, vocab)
+        loss = None if targets is None else lm_loss(logits, targets, tuple(h.shape[:2]), "Transformer")  # mean over labels != -100
+        return CausalLMOutput(logits=logits, loss=loss)
+
+    def hidden_states(self, input_ids=None, attention_mask=None, position_ids=None, kv_cache=None,
+                      inputs_embeds=None) -> Tensor:
+        """The backbone without the LM head: the final-norm hidden state of every position,
+        (B, T, dim). ``forward`` puts ``output`` on top of it; a reward model or a PPO value
+        head (``minillm.align``) puts a scalar head there instead (Hugging Face's
+        ``model.model(...).last_hidden_state``). Arguments as in ``forward``."""
         start = 0
         if kv_cache is not None:
             if len(kv_cache) != self.n_layers:
@@ -546,15 +561,7 @@ class Transformer(nn.Module):
                 h = checkpoint(layer, h, freqs_cos, freqs_sin, mask)  # (B, T, dim)
             else:
                 h = layer(h, freqs_cos, freqs_sin, mask, None if kv_cache is None else kv_cache[i])  # (B, T, dim)
-        h = self.norm(h)  # (B, T, dim)
-
-        if logits_to_keep:
-            if targets is not None:
-                raise ValueError("Transformer: logits_to_keep cannot be combined with targets")
-            h = h[:, -logits_to_keep:]  # (B, T, dim) -> (B, k, dim)
-        logits = self.output(h)  # (B, T, dim) -> (B, T, vocab)
-        loss = None if targets is None else lm_loss(logits, targets, ids.shape, "Transformer")  # mean over labels != -100
-        return CausalLMOutput(logits=logits, loss=loss)
+        return self.norm(h)  # (B, T, dim)
 
     def generate(self, idx, stop_id=None, max_new_tokens: int = 256, temperature: float = 1.0, top_k=None, **kwargs):
         """The book's ``model.generate(idx, stop_id, max_new_tokens, temperature, top_k)``, with a

@@ -11,6 +11,7 @@ from ..ops import (  # noqa: F401
     layer_norm,
     linear,
     log_softmax,
+    logsigmoid,
     manual_attention,
     mse_loss,
     relu,
@@ -25,7 +26,7 @@ from ..ops import (  # noqa: F401
 )
 
 __all__ = [
-    "cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear", "log_softmax",
+    "cross_entropy", "dropout", "embedding", "gelu", "layer_norm", "linear", "log_softmax", "logsigmoid",
     "manual_attention", "mse_loss", "relu", "rms_norm", "rotary_embedding",
     "scaled_dot_product_attention", "sigmoid", "silu", "softmax", "swiglu", "tanh",
 ]

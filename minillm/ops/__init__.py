@@ -1,6 +1,6 @@
 """Differentiable ops. Each module holds a few ``Function`` classes and their public functions.
 
-    elementwise.py  + - * / ** neg exp log sqrt rsqrt abs tanh sigmoid relu gelu silu clamp where ...
+    elementwise.py  + - * / ** neg exp log sqrt rsqrt abs tanh sigmoid logsigmoid relu gelu silu clamp where ...
     reduce.py       sum mean max min amax amin var std logsumexp argmax argmin
     shape.py        reshape/view transpose permute expand squeeze unsqueeze flatten cat stack split chunk tril triu
     index.py        x[...] gather index_select (scatter-add backward)
@@ -20,7 +20,7 @@ from .creation import (
     randperm, tensor, zeros, zeros_like,
 )
 from .elementwise import (
-    abs, add, clamp, clone, compare, div, exp, gelu, log, masked_fill, maximum, minimum, mul, neg, pow,
+    abs, add, clamp, clone, compare, div, exp, gelu, log, logsigmoid, masked_fill, maximum, minimum, mul, neg, pow,
     relu, rsqrt, sigmoid, silu, sqrt, sub, tanh, to_dtype, where,
 )
 from .index import gather, getitem, index_select, raw_index

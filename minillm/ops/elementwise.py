@@ -271,6 +271,25 @@ class Sigmoid(Function):
         return grad * out * (1 - out)
 
 
+class LogSigmoid(Function):
+    """log σ(x) = -softplus(-x), the loss of a reward model and of DPO (Happy LLM 4.2.4).
+
+    ``log(1 / (1 + exp(-x)))`` written as is overflows (``exp(1e4)``) or rounds to ``log(1) = 0``
+    for large |x|. The stable form is ``min(x, 0) - log1p(exp(-|x|))``: exp only ever sees a
+    number <= 0. The derivative is ``σ(-x) = 1 - σ(x)``, also computed without overflow.
+    """
+
+    @staticmethod
+    def forward(ctx, a):
+        ctx.save_for_backward(a)
+        return np.minimum(a, 0) - np.log1p(np.exp(-np.abs(a)))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (a,) = ctx.saved
+        return grad * kernels.reference.sigmoid(-a)
+
+
 class Relu(Function):
     @staticmethod
     def forward(ctx, a):
@@ -495,6 +514,12 @@ def tanh(a):
 def sigmoid(a):
     check_float(a, "sigmoid")
     return Sigmoid.apply(a)
+
+
+def logsigmoid(a):
+    """``log(sigmoid(a))``, numerically stable for any input (``torch.nn.functional.logsigmoid``)."""
+    check_float(a, "logsigmoid")
+    return LogSigmoid.apply(a)
 
 
 def relu(a):

@@ -203,7 +203,9 @@ class Trainer:
             evaluation (model in eval mode, no grad); the texts go to metrics.jsonl.
             minillm's RNG state is restored afterwards, so sampling never changes training.
         forward_fn: optional ``forward_fn(model, batch) -> loss`` (or an output with
-            ``.loss``) for batch layouts ``default_forward`` does not know.
+            ``.loss``) for batch layouts ``default_forward`` does not know. If the output also
+            has ``.metrics`` (a dict of numbers), they are averaged like the loss and logged
+            beside it (as ``val_<name>`` in evaluations): DPO logs its rewards this way.
 
     The learning-rate schedule is built from the config; its peak for each group is
     that group's starting lr (``config.lr`` when the Trainer builds the optimizer).
@@ -249,6 +251,7 @@ class Trainer:
         self._resumed = False
         self._resume_requested = False  # resume() was called (even if it found no checkpoint)
         self._batches = None
+        self._last_metrics: dict = {}  # the extra numbers of the last compute_loss (see forward_fn)
         self.metrics = MetricsLogger(os.path.join(cfg.out_dir, "metrics.jsonl"))
 
     # ------------------------------------------------------------------ one loss
@@ -256,6 +259,9 @@ class Trainer:
         """The scalar loss of one batch (forward pass only)."""
         out = self.forward_fn(self.model, batch) if self.forward_fn is not None else default_forward(self.model, batch)
         loss = out.loss if hasattr(out, "loss") else out
+        # an output may carry more numbers to log with the loss (DPO's rewards/margins, ...)
+        extra = getattr(out, "metrics", None) if loss is not out else None
+        self._last_metrics = {k: float(v) for k, v in extra.items()} if isinstance(extra, dict) else {}
         if not isinstance(loss, Tensor):
             raise TypeError(f"the model's loss must be a Tensor, got {type(loss).__name__} (did you pass targets?)")
         if loss.data.size != 1:
@@ -320,7 +326,7 @@ class Trainer:
         bar = None
         if tqdm is not None and cfg.progress and self.is_world_process_zero():
             bar = tqdm(total=cfg.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
-        window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
+        window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0, "extra": {}}
         result: dict = {}
         try:
             while self.step < cfg.max_steps:
@@ -338,6 +344,8 @@ class Trainer:
                         )
                     (loss / accum).backward()  # grads of the mean loss over the accumulated batch
                     loss_sum += value
+                    for k, v in self._last_metrics.items():
+                        window["extra"][k] = window["extra"].get(k, 0.0) + v / accum
                     tokens += _count_tokens(batch)
                 loss_sum, tokens = self._reduce_step_stats(loss_sum, tokens)
                 grad_norm = self._clip_and_step(params, max_norm)
@@ -363,10 +371,11 @@ class Trainer:
                     result = {
                         "step": self.step, "train_loss": window["loss"] / window["steps"], "lr": lr,
                         "grad_norm": grad_norm, "tokens_per_sec": tok_per_sec, "tokens_seen": self.tokens_seen,
+                        **{k: v / window["steps"] for k, v in window["extra"].items()},
                     }
                     if self.is_world_process_zero():
                         self.metrics.log(result)
-                    window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0}
+                    window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0, "extra": {}}
                 if (self.val_loader is not None and cfg.eval_interval and (self.step % cfg.eval_interval == 0 or final)
                         and self.is_world_process_zero()):
                     result = {**result, **self._evaluate_and_sample(bar)}
@@ -394,13 +403,17 @@ class Trainer:
             self.val_loader.load_state_dict(self._val_start)
         n = self.config.eval_batches
         batches = iter(self.val_loader) if n is None else itertools.islice(_forever(self.val_loader), n)
+        losses, extra = [], {}
         with self.model.mode(training=False):  # dropout off; each module's own mode restored after
-            losses = [float(self.compute_loss(batch).item()) for batch in batches]
+            for batch in batches:
+                losses.append(float(self.compute_loss(batch).item()))
+                for k, v in self._last_metrics.items():
+                    extra[k] = extra.get(k, 0.0) + v
         if not losses:
             raise ValueError("the validation loader yielded no batches")
         val_loss = sum(losses) / len(losses)
         val_ppl = math.exp(val_loss) if val_loss < 700 else math.inf  # exp overflows past ~709
-        return {"val_loss": val_loss, "val_ppl": val_ppl}
+        return {"val_loss": val_loss, "val_ppl": val_ppl, **{f"val_{k}": v / len(losses) for k, v in extra.items()}}
 
     def _evaluate_and_sample(self, bar) -> dict:
         metrics = self.evaluate()

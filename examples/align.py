@@ -1,0 +1,271 @@
+"""The third stage of training (Happy LLM 4.2.3, 6.4): preferences -> reward model -> DPO, measured.
+
+    python examples/train_tiny_llama.py            # first: the SFT model (runs/tiny_llama/model)
+    python examples/align.py                       # then this (a few minutes on 2 idle cores)
+    python examples/align.py --quick               # a smoke run: trains its own micro SFT model first
+
+Steps:
+  1. load the SFT model (or, if there is none, pretrain + SFT a small one with minillm/pipeline.py)
+  2. on-policy preference pairs: sample the SFT model 4 times on each training prompt of the world
+     and label every reply with the world's answer; a wrong reply is "rejected", a right one (or
+     the world's answer) "chosen". Written to OUT/pairs_{train,val}.jsonl ({"prompt","chosen","rejected"})
+  3. reward model: the SFT backbone + a scalar head, Bradley-Terry loss; held-out pairwise accuracy
+  4. DPO against the frozen SFT model (its log-probs precomputed once)
+  5. PPO (RLHF as in InstructGPT): rollouts from the policy, the reward model's score (or, with
+     --ppo-reward rule, +1/-1 from the world's answer), a per-token KL penalty to the SFT model,
+     GAE, clipped policy and value losses
+  6. held-out questions (never trained on): exact match before/after, win rate over SFT judged by
+     the world's answers and by the reward model, KL to SFT, for DPO and for PPO; curves as PNGs
+"""
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+import minillm as mi  # noqa: E402
+from minillm import pipeline  # noqa: E402
+from minillm.align import RewardModel, pairwise_accuracy, score_replies, train_dpo, train_reward_model  # noqa: E402
+from minillm.align import write_preference_jsonl  # noqa: E402
+from minillm.align.ppo import PPOConfig, PPOTrainer  # noqa: E402
+from minillm.align.rollout import kl_to_reference  # noqa: E402
+from minillm.data.world import generate_sft  # noqa: E402
+from minillm.eval import exact_match  # noqa: E402
+from minillm.io import load_model, save_model  # noqa: E402
+from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
+from minillm.plot import lines_png  # noqa: E402
+from minillm.tokenizers import load_tokenizer  # noqa: E402
+from minillm.train import TrainConfig, check_out_dir  # noqa: E402
+from minillm.train.metrics import read_metrics  # noqa: E402
+
+DEFAULTS = dict(n_prompts=800, n_val_prompts=150, samples=4, eval_limit=300, rm_steps=80, dpo_steps=100,
+                batch_size=16, rm_lr=5e-4, dpo_lr=3e-4, beta=0.1, max_new_tokens=24, ppo_iters=30, ppo_lr=2e-5,
+                ppo_batch=32, kl_coef=0.1, rpo_alpha=0.0)
+QUICK = dict(n_prompts=48, n_val_prompts=16, samples=2, eval_limit=16, rm_steps=4, dpo_steps=4,
+             batch_size=4, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=12, ppo_iters=2, ppo_lr=2e-5,
+             ppo_batch=8, kl_coef=0.1, rpo_alpha=0.0)
+N_SFT_TRAIN = 6_000  # the SFT run trained on the first 6000 "train" conversations; our prompts come after them
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a smoke run in seconds (trains a micro SFT model itself)")
+    p.add_argument("--model", default="runs/tiny_llama/model",
+                   help="the SFT model dir from examples/train_tiny_llama.py (default: %(default)s)")
+    p.add_argument("--out-dir", default="runs/align", help="where everything is written (default: %(default)s)")
+    p.add_argument("--n-prompts", type=int, help="training prompts to sample the SFT model on")
+    p.add_argument("--n-val-prompts", type=int, help="held-out prompts for the pairs' validation split")
+    p.add_argument("--samples", type=int, help="replies sampled per prompt")
+    p.add_argument("--eval-limit", type=int, help="held-out questions for exact match / win rate")
+    p.add_argument("--rm-steps", type=int, help="reward-model updates")
+    p.add_argument("--dpo-steps", type=int, help="DPO updates")
+    p.add_argument("--batch-size", type=int, help="pairs per update")
+    p.add_argument("--rm-lr", type=float, help="reward-model peak learning rate")
+    p.add_argument("--dpo-lr", type=float, help="DPO peak learning rate")
+    p.add_argument("--beta", type=float, help="DPO's β: the strength of the pull towards the reference")
+    p.add_argument("--max-new-tokens", type=int, help="reply budget when sampling")
+    p.add_argument("--rpo-alpha", type=float, help="add this much NLL of the chosen replies to DPO (TRL's rpo_alpha; 0 = pure DPO)")
+    p.add_argument("--ppo-iters", type=int, help="PPO iterations (rollout + updates); 0 skips PPO")
+    p.add_argument("--ppo-lr", type=float, help="PPO learning rate")
+    p.add_argument("--ppo-batch", type=int, help="replies per PPO rollout")
+    p.add_argument("--kl-coef", type=float, help="PPO's per-token KL penalty to the SFT model")
+    p.add_argument("--ppo-reward", choices=["rm", "rule"], default="rm",
+                   help="PPO's reward: the reward model's score (default) or +1/-1 from the world's answer")
+    p.add_argument("--ppo-critic", choices=["value-head", "reward-model"], default="value-head",
+                   help="PPO's critic: a value head on the actor (default, one trunk) or, as in the book, "
+                   "a copy of the reward model (a second trunk: slower)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
+    args = p.parse_args(argv)
+    for k, v in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    return args
+
+
+def banner(text):
+    print(f"\n=== {text} ===", flush=True)
+
+
+def micro_sft_model(out_dir, quick, show):
+    """No SFT model given: pretrain + SFT one with the pipeline (a micro one for --quick)."""
+    data = pipeline.prepare_corpus(os.path.join(out_dir, "data"), n_stories=1500 if quick else 30_000,
+                                   n_sft=400 if quick else N_SFT_TRAIN)
+    tok = pipeline.train_tokenizer(data["pretrain_train"], 384 if quick else 2048, os.path.join(out_dir, "tokenizer"),
+                                   show_progress=False)
+    dims = dict(dim=48, n_layers=2, n_heads=4, n_kv_heads=2) if quick else {}
+    model = Transformer(ModelConfig.preset("tiny", vocab_size=tok.vocab_size, **dims))
+    steps = (30, 30) if quick else (700, 700)
+    common = dict(checkpoint_interval=0, keep_last=1, progress=show, eval_interval=0, overwrite=True)
+    pipeline.pretrain(model, tok, data, TrainConfig(out_dir=os.path.join(out_dir, "pretrain"), max_steps=steps[0],
+                      lr=3e-3, min_lr=3e-4, warmup_steps=max(1, steps[0] // 20), **common),
+                      block_size=128 if quick else 256, batch_size=8, prompts=())
+    pipeline.sft(model, tok, data, TrainConfig(out_dir=os.path.join(out_dir, "sft"), max_steps=steps[1], lr=2e-3,
+                 min_lr=2e-4, warmup_steps=max(1, steps[1] // 20), **common), batch_size=16)
+    save_model(model, os.path.join(out_dir, "model"))
+    tok.save(os.path.join(out_dir, "model"))
+    return model, tok
+
+
+def curves_png(metrics_path, png_path, keys):
+    """One PNG with the curves ``keys`` of a metrics.jsonl (colours in PALETTE order)."""
+    rows = read_metrics(metrics_path)
+    series = []
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
+        if pts:
+            series.append(tuple(zip(*pts)))
+    if series:
+        return lines_png(png_path, series)
+    return None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    mi.tune_malloc()
+    mi.manual_seed(args.seed)
+    for sub in ("", "reward", "dpo", "ppo", "sft_model"):  # before any work, never on top of another run
+        check_out_dir(os.path.join(args.out_dir, sub), overwrite=args.overwrite)
+    os.makedirs(args.out_dir, exist_ok=True)
+    show = not args.no_progress
+    t0 = time.time()
+    report = {"args": vars(args)}
+
+    banner("1. the SFT model")
+    if not args.quick and os.path.isdir(args.model):
+        sft_model, tok = load_model(args.model), load_tokenizer(os.path.join(args.model, "tokenizer.json"))
+        print(f"loaded {args.model}: {sft_model.num_parameters():,} parameters")
+    else:
+        print("no SFT model given: pretraining + SFT a " + ("micro" if args.quick else "small") + " one first")
+        sft_model, tok = micro_sft_model(os.path.join(args.out_dir, "sft_model"), args.quick, show)
+    reference = copy.deepcopy(sft_model)  # the frozen SFT model: for comparison and the KL (DPO precomputes its own)
+
+    # pairs: training prompts the SFT run never saw; held-out prompts from the "val" stories, after the
+    # eval_limit questions scored at the end (pipeline.world_preference_pairs says which)
+    eval_records = generate_sft(args.eval_limit, seed=args.seed, split="val")
+
+    banner("2. on-policy preference pairs")
+    t = time.time()
+    pairs = pipeline.world_preference_pairs(sft_model, tok, args.n_prompts, args.n_val_prompts, samples=args.samples,
+                                            max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                            skip_train=N_SFT_TRAIN, skip_val=args.eval_limit)
+    train_records = pairs["train_records"]
+    for name in ("train", "val"):
+        stats = pairs[f"stats_{name}"]
+        total = sum(stats.values())
+        path = write_preference_jsonl(os.path.join(args.out_dir, f"pairs_{name}.jsonl"), pairs[name])
+        print(f"{name}: {len(pairs[name + '_records'])} prompts × {args.samples} samples -> {len(pairs[name])} pairs "
+              f"({path}); samples: " + ", ".join(f"{k} {v / total:.0%}" for k, v in stats.items() if v))
+        report[f"samples_{name}"] = stats
+    print(f"sampled in {time.time() - t:.0f}s")
+    for p in pairs["train"][:3]:
+        q = p.prompt[-1]["content"].replace("\n", " ")
+        print(f"  …{q[-60:]!s}\n      chosen {p.chosen!r}  rejected {p.rejected!r}  ({p.meta['kind']})")
+    if len(pairs["train"]) < args.batch_size or not pairs["val"]:
+        raise SystemExit("error: the SFT model made too few mistakes to learn from; raise --n-prompts")
+
+    banner("3. reward model (4.2.3)")
+    rm = RewardModel.from_sft(sft_model)
+    acc0 = pairwise_accuracy(rm, tok, pairs["val"])
+    rm_cfg = TrainConfig(out_dir=os.path.join(args.out_dir, "reward"), max_steps=args.rm_steps, lr=args.rm_lr,
+                         min_lr=args.rm_lr / 10, warmup_steps=max(1, args.rm_steps // 10),
+                         eval_interval=max(1, args.rm_steps // 5), eval_batches=None, checkpoint_interval=0,
+                         keep_last=1, progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
+    rm_trainer = train_reward_model(rm, tok, pairs["train"], pairs["val"], rm_cfg, batch_size=args.batch_size)
+    acc = pairwise_accuracy(rm, tok, pairs["val"])
+    print(f"held-out pairwise accuracy: {acc0['all']:.1%} before training -> {acc['all']:.1%} after ({acc['n']} pairs); "
+          "by mistake: " + ", ".join(f"{k} {v:.0%}" for k, v in acc.items() if k not in ("all", "n", "margin")))
+    report["reward_model"] = {"accuracy_before": acc0, "accuracy": acc}
+    curves_png(rm_trainer.metrics.path, os.path.join(args.out_dir, "reward_curves.png"), ["train_loss", "accuracy", "val_accuracy"])
+
+    banner("4. DPO")
+    policy = copy.deepcopy(sft_model)
+    dpo_cfg = TrainConfig(out_dir=os.path.join(args.out_dir, "dpo"), max_steps=args.dpo_steps, lr=args.dpo_lr,
+                          min_lr=args.dpo_lr / 10, warmup_steps=max(1, args.dpo_steps // 10),
+                          eval_interval=max(1, args.dpo_steps // 5), eval_batches=None, checkpoint_interval=0,
+                          keep_last=1, progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
+    dpo_trainer = train_dpo(policy, tok, pairs["train"], pairs["val"], dpo_cfg, beta=args.beta, batch_size=args.batch_size,
+                            rpo_alpha=args.rpo_alpha)
+    last = [r for r in read_metrics(dpo_trainer.metrics.path) if "val_rewards/margins" in r][-1]
+    print(f"held-out pairs after DPO: loss {last['val_loss']:.3f} (ln 2 = 0.693 at the start), "
+          f"reward accuracy {last['val_rewards/accuracies']:.1%}, margin {last['val_rewards/margins']:.3f}")
+    curves_png(dpo_trainer.metrics.path, os.path.join(args.out_dir, "dpo_curves.png"),
+               ["train_loss", "rewards/chosen", "rewards/rejected", "rewards/margins"])
+    save_model(policy, os.path.join(args.out_dir, "dpo", "model"))
+    tok.save(os.path.join(args.out_dir, "dpo", "model"))
+
+    banner("5. PPO (RLHF)")
+    ppo_policy = None
+    if args.ppo_iters > 0:
+        ppo_policy = copy.deepcopy(sft_model)
+        prompts = [r["messages"][:-1] for r in train_records]
+        refs = [r["messages"][-1]["content"] for r in train_records]
+        if args.ppo_reward == "rm":
+            def score_fn(idx, replies):
+                return score_replies(rm, tok, [prompts[i] for i in idx], [r.text for r in replies])
+        else:
+            def score_fn(idx, replies):
+                return [1.0 if r.stopped and exact_match(r.text, refs[i]) else -1.0 for i, r in zip(idx, replies)]
+        cfg = PPOConfig(lr=args.ppo_lr, batch_size=args.ppo_batch, mini_batch_size=max(1, args.ppo_batch // 2),
+                        kl_coef=args.kl_coef, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        critic = copy.deepcopy(rm) if args.ppo_critic == "reward-model" else None
+        ppo = PPOTrainer(ppo_policy, tok, prompts, score_fn, cfg, os.path.join(args.out_dir, "ppo"), reference=reference,
+                         critic=critic)
+        t = time.time()
+        every = max(1, args.ppo_iters // 8)
+        ppo.train(args.ppo_iters, log=lambda h: h["step"] % every == 0 and print(
+            f"  iteration {h['step']}: score {h['score']:+.3f}, KL {h['kl']:.3f}, pg_loss {h['pg_loss']:+.3f}, "
+            f"vf_loss {h['vf_loss']:.3f}, clipfrac {h['clipfrac']:.2f}, stopped {h['stopped']:.0%}", flush=True))
+        print(f"{args.ppo_iters} iterations of {args.ppo_batch} rollouts in {time.time() - t:.0f}s")
+        curves_png(ppo.metrics.path, os.path.join(args.out_dir, "ppo_curves.png"), ["score", "kl", "pg_loss", "vf_loss"])
+        save_model(ppo_policy, os.path.join(args.out_dir, "ppo", "model"))
+
+    banner("6. held-out questions")
+    prompts = [r["messages"][:-1] for r in eval_records]
+    before = pipeline.evaluate_sft(reference, tok, eval_records, max_new_tokens=args.max_new_tokens)
+    ok0 = np.array([exact_match(e["prediction"], e["reference"]) for e in before["examples"]])
+    r0 = score_replies(rm, tok, prompts, [e["prediction"] for e in before["examples"]])
+    print(f"exact match, SFT: {pipeline.format_accuracy(before)}")
+    report["eval"] = {"exact_match_sft": {k: v for k, v in before.items() if k != "examples"}}
+    for name, policy_model in (("DPO", policy), ("PPO", ppo_policy)):
+        if policy_model is None:
+            continue
+        after = pipeline.evaluate_sft(policy_model, tok, eval_records, max_new_tokens=args.max_new_tokens)
+        ok1 = np.array([exact_match(e["prediction"], e["reference"]) for e in after["examples"]])
+        r1 = score_replies(rm, tok, prompts, [e["prediction"] for e in after["examples"]])
+        win_truth = float(np.mean((ok1 > ok0) + 0.5 * (ok1 == ok0)))
+        win_rm = float(np.mean((r1 > r0) + 0.5 * (r1 == r0)))
+        kl = kl_to_reference(policy_model, reference, tok, prompts, max_new_tokens=args.max_new_tokens, seed=args.seed)
+        print(f"\nexact match, {name}: {pipeline.format_accuracy(after)}")
+        print(f"{name} fixed {int(((ok1 == 1) & (ok0 == 0)).sum())} answers and broke {int(((ok1 == 0) & (ok0 == 1)).sum())}")
+        print(f"win rate of {name} over SFT (ties count half): {win_truth:.1%} by the world's answers, "
+              f"{win_rm:.1%} by the reward model")
+        print(f"KL({name} || SFT) = {kl['kl']:.3f} nats per reply (sampled replies, {kl['mean_tokens']:.1f} tokens on average)")
+        shown = 0
+        for e0, e1 in zip(before["examples"], after["examples"]):
+            if shown < 4 and exact_match(e0["prediction"], e0["reference"]) != exact_match(e1["prediction"], e1["reference"]):
+                q = e0["question"].replace("\n", " ")
+                print(f"  …{q[-70:]}\n      SFT {e0['prediction']!r} -> {name} {e1['prediction']!r}   (answer {e0['reference']!r})")
+                shown += 1
+        report["eval"][name.lower()] = {
+            "exact_match": {k: v for k, v in after.items() if k != "examples"},
+            "win_rate_truth": win_truth, "win_rate_reward_model": win_rm, "kl_to_sft": kl,
+        }
+    report["minutes"] = (time.time() - t0) / 60
+    with open(os.path.join(args.out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, ensure_ascii=False, indent=1)
+    print(f"\ncurves: {args.out_dir}/reward_curves.png (blue: train loss, orange: train accuracy, green: held-out accuracy), "
+          f"{args.out_dir}/dpo_curves.png (blue: loss, orange: rewards/chosen, green: rewards/rejected, red: margins), "
+          f"{args.out_dir}/ppo_curves.png (blue: score, orange: KL, green: policy loss, red: value loss)")
+    print(f"report: {args.out_dir}/report.json; done in {report['minutes']:.1f} minutes")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""examples/align.py end to end (--quick: a micro SFT model, then pairs, reward model, DPO, PPO)."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_align_quick_runs_end_to_end(tmp_path):
+    out = tmp_path / "align"
+    cmd = [sys.executable, os.path.join(ROOT, "examples", "align.py"), "--quick", "--no-progress", "--out-dir", str(out)]
+    env = {**os.environ, "PYTHONPATH": ROOT, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for name in ("pairs_train.jsonl", "pairs_val.jsonl", "report.json", "reward_curves.png", "dpo_curves.png",
+                 "ppo_curves.png"):
+        assert (out / name).exists(), name
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert 0 <= report["reward_model"]["accuracy"]["all"] <= 1
+    for name in ("dpo", "ppo"):
+        assert 0 <= report["eval"][name]["win_rate_truth"] <= 1
+        assert report["eval"][name]["exact_match"]["n"] == 16
+    first = json.loads((out / "pairs_train.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert {"prompt", "chosen", "rejected"} <= set(first)
+    # a second run in the same folder is refused
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode != 0 and "already holds" in again.stderr
+
+    # the command line on the micro SFT model the example trained, with the pairs it wrote
+    model = str(out / "sft_model" / "model")
+    pairs = ["--pairs", str(out / "pairs_train.jsonl"), "--val", str(out / "pairs_val.jsonl")]
+    small = ["--steps", "2", "--batch-size", "4", "--no-progress"]
+
+    def cli(*argv):
+        return subprocess.run([sys.executable, "-m", "minillm", *argv], capture_output=True, text=True, env=env,
+                              timeout=600, cwd=str(tmp_path))
+
+    r = cli("reward", "--model", model, "--out", str(tmp_path / "rm"), *pairs, *small)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "held-out pairwise accuracy" in r.stdout and (tmp_path / "rm" / "model" / "score.safetensors").exists()
+    r = cli("dpo", "--model", model, "--out", str(tmp_path / "dpo"), *pairs, *small, "--eval-limit", "4", "--lora")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "DPO" in r.stdout and (tmp_path / "dpo" / "model" / "model.safetensors").exists()
+    r = cli("ppo", "--model", model, "--reward-model", str(tmp_path / "rm" / "model"), "--out", str(tmp_path / "ppo"),
+            "--iters", "1", "--batch-size", "4", "--n-prompts", "8", "--eval-limit", "4")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "iteration 1" in r.stdout and (tmp_path / "ppo" / "metrics.jsonl").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "q", "chosen": "a"}\n', encoding="utf-8")
+    r = cli("dpo", "--model", model, "--out", str(tmp_path / "dpo2"), "--pairs", str(bad), "--val", str(bad))
+    assert r.returncode == 2 and "bad.jsonl:1: missing field(s) ['rejected']" in r.stderr
+    r = cli("ppo", "--model", model, "--out", str(tmp_path / "ppo2"))
+    assert r.returncode == 2 and "--reward-model DIR or --rule" in r.stderr
