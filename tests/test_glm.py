@@ -8,7 +8,7 @@ import pytest
 
 import minillm as mi
 import minillm.nn as nn
-from minillm.data.glm_tasks import BlankInfillingDataset, blank_infilling, collate_glm, sample_spans
+from minillm.data.glm_tasks import BlankInfillingDataset, blank_infilling, collate_glm, sample_spans, world_blanks
 from minillm.io import load_model, save_model
 from minillm.models.glm import GLM, GLMBlock, GLMConfig, glm_attention_mask, infill
 from minillm.testing import gradcheck
@@ -292,3 +292,19 @@ def test_save_and_load_round_trip(tmp_path):
     assert isinstance(m2, GLM) and m2.config == m.config
     ids = np.array([[4, MASK, 6, SOP, 7]])
     np.testing.assert_array_equal(m(ids, sep=3).logits.data, m2(ids, sep=3).logits.data)
+
+
+def test_world_blanks_are_held_out_words_of_the_story():
+    from minillm.data.world import NAMES, PLACES
+
+    items = world_blanks(40, "val", seed=0)
+    assert len(items) == 40 and {it["lang"] for it in items} == {"en", "zh"}
+    for it in items:
+        word = it["answer"].strip()
+        assert word and (it["answer"] == word or (it["lang"] == "en" and it["answer"] == " " + word))
+        assert it["later"] == (word in it["right"] and word not in it["left"])
+    en_names = {n[0] for n in NAMES} | {p[0] for p in PLACES}
+    assert any(it["answer"].strip() in en_names for it in items)
+    assert world_blanks(40, "val", seed=0) == items  # deterministic
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
+        world_blanks(-1)

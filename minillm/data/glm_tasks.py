@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["sample_spans", "blank_infilling", "BlankInfillingDataset", "collate_glm", "GLM_SPECIAL_TOKENS"]
+__all__ = ["sample_spans", "blank_infilling", "BlankInfillingDataset", "collate_glm", "world_blanks", "GLM_SPECIAL_TOKENS"]
 
 #: The three tokens GLM's tokenizer adds: the blank in Part A, the opener and closer of a span in Part B.
 GLM_SPECIAL_TOKENS = ("[MASK]", "[START]", "[END]")
@@ -148,3 +148,56 @@ def collate_glm(batch: Sequence[dict], pad_id: int = 0) -> dict:
         n = len(b["input_ids"])
         ids[r, :n], pos[r, :, :n], labels[r, :n] = b["input_ids"], b["position_ids"], b["labels"]
     return {"input_ids": ids, "position_ids": pos, "labels": labels, "sep": np.array([b["sep"] for b in batch], dtype=np.int64)}
+
+
+def _entity_pattern(lang: str):
+    """The world's names, cities, places, objects, animals and colours in ``lang``, longest first
+    (so "猫头鹰" wins over "猫" and "post office" over "office"), as one regex."""
+    import regex
+
+    from .world import ANIMALS, CITIES, COLOURS, NAMES, OBJECTS, PLACES
+
+    col = 1 if lang == "zh" else 0
+    words = sorted({row[col] for table in (NAMES, CITIES, PLACES, OBJECTS, ANIMALS, COLOURS) for row in table},
+                   key=len, reverse=True)
+    alt = "|".join(regex.escape(w) for w in words)
+    return regex.compile(alt if lang == "zh" else rf"\b(?:{alt})\b")
+
+
+def world_blanks(n: int, split: str = "val", seed: int = 0) -> list[dict]:
+    """``n`` fill-in-the-blank items from the world's stories of ``split`` ("val": stories never
+    seen in pretraining): one word of a story (a name, city, place, object, animal or colour)
+    is the blank. Items: ``{"left", "answer", "right", "lang", "later"}`` with
+    ``left + answer + right`` = the story; in English the space before the word belongs to the
+    blank (" park"), as the byte-level BPE splits it. ``later`` is True when the answer is named
+    again after the blank but not before it: only a model that reads the right-hand context can
+    know it there.
+
+    >>> world_blanks(1)[0]   # doctest: +SKIP
+    {'left': 'One day, Tom went to the', 'answer': ' park', 'right': '. There, Tom met Anna. ...', ...}
+    """
+    import random
+
+    from .world import WorldConfig, generate_stories
+
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"world_blanks: n must be an int >= 0, got {n!r}")
+    rng = random.Random(f"glm-blanks/{split}/{seed}")
+    stories = generate_stories(4 * n + 8, seed=seed, split=split, config=WorldConfig(seed=seed, doc_mix={"story": 1.0}))
+    items = []
+    for text in stories:
+        if len(items) == n:
+            break
+        lang = "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in text) else "en"
+        found = list(_entity_pattern(lang).finditer(text))
+        if not found:
+            continue
+        m = rng.choice(found)
+        s, e = m.span()
+        if lang == "en" and s > 0 and text[s - 1] == " ":
+            s -= 1  # " park": the leading space is part of the word's token
+        left, answer, right = text[:s], text[s:e], text[e:]
+        word = answer.strip()
+        items.append({"left": left, "answer": answer, "right": right, "lang": lang,
+                      "later": word in right and word not in left})
+    return items
