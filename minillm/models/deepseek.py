@@ -208,7 +208,8 @@ class MoEGate(nn.Module):
     chosen experts ``topk_idx`` (N, k) int array, their gate weights ``topk_weight`` (N, k) Tensor
     and the balance loss (a scalar Tensor, or None when it is off or in eval mode).
 
-    ``last_load`` (E,) holds how many tokens each expert received in the last call.
+    ``last_load`` (E,) holds how many tokens each expert received in the last call, and
+    ``load_history`` one such array per training call (to watch the balance over training).
     """
 
     def __init__(self, config: DeepseekConfig):
@@ -222,6 +223,7 @@ class MoEGate(nn.Module):
         # V3's balancing bias: chooses, never weighs; updated by counting, not by gradients.
         self.register_buffer("e_score_correction_bias", Tensor(np.zeros(c.n_routed_experts, dtype=np.float32)))
         self.last_load = np.zeros(c.n_routed_experts, dtype=np.int64)
+        self.load_history: list[np.ndarray] = []
 
     def scores(self, x: Tensor) -> Tensor:
         logits = x @ self.weight.transpose(0, 1)  # (N, C) @ (C, E) -> (N, E)
@@ -240,6 +242,8 @@ class MoEGate(nn.Module):
         w = w * self.routed_scaling_factor
         load = np.bincount(idx.reshape(-1), minlength=self.n_experts)  # (E,) tokens per expert
         self.last_load = load
+        if self.training:
+            self.load_history.append(load)
         aux = None
         if self.training and self.alpha > 0:
             f = load * (self.n_experts / (self.top_k * N))  # (E,) 1 for every expert under uniform routing
