@@ -36,7 +36,7 @@ from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
 from minillm.plot import heatmap_rgb, write_png  # noqa: E402
 from minillm.train import TrainConfig  # noqa: E402
 
-DEFAULTS = dict(n_stories=20_000, vocab_size=1024, block_size=128, batch_size=8, steps=400, lr=3e-3, alpha=0.01)
+DEFAULTS = dict(n_stories=20_000, vocab_size=1024, block_size=128, batch_size=4, steps=120, lr=3e-3, alpha=0.01)
 QUICK = dict(n_stories=600, vocab_size=320, block_size=64, batch_size=4, steps=4, lr=3e-3, alpha=0.01)
 
 

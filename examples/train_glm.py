@@ -47,7 +47,7 @@ from minillm.tokenizers import BPETokenizer  # noqa: E402
 from minillm.tokenizers.base import DEFAULT_SPECIAL_TOKENS  # noqa: E402
 from minillm.train import Trainer, TrainConfig  # noqa: E402
 
-DEFAULTS = dict(n_stories=20_000, vocab_size=1024, max_len=128, batch_size=16, steps=800, lr=3e-3, n_eval=300)
+DEFAULTS = dict(n_stories=20_000, vocab_size=1024, max_len=128, batch_size=8, steps=200, lr=3e-3, n_eval=150)
 QUICK = dict(n_stories=600, vocab_size=320, max_len=64, batch_size=8, steps=6, lr=3e-3, n_eval=12)
 SIZE = dict(hidden=128, layers=4, heads=4)  # GPTConfig's "tiny" preset (n_embd=128, n_layer=4, n_head=4)
 MAX_SPAN = 8

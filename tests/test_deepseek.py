@@ -8,7 +8,7 @@ import minillm as mi
 import minillm.nn as nn
 from minillm.generation import generate
 from minillm.io import load_model, save_model
-from minillm.models.deepseek import MLA, DeepseekConfig, DeepseekForCausalLM, DeepseekMoE, MoEGate, kv_cache_bytes_per_token
+from minillm.models.deepseek import DeepseekConfig, DeepseekForCausalLM, DeepseekMoE, MoEGate, kv_cache_bytes_per_token
 from minillm.models.llama import ModelConfig, Transformer
 from minillm.testing import gradcheck
 

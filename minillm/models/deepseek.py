@@ -74,7 +74,6 @@ import numpy as np
 
 from .. import nn
 from .._checks import check_token_ids
-from ..autograd import no_grad
 from ..nn import functional as F
 from ..nn.heads import lm_loss
 from ..nn.kv_cache import KVCache

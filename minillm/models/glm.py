@@ -38,7 +38,6 @@ loss ``heads.lm_loss``. Parameter names follow THUDM's GLM code where it has the
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
@@ -47,7 +46,7 @@ import numpy as np
 from .. import nn
 from .._checks import check_token_ids
 from ..autograd import no_grad
-from ..generation.sampling import sample_next_token
+from ..generation.sampling import left_pad, sample_next_token
 from ..nn.heads import lm_loss
 from ..nn.kv_cache import KVCache
 from ..tensor import Tensor
@@ -290,8 +289,6 @@ def infill(model: GLM, contexts: Sequence[Sequence[int]], mask_id: int, sop_id: 
     attends to all of Part A and to the span so far -- the Part B rows of the training mask.
     A row stops at ``eop_id`` ([END]). Returns the span's ids per context (without [START]/[END]).
     """
-    from ..generation.sampling import left_pad  # the shared padding helper
-
     if not contexts:
         return []
     c = model.config
