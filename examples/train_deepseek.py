@@ -128,7 +128,7 @@ def main(argv=None):
         print(f"\n=== 2. {name}: {args.steps} steps of {args.batch_size}×{args.block_size} tokens ===", flush=True)
         mi.manual_seed(args.seed)
         model = DeepseekForCausalLM(cfg)
-        slug = name.split(",")[0].replace(" + ", "_").replace(" ", "_").replace("-", "_")
+        slug = name.replace(" + ", "_").replace(", ", "_").replace(" ", "_").replace("-", "_")  # "MoE_no_balancing"
         tcfg = TrainConfig(out_dir=os.path.join(args.out_dir, slug), max_steps=args.steps, lr=args.lr, min_lr=args.lr / 10,
                            warmup_steps=max(1, args.steps // 20), eval_interval=max(1, args.steps // 2), eval_batches=10,
                            checkpoint_interval=0, keep_last=1, seed=args.seed, progress=show, overwrite=True)
