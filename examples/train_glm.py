@@ -132,7 +132,9 @@ def glm_fill(model, tok, items, right: bool = True, batch_size: int = 32) -> lis
 
 def gpt_continue(model, tok, items, batch_size: int = 32) -> list:
     """GPT's continuation of the text up to the blank (the blank moved to the end)."""
-    prompts = [tok.encode(it["left"])[-(model.config.max_seq_len - MAX_SPAN):] for it in items]
+    # EOS first: pretraining put one between documents, so a story starts after it (and a blank
+    # on the story's first word still leaves GPT a prompt)
+    prompts = [([tok.eos_token_id] + tok.encode(it["left"]))[-(model.config.max_seq_len - MAX_SPAN):] for it in items]
     out = []
     for i in range(0, len(prompts), batch_size):
         gen = generate(model, prompts[i : i + batch_size], MAX_SPAN, temperature=0, pad_token_id=tok.pad_token_id)
