@@ -368,3 +368,23 @@ def test_kv_cache_reorder_picks_parent_rows_in_place():
     np.testing.assert_array_equal(c.v[:, :, :2], 10 * k.data[[2, 2, 0]])
     with pytest.raises(ValueError, match="reorder"):
         c.reorder([0, 3, 1])
+
+
+def test_kv_cache_with_a_different_value_width():
+    """MLA (models/deepseek.py) keeps a latent (rank r) and a rotary key (d_rope) in one cache."""
+    from minillm.nn import KVCache
+
+    c = KVCache(batch_size=2, n_kv_heads=1, head_dim=5, max_len=4, dtype=np.float64, v_head_dim=3)
+    assert c.k.shape == (2, 1, 4, 5) and c.v.shape == (2, 1, 4, 3) and c.nbytes == 8 * (2 * 4 * 5 + 2 * 4 * 3)
+    a, b = mi.randn(2, 1, 2, 5, dtype=mi.float64), mi.randn(2, 1, 2, 3, dtype=mi.float64)
+    with mi.no_grad():
+        k, v = c.update(a, b)
+        assert k.shape == (2, 1, 2, 5) and v.shape == (2, 1, 2, 3)
+        np.testing.assert_array_equal(v.data, b.data)
+        with pytest.raises(ValueError, match=r"new values of shape \(2, 1, 1, 5\) do not fit"):
+            c.update(mi.randn(2, 1, 1, 5, dtype=mi.float64), mi.randn(2, 1, 1, 5, dtype=mi.float64))
+    c.reorder([1, 0])
+    np.testing.assert_array_equal(c.v[:, :, :2], b.data[[1, 0]])
+    assert KVCache.from_arrays(np.zeros((1, 1, 3, 4)), np.zeros((1, 1, 3, 2))).max_len == 3
+    with pytest.raises(ValueError, match="equal but for the last dim"):
+        KVCache.from_arrays(np.zeros((1, 1, 3, 4)), np.zeros((1, 2, 3, 4)))

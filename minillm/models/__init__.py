@@ -1,7 +1,9 @@
 """Models of the book, one file per family: ``transformer`` (ch. 2), ``bert`` / ``roberta`` /
-``albert`` (ch. 3.1), ``t5`` (ch. 3.2.1), ``gpt`` (ch. 3.3.1), ``llama`` (ch. 5.1, LLaMA2)."""
+``albert`` (ch. 3.1), ``t5`` (ch. 3.2.1), ``gpt`` (ch. 3.3.1), ``glm`` (ch. 3.3.3), ``deepseek`` (ch. 3.3.4), ``llama`` (ch. 5.1, LLaMA2)."""
 from .albert import AlbertConfig, AlbertForPreTraining
 from .bert import BertConfig, BertForPreTraining
+from .deepseek import DeepseekConfig, DeepseekForCausalLM
+from .glm import GLM, GLMConfig
 from .gpt import GPT, GPTConfig
 from .llama import ModelConfig, Transformer
 from .roberta import RobertaConfig, RobertaForMaskedLM
@@ -13,6 +15,8 @@ from .t5 import T5Config, T5ForConditionalGeneration
 MODEL_TYPES = {
     "minillm-llama": (ModelConfig, Transformer),
     "minillm-gpt": (GPTConfig, GPT),
+    "minillm-glm": (GLMConfig, GLM),
+    "minillm-deepseek": (DeepseekConfig, DeepseekForCausalLM),
     "minillm-t5": (T5Config, T5ForConditionalGeneration),
     "minillm-bert": (BertConfig, BertForPreTraining),
     "minillm-roberta": (RobertaConfig, RobertaForMaskedLM),
@@ -20,6 +24,6 @@ MODEL_TYPES = {
 }
 
 __all__ = [
-    "ModelConfig", "Transformer", "GPTConfig", "GPT", "T5Config", "T5ForConditionalGeneration", "BertConfig",
+    "ModelConfig", "Transformer", "GPTConfig", "GPT", "GLMConfig", "GLM", "DeepseekConfig", "DeepseekForCausalLM", "T5Config", "T5ForConditionalGeneration", "BertConfig",
     "BertForPreTraining", "RobertaConfig", "RobertaForMaskedLM", "AlbertConfig", "AlbertForPreTraining", "MODEL_TYPES",
 ]
