@@ -15,6 +15,7 @@ from .char import CharTokenizer
 from .chat import apply_chat_template, chat_template_jinja
 from .word import WordTokenizer
 from .wordpiece import WordPieceTokenizer  # 5.2.3 WordPiece (BERT)
+from .unigram import UnigramTokenizer  # 5.2.3 Unigram LM (SentencePiece, T5)
 
 __all__ = [
     "Tokenizer",
@@ -22,6 +23,7 @@ __all__ = [
     "CharTokenizer",
     "WordTokenizer",
     "WordPieceTokenizer",
+    "UnigramTokenizer",
     "load_tokenizer",
     "apply_chat_template",
     "chat_template_jinja",
