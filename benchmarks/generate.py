@@ -25,6 +25,13 @@ Every implementation must produce the same greedy tokens (checked) before its sp
 counts. All libraries get the same number of threads (``--threads``; set before NumPy,
 Numba and torch start their thread pools).
 
+GPT-2 and T5 (Happy LLM 3.3.1 / 3.2.1, ``--families``; their ``tiny`` preset only): minillm with
+the KV cache (``generation.generate`` for GPT, ``models.t5.greedy_generate`` for T5; the fused
+kernel is LLaMA's only) and without a cache for GPT, against Hugging Face's
+``GPT2LMHeadModel`` / ``T5ForConditionalGeneration`` (PyTorch eager, its own KV cache) loaded
+from our export, so both hold the same weights and must give the same tokens. T5's prompt is the
+encoder's input; its new tokens come from the decoder.
+
     python benchmarks/generate.py                    # tiny + small, 64 new tokens after a 32-token prompt
     python benchmarks/generate.py --threads 2 --json
 
@@ -46,6 +53,8 @@ from pathlib import Path
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    p.add_argument("--families", nargs="+", default=["llama", "gpt", "t5"], choices=["llama", "gpt", "t5"],
+                   help="model families (GPT and T5 at the presets they have)")
     p.add_argument("--vocab-size", type=int, default=6144, help="the book's tokenizer size")
     p.add_argument("--prompt-len", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=64)
@@ -149,6 +158,53 @@ def acceptance(model, draft, prompt, n_new):
     return stats.acceptance_rate
 
 
+def hf_twin(model, family):
+    """Hugging Face's model with our weights (through our exporter); ``run(prompt, n)`` -> n new ids."""
+    import tempfile
+
+    import torch
+    import transformers
+
+    from minillm.io import export_hf_gpt2, export_hf_t5
+
+    folder = tempfile.mkdtemp(prefix=f"hf_{family}_")
+    if family == "gpt":
+        export_hf_gpt2(model, folder)
+        hf = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
+    else:
+        export_hf_t5(model, folder)
+        hf = transformers.T5ForConditionalGeneration.from_pretrained(folder).eval()
+    hf.generation_config.eos_token_id = None  # always n tokens, as our rows
+    hf.generation_config.pad_token_id = 0
+
+    def run(prompt, n_new):
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([prompt]), max_new_tokens=n_new, do_sample=False, num_beams=1)
+        return out[0, len(prompt):].tolist() if family == "gpt" else out[0, 1:].tolist()  # T5: drop the start token
+
+    return run
+
+
+def family_impls(family, preset):
+    """(model, {name: run}) for GPT-2 or T5 at ``preset``, or None if the family lacks it."""
+    if family == "gpt":
+        from minillm.models.gpt import GPT, GPTConfig
+
+        if preset not in GPTConfig.PRESETS:
+            return None
+        model = GPT(GPTConfig.preset(preset, vocab_size=ARGS.vocab_size)).eval()
+        return model, {
+            "GPT-2 minillm + KV cache": lambda p, n: generate(model, p, n, temperature=0),
+            "GPT-2 minillm, no cache": lambda p, n: generate(model, p, n, temperature=0, use_cache=False),
+        }
+    from minillm.models.t5 import T5Config, T5ForConditionalGeneration, greedy_generate
+
+    if preset not in T5Config.PRESETS:
+        return None
+    model = T5ForConditionalGeneration(T5Config.preset(preset, vocab_size=ARGS.vocab_size, dropout_rate=0.0)).eval()
+    return model, {"T5 minillm + KV cache": lambda p, n: greedy_generate(model, [p], None, n, eos_token_id=-1)[0]}
+
+
 # ------------------------------------------------------------------------------ timing
 def best_time(fn, repeats):
     best, out = float("inf"), None
@@ -180,7 +236,7 @@ def main():
         except ImportError:
             pass
     rows = []
-    for preset in ARGS.presets:
+    for preset in (ARGS.presets if "llama" in ARGS.families else ()):
         mi.manual_seed(0)
         cfg = ModelConfig.preset(preset, vocab_size=ARGS.vocab_size)
         if ARGS.prompt_len + ARGS.new_tokens > cfg.max_seq_len:
@@ -213,6 +269,28 @@ def main():
                 "decode_tok_s": round(r["decode_tok_s"], 1), "same_tokens": r["tokens"] == reference,
                 "accept": round(acceptance(model, drafts[name], prompt, ARGS.new_tokens), 3) if name in drafts else None,
             })
+    for family in ARGS.families:
+        if family == "llama":
+            continue
+        for preset in ARGS.presets:
+            mi.manual_seed(0)
+            built = family_impls(family, preset)
+            if built is None:
+                continue
+            model, impls = built
+            if have_torch:
+                try:
+                    impls[f"{'GPT-2' if family == 'gpt' else 'T5'} transformers (eager) + KV cache"] = hf_twin(model, family)
+                except ImportError:
+                    pass
+            prompt = np.random.default_rng(0).integers(0, ARGS.vocab_size, ARGS.prompt_len).tolist()
+            reference = None
+            for name, run in impls.items():
+                r = measure(run, prompt, ARGS.new_tokens, ARGS.repeats)
+                reference = r["tokens"] if reference is None else reference
+                rows.append({"preset": preset, "params": model.num_parameters(), "impl": name,
+                             "prefill_ms": round(r["prefill_ms"], 2), "decode_tok_s": round(r["decode_tok_s"], 1),
+                             "same_tokens": r["tokens"] == reference, "accept": None})
     meta = {
         "threads": ARGS.threads, "kernels": ARGS.kernels, "prompt_len": ARGS.prompt_len, "new_tokens": ARGS.new_tokens,
         "vocab_size": ARGS.vocab_size, "assistant_tokens": ARGS.assistant_tokens, "python": platform.python_version(), "numpy": np.__version__,
@@ -227,12 +305,12 @@ def main():
         return
     print(f"greedy decoding, batch 1, prompt {ARGS.prompt_len} + {ARGS.new_tokens} new tokens, {ARGS.threads} thread(s), kernels={ARGS.kernels}")
     print(f"speculative rows: greedy, {ARGS.assistant_tokens} draft tokens per round")
-    header = f"{'preset':<7} {'params':>10} {'implementation':<33} {'prefill ms':>11} {'decode tok/s':>13} {'same tokens':>12} {'accept':>7}"
+    header = f"{'preset':<7} {'params':>10} {'implementation':<40} {'prefill ms':>11} {'decode tok/s':>13} {'same tokens':>12} {'accept':>7}"
     print(header)
     print("-" * len(header))
     for r in rows:
         accept = "" if r["accept"] is None else f"{r['accept']:.2f}"
-        print(f"{r['preset']:<7} {r['params']:>10,} {r['impl']:<33} {r['prefill_ms']:>11.1f} {r['decode_tok_s']:>13.1f} {str(r['same_tokens']):>12} {accept:>7}")
+        print(f"{r['preset']:<7} {r['params']:>10,} {r['impl']:<40} {r['prefill_ms']:>11.1f} {r['decode_tok_s']:>13.1f} {str(r['same_tokens']):>12} {accept:>7}")
     if not all(r["same_tokens"] for r in rows):
         raise SystemExit("implementations disagree on the greedy tokens")
 

@@ -1,4 +1,4 @@
-"""Benchmark: BPE and WordPiece training time and encode throughput (Happy LLM 5.2.3).
+"""Benchmark: BPE and WordPiece training time and encode throughput (Happy LLM 5.2.3), and the Unigram LM.
 
 Compares minillm's ``BPETokenizer`` with Hugging Face ``tokenizers`` and
 ``tiktoken`` (each only when installed) and with the textbook trainer that
@@ -12,6 +12,11 @@ the textbook WordPiece trainer on a slice (same vocabulary required).
 
     python benchmarks/tokenizer.py                 # 5 MB built-in English+Chinese corpus, vocab 4096
     python benchmarks/tokenizer.py --corpus my.txt --vocab-size 8192 --json
+
+The Unigram rows (``--unigram-mb``, a slice of the corpus: our EM is plain Python) train
+minillm's ``UnigramTokenizer`` and Hugging Face's ``UnigramTrainer`` on the same text with the
+same pre-tokenizer and the same number of learned pieces (ours also holds 256 byte pieces) and
+compare training time and tokens per word on the slice.
 
 Encode throughput is measured one document (paragraph) at a time, single
 threaded, starting from an empty cache ("cold") and again on the same text
@@ -32,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minillm.tokenizers import BPETokenizer, Tokenizer, train_naive  # noqa: E402
+from minillm.tokenizers import BPETokenizer, Tokenizer, UnigramTokenizer, train_naive  # noqa: E402
 from minillm.tokenizers.wordpiece import BERT_SPECIAL_TOKENS, WordPieceTokenizer  # noqa: E402
 from minillm.tokenizers.wordpiece import train_naive as wordpiece_naive  # noqa: E402
 from minillm.tokenizers.corpus import sample_corpus  # noqa: E402
@@ -70,6 +75,22 @@ t = time.perf_counter()
 tok.train_from_iterator([text], trainer)
 print(time.perf_counter() - t)
 tok.save(out)
+"""
+
+_HF_UNIGRAM = r"""
+import sys, time
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+path, vocab = sys.argv[1], int(sys.argv[2])
+docs = [d for d in open(path, encoding="utf-8").read().split("\n\n") if d]
+tok = Tokenizer(models.Unigram())
+tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=True)
+tok.decoder = decoders.Replace("\u2581", " ")
+trainer = trainers.UnigramTrainer(vocab_size=vocab, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
+                                  show_progress=False)
+t = time.perf_counter()
+tok.train_from_iterator(docs, trainer)
+print(time.perf_counter() - t)
+tok.save(sys.argv[3])
 """
 
 
@@ -188,6 +209,36 @@ def run(args) -> dict:
     if args.wordpiece:
         res["wordpiece"] = wordpiece_rows(docs, args)
 
+    # ---------------- Unigram LM (SentencePiece's algorithm) on a slice ----------------
+    if args.unigram_mb > 0:
+        piece = corpus.encode("utf-8")[: int(args.unigram_mb * 1e6)].decode("utf-8", errors="ignore")
+        udocs = [x for x in piece.split("\n\n") if x]
+        n_words = sum(len(x.split()) for x in udocs)
+        t_uni, uni = _time(lambda: UnigramTokenizer.train(udocs, args.unigram_vocab_size))
+        uni_tokens = sum(len(uni.encode(x)) for x in udocs)
+        res["unigram"] = {"slice_mb": args.unigram_mb, "vocab_size": args.unigram_vocab_size, "words": n_words,
+                          "minillm": {"train_s": t_uni, "tokens": uni_tokens, "tokens_per_word": uni_tokens / n_words,
+                                      "round_trip": all(uni.decode(uni.encode(x)) == x for x in udocs)}}
+        try:
+            import tokenizers  # noqa: F401
+            from tokenizers import Tokenizer
+        except ImportError:
+            tokenizers = None
+        if tokenizers is not None:
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, "slice.txt")
+                Path(path).write_text("\n\n".join(udocs), encoding="utf-8")
+                hf_file = os.path.join(d, "hf.json")
+                r = subprocess.run([sys.executable, "-c", _HF_UNIGRAM, path, str(args.unigram_vocab_size - 256), hf_file],
+                                   capture_output=True, text=True, check=True)
+                hf = Tokenizer.from_file(hf_file)
+                hf_tokens = sum(len(hf.encode(x).ids) for x in udocs)
+                uni.save(d)
+                ours_in_hf = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+                same = all(ours_in_hf.encode(x).ids == uni.encode(x, allowed_special="all") for x in udocs)
+            res["unigram"]["tokenizers"] = {"train_s": float(r.stdout.strip().splitlines()[-1]), "tokens": hf_tokens,
+                                            "tokens_per_word": hf_tokens / n_words, "loads_our_file_same_ids": same}
+
     # ---------------- textbook trainer on a slice ----------------
     if args.naive_kb > 0:
         piece = corpus.encode("utf-8")[: int(args.naive_kb * 1000)].decode("utf-8", errors="ignore")
@@ -302,6 +353,20 @@ def print_table(res: dict) -> None:
             print(f"textbook WordPiece trainer (recount every merge) on a {n['slice_kb']:g} KB slice, vocab {n['vocab']}: "
                   f"{n['naive_s']:.2f} s vs minillm {n['minillm_s']:.3f} s -> {n['speedup']:.0f}x faster "
                   f"(same vocabulary: {n['same_vocab']})")
+
+    if "unigram" in res:
+        u = res["unigram"]
+        print()
+        print(f"Unigram LM on a {u['slice_mb']:g} MB slice ({u['words']} words), vocab {u['vocab_size']} "
+              f"(256 byte pieces; tokenizers gets the same number of learned pieces):")
+        print(f"| {'tokenizer':<22} | {'train (s)':>9} | {'tokens':>9} | {'tokens/word':>11} |")
+        print(f"|{'-' * 24}|{'-' * 11}|{'-' * 11}|{'-' * 13}|")
+        for name, r in (("minillm Unigram", u["minillm"]), ("tokenizers Unigram", u.get("tokenizers"))):
+            if r is not None:
+                print(f"| {name:<22} | {r['train_s']:>9.2f} | {r['tokens']:>9} | {r['tokens_per_word']:>11.3f} |")
+        print(f"round trip on every document: {u['minillm']['round_trip']}"
+              + (f"; tokenizers loads our file with identical ids: {u['tokenizers']['loads_our_file_same_ids']}"
+                 if "tokenizers" in u else ""))
     print()
     print("targets:")
     if "naive" in res:
@@ -324,6 +389,9 @@ def main(argv=None) -> int:
     p.add_argument("--chinese-fraction", type=float, default=0.4,
                    help="share of the built-in corpus that is Chinese (default 0.4)")
     p.add_argument("--vocab-size", type=int, default=4096, help="vocabulary size to train (default 4096)")
+    p.add_argument("--unigram-mb", type=float, default=1.0,
+                   help="slice for the Unigram LM rows in MB, 0 to skip (default 1)")
+    p.add_argument("--unigram-vocab-size", type=int, default=2048, help="Unigram vocabulary size (default 2048)")
     p.add_argument("--naive-kb", type=float, default=30.0,
                    help="slice size for the textbook trainer in KB, 0 to skip (default 30)")
     p.add_argument("--naive-merges", type=int, default=500, help="merges the textbook trainer learns (default 500)")

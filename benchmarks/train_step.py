@@ -7,6 +7,13 @@ so their ratio is meaningful on a noisy machine:
   torch (manual)    PyTorch eager, attention written out (softmax(QKᵀ)V), when torch is installed
   torch (sdpa)      PyTorch eager with F.scaled_dot_product_attention
 
+The ``gpt-tiny`` and ``t5-tiny`` configs (Happy LLM 3.3.1 / 3.2.1) time ``models/gpt.py`` and
+``models/t5.py`` against their PyTorch eager twins of the same size, Hugging Face's
+``GPT2LMHeadModel`` and ``T5ForConditionalGeneration`` (``attn_implementation`` "eager" for the
+manual row, "sdpa" where the model has it; T5's trained position bias has no sdpa path), when
+transformers is installed. A T5 step reads B·T encoder tokens and predicts B·T decoder tokens;
+tokens/s counts the predicted ones.
+
 Prints a table (median step time after warm-up, tokens/s, per-phase breakdown, model FLOPs
 utilisation against the FP32 peak) and, with --json, machine-readable results.
 
@@ -31,6 +38,9 @@ CONFIGS = {
     # the issue's benchmark shapes: vocab, dim, layers, heads, kv heads, T, B
     "tiny": dict(vocab_size=2048, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, seq_len=256, batch_size=8),
     "small": dict(vocab_size=4096, dim=288, n_layers=6, n_heads=6, n_kv_heads=6, seq_len=256, batch_size=8),
+    # GPT-2 and T5 at their examples' `tiny` presets (models/gpt.py, models/t5.py)
+    "gpt-tiny": dict(arch="gpt", vocab_size=2048, dim=128, n_layers=4, n_heads=4, seq_len=256, batch_size=8),
+    "t5-tiny": dict(arch="t5", vocab_size=1024, dim=128, n_layers=3, n_heads=4, seq_len=128, batch_size=16),
 }
 
 
@@ -83,23 +93,82 @@ def timed_step(compute_loss, opt, timings: list) -> float:
 
 
 # ----------------------------------------------------------------------------- minillm
+def gpt_config(c: dict):
+    from minillm.models.gpt import GPTConfig
+
+    return GPTConfig(vocab_size=c["vocab_size"], max_seq_len=c["seq_len"], n_embd=c["dim"], n_layer=c["n_layers"],
+                     n_head=c["n_heads"], dropout=0.0)
+
+
+def t5_config(c: dict):
+    from minillm.models.t5 import T5Config
+
+    return T5Config.preset("tiny", vocab_size=c["vocab_size"], d_model=c["dim"], num_layers=c["n_layers"],
+                           num_heads=c["n_heads"], d_kv=c["dim"] // c["n_heads"], d_ff=4 * c["dim"], dropout_rate=0.0)
+
+
 def make_minillm(c: dict, backend: str):
     import minillm as mi
-    from minillm.models.llama import ModelConfig, Transformer
 
     mi.set_kernels(backend)
     mi.manual_seed(0)
-    cfg = ModelConfig(
-        dim=c["dim"], n_layers=c["n_layers"], n_heads=c["n_heads"], n_kv_heads=c["n_kv_heads"],
-        vocab_size=c["vocab_size"], max_seq_len=c["seq_len"],
-    )
-    model = Transformer(cfg)
+    arch = c.get("arch", "llama")
+    if arch == "gpt":
+        from minillm.models.gpt import GPT
+
+        model = GPT(gpt_config(c))
+        loss_fn = lambda x, y: model(x, targets=y).loss  # noqa: E731
+    elif arch == "t5":
+        from minillm.models.t5 import T5ForConditionalGeneration
+
+        model = T5ForConditionalGeneration(t5_config(c))
+        loss_fn = lambda x, y: model(x, labels=y).loss  # noqa: E731
+    else:
+        from minillm.models.llama import ModelConfig, Transformer
+
+        cfg = ModelConfig(
+            dim=c["dim"], n_layers=c["n_layers"], n_heads=c["n_heads"], n_kv_heads=c["n_kv_heads"],
+            vocab_size=c["vocab_size"], max_seq_len=c["seq_len"],
+        )
+        model = Transformer(cfg)
+        loss_fn = lambda x, y: model(x, targets=y).loss  # noqa: E731
     opt = mi.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     n_params = sum(p.numel() for p in model.parameters())
 
     def step(x, y, timings):
         mi.set_kernels(backend)
-        return timed_step(lambda: model(x, targets=y).loss, opt, timings)
+        return timed_step(lambda: loss_fn(x, y), opt, timings)
+
+    return step, n_params
+
+
+def make_transformers(c: dict, sdpa: bool):
+    """The Hugging Face twin (PyTorch eager) of ``models/gpt.py`` or ``models/t5.py`` at the same size."""
+    import torch
+    import transformers
+
+    from minillm.io.hf_gpt2 import gpt2_hf_config
+    from minillm.io.hf_t5 import t5_hf_config
+
+    torch.manual_seed(0)
+    if c["arch"] == "t5" and sdpa:
+        raise ImportError("T5 has no sdpa attention in transformers (its position bias is trained)")
+    impl = "sdpa" if sdpa else "eager"
+    if c["arch"] == "gpt":
+        cfg = transformers.GPT2Config(**{k: v for k, v in gpt2_hf_config(gpt_config(c)).items() if k not in ("dtype", "torch_dtype")})
+        model = transformers.GPT2LMHeadModel._from_config(cfg, attn_implementation=impl)
+    else:
+        cfg = transformers.T5Config(**{k: v for k, v in t5_hf_config(t5_config(c)).items() if k not in ("dtype", "torch_dtype")})
+        model = transformers.T5ForConditionalGeneration._from_config(cfg, attn_implementation=impl)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    n_params = sum(p.numel() for p in model.parameters())  # a tied head is counted once, as ours
+
+    def step(x, y, timings):
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        if c["arch"] == "gpt":  # HF shifts the labels itself (T - 1 predictions instead of T)
+            return timed_step(lambda: model(input_ids=xt, labels=xt).loss, opt, timings)
+        return timed_step(lambda: model(input_ids=xt, labels=yt).loss, opt, timings)
 
     return step, n_params
 
@@ -194,6 +263,7 @@ def make_torch(c: dict, sdpa: bool):
 
 # ----------------------------------------------------------------------------- driver
 def run(name: str, c: dict, contenders: list, steps: int, warmup: int, peak: float) -> list:
+    contenders = [(label, f) for label, f, arch in contenders if arch == c.get("arch", "llama")]
     rng = np.random.default_rng(0)
     tokens = c["batch_size"] * c["seq_len"]
     batches = [rng.integers(0, c["vocab_size"], size=(c["batch_size"], c["seq_len"] + 1)) for _ in range(4)]
@@ -239,7 +309,7 @@ def run(name: str, c: dict, contenders: list, steps: int, warmup: int, peak: flo
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=["tiny", "small"], choices=sorted(CONFIGS))
+    p.add_argument("--configs", nargs="+", default=["tiny", "small", "gpt-tiny", "t5-tiny"], choices=sorted(CONFIGS))
     p.add_argument("--steps", type=int, default=10, help="timed steps per contender (median reported)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation, caches)")
     p.add_argument("--threads", type=int, default=2)
@@ -251,11 +321,16 @@ def main(argv=None):
 
     set_threads(args.threads)
     peak = peak_gflops(args.threads, args.ghz)
-    contenders = [("minillm (numba)", lambda c: make_minillm(c, "numba"))]
-    if not args.no_numpy:
-        contenders.append(("minillm (numpy)", lambda c: make_minillm(c, "numpy")))
+    contenders = []  # (label, factory, the architecture it builds)
+    for arch in ("llama", "gpt", "t5"):
+        contenders.append(("minillm (numba)", lambda c: make_minillm(c, "numba"), arch))
+        if not args.no_numpy:
+            contenders.append(("minillm (numpy)", lambda c: make_minillm(c, "numpy"), arch))
     if not args.no_torch:
-        contenders += [("torch (manual)", lambda c: make_torch(c, False)), ("torch (sdpa)", lambda c: make_torch(c, True))]
+        contenders += [("torch (manual)", lambda c: make_torch(c, False), "llama"), ("torch (sdpa)", lambda c: make_torch(c, True), "llama")]
+        for arch in ("gpt", "t5"):
+            contenders += [("transformers (eager)", lambda c: make_transformers(c, False), arch),
+                           ("transformers (sdpa)", lambda c: make_transformers(c, True), arch)]
 
     all_results = []
     for name in args.configs:
@@ -264,16 +339,16 @@ def main(argv=None):
         print(json.dumps({"threads": args.threads, "peak_gflops": peak, "results": all_results}, indent=2))
         return
     print(f"training step, {args.threads} threads, FP32 peak {peak:.0f} GFLOP/s, median of {args.steps} steps")
-    head = f"{'config':6} {'contender':17} {'tokens/s':>9} {'step ms':>8} {'fwd ms':>7} {'bwd ms':>7} {'opt ms':>7} {'MFU':>6} {'vs best torch':>13}"
+    head = f"{'config':8} {'contender':20} {'tokens/s':>9} {'step ms':>8} {'fwd ms':>7} {'bwd ms':>7} {'opt ms':>7} {'MFU':>6} {'vs best torch':>13}"
     print(head)
     print("-" * len(head))
     for name in args.configs:
         rows = [r for r in all_results if r["config"] == name]
-        torch_best = max((r["tokens_per_s"] for r in rows if r["contender"].startswith("torch")), default=None)
+        torch_best = max((r["tokens_per_s"] for r in rows if r["contender"].startswith(("torch", "transformers"))), default=None)
         for r in rows:
             ratio = f"{r['tokens_per_s'] / torch_best:.2f}x" if torch_best else "-"
             print(
-                f"{name:6} {r['contender']:17} {r['tokens_per_s']:9.0f} {1e3 * r['median_step_s']:8.1f} "
+                f"{name:8} {r['contender']:20} {r['tokens_per_s']:9.0f} {1e3 * r['median_step_s']:8.1f} "
                 f"{1e3 * r['forward_s']:7.1f} {1e3 * r['backward_s']:7.1f} {1e3 * r['optimizer_s']:7.1f} "
                 f"{100 * r['mfu']:5.1f}% {ratio:>13}"
             )

@@ -24,6 +24,7 @@ def test_generate_benchmark_checks_all_paths_agree():
                          "--repeats", "1", "--no-torch", "--json"))
     impls = {r["impl"] for r in res["results"]}
     assert {"minillm fused decode", "minillm + KV cache, modules", "minillm, no cache (book)"} <= impls
+    assert {"GPT-2 minillm + KV cache", "GPT-2 minillm, no cache", "T5 minillm + KV cache"} <= impls  # 3.3.1 / 3.2.1 rows
     assert all(r["same_tokens"] for r in res["results"])
 
 

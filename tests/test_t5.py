@@ -237,6 +237,17 @@ def test_greedy_generate_equals_argmax_loop():
     assert got == seq[1:]
 
 
+def test_greedy_generate_eos_override():
+    m = _model()
+    src = ids(1, 5)
+    free = greedy_generate(m, src, max_new_tokens=6, eos_token_id=-1)[0]  # never stops: exactly 6 tokens
+    assert len(free) == 6
+    first = free[0]  # stopping at the first token's id returns nothing
+    assert greedy_generate(m, src, max_new_tokens=6, eos_token_id=first)[0] == []
+    with pytest.raises(TypeError, match="eos_token_id must be an int or None, got 1.5"):
+        greedy_generate(m, src, max_new_tokens=2, eos_token_id=1.5)
+
+
 def test_bad_input_raises_naming_the_value():
     m = _model()
     with pytest.raises(TypeError, match="input_ids must be integer token ids, got dtype float64"):

@@ -11,7 +11,7 @@ import train_t5  # noqa: E402
 
 def test_example_runs_at_toy_size(tmp_path):
     report = train_t5.main(["--quick", "--no-progress", "--out-dir", str(tmp_path / "run"), "--n-stories", "300",
-                            "--vocab-size", "300", "--pretrain-docs", "40", "--pretrain-steps", "3",
+                            "--vocab-size", "700", "--pretrain-docs", "40", "--pretrain-steps", "3",
                             "--finetune-examples", "40", "--finetune-steps", "3", "--batch-size", "4", "--n-eval", "6",
                             "--no-pretrain-baseline"])
     em = report["exact_match"]["span corruption + fine-tuning"]
@@ -19,3 +19,7 @@ def test_example_runs_at_toy_size(tmp_path):
     assert report["span_corruption_val_loss"] > 0
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert saved["model_type"] == "minillm-t5"
+    from minillm.tokenizers import Tokenizer, UnigramTokenizer
+
+    tok = Tokenizer.load(tmp_path / "run" / "tokenizer")  # T5's tokenizer is the Unigram LM, saved as tokenizer.json
+    assert isinstance(tok, UnigramTokenizer) and tok.token_to_id("<extra_id_0>") == 3

@@ -440,7 +440,7 @@ def test_load_errors(tmp_path):
     bad.write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="not valid JSON.*line 1"):
         load_tokenizer(bad)
-    bad.write_text('{"model": {"type": "Unigram"}}', encoding="utf-8")
+    bad.write_text('{"model": {"type": "CharLevelLM"}}', encoding="utf-8")
     with pytest.raises(ValueError, match="unsupported model type"):
         load_tokenizer(bad)
     tok = BPETokenizer.train([MIXED], 300, show_progress=False)

@@ -409,13 +409,18 @@ class T5ForConditionalGeneration(nn.Module):
         return f"params={self.num_parameters():,}, feed_forward_proj={self.config.feed_forward_proj!r}"
 
 
-def greedy_generate(model: T5ForConditionalGeneration, input_ids, attention_mask=None, max_new_tokens: int = 32) -> list:
+def greedy_generate(model: T5ForConditionalGeneration, input_ids, attention_mask=None, max_new_tokens: int = 32,
+                    eos_token_id: int | None = None) -> list:
     """Greedy decoding with the KV cache (used by the example and the parity tests until the
     generation package speaks the encoder-decoder protocol). Returns the new ids per row,
-    stopping at ``eos_token_id`` (not included)."""
+    stopping at ``eos_token_id`` (not included; default the config's, -1 = never stop, as a
+    benchmark wants)."""
     from ..autograd import no_grad
 
     c = model.config
+    eos = c.eos_token_id if eos_token_id is None else eos_token_id
+    if isinstance(eos, bool) or not isinstance(eos, (int, np.integer)):
+        raise TypeError(f"greedy_generate: eos_token_id must be an int or None, got {eos_token_id!r}")
     with no_grad(), model.mode(training=False):
         ids = model._ids(input_ids, "input_ids")
         B = ids.shape[0]
@@ -428,7 +433,7 @@ def greedy_generate(model: T5ForConditionalGeneration, input_ids, attention_mask
             tok = logits.argmax(-1)
             for b in range(B):
                 if not done[b]:
-                    if tok[b] == c.eos_token_id:
+                    if tok[b] == eos:
                         done[b] = True
                     else:
                         out[b].append(int(tok[b]))

@@ -16,6 +16,7 @@ from .chat import apply_chat_template, chat_template_jinja
 from .word import WordTokenizer
 from .wordpiece import WordPieceTokenizer  # 5.2.3 WordPiece (BERT)
 from .roberta import RobertaTokenizer  # 3.1.2 RoBERTa: byte-level BPE + <s> A </s></s> B </s>
+from .unigram import UnigramTokenizer  # 5.2.3 Unigram LM (SentencePiece, T5)
 
 __all__ = [
     "Tokenizer",
@@ -24,6 +25,7 @@ __all__ = [
     "WordTokenizer",
     "WordPieceTokenizer",
     "RobertaTokenizer",
+    "UnigramTokenizer",
     "load_tokenizer",
     "apply_chat_template",
     "chat_template_jinja",

@@ -505,11 +505,13 @@ class Tokenizer(abc.ABC):
             return "BPETokenizer"
         if model["type"] == "WordPiece":
             return "WordPieceTokenizer"
+        if model["type"] == "Unigram":
+            return "UnigramTokenizer"
         if model["type"] == "WordLevel":
             pre = data.get("pre_tokenizer") or {}
             pattern = (pre.get("pattern") or {}).get("Regex") if isinstance(pre, dict) else None
             return "CharTokenizer" if pattern == CHAR_PATTERN else "WordTokenizer"
-        raise ValueError(f"{source!r}: unsupported model type {model['type']!r} (expected BPE, WordPiece or WordLevel)")
+        raise ValueError(f"{source!r}: unsupported model type {model['type']!r} (expected BPE, WordPiece, Unigram or WordLevel)")
 
     def _roles_from_config(self, config: dict) -> None:
         """Apply the role names saved in tokenizer_config.json (if any)."""
