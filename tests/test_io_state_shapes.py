@@ -68,6 +68,34 @@ def test_bert_family_shapes_equal_the_model(arch, heads, layers, inner, position
     assert STATE_SHAPES[cls](cfg) == _unique_shapes(cls(cfg))
 
 
+@settings(max_examples=10, deadline=None)
+@given(heads=st.integers(1, 3), layers=st.integers(1, 3), inner=st.one_of(st.none(), st.integers(1, 12)),
+       positions=st.integers(2, 20))
+def test_glm_shapes_equal_the_model(heads, layers, inner, positions):
+    from minillm.models.glm import GLM, GLMConfig
+
+    cfg = GLMConfig(vocab_size=30, max_seq_len=positions, hidden_size=4 * heads, num_layers=layers,
+                    num_attention_heads=heads, intermediate_size=inner)
+    assert STATE_SHAPES[GLM](cfg) == _unique_shapes(GLM(cfg))
+
+
+@settings(max_examples=10, deadline=None)
+@given(layers=st.integers(1, 3), experts=st.integers(0, 3), shared=st.integers(0, 2), dense=st.integers(0, 2),
+       q_rank=st.one_of(st.none(), st.integers(1, 6)), tied=st.booleans(), topk=st.sampled_from(["greedy", "noaux_tc"]))
+def test_deepseek_shapes_equal_the_model(layers, experts, shared, dense, q_rank, tied, topk):
+    from minillm.models.deepseek import DeepseekConfig, DeepseekForCausalLM
+
+    try:
+        cfg = DeepseekConfig(vocab_size=30, max_seq_len=16, hidden_size=8, num_hidden_layers=layers, num_attention_heads=2,
+                             intermediate_size=12, n_routed_experts=experts, n_shared_experts=shared,
+                             num_experts_per_tok=min(2, max(experts, 1)), moe_intermediate_size=4,
+                             first_k_dense_replace=dense, q_lora_rank=q_rank, kv_lora_rank=5, qk_nope_head_dim=3,
+                             qk_rope_head_dim=4, v_head_dim=7, tie_word_embeddings=tied, topk_method=topk)
+    except ValueError:  # a combination the config refuses (e.g. top-k over no experts)
+        return
+    assert STATE_SHAPES[DeepseekForCausalLM](cfg) == _unique_shapes(DeepseekForCausalLM(cfg))
+
+
 def _families():
     """(name, model, writer, reader, config field -> a hostile value) for our files and HF's."""
     mi.manual_seed(0)
