@@ -27,6 +27,7 @@ collective a copy), so the same code runs with and without MPI.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from typing import Optional
 
 import numpy as np
@@ -69,7 +70,7 @@ def _check_array(a, what: str) -> np.ndarray:
     return a
 
 
-class ProcessGroup:
+class ProcessGroup(ABC):
     """The ranks of one job and the collectives between them (see the module docstring).
 
     ``rank`` is this process's number (0 .. world_size - 1); rank 0 writes the files.
@@ -93,29 +94,29 @@ class ProcessGroup:
         flat[...] = full[: flat.size]
         return array
 
+    @abstractmethod
     def reduce_scatter(self, array: np.ndarray) -> np.ndarray:
         """``array`` (length divisible by world_size) summed over ranks; returns this rank's block."""
-        raise NotImplementedError
 
+    @abstractmethod
     def all_gather(self, shard: np.ndarray) -> np.ndarray:
         """Every rank's ``shard`` (all the same shape), concatenated in rank order along axis 0."""
-        raise NotImplementedError
 
+    @abstractmethod
     def broadcast_(self, array: np.ndarray, src: int = 0) -> np.ndarray:
         """Copy rank ``src``'s ``array`` into every rank's ``array`` (in place); returns it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def barrier(self) -> None:
         """Wait until every rank got here."""
-        raise NotImplementedError
 
+    @abstractmethod
     def broadcast_object(self, obj, src: int = 0):
         """Rank ``src``'s Python object (JSON-like data), returned on every rank."""
-        raise NotImplementedError
 
+    @abstractmethod
     def all_gather_object(self, obj) -> list:
         """Every rank's Python object, as a list in rank order."""
-        raise NotImplementedError
 
     def abort(self, code: int = 1) -> None:
         """End every rank of the job now (one failing rank would leave the others waiting forever in

@@ -33,6 +33,8 @@ cost of the scratch approach.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from .. import kernels
@@ -163,7 +165,7 @@ def nf4_error_bound(w: np.ndarray, state: dict) -> np.ndarray:
 
 
 # ====================================================================== layers
-class QuantLinear(Module):
+class QuantLinear(Module, ABC):
     """A frozen quantized ``Linear``: y = x·Ŵᵀ + b with Ŵ = dequantize(codes).
 
     Subclasses store the codes as buffers and implement ``dequantize()``. The bias (if any)
@@ -180,8 +182,9 @@ class QuantLinear(Module):
         if bias is not None:
             bias.requires_grad_(False)
 
-    def dequantize(self) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def dequantize(self) -> np.ndarray:
+        """The float weight (out, in) the stored codes stand for (a scratch array, not a Parameter)."""
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype != self.compute_dtype:
