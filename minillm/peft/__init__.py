@@ -13,7 +13,7 @@ QLoRA                      ``LoraConfig`` on ``quantize_model``   ``nn/quant.py`
 
 One entry point for all of them: ``model = get_peft_model(model, config)``; then
 ``print_trainable_parameters()``, ``save_pretrained(dir)`` and ``PeftModel.from_pretrained(base, dir)``
-(adapter_model.safetensors + adapter_config.json, no pickle).
+(adapter_model.safetensors + adapter_config.json: data only, nothing executable).
 """
 from ..nn.adapter import AdapterLinear, BottleneckConfig, bottleneck_param_formula
 from ..nn.quant import Linear4bit, Linear8bit, NF4_CODE, quantize_model

@@ -13,7 +13,7 @@ stored vector. Ours keeps the same names and does the search as one matrix produ
 ``query``           the book's: question text -> the k best chunk texts
 ``delete(ids)``     remove chunks by id
 ``persist(path)``   ``store.json`` (chunks, ids, which embedding model) + ``vectors.safetensors``
-                    (float32); never pickle
+                    (float32); data only, nothing executable
 ``load_vector``     read them back; refuses a store built by another embedding model or of
                     another dimension, since its vectors would be compared with the wrong space
 ==================  ==========================================================================
