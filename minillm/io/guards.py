@@ -140,6 +140,23 @@ def check_header_shapes(expected: dict, shapes: dict, source: str, ignore=None) 
                          + "; ".join(shown))
 
 
+def check_weights_file(path: str, state_shapes, to_file=None, file_name=None, ignore=None) -> None:
+    """Compare a safetensors file's header with the tensors a config describes, before any model
+    is built or tensor read (issue 25 §5). ``state_shapes(max_tensors)`` -> ``{our name: shape}``
+    (a family's ``STATE_SHAPES`` function with its config bound); ``to_file(name, shape)`` ->
+    the (name, shape) the file stores it under (Hugging Face names, transposed layouts);
+    ``file_name(key)`` normalises the file's own names; ``ignore``: see ``check_header_shapes``."""
+    from .safetensors import read_safetensors_shapes  # guards is imported by the loaders that read files
+
+    header = {(file_name(k) if file_name else k): s for k, (_, s) in read_safetensors_shapes(path).items()}
+    try:
+        ours = state_shapes(max_tensors=len(header))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    expected = dict(to_file(n, s) for n, s in ours.items()) if to_file else ours
+    check_header_shapes(expected, header, path, ignore)
+
+
 def refuse_lora_layers(model, where: str) -> None:
     """A model with injected LoRA layers saves names (``...lora_A.weight``) no plain loader accepts."""
     from ..nn.lora import LoRALinear  # io sits above nn

@@ -40,9 +40,9 @@ from ..models.bert import (BertConfig, BertForMaskedLM, BertForPreTraining, Bert
 from ..models.roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
                               RobertaForSequenceClassification, RobertaForTokenClassification)
 from . import checkpoint
-from .guards import bounded_shapes, check_float_sources, check_header_shapes, refuse_lora_layers
+from .guards import bounded_shapes, check_float_sources, check_weights_file, refuse_lora_layers
 from .jsonfile import read_json_object
-from .safetensors import load_safetensors, read_safetensors_shapes, save_safetensors
+from .safetensors import load_safetensors, save_safetensors
 
 __all__ = ["export_hf_bert", "import_hf_bert", "to_hf_name", "HF_ARCHITECTURES", "bert_state_shapes"]
 
@@ -255,12 +255,8 @@ def import_hf_bert(directory, dtype=np.float32):
     if not os.path.exists(wpath):
         raise FileNotFoundError(f"{directory}: no model.safetensors (.bin checkpoints are not read: loading them can run code)")
     family = _family(config)
-    header = {k: s for k, (_, s) in read_safetensors_shapes(wpath).items()}
-    try:  # before anything is allocated: names and shapes from the config vs. the file's header
-        expected = {to_hf_name(n, family): s for n, s in bert_state_shapes(cls, config, len(header)).items()}
-    except ValueError as e:
-        raise ValueError(f"{wpath}: {e}") from None
-    check_header_shapes(expected, header, wpath, ignore=lambda k: k.endswith(_HF_EXTRAS))
+    check_weights_file(wpath, functools.partial(bert_state_shapes, cls, config),
+                       to_file=lambda n, shape: (to_hf_name(n, family), shape), ignore=lambda k: k.endswith(_HF_EXTRAS))
     tensors = load_safetensors(wpath)
     model = cls(config)
     if np.dtype(dtype) != np.float32:

@@ -17,6 +17,7 @@ HF's GPT-2 keeps OpenAI's ``Conv1D`` layers, y = x·W + b with W (in, out), wher
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -25,10 +26,10 @@ import numpy as np
 from .._files import atomic_write
 from ..models.gpt import GPT, GPTConfig
 from . import checkpoint
-from .guards import (bounded_shapes, check_float_sources, check_header_shapes, json_bool, json_float, json_int,
+from .guards import (bounded_shapes, check_float_sources, check_weights_file, json_bool, json_float, json_int,
                      refuse_lora_layers)
 from .jsonfile import read_json_object
-from .safetensors import load_safetensors, read_safetensors_shapes, save_safetensors
+from .safetensors import load_safetensors, save_safetensors
 
 __all__ = ["export_hf_gpt2", "import_hf_gpt2", "gpt2_hf_config", "to_hf_gpt2_state_dict", "from_hf_gpt2_state_dict",
            "gpt_state_shapes"]
@@ -171,19 +172,13 @@ def import_hf_gpt2(directory, dtype=np.float32) -> GPT:
     path = os.path.join(directory, "model.safetensors")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{directory}: no model.safetensors (.bin checkpoints are not read: they can run code when loaded)")
-    # before anything is allocated: names and shapes from the config vs. the file's header
-    header = {(k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k): s
-              for k, (_, s) in read_safetensors_shapes(path).items()}
-    try:
-        ours = gpt_state_shapes(config, max_tensors=len(header))
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-    expected = {}
-    for name, shape in ours.items():
+    def to_file(name, shape):  # HF's name; Conv1D stores (in, out)
         hf = _to_hf_name(name)
-        expected[hf] = shape[::-1] if hf.endswith(_CONV1D) else shape  # Conv1D stores (in, out)
-    check_header_shapes(expected, header, path,
-                        ignore=lambda k: k == "lm_head.weight" or k.endswith((".attn.bias", ".attn.masked_bias")))
+        return hf, (shape[::-1] if hf.endswith(_CONV1D) else shape)
+
+    check_weights_file(path, functools.partial(gpt_state_shapes, config), to_file,
+                       file_name=lambda k: k if k.startswith(("transformer.", "lm_head.")) else "transformer." + k,
+                       ignore=lambda k: k == "lm_head.weight" or k.endswith((".attn.bias", ".attn.masked_bias")))
     model = GPT(config)
     state = from_hf_gpt2_state_dict(load_safetensors(path), model, path)
     check_float_sources(state, model, path)  # an int or bool tensor is refused, never cast

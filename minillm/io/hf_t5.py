@@ -12,6 +12,7 @@ through our files and transformers 4.x, but transformers 5.x would tie its head 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -20,10 +21,10 @@ import numpy as np
 from .._files import atomic_write
 from ..models.t5 import T5Config, T5ForConditionalGeneration
 from . import checkpoint
-from .guards import (bounded_shapes, check_float_sources, check_header_shapes, json_bool, json_float, json_int,
+from .guards import (bounded_shapes, check_float_sources, check_weights_file, json_bool, json_float, json_int,
                      refuse_lora_layers)
 from .jsonfile import read_json_object
-from .safetensors import load_safetensors, read_safetensors_shapes, save_safetensors
+from .safetensors import load_safetensors, save_safetensors
 
 __all__ = ["export_hf_t5", "import_hf_t5", "t5_hf_config", "t5_state_shapes"]
 
@@ -150,13 +151,8 @@ def import_hf_t5(directory, dtype=np.float32) -> T5ForConditionalGeneration:
     path = os.path.join(directory, "model.safetensors")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{directory}: no model.safetensors (.bin checkpoints are not read: they can run code when loaded)")
-    header = {k: s for k, (_, s) in read_safetensors_shapes(path).items()}
-    try:  # before anything is allocated: names and shapes from the config vs. the file's header
-        expected = t5_state_shapes(config, max_tensors=len(header))
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-    check_header_shapes(expected, header, path,
-                        ignore=lambda k: k in _TIED or (k == "lm_head.weight" and config.tie_word_embeddings))
+    check_weights_file(path, functools.partial(t5_state_shapes, config),  # T5 keeps HF's names: no renaming
+                       ignore=lambda k: k in _TIED or (k == "lm_head.weight" and config.tie_word_embeddings))
     tensors = load_safetensors(path)
     model = T5ForConditionalGeneration(config)
     if np.dtype(dtype) != np.float32:
