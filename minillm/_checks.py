@@ -56,3 +56,28 @@ def check_token_ids(ids, vocab_size: int, where: str, name: str = "token id") ->
     else:
         at = f" at position {tuple(int(i) for i in np.unravel_index(bad_at, a.shape))}"
     raise IdOutOfRangeError(f"{where}: {name} {bad}{at} is outside the valid range [0, {vocab_size})")
+
+
+def check_model_inputs(input_ids, vocab_size: int, where: str, kv_cache=None, n_layers: int | None = None):
+    """The checks every causal model's ``forward`` starts with: ``(ids as int64 (B, T), start)``,
+    where ``start`` is the number of tokens already in ``kv_cache`` (0 without one).
+
+    ``input_ids``: (B, T) integer ids in ``[0, vocab_size)`` with T >= 1 (a Tensor, an array or
+    nested lists); ``kv_cache``: None or one cache per layer (``n_layers`` of them). Each model
+    then checks its own position limits (``max_seq_len``, 2-D positions, ...)."""
+    start = 0
+    if kv_cache is not None:
+        if n_layers is not None and len(kv_cache) != n_layers:
+            raise ValueError(f"{where}: kv_cache has {len(kv_cache)} layers, the model has {n_layers}")
+        start = kv_cache[0].length
+    # a Tensor carries its array in .data (an ndarray's own .data is a memoryview: not used)
+    ids = input_ids if isinstance(input_ids, np.ndarray) else np.asarray(getattr(input_ids, "data", input_ids))
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"{where}: input_ids must be integer token ids (e.g. int64), got dtype {ids.dtype}")
+    if ids.ndim != 2:
+        raise ValueError(f"{where}: input_ids must have shape (batch, seq_len), got shape {ids.shape}")
+    if ids.shape[1] == 0:
+        raise ValueError(f"{where}: input_ids is empty (seq_len 0)")
+    check_token_ids(ids, vocab_size, where, name="input_ids")
+    return ids.astype(np.int64, copy=False), start
+

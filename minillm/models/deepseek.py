@@ -73,7 +73,7 @@ from typing import ClassVar
 import numpy as np
 
 from .. import nn
-from .._checks import check_token_ids
+from .._checks import check_model_inputs
 from ..nn import functional as F
 from ..nn.heads import lm_loss
 from ..nn.kv_cache import KVCache
@@ -467,19 +467,9 @@ class DeepseekForCausalLM(nn.Module):
         position_ids (B, T); kv_cache from ``new_kv_cache``; absorb: see ``MLA.forward``.
         Returns ``CausalLMOutput(logits (B, T|logits_to_keep, vocab), loss)``."""
         c = self.config
-        start = 0
-        if kv_cache is not None:
-            if len(kv_cache) != c.num_hidden_layers:
-                raise ValueError(f"DeepseekForCausalLM: kv_cache has {len(kv_cache)} layers, the model has {c.num_hidden_layers}")
-            start = kv_cache[0].length
-        ids = input_ids.data if isinstance(input_ids, Tensor) else np.asarray(input_ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"DeepseekForCausalLM: input_ids must be integer token ids, got dtype {ids.dtype}")
-        if ids.ndim != 2 or ids.shape[1] == 0:
-            raise ValueError(f"DeepseekForCausalLM: input_ids must have shape (batch, seq_len) with seq_len >= 1, got {ids.shape}")
+        ids, start = check_model_inputs(input_ids, c.vocab_size, "DeepseekForCausalLM", kv_cache, c.num_hidden_layers)
         if position_ids is None and start + ids.shape[1] > c.max_seq_len:
             raise ValueError(f"DeepseekForCausalLM: {start} cached + {ids.shape[1]} new tokens exceed max_seq_len={c.max_seq_len}")
-        check_token_ids(ids, c.vocab_size, "DeepseekForCausalLM", name="input_ids")
         B, T = ids.shape
         cos, sin = self._rope(B, T, start, position_ids)
         mask = None

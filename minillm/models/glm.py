@@ -44,7 +44,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 
 from .. import nn
-from .._checks import check_token_ids
+from .._checks import check_model_inputs
 from ..autograd import no_grad
 from ..generation.sampling import left_pad, sample_next_token
 from ..nn.heads import lm_loss
@@ -230,17 +230,7 @@ class GLM(nn.Module):
         Returns ``CausalLMOutput(logits (B, T, vocab), loss)``.
         """
         c = self.config
-        start = 0
-        if kv_cache is not None:
-            if len(kv_cache) != c.num_layers:
-                raise ValueError(f"GLM: kv_cache has {len(kv_cache)} layers, the model has {c.num_layers}")
-            start = kv_cache[0].length
-        ids = input_ids.data if isinstance(input_ids, Tensor) else np.asarray(input_ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"GLM: input_ids must be integer token ids (e.g. int64), got dtype {ids.dtype}")
-        if ids.ndim != 2 or ids.shape[1] == 0:
-            raise ValueError(f"GLM: input_ids must have shape (batch, seq_len) with seq_len >= 1, got shape {ids.shape}")
-        check_token_ids(ids, c.vocab_size, "GLM", name="input_ids")
+        ids, start = check_model_inputs(input_ids, c.vocab_size, "GLM", kv_cache, c.num_layers)  # (B, T), cached count
         B, T = ids.shape
         Tk = start + T
         if position_ids is None:

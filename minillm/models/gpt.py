@@ -38,7 +38,7 @@ from typing import ClassVar
 import numpy as np
 
 from .. import nn
-from .._checks import check_token_ids
+from .._checks import check_model_inputs
 from ..nn import functional as F
 from ..nn.heads import lm_loss
 from ..nn.attention import merge_masks
@@ -203,16 +203,11 @@ class GPT(nn.Module):
         return [KVCache(batch_size, c.n_head, c.head_dim, max_len, self.lm_head.weight.dtype) for _ in range(c.n_layer)]
 
     def _check_input_ids(self, input_ids, start: int) -> np.ndarray:
-        ids = input_ids.data if isinstance(input_ids, Tensor) else np.asarray(input_ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"GPT: input_ids must be integer token ids (e.g. int64), got dtype {ids.dtype}")
-        if ids.ndim != 2 or ids.shape[1] == 0:
-            raise ValueError(f"GPT: input_ids must have shape (batch, seq_len) with seq_len >= 1, got shape {ids.shape}")
+        ids, _ = check_model_inputs(input_ids, self.config.vocab_size, "GPT")  # (B, T) int64
         if start + ids.shape[1] > self.config.max_seq_len:
             raise ValueError(f"GPT: {ids.shape[1]} tokens" + (f" after {start} cached ones" if start else "")
                              + f" exceed max_seq_len={self.config.max_seq_len} (the learned position table)")
-        check_token_ids(ids, self.config.vocab_size, "GPT", name="input_ids")
-        return ids.astype(np.int64, copy=False)
+        return ids
 
     def forward(self, input_ids, targets=None, attention_mask=None, position_ids=None, kv_cache=None, logits_to_keep: int = 0):
         """input_ids: (B, T) ids in [0, vocab_size).

@@ -46,7 +46,7 @@ from typing import ClassVar
 import numpy as np
 
 from .. import nn
-from .._checks import check_token_ids
+from .._checks import check_model_inputs
 from ..nn.kv_cache import KVCache  # noqa: F401  (shared by every decoder; re-exported here)
 from ..nn import functional as F
 from ..nn.heads import lm_loss
@@ -454,21 +454,14 @@ class Transformer(nn.Module):
         return [KVCache(batch_size, a.n_kv_heads, a.head_dim, max_len, dtype) for _ in range(a.n_layers)]
 
     def _check_input_ids(self, input_ids, start: int) -> np.ndarray:
-        ids = input_ids.data if isinstance(input_ids, Tensor) else np.asarray(input_ids)
-        if ids.dtype.kind not in "iu":
-            raise TypeError(f"Transformer: input_ids must be integer token ids (e.g. int64), got dtype {ids.dtype}")
-        if ids.ndim != 2:
-            raise ValueError(f"Transformer: input_ids must have shape (batch, seq_len), got shape {ids.shape}")
-        if ids.shape[1] == 0:
-            raise ValueError("Transformer: input_ids is empty (seq_len 0)")
+        ids, _ = check_model_inputs(input_ids, self.vocab_size, "Transformer")  # (B, T) int64
         if start + ids.shape[1] > self.args.max_seq_len:
             raise ValueError(
                 f"Transformer: sequence of {ids.shape[1]} tokens"
                 + (f" after {start} cached ones" if start else "")
                 + f" is longer than max_seq_len={self.args.max_seq_len}"
             )
-        check_token_ids(ids, self.vocab_size, "Transformer", name="input_ids")
-        return ids.astype(np.int64, copy=False)
+        return ids
 
     def _check_inputs_embeds(self, inputs_embeds, start: int) -> Tensor:
         if not isinstance(inputs_embeds, Tensor):
