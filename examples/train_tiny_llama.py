@@ -1,7 +1,7 @@
 """Train a tiny LLaMA2 from scratch on your CPU: the whole of Happy LLM chapters 5–6 in one command.
 
     python examples/train_tiny_llama.py            # the default run (minutes on 2 idle cores; see the README)
-    python examples/train_tiny_llama.py --quick    # a ~1 minute smoke run
+    python examples/train_tiny_llama.py --quick    # a ~20-second smoke run
 
 Steps (each one a function in minillm/pipeline.py):
   1. generate the built-in bilingual story world (no download)           5.3.1
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--quick", action="store_true", help="a ~1 minute run on a small corpus (smoke test)")
+    p.add_argument("--quick", action="store_true", help="a ~20-second run on a small corpus (smoke test)")
     p.add_argument("--out-dir", default="runs/tiny_llama", help="where everything is written (default: %(default)s)")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="corpus directory (default: OUT_DIR/data, generated if missing)")
