@@ -51,8 +51,11 @@ def test_rmsnorm_parallel_equals_reference_and_serial(parallel, dtype, seed, n, 
     gx, gw = _norms.rmsnorm_backward(x, w, rstd, gy)
     ry, rrstd = R.rmsnorm_forward(x, w, 1e-5)
     rgx, rgw = R.rmsnorm_backward(x, w, rrstd, gy)
-    for got, want in ((y, ry), (rstd, rrstd), (gx, rgx), (gw, rgw)):
-        assert_close(got, want, dtype)
+    # gw sums n rows: float32 rounding grows with the size of its summands, not of the (possibly
+    # cancelled) result, so its absolute tolerance scales with Σ|x·gy·rstd|
+    gw_scale = max(1.0, float(np.abs(x.astype(np.float64) * gy * rrstd.reshape(-1, 1)).sum(axis=0).max()))
+    for got, want, scale in ((y, ry, 1.0), (rstd, rrstd, 1.0), (gx, rgx, 1.0), (gw, rgw, gw_scale)):
+        assert_close(got, want, dtype, scale=scale)
     parallel()  # now the serial kernels: same blocks, same order -> identical bits
     sy, srstd = _norms.rmsnorm_forward(x, w, 1e-5)
     sgx, sgw = _norms.rmsnorm_backward(x, w, rstd, gy)
