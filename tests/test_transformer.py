@@ -219,7 +219,8 @@ def test_transformer_loss_gradcheck(norm_first):  # (default kernels; the layer 
     m = scramble(Transformer(a).double())
     src, tgt, y = ids(2, 3, 5, 4), ids(2, 2, 5, 5), ids(2, 2, 5, 6)
     mask = np.array([[1, 1, 1], [1, 1, 0]])
-    gradcheck(lambda *p: m(src, tgt, targets=y, src_mask=mask).loss, list(m.parameters()), name="Transformer loss")
+    gradcheck(lambda *p: m(src, tgt, targets=y, src_mask=mask).loss, list(m.parameters()), name="Transformer loss",
+              directions=2)  # whole model: random directions; each layer above is checked element by element
 
 
 @pytest.mark.parametrize("norm_first", [True, False])

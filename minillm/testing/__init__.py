@@ -1,4 +1,4 @@
 """Tools to prove ops right: ``gradcheck`` (finite differences) and hypothesis ``strategies``."""
-from .gradcheck import GradcheckError, gradcheck, numerical_grad
+from .gradcheck import GradcheckError, directional_grad, gradcheck, numerical_grad
 
-__all__ = ["gradcheck", "numerical_grad", "GradcheckError"]
+__all__ = ["gradcheck", "numerical_grad", "directional_grad", "GradcheckError"]
