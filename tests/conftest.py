@@ -24,6 +24,15 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("small_input", ["all-numba", "shipped"], indirect=True)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under `pytest -n N` (the README's command), hand out whole test files: their module-scoped
+    fixtures (a trained model, three seeds' runs) are then built once, not once per process."""
+    from xdist.scheduler import LoadFileScheduling
+
+    return LoadFileScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     """Drop the (numpy backend, shipped threshold) duplicates: the threshold changes nothing there."""
     def redundant(item):
