@@ -46,7 +46,7 @@ def test_seed_argument_and_config_seed():
 
 def test_story_lengths_and_languages():
     cfg = WorldConfig()
-    stream = W._story_stream(cfg, "train", "test")
+    stream = W.story_stream(cfg, "train", "test")
     lengths = [len(next(stream)) for _ in range(2000)]
     assert min(lengths) == cfg.min_sentences and max(lengths) == cfg.max_sentences
     docs = generate_stories(300, config=STORIES_ONLY)
@@ -55,7 +55,7 @@ def test_story_lengths_and_languages():
     en_only = generate_stories(50, config=WorldConfig(langs=("en",), doc_mix={"story": 1.0}))
     assert not any(re.search(r"[\u4e00-\u9fff]", d) for d in en_only)
     short = WorldConfig(min_sentences=2, max_sentences=3)
-    stream = W._story_stream(short, "train", "test")
+    stream = W.story_stream(short, "train", "test")
     assert all(2 <= len(next(stream)) <= 3 for _ in range(500))
 
 

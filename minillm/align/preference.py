@@ -44,7 +44,7 @@ import numpy as np
 
 from .._files import atomic_path
 from ..data.sft import IGNORE_INDEX, _ChatPieces, tokenize_conversation
-from ..data.world import ANIMALS, CITIES, COLOURS, NAMES, OBJECTS, PLACES, _article, lexicon
+from ..data.world import ANIMALS, CITIES, COLOURS, NAMES, OBJECTS, PLACES, article, lexicon
 from ..eval.metrics import exact_match, normalize_answer
 
 __all__ = [
@@ -162,7 +162,7 @@ def write_preference_jsonl(path, pairs: Iterable[PreferencePair]) -> str:
 # turned into a wrong one of the same shape ("the market." -> "the park.", "一只猫。" -> "一条鱼。")
 # or the same one in the other language ("the market." -> "市场。").
 def _an(word: str) -> str:
-    return f"{_article(word)} {word}"
+    return f"{article(word)} {word}"
 
 
 _FORMATS = {

@@ -359,7 +359,8 @@ def _sample_events(rng: random.Random, cfg: WorldConfig, world: World) -> tuple:
     return tuple(head + middle + tail)
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """The English indefinite article the world's stories put before ``word`` ("an apple", "a ball")."""
     return "an" if word[0] in "aeiou" else "a"
 
 
@@ -387,13 +388,13 @@ def _render_event(ev: tuple, lang: str, world: World) -> str:
         if zh:
             return t.format(A=name, mw=OBJECTS[obj][2], thing=f"{COLOURS[col][1]}的{OBJECTS[obj][1]}")
         thing = f"{COLOURS[col][0]} {OBJECTS[obj][0]}"
-        return t.format(A=name, an_thing=f"{_article(thing)} {thing}")
+        return t.format(A=name, an_thing=f"{article(thing)} {thing}")
     if kind == "see":
         _, _, ani, tmpl = ev
         if zh:
             return SEE_TEMPLATES[tmpl][1].format(A=name, mw=ANIMALS[ani][2], animal=ANIMALS[ani][1])
         animal = ANIMALS[ani][0]
-        return SEE_TEMPLATES[tmpl][0].format(A=name, an_animal=f"{_article(animal)} {animal}")
+        return SEE_TEMPLATES[tmpl][0].format(A=name, an_animal=f"{article(animal)} {animal}")
     if kind == "give":
         _, _, obj, b = ev
         if zh:
@@ -433,7 +434,7 @@ def _fact_question(kind: str, c: int, lang: str, world: World) -> tuple:
         ani = ANIMALS[world.pet[c]]
         if lang == "zh":
             return f"{zh}养了什么宠物？", f"一{ani[2]}{ani[1]}。"
-        return f"What pet does {en} have?", f"{_article(ani[0])} {ani[0]}."
+        return f"What pet does {en} have?", f"{article(ani[0])} {ani[0]}."
     col = COLOURS[world.colour[c]]
     return (f"{zh}最喜欢什么颜色？", f"{col[1]}。") if lang == "zh" else (f"What is {en}'s favourite colour?", f"{col[0]}.")
 
@@ -467,14 +468,14 @@ def story_questions(events: Sequence[tuple], lang: str, world: World) -> list:
                 out.append(("colour", f"{o[1]}是什么颜色的？", f"{COLOURS[col][1]}。"))
             else:
                 verb = "find" if find else "buy"
-                out.append(("what_got", f"What did {n} {verb}?", f"{_article(o[0])} {o[0]}."))
+                out.append(("what_got", f"What did {n} {verb}?", f"{article(o[0])} {o[0]}."))
                 out.append(("colour", f"What colour was the {o[0]}?", f"{COLOURS[col][0]}."))
         elif kind == "see":
             ani = ANIMALS[ev[2]]
             if zh:
                 out.append(("animal", f"{n}看到了什么动物？", f"一{ani[2]}{ani[1]}。"))
             else:
-                out.append(("animal", f"What animal did {n} see?", f"{_article(ani[0])} {ani[0]}."))
+                out.append(("animal", f"What animal did {n} see?", f"{article(ani[0])} {ani[0]}."))
         elif kind == "give":
             o, b = OBJECTS[ev[2]], NAMES[ev[3]][zh]
             if zh:
@@ -487,8 +488,9 @@ def story_questions(events: Sequence[tuple], lang: str, world: World) -> list:
     return out
 
 
-def _story_stream(cfg: WorldConfig, split: str, purpose: str):
-    """Endless iterator of event lists that belong to ``split``."""
+def story_stream(cfg: WorldConfig, split: str, purpose: str):
+    """Endless iterator of event lists that belong to ``split`` ("train" or "val"); ``purpose`` names
+    the consumer ("pretrain", "sft", the RAG knowledge base...) so each draws its own stories."""
     rng = random.Random(f"minillm-world/{cfg.seed}/{split}/{purpose}")
     world = get_world(cfg.seed)
     want_val = split == "val"
@@ -599,7 +601,7 @@ def generate_stories(n: int, seed: Optional[int] = None, split: str = "train", c
             raise ValueError("doc_mix has only 'bilingual' documents but langs is not ('en', 'zh')")
     weights = [cfg.doc_mix[k] for k in kinds]
     rng = random.Random(f"minillm-world/{cfg.seed}/{split}/pretrain-mix")
-    stories = _story_stream(cfg, split, "pretrain")
+    stories = story_stream(cfg, split, "pretrain")
     docs = []
     for _ in range(int(n)):
         kind = rng.choices(kinds, weights)[0] if len(kinds) > 1 else kinds[0]
@@ -660,7 +662,7 @@ def generate_sft(
         raise ValueError(f"skill_weights give zero weight to all of {skills}")
     world = get_world(cfg.seed)
     rng = random.Random(f"minillm-world/{cfg.seed}/{split}/sft")
-    stories = _story_stream(cfg, split, "sft")
+    stories = story_stream(cfg, split, "sft")
     probs = _math_problems(cfg.seed, cfg.max_number, cfg.val_fraction, cfg.heldout_math, split)
     fact_chars = [c for c in range(len(NAMES)) if _in_val(f"char{c}", cfg.seed, 0.25) == (split == "val")]
 

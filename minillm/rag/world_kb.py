@@ -30,7 +30,7 @@ import os
 import random
 
 from .._files import atomic_write
-from ..data.world import (ANIMALS, COLOURS, NAMES, OBJECTS, PLACES, WorldConfig, _article, _story_stream,
+from ..data.world import (ANIMALS, COLOURS, NAMES, OBJECTS, PLACES, WorldConfig, article, story_stream,
                           get_world, render_story)
 from .answer import NO_ANSWER, build_prompt, format_reply
 
@@ -59,7 +59,7 @@ ANIMAL_SYNONYMS = {
 
 
 def _a(word: str) -> str:
-    return f"{_article(word)} {word}"
+    return f"{article(word)} {word}"
 
 
 def story_facts(events) -> list:
@@ -148,7 +148,7 @@ def kb_stories(n: int, seed: int = 0, purpose: str = "rag-kb", split: str = "val
     """``n`` distinct stories (event tuples) of ``split``, English, deterministic for ``seed``."""
     cfg = WorldConfig(seed=seed, langs=("en",))
     seen, out = set(), []
-    for events in _story_stream(cfg, split, purpose):
+    for events in story_stream(cfg, split, purpose):
         if events not in seen and len(story_facts(events)) >= 2:
             seen.add(events)
             out.append(events)
