@@ -20,9 +20,9 @@ from minillm.io import export_hf  # noqa: E402
 from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
 from minillm.peft import (  # noqa: E402
     LLAMA_ALL_LINEAR_TARGETS, BottleneckConfig, LoraConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig,
-    get_peft_model,
+    export_hf_adapter, get_peft_model, import_hf_adapter,
 )
-from minillm.peft.hf import export_hf_adapter, import_hf_adapter  # noqa: E402
+
 
 V, TOL = 96, 1e-4
 
