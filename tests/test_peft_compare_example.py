@@ -21,7 +21,7 @@ def test_quick_run_end_to_end(tmp_path, capsys):
     for name, r in runs.items():
         assert r["trainable"] == r["formula"], name  # every count is its formula
         assert 0 <= r["accuracy"]["all"] <= 1 and r["seconds_per_step"] > 0 and r["step_peak_bytes"] > 0
-        assert r["fwd_bwd_seconds"] > 0 and 0 <= r["begins_with_reference"] <= 1
+        assert r["fwd_bwd_cpu_seconds"] > 0 and 0 <= r["begins_with_reference"] <= 1
         assert r["reply_loss"]["content"] > 0 and r["reply_loss"]["stop"] > 0 and 0 <= r["reply_loss"]["stop_is_top1"] <= 1
         if name != "full":
             assert r["trainable"] < runs["full"]["trainable"] and r["optimizer_bytes"] < runs["full"]["optimizer_bytes"]
