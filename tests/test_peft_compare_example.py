@@ -15,12 +15,14 @@ def _load_example():
 def test_quick_run_end_to_end(tmp_path, capsys):
     report = _load_example().main(["--quick", "--out-dir", str(tmp_path / "run"), "--no-progress"])
     text = capsys.readouterr().out
-    assert "the comparison" in text and "held-out exact match" in text and "decode tok/s" in text
+    assert "the comparison" in text and "held-out exact match" in text and "decode tok/s" in text and "<|im_end|> greedy" in text
     runs = {r["method"]: r for r in report["runs"]}
     assert sorted(runs) == sorted(["full", "lora", "qlora", "adapter", "prefix", "prompt", "ptuning"])
     for name, r in runs.items():
         assert r["trainable"] == r["formula"], name  # every count is its formula
         assert 0 <= r["accuracy"]["all"] <= 1 and r["seconds_per_step"] > 0 and r["step_peak_bytes"] > 0
+        assert r["fwd_bwd_cpu_seconds"] > 0 and 0 <= r["begins_with_reference"] <= 1
+        assert r["reply_loss"]["content"] > 0 and r["reply_loss"]["stop"] > 0 and 0 <= r["reply_loss"]["stop_is_top1"] <= 1
         if name != "full":
             assert r["trainable"] < runs["full"]["trainable"] and r["optimizer_bytes"] < runs["full"]["optimizer_bytes"]
             assert r["adapter"]["reload_max_abs_diff"] < 1e-5

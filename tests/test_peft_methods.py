@@ -320,3 +320,26 @@ def test_transformer_inputs_embeds():
         model(inputs_embeds=mi.zeros(2, 3, 16))
     with pytest.raises(TypeError, match="inputs_embeds must be a Tensor"):
         model(inputs_embeds=np.zeros((2, 3, 32), np.float32))
+
+
+def test_prompt_tuning_is_the_plain_model_reading_the_virtual_tokens_first():
+    """Virtual tokens whose table holds the embeddings of real tokens t: logits and loss (with an
+    attention mask and -100 targets) equal the plain model reading [t, x] with t's targets ignored;
+    so the virtual tokens reach every attention layer, at positions 0..P-1, and only the real
+    targets count in the loss."""
+    base = _base()
+    model = get_peft_model(base, PromptTuningConfig(num_virtual_tokens=P))
+    t = np.array([5, 11, 7])
+    model.prompt_encoder.embedding.weight.data[...] = base.tok_embeddings.weight.data[t]
+    x = _ids(2, 6)
+    y = np.where(np.arange(6) < 2, -100, _ids(2, 6, seed=3))  # the prompt part of a conversation is -100
+    mask = np.array([[1] * 6, [1] * 4 + [0] * 2])  # right padding in the second row
+    y[1, 4:] = -100
+    full_x = np.concatenate([np.broadcast_to(t, (2, P)), x], axis=1)
+    full_y = np.concatenate([np.full((2, P), -100), y], axis=1)
+    full_mask = np.concatenate([np.ones((2, P), dtype=mask.dtype), mask], axis=1)
+    with mi.no_grad():
+        got = model(mi.tensor(x), targets=mi.tensor(y), attention_mask=mask)
+        want = base(mi.tensor(full_x), targets=mi.tensor(full_y), attention_mask=full_mask)
+    np.testing.assert_allclose(got.logits.data, want.logits.data[:, P:], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(float(got.loss.data), float(want.loss.data), rtol=1e-6)

@@ -14,6 +14,8 @@ QLoRA                      ``LoraConfig`` on ``quantize_model``   ``nn/quant.py`
 One entry point for all of them: ``model = get_peft_model(model, config)``; then
 ``print_trainable_parameters()``, ``save_pretrained(dir)`` and ``PeftModel.from_pretrained(base, dir)``
 (adapter_model.safetensors + adapter_config.json: data only, nothing executable).
+``export_hf_adapter`` / ``import_hf_adapter`` (``peft/hf.py``) convert LoRA, prefix and prompt
+adapters to and from Hugging Face ``peft``'s layout for the ``minillm.io.export_hf`` model.
 """
 from ..nn.adapter import AdapterLinear, BottleneckConfig, bottleneck_param_formula
 from ..nn.quant import Linear4bit, Linear8bit, NF4_CODE, quantize_model
@@ -23,6 +25,7 @@ from .model import (  # noqa: F401
     lora_param_formula,
 )
 from .quantize import load_quantized, save_quantized
+from .hf import export_hf_adapter, import_hf_adapter
 from .prompt import (  # noqa: F401
     PeftModelForCausalLM, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, prompt_param_formula,
 )
@@ -34,4 +37,5 @@ __all__ = [
     "BottleneckConfig", "AdapterLinear", "bottleneck_param_formula",
     "PrefixTuningConfig", "PromptTuningConfig", "PromptEncoderConfig", "prompt_param_formula",
     "quantize_model", "Linear8bit", "Linear4bit", "NF4_CODE", "save_quantized", "load_quantized",
+    "export_hf_adapter", "import_hf_adapter",
 ]
