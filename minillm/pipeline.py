@@ -184,6 +184,18 @@ def evaluate_sft(model, tokenizer, records_or_path, limit: int | None = None, ma
     return result
 
 
+def world_seed_of(model_dir) -> int | None:
+    """The world seed an SFT model dir was trained on: ``examples/train_tiny_llama.py`` writes its
+    ``--seed`` to ``OUT/report.json`` beside ``OUT/model`` (and ``OUT/base_model``). None if
+    there is no such file, so the caller falls back to an explicit ``--world-seed``."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_dir)), "report.json")
+    try:
+        seed = read_json_object(path)["args"]["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def world_preference_pairs(model, tokenizer, n_prompts: int, n_val_prompts: int, samples: int = 4,
                            max_new_tokens: int = 24, seed: int = 0, skip_train: int = 6_000, skip_val: int = 300,
                            world_seed: int | None = None, greedy: bool = False) -> dict:
@@ -196,9 +208,10 @@ def world_preference_pairs(model, tokenizer, n_prompts: int, n_val_prompts: int,
     held-out questions ``evaluate_sft`` scores), so no pair repeats what is trained or scored.
     ``world_seed`` (default ``seed``) is the seed of the world the model was trained on; ``seed``
     drives the sampling. ``greedy=True`` also asks each question greedily and makes a wrong
-    greedy answer the rejected reply (``on_policy_pairs(greedy=...)``): the mistakes exact match
-    counts, which a strong model makes too rarely at temperature 1 to be sampled reliably. Returns ``{"train": pairs, "val": pairs, "train_records": ...,
-    "stats_train": ..., "stats_val": ...}``.
+    greedy answer the rejected reply (``on_policy_pairs(greedy=...)``): the mistake exact match
+    counts (at temperature 1 many wrong samples are unlucky draws, not the model's answer).
+    Returns ``{"train": pairs, "val": pairs, "train_records": ..., "stats_train": ...,
+    "stats_val": ...}``.
     """
     from .align import on_policy_pairs
     from .align.rollout import generate_replies
