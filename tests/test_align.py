@@ -437,3 +437,16 @@ def test_reward_model_directory_round_trip(tmp_path):
     (tmp_path / "rm" / "score.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="score.safetensors is missing"):
         load_reward_model(tmp_path / "rm")
+
+
+def test_world_seed_of_reads_the_training_runs_report(tmp_path):
+    from minillm.pipeline import world_seed_of
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    assert world_seed_of(run / "model") is None  # no report.json: the caller asks for --world-seed
+    (run / "report.json").write_text(json.dumps({"args": {"seed": 2}}), encoding="utf-8")
+    assert world_seed_of(run / "model") == 2
+    for bad in ('{"args": {"seed": true}}', '{"args": {}}', "not json", '{"args": {"seed": "2"}}'):
+        (run / "report.json").write_text(bad, encoding="utf-8")
+        assert world_seed_of(run / "model") is None, bad
