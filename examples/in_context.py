@@ -11,7 +11,8 @@ answers scored by their first integer, with k = 0, 1, 3 demonstrations (drawn fr
 training split; the same k demonstrations for every model):
 
   base model, the pretraining format   "7 + 5 =" (the corpus has lines "7 + 5 = 12")
-  base model, a new format             "Question: What is 7 + 5?\\nAnswer:" (never in the corpus)
+  base model, a format new for sums    "Question: What is 7 + 5?\\nAnswer:" (the corpus uses it only
+                                       after stories, for story questions)
   SFT model, its chat template         demonstrations as earlier user/assistant turns
 
 Writes OUT/report.json.
@@ -147,7 +148,7 @@ def main(argv=None):
     report = {"args": vars(args), "exact_match": {}}
     print(f"{args.n} held-out arithmetic questions of world {args.world_seed}, greedy, first integer scored")
     print(f"{'model and prompt':<40}" + "".join(f"{k:>3}-shot" for k in args.shots))
-    rows = (("base, equation (pretraining format)", base, "equation"), ("base, question (new format)", base, "question"),
+    rows = (("base, equation (pretraining format)", base, "equation"), ("base, question (new for sums)", base, "question"),
             ("SFT, chat template", sft, "chat"))
     for name, model, fmt in rows:
         accs = []
