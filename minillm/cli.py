@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     _preference_args(d)
     d.add_argument("--beta", type=float, default=0.1, help="strength of the pull towards the reference (default: %(default)s)")
     d.add_argument("--lora", action="store_true", help="train LoRA adapters; the reference is the base (adapters off)")
+    d.add_argument("--rpo-alpha", type=float, default=0.0,
+                   help="add this much NLL of the chosen replies (TRL's rpo_alpha; 0 = pure DPO) (default: %(default)s)")
     d.add_argument("--eval-limit", type=int, default=200, help="held-out world questions to score (0: skip)")
     _add_training_args(d, steps=150, lr=2e-4, batch_size=16)
 
@@ -158,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--kl-coef", type=float, default=0.1)
     pp.add_argument("--n-prompts", type=int, default=800, help="world training questions to draw rollouts from")
     pp.add_argument("--eval-limit", type=int, default=200, help="held-out world questions to score (0: skip)")
+    pp.add_argument("--world-seed", type=int, default=0,
+                    help="seed of the world the model was trained on (train_tiny_llama.py's --seed) (default: %(default)s)")
     pp.add_argument("--seed", type=int, default=0)
     pp.add_argument("--overwrite", action="store_true")
 
@@ -220,6 +224,8 @@ def _preference_args(p):
     p.add_argument("--n-prompts", type=int, default=800, help="world questions to sample pairs on (default: %(default)s)")
     p.add_argument("--samples", type=int, default=4, help="replies sampled per question (default: %(default)s)")
     p.add_argument("--max-length", type=int, default=256, help="tokens per prompt + reply")
+    p.add_argument("--world-seed", type=int, default=0,
+                   help="seed of the world the model was trained on (train_tiny_llama.py's --seed) (default: %(default)s)")
 
 
 def _sampling_args(p):
@@ -450,7 +456,7 @@ def _preference_data(args, model, tok):
     if args.pairs:
         return read_preference_jsonl(args.pairs), read_preference_jsonl(args.val)
     pairs = pipeline.world_preference_pairs(model, tok, args.n_prompts, max(16, args.n_prompts // 5), samples=args.samples,
-                                            seed=args.seed)
+                                            seed=args.seed, world_seed=args.world_seed)
     for name in ("train", "val"):
         path = write_preference_jsonl(os.path.join(args.out, f"pairs_{name}.jsonl"), pairs[name])
         print(f"{len(pairs[name])} {name} pairs sampled from the model -> {path}")
@@ -489,7 +495,7 @@ def cmd_dpo(args):
     _claim_out_dir(args)
     model, tok = _load_model_dir(args.model)
     train, val = _preference_data(args, model, tok)
-    eval_records = generate_sft(args.eval_limit, seed=0, split="val") if args.eval_limit else None
+    eval_records = generate_sft(args.eval_limit, seed=args.world_seed, split="val") if args.eval_limit else None
     before = pipeline.evaluate_sft(model, tok, eval_records) if eval_records else None
     policy = model
     if args.lora:
@@ -498,7 +504,7 @@ def cmd_dpo(args):
         policy = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.0,
                                                   target_modules=["wq", "wk", "wv", "wo", "w1", "w2", "w3"]))
     train_dpo(policy, tok, train, val, _train_config(args, args.out), beta=args.beta, batch_size=args.batch_size,
-              max_length=args.max_length)
+              max_length=args.max_length, rpo_alpha=args.rpo_alpha)
     if args.lora:
         policy.save_pretrained(os.path.join(args.out, "adapter"))
         model = policy.merge_and_unload()
@@ -524,7 +530,7 @@ def cmd_ppo(args):
         raise ValueError("give exactly one reward: --reward-model DIR or --rule")
     check_out_dir(args.out, overwrite=args.overwrite)
     model, tok = _load_model_dir(args.model)
-    records = generate_sft(6_000 + args.n_prompts, seed=args.seed, split="train")[6_000:]
+    records = generate_sft(6_000 + args.n_prompts, seed=args.world_seed, split="train")[6_000:]
     prompts = [r["messages"][:-1] for r in records]
     if args.rule:
         refs = [r["messages"][-1]["content"] for r in records]
@@ -546,7 +552,7 @@ def cmd_ppo(args):
         f"iteration {h['step']}: score {h['score']:+.3f}, KL {h['kl']:.3f}, clipfrac {h['clipfrac']:.2f}", flush=True))
     _save_model_dir(policy, tok, os.path.join(args.out, "model"))
     if args.eval_limit:
-        eval_records = generate_sft(args.eval_limit, seed=0, split="val")
+        eval_records = generate_sft(args.eval_limit, seed=args.world_seed, split="val")
         print(f"held-out exact match: SFT {pipeline.format_accuracy(pipeline.evaluate_sft(model, tok, eval_records))}"
               f"\n                      PPO {pipeline.format_accuracy(pipeline.evaluate_sft(policy, tok, eval_records))}")
 

@@ -184,8 +184,21 @@ def evaluate_sft(model, tokenizer, records_or_path, limit: int | None = None, ma
     return result
 
 
+def world_seed_of(model_dir) -> int | None:
+    """The world seed an SFT model dir was trained on: ``examples/train_tiny_llama.py`` writes its
+    ``--seed`` to ``OUT/report.json`` beside ``OUT/model`` (and ``OUT/base_model``). None if
+    there is no such file, so the caller falls back to an explicit ``--world-seed``."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_dir)), "report.json")
+    try:
+        seed = read_json_object(path)["args"]["seed"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def world_preference_pairs(model, tokenizer, n_prompts: int, n_val_prompts: int, samples: int = 4,
-                           max_new_tokens: int = 24, seed: int = 0, skip_train: int = 6_000, skip_val: int = 300) -> dict:
+                           max_new_tokens: int = 24, seed: int = 0, skip_train: int = 6_000, skip_val: int = 300,
+                           world_seed: int | None = None, greedy: bool = False) -> dict:
     """On-policy preference pairs (4.2.3 / 6.4) for an SFT model of the built-in world.
 
     The model answers ``n_prompts`` training questions ``samples`` times each (temperature 1);
@@ -193,7 +206,12 @@ def world_preference_pairs(model, tokenizer, n_prompts: int, n_val_prompts: int,
     questions come after the first ``skip_train`` of the train split (the default SFT run trained
     on those) and, for the validation pairs, after the first ``skip_val`` of the val split (the
     held-out questions ``evaluate_sft`` scores), so no pair repeats what is trained or scored.
-    Returns ``{"train": pairs, "val": pairs, "train_records": ..., "stats_train": ..., "stats_val": ...}``.
+    ``world_seed`` (default ``seed``) is the seed of the world the model was trained on; ``seed``
+    drives the sampling. ``greedy=True`` also asks each question greedily and makes a wrong
+    greedy answer the rejected reply (``on_policy_pairs(greedy=...)``): the mistake exact match
+    counts (at temperature 1 many wrong samples are unlucky draws, not the model's answer).
+    Returns ``{"train": pairs, "val": pairs, "train_records": ..., "stats_train": ...,
+    "stats_val": ...}``.
     """
     from .align import on_policy_pairs
     from .align.rollout import generate_replies
@@ -202,10 +220,15 @@ def world_preference_pairs(model, tokenizer, n_prompts: int, n_val_prompts: int,
     out = {}
     splits = (("train", skip_train, n_prompts), ("val", skip_val, n_val_prompts))
     for name, skip, n in splits:
-        records = generate_sft(skip + n, seed=seed, split=name)[skip:]
-        replies = generate_replies(model, tokenizer, [r["messages"][:-1] for r in records], n=samples, temperature=1.0,
+        records = generate_sft(skip + n, seed=seed if world_seed is None else world_seed, split=name)[skip:]
+        prompts = [r["messages"][:-1] for r in records]
+        replies = generate_replies(model, tokenizer, prompts, n=samples, temperature=1.0,
                                    max_new_tokens=max_new_tokens, seed=seed + (name == "val"))
-        out[name], out[f"stats_{name}"] = on_policy_pairs(records, replies, seed=seed)
+        first = None
+        if greedy:
+            first = [r[0] for r in generate_replies(model, tokenizer, prompts, temperature=0.0,
+                                                    max_new_tokens=max_new_tokens)]
+        out[name], out[f"stats_{name}"] = on_policy_pairs(records, replies, seed=seed, greedy=first)
         out[f"{name}_records"] = records
     return out
 

@@ -103,6 +103,21 @@ def test_on_policy_pairs_prefer_a_right_sample_else_the_reference():
         on_policy_pairs(records, replies[:2])
 
 
+def test_on_policy_pairs_reject_the_greedy_mistake_first():
+    records = generate_sft(3, seed=0, split="val")
+    refs = [r["messages"][-1]["content"] for r in records]
+    samples = [["wrong a", "wrong b", "wrong c", refs[0]], [refs[1], "wrong d"], [refs[2]]]
+    greedy = ["greedy mistake", refs[1], refs[2]]
+    for seed in range(5):  # the other wrong replies are shuffled; the greedy one always comes first
+        pairs, stats = on_policy_pairs(records, samples, seed=seed, max_pairs_per_prompt=2, greedy=greedy)
+        assert [(p.chosen, p.rejected) for p in pairs][:1] == [(refs[0], "greedy mistake")]
+        assert [p.meta["greedy_rejected"] for p in pairs] == [True, False, False]
+        assert pairs[2].rejected == "wrong d"  # a right greedy answer: pairs still come from the samples
+        assert stats["correct"] == 5 and sum(stats.values()) == 10  # greedy replies are counted too
+    with pytest.raises(ValueError, match="3 records but 2 greedy"):
+        on_policy_pairs(records, samples, greedy=greedy[:2])
+
+
 def test_jsonl_round_trip_and_per_line_errors(tmp_path):
     pairs = _pairs(5)
     path = write_preference_jsonl(tmp_path / "p.jsonl", pairs)
@@ -422,3 +437,16 @@ def test_reward_model_directory_round_trip(tmp_path):
     (tmp_path / "rm" / "score.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="score.safetensors is missing"):
         load_reward_model(tmp_path / "rm")
+
+
+def test_world_seed_of_reads_the_training_runs_report(tmp_path):
+    from minillm.pipeline import world_seed_of
+
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    assert world_seed_of(run / "model") is None  # no report.json: the caller asks for --world-seed
+    (run / "report.json").write_text(json.dumps({"args": {"seed": 2}}), encoding="utf-8")
+    assert world_seed_of(run / "model") == 2
+    for bad in ('{"args": {"seed": true}}', '{"args": {}}', "not json", '{"args": {"seed": "2"}}'):
+        (run / "report.json").write_text(bad, encoding="utf-8")
+        assert world_seed_of(run / "model") is None, bad

@@ -322,36 +322,48 @@ def label_reply(reply: str, reference: str, prompt_text: str = "", stopped: bool
 
 
 def on_policy_pairs(records: Sequence[dict], replies: Sequence[Sequence[str]], seed: int = 0,
-                    max_pairs_per_prompt: int = 1) -> tuple:
+                    max_pairs_per_prompt: int = 1, greedy: Optional[Sequence] = None) -> tuple:
     """Pairs from the model's own samples: ``replies[i]`` are the samples for ``records[i]``
     (strings, or ``minillm.align.rollout.Reply`` objects, which also say whether it stopped).
 
     Each sample is labelled by ``label_reply`` against the record's reference answer. For a
     prompt with a wrong sample, the rejected reply is a wrong sample and the chosen one a
     right sample if the model produced one, else the reference answer. Prompts the model
-    always answers right give no pair (there is nothing to fix). Returns ``(pairs, stats)``,
-    stats counting the samples by label.
+    always answers right give no pair (there is nothing to fix).
+
+    ``greedy[i]`` (optional) is the model's greedy reply to ``records[i]``: the answer it gives
+    when asked, which is what exact match scores. A wrong greedy reply is then always the
+    (first) rejected one, so the pairs target the mistakes the model really makes rather than
+    unlucky samples (``meta["greedy_rejected"]``). Returns ``(pairs, stats)``, stats counting
+    the labelled replies (samples and greedy ones) by label.
     """
     if len(records) != len(replies):
         raise ValueError(f"on_policy_pairs: {len(records)} records but {len(replies)} reply lists")
+    if greedy is not None and len(greedy) != len(records):
+        raise ValueError(f"on_policy_pairs: {len(records)} records but {len(greedy)} greedy replies")
     rng = random.Random(f"minillm-align/on-policy/{seed}")
     stats = {k: 0 for k in ("correct",) + MISTAKES}
     pairs = []
     for i, (rec, samples) in enumerate(zip(records, replies)):
         _check_record(rec, i, "on_policy_pairs")
-        ref = rec["messages"][-1]["content"]
-        stopped = [getattr(s, "stopped", True) for s in samples]
-        samples = [getattr(s, "text", s) for s in samples]
-        labels = [label_reply(s, ref, rec["messages"][-2]["content"], st) for s, st in zip(samples, stopped)]
+        ref, question = rec["messages"][-1]["content"], rec["messages"][-2]["content"]
+        first = [] if greedy is None else [greedy[i]]
+        stopped = [getattr(s, "stopped", True) for s in first + list(samples)]
+        texts = [getattr(s, "text", s) for s in first + list(samples)]
+        labels = [label_reply(s, ref, question, st) for s, st in zip(texts, stopped)]
         for lab in labels:
             stats[lab] += 1
-        right = list(dict.fromkeys(s for s, lab in zip(samples, labels) if lab == "correct"))
-        wrong = list(dict.fromkeys((s, lab) for s, lab in zip(samples, labels) if lab != "correct"))
-        rng.shuffle(wrong)
-        for s, lab in wrong[:max_pairs_per_prompt]:
+        right = list(dict.fromkeys(s for s, lab in zip(texts, labels) if lab == "correct"))
+        wrong = list(dict.fromkeys((s, lab) for s, lab in zip(texts, labels) if lab != "correct"))
+        greedy_wrong = bool(first) and labels[0] != "correct"
+        head, rest = (wrong[:1], wrong[1:]) if greedy_wrong else ([], wrong)
+        rng.shuffle(rest)
+        for j, (s, lab) in enumerate((head + rest)[:max_pairs_per_prompt]):
             chosen = rng.choice(right) if right else ref
             meta = {**(rec.get("meta") or {}), "kind": lab, "reference": ref, "source": "on_policy",
                     "chosen_sampled": bool(right)}
+            if first:
+                meta["greedy_rejected"] = greedy_wrong and j == 0
             pairs.append(PreferencePair(_prompt_of(rec), chosen, s, meta))
     return pairs, stats
 
