@@ -20,7 +20,8 @@ Steps:
   4. retrieval recall@1/5 and MRR: BM25, dense and hybrid (RRF), on questions and on paraphrases
   5. a tiny LLaMA reader: pretrained on world stories (or --reader-init DIR), fine-tuned to answer
      from numbered passages and cite one (or say "I don't know.")
-  6. answer exact match: closed book, BM25-RAG, dense-RAG, hybrid-RAG and oracle passages
+  6. answer exact match: closed book, BM25-, dense- and hybrid-RAG with the top 1 and top --k chunks,
+     and the oracle passage
 """
 import argparse
 import dataclasses
@@ -209,26 +210,31 @@ def main(argv=None):
                       ("sft_val", rag_sft_records(32, args.seed, n_passages=args.k, split="val"))):
         atomic_write(sft_paths[key], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
     sft_lr = 1e-3 if args.reader_init else 2e-3
-    sft_cfg = TrainConfig(out_dir=os.path.join(out, "sft"), max_steps=args.sft_steps, lr=sft_lr, min_lr=sft_lr / 10,
-                          warmup_steps=min(50, args.sft_steps // 5), eval_interval=0, checkpoint_interval=0,
-                          progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
-    pipeline.sft(model, tok, sft_paths, sft_cfg, max_length=MAX_LEN, batch_size=8)
+    if args.sft_steps > 0:
+        sft_cfg = TrainConfig(out_dir=os.path.join(out, "sft"), max_steps=args.sft_steps, lr=sft_lr, min_lr=sft_lr / 10,
+                              warmup_steps=min(50, args.sft_steps // 5), eval_interval=0, checkpoint_interval=0,
+                              progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
+        pipeline.sft(model, tok, sft_paths, sft_cfg, max_length=MAX_LEN, batch_size=8)
+    else:
+        print("--sft-steps 0: the reader is evaluated as loaded")
     mi.io.save_model(model, os.path.join(out, "reader"))
     tok.save(os.path.join(out, "reader"))
 
     banner("6. answers: exact match with and without retrieval")
     qs = question_sets["questions"]
-    conditions = {"closed book": None, "BM25-RAG": bm25, "dense-RAG": dense, "hybrid-RAG": retrievers["hybrid"],
-                  "oracle passage": "oracle"}
+    conditions = {"closed book": (None, 0)}
+    for k in sorted({1, args.k}):  # top 1 and top k: a small reader reads one passage better than three
+        conditions.update({f"{n}-RAG top {k}": (r, k) for n, r in retrievers.items()})
+    conditions["oracle passage"] = ("oracle", 1)
     answers = {}
-    for name, r in conditions.items():
+    for name, (r, k) in conditions.items():
         if r is None:
             prompts, shown = [q["question"] for q in qs], [[] for _ in qs]
         elif r == "oracle":
             shown = [[int(np.flatnonzero(chunk_story == q["story"])[0])] for q in qs]
             prompts = [build_prompt(q["question"], [store.document[i].text for i in s]) for q, s in zip(qs, shown)]
         else:
-            shown = [list(r.rank(q["question"], args.k)[0]) for q in qs]
+            shown = [list(r.rank(q["question"], k)[0]) for q in qs]
             prompts = [build_prompt(q["question"], [store.document[i].text for i in s]) for q, s in zip(qs, shown)]
         t = time.time()
         replies = answer_questions(model, tok, prompts)
@@ -239,11 +245,11 @@ def main(argv=None):
         answers[name] = {"exact_match": float(em), "citation_correct": float(cite), "seconds": time.time() - t,
                          "examples": [{"question": q["question"], "reference": q["answer"], "reply": x}
                                       for q, x in zip(qs[:3], replies[:3])]}
-    print(f"{len(qs)} held-out questions, {args.k} passages per question")
-    print(f"{'condition':>15} {'exact match':>12} {'cites a right passage':>22}")
+    print(f"{len(qs)} held-out questions; the top 1 or top {args.k} retrieved chunks in the prompt")
+    print(f"{'condition':>18} {'exact match':>12} {'cites a right passage':>22}")
     for name, m in answers.items():
-        print(f"{name:>15} {m['exact_match']:12.3f} {m['citation_correct']:22.3f}")
-    for ex in answers["hybrid-RAG"]["examples"]:
+        print(f"{name:>18} {m['exact_match']:12.3f} {m['citation_correct']:22.3f}")
+    for ex in answers[f"hybrid-RAG top {args.k}"]["examples"]:
         print(f"  {ex['question']!r} -> {ex['reply']!r} (reference {ex['reference']!r})")
     report["answers"] = answers
     report["encoder_seconds"] = enc_secs
