@@ -2,6 +2,14 @@
 
     python examples/rag.py            # the default run (a few minutes on 2 idle cores)
     python examples/rag.py --quick    # a smoke run in seconds (numbers meaningless)
+    python examples/rag.py --reader-init runs/tiny_llama/model --seed 2   # a strong reader (see below)
+
+The default reader is pretrained and fine-tuned here in minutes, too briefly to read well. A
+stronger one starts from a chat model trained earlier: `python examples/train_tiny_llama.py
+--seed 2` writes runs/tiny_llama/model, whose SFT already answers questions about a story in its
+prompt. `--reader-init DIR` fine-tunes it (--sft-steps) on retrieved-passage prompts; its
+tokenizer is then used everywhere. Pass the --seed that model was trained with: the knowledge
+base is that world's *val* split, which its training data never contains.
 
 Steps:
   1. a knowledge base of world stories no model here saw in training (the val split), written as
@@ -10,11 +18,13 @@ Steps:
   3. a BPE tokenizer, then a BERT bi-encoder trained with InfoNCE on questions about *train* stories;
      the chunks embedded into a VectorStore, persisted (safetensors + JSON) and loaded back
   4. retrieval recall@1/5 and MRR: BM25, dense and hybrid (RRF), on questions and on paraphrases
-  5. a tiny LLaMA reader: pretrained on world stories, fine-tuned to answer from numbered passages
-     and cite one (or say "I don't know.")
-  6. answer exact match: closed book, BM25-RAG, dense-RAG, hybrid-RAG and oracle passages
+  5. a tiny LLaMA reader: pretrained on world stories (or --reader-init DIR), fine-tuned to answer
+     from numbered passages and cite one (or say "I don't know.")
+  6. answer exact match: closed book, BM25-, dense- and hybrid-RAG with the top 1 and top --k chunks,
+     and the oracle passage
 """
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -40,6 +50,7 @@ from minillm.train import TrainConfig, check_out_dir  # noqa: E402
 
 DEFAULTS = dict(kb_stories=300, n_corpus=8000, vocab_size=1024, enc_stories=3000, enc_steps=500, enc_batch=32,
                 enc_dim=128, pretrain_steps=600, sft_steps=900, sft_records=8000, questions=200, k=3)
+READER_INIT_SFT_STEPS = 300  # a chat model that already reads a story needs only the new format
 QUICK = dict(kb_stories=40, n_corpus=600, vocab_size=400, enc_stories=100, enc_steps=8, enc_batch=16,
              enc_dim=32, pretrain_steps=6, sft_steps=6, sft_records=64, questions=12, k=3)
 
@@ -52,17 +63,38 @@ def parse_args(argv=None):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     p.add_argument("--encoder", default=None, metavar="DIR",
                    help="reuse a bi-encoder saved by an earlier run (OUT/encoder) instead of training one")
-    p.add_argument("--reader", default=None, metavar="DIR",
-                   help="start the reader from a model dir of an earlier run (OUT/reader): no pretraining, "
-                   "--sft-steps more steps of RAG fine-tuning")
+    p.add_argument("--reader-init", "--reader", dest="reader_init", default=None, metavar="DIR",
+                   help="start the reader from a saved chat model instead of pretraining one, e.g. "
+                   "runs/tiny_llama/model (written by examples/train_tiny_llama.py) or OUT/reader of an earlier "
+                   "run; then --sft-steps of RAG fine-tuning (default %d). Its tokenizer is used everywhere. "
+                   "Pass the --seed it was trained with, so the knowledge base is data it never saw"
+                   % READER_INIT_SFT_STEPS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
     args = p.parse_args(argv)
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
+    defaults = dict(QUICK if args.quick else DEFAULTS)
+    if args.reader_init and not args.quick:
+        defaults["sft_steps"] = READER_INIT_SFT_STEPS
+    for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     return args
+
+
+MAX_LEN = 384  # tokens: a question and 3 passages of about 50 tokens fit with room to spare
+
+
+def load_reader(directory, max_seq_len):
+    """A saved chat model and its tokenizer; the RoPE table grown to ``max_seq_len`` if shorter
+    (it is computed, not learned, so the weights are unchanged; positions past the old limit were
+    never trained, which the RAG fine-tuning then sees)."""
+    model, tok = mi.io.load_model(directory), load_tokenizer(directory)
+    if getattr(model.args, "max_seq_len", max_seq_len) < max_seq_len:
+        longer = type(model)(dataclasses.replace(model.args, max_seq_len=max_seq_len))
+        longer.load_state_dict(model.state_dict(), strict=True)
+        model = longer
+    return model, tok
 
 
 def banner(text):
@@ -120,9 +152,13 @@ def main(argv=None):
     chunk_story = story_of_chunks(bm25.store, texts)
 
     banner("3. tokenizer and dense bi-encoder (BERT + mean pooling, InfoNCE with in-batch negatives)")
-    paths = pipeline.prepare_corpus(os.path.join(out, "data"), n_stories=args.n_corpus, n_sft=64, seed=args.seed)
-    tok = pipeline.train_tokenizer(paths["pretrain_train"], args.vocab_size, os.path.join(out, "tokenizer"),
-                                   show_progress=show)
+    if args.reader_init:  # one tokenizer for the encoder and the reader: the reader's
+        model, tok = load_reader(args.reader_init, max_seq_len=MAX_LEN)
+        print(f"the tokenizer of {args.reader_init} (vocab {tok.vocab_size})")
+    else:
+        paths = pipeline.prepare_corpus(os.path.join(out, "data"), n_stories=args.n_corpus, n_sft=64, seed=args.seed)
+        tok = pipeline.train_tokenizer(paths["pretrain_train"], args.vocab_size, os.path.join(out, "tokenizer"),
+                                       show_progress=show)
     heads = max(1, args.enc_dim // 32)
     enc = BiEncoder(BertConfig(vocab_size=tok.vocab_size, hidden_size=args.enc_dim, num_hidden_layers=2,
                                num_attention_heads=heads, max_position_embeddings=160, hidden_dropout_prob=0.0,
@@ -158,44 +194,47 @@ def main(argv=None):
         print(f"{s:>12} {r:>9} {m['recall@1']:9.3f} {m['recall@5']:9.3f} {m['mrr']:6.3f}")
     report["retrieval"] = {f"{s}/{r}": m for (s, r), m in rows.items()}
 
-    banner("5. the reader: a tiny LLaMA pretrained on world stories, fine-tuned to answer from passages")
-    if args.reader:
-        model, reader_tok = mi.io.load_model(args.reader), load_tokenizer(args.reader)
-        if reader_tok.get_vocab() != tok.get_vocab():
-            raise SystemExit(f"--reader {args.reader}: its tokenizer differs from this run's (other --n-corpus/--vocab-size?)")
-        print(f"continuing the reader of {args.reader} (no pretraining)")
+    banner("5. the reader: a tiny LLaMA, fine-tuned to answer from numbered passages and cite one")
+    if args.reader_init:
+        print(f"starting from the chat model {args.reader_init} (no pretraining)")
     else:
-        model = Transformer(ModelConfig.preset("tiny", vocab_size=tok.vocab_size, max_seq_len=384))
+        print("pretraining a tiny LLaMA on world stories first")
+        model = Transformer(ModelConfig.preset("tiny", vocab_size=tok.vocab_size, max_seq_len=MAX_LEN))
         pre_cfg = TrainConfig(out_dir=os.path.join(out, "pretrain"), max_steps=args.pretrain_steps, lr=3e-3,
                               min_lr=3e-4, warmup_steps=min(100, args.pretrain_steps // 5), eval_interval=0,
                               checkpoint_interval=0, progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
         pipeline.pretrain(model, tok, paths, pre_cfg, block_size=256, batch_size=8, prompts=())
     sft_paths = {"sft_train": os.path.join(out, "rag_sft_train.jsonl"), "sft_val": os.path.join(out, "rag_sft_val.jsonl")}
-    purpose = "rag-reader-continued" if args.reader else "rag-reader"  # a continued reader sees new examples
+    purpose = "rag-reader-continued" if args.reader_init else "rag-reader"  # a continued reader sees new examples
     for key, recs in (("sft_train", rag_sft_records(args.sft_records, args.seed, n_passages=args.k, purpose=purpose)),
                       ("sft_val", rag_sft_records(32, args.seed, n_passages=args.k, split="val"))):
         atomic_write(sft_paths[key], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs))
-    sft_lr = 1e-3 if args.reader else 2e-3
-    sft_cfg = TrainConfig(out_dir=os.path.join(out, "sft"), max_steps=args.sft_steps, lr=sft_lr, min_lr=sft_lr / 10,
-                          warmup_steps=min(50, args.sft_steps // 5), eval_interval=0, checkpoint_interval=0,
-                          progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
-    pipeline.sft(model, tok, sft_paths, sft_cfg, max_length=384, batch_size=8)
+    sft_lr = 1e-3 if args.reader_init else 2e-3
+    if args.sft_steps > 0:
+        sft_cfg = TrainConfig(out_dir=os.path.join(out, "sft"), max_steps=args.sft_steps, lr=sft_lr, min_lr=sft_lr / 10,
+                              warmup_steps=min(50, args.sft_steps // 5), eval_interval=0, checkpoint_interval=0,
+                              progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
+        pipeline.sft(model, tok, sft_paths, sft_cfg, max_length=MAX_LEN, batch_size=8)
+    else:
+        print("--sft-steps 0: the reader is evaluated as loaded")
     mi.io.save_model(model, os.path.join(out, "reader"))
     tok.save(os.path.join(out, "reader"))
 
     banner("6. answers: exact match with and without retrieval")
     qs = question_sets["questions"]
-    conditions = {"closed book": None, "BM25-RAG": bm25, "dense-RAG": dense, "hybrid-RAG": retrievers["hybrid"],
-                  "oracle passage": "oracle"}
+    conditions = {"closed book": (None, 0)}
+    for k in sorted({1, args.k}):  # top 1 and top k: a small reader reads one passage better than three
+        conditions.update({f"{n}-RAG top {k}": (r, k) for n, r in retrievers.items()})
+    conditions["oracle passage"] = ("oracle", 1)
     answers = {}
-    for name, r in conditions.items():
+    for name, (r, k) in conditions.items():
         if r is None:
             prompts, shown = [q["question"] for q in qs], [[] for _ in qs]
         elif r == "oracle":
             shown = [[int(np.flatnonzero(chunk_story == q["story"])[0])] for q in qs]
             prompts = [build_prompt(q["question"], [store.document[i].text for i in s]) for q, s in zip(qs, shown)]
         else:
-            shown = [list(r.rank(q["question"], args.k)[0]) for q in qs]
+            shown = [list(r.rank(q["question"], k)[0]) for q in qs]
             prompts = [build_prompt(q["question"], [store.document[i].text for i in s]) for q, s in zip(qs, shown)]
         t = time.time()
         replies = answer_questions(model, tok, prompts)
@@ -206,11 +245,11 @@ def main(argv=None):
         answers[name] = {"exact_match": float(em), "citation_correct": float(cite), "seconds": time.time() - t,
                          "examples": [{"question": q["question"], "reference": q["answer"], "reply": x}
                                       for q, x in zip(qs[:3], replies[:3])]}
-    print(f"{len(qs)} held-out questions, {args.k} passages per question")
-    print(f"{'condition':>15} {'exact match':>12} {'cites a right passage':>22}")
+    print(f"{len(qs)} held-out questions; the top 1 or top {args.k} retrieved chunks in the prompt")
+    print(f"{'condition':>18} {'exact match':>12} {'cites a right passage':>22}")
     for name, m in answers.items():
-        print(f"{name:>15} {m['exact_match']:12.3f} {m['citation_correct']:22.3f}")
-    for ex in answers["hybrid-RAG"]["examples"]:
+        print(f"{name:>18} {m['exact_match']:12.3f} {m['citation_correct']:22.3f}")
+    for ex in answers[f"hybrid-RAG top {args.k}"]["examples"]:
         print(f"  {ex['question']!r} -> {ex['reply']!r} (reference {ex['reference']!r})")
     report["answers"] = answers
     report["encoder_seconds"] = enc_secs

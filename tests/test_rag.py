@@ -376,6 +376,8 @@ def test_world_kb_questions_are_unambiguous_unseen_and_paraphrased(tmp_path):
     assert not train_texts & set(texts), "a knowledge-base story is in the retriever's training data"
     recs = rag_sft_records(40)
     assert all(r["messages"][0]["content"].startswith("Answer the question") for r in recs)
+    assert 0 < sum("## Entry" in r["messages"][0]["content"] for r in recs) < len(recs)  # headings as in the KB
+    assert not any("## Entry" in r["messages"][0]["content"] for r in rag_sft_records(20, heading=0.0))
     assert not {t for r in recs for t in texts if t in r["messages"][0]["content"]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

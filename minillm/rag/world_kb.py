@@ -217,18 +217,21 @@ def retriever_pairs(n_stories: int, seed: int = 0, per_story: int = 4) -> tuple:
 
 
 def rag_sft_records(n: int, seed: int = 0, n_passages: int = 3, no_answer: float = 0.15,
-                    split: str = "train", purpose: str = "rag-reader") -> list:
+                    split: str = "train", purpose: str = "rag-reader", heading: float = 0.5) -> list:
     """``n`` chat records teaching a reader to answer from numbered passages and cite one.
 
     Each user turn is ``build_prompt(question, passages)`` with 1..``n_passages`` passages; the
     story that answers sits at a random position among distractor stories that share its main
     character where possible (hard negatives, as BM25 would retrieve), or, with probability
-    ``no_answer``, is left out and the reply is ``NO_ANSWER``.
+    ``no_answer``, is left out and the reply is ``NO_ANSWER``. With probability ``heading`` a
+    passage starts with an ``## Entry N`` heading, as the chunks of the Markdown diaries of
+    ``write_knowledge_base`` do (so the reader learns that a heading's number is not a citation).
     """
     world = get_world(seed)
     rng = random.Random(f"minillm-rag/{seed}/{split}/{purpose}")
     pool = kb_stories(max(4 * n_passages, n // 2 + 16), seed, purpose=purpose, split=split)
     texts = [render_story(ev, "en", world) for ev in pool]
+    texts = [f"## Entry {rng.randint(1, 300)}\n\n{t}" if rng.random() < heading else t for t in texts]
     by_name: dict = {}
     for i, ev in enumerate(pool):
         by_name.setdefault(story_facts(ev)[0]["a"], []).append(i)
