@@ -54,6 +54,8 @@ def test_cli_index_and_ask(quick_run, tmp_path, capsys):
     assert "answer:" in capsys.readouterr().out
     assert cli_main(["rag", "ask", store, q, "--retriever", "dense"]) == 2
     assert "needs --encoder" in capsys.readouterr().err
+    assert cli_main(["rag", "ask", store, q, "--k", "2", "--reader-k", "3"]) == 2
+    assert "--reader-k must be between 1 and --k (2), got 3" in capsys.readouterr().err
 
 
 def test_continue_from_a_saved_reader_and_encoder(quick_run, tmp_path):
