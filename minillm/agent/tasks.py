@@ -21,8 +21,12 @@ The same model also sees some conversations *without* a tool listing, answered d
 by itself), not a model forced into a format it never saw.
 
 Held out: ``make_eval_items`` draws its questions first, from its own seed; ``make_dialogues``
-never writes one of them, and lookup questions ask (person, fact) pairs that no training
-conversation states (``HELDOUT_FACTS``), so only the tool can answer them.
+never writes one of them, and lookup questions ask (person, fact) pairs of world 0 that no
+training conversation asks (``HELDOUT_FACTS``), while training lookups read other worlds' fact
+tables, so only the tool can answer them (and the model cannot learn to ignore it).
+
+``make_copy_drills`` writes conversations that only repeat numbers: the agent's work is mostly
+copying digits (question -> call, result -> answer), the skill a tiny model learns last.
 """
 from __future__ import annotations
 
