@@ -47,7 +47,7 @@ from minillm.tokenizers import BPETokenizer, apply_chat_template, load_tokenizer
 from minillm.tokenizers.bpe import DIGITS_PATTERN  # noqa: E402
 from minillm.train import Trainer, TrainConfig  # noqa: E402
 
-DEFAULTS = dict(copy_drills=10000, n_train=30000, n_eval=25, vocab_size=640, dim=64, n_layers=2, steps=2000, batch_size=16,
+DEFAULTS = dict(copy_drills=10000, n_train=30000, n_eval=25, vocab_size=640, dim=64, n_layers=2, steps=3000, batch_size=16,
                 lr=3e-3)
 # fine-tuning a pretrained chat model (--init), at SFT's rate (measured: it did not beat the default; docs/chapter7.md)
 FINETUNE = dict(steps=400, lr=1e-3)
