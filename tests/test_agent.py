@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import random
+import re
 import time
 from fractions import Fraction
 from typing import Literal, Optional
@@ -16,8 +17,8 @@ from minillm.agent import (
     make_datetime_tool, make_lookup_tool, make_read_file_tool, make_search_tool, mul, parse_react, parse_reply, tool,
 )
 from minillm.agent.tasks import (
-    AGENT_SYSTEM, CATEGORIES, HELDOUT_FACTS, agent_tools, evaluate_agent, make_dialogues, make_eval_items, score_answer,
-    trace,
+    AGENT_SYSTEM, CATEGORIES, HELDOUT_FACTS, agent_tools, evaluate_agent, format_table, make_copy_drills, make_dialogues,
+    make_eval_items, score_answer, trace,
 )
 from minillm.data import world as W
 from minillm.tokenizers.chat import format_tool_call
@@ -458,6 +459,9 @@ def test_training_traces_hold_out_the_evaluation():
     look = [parse_reply(r["messages"][2]["content"]).calls[0].arguments for r in records
             if r["meta"]["skill"] == "lookup" and r["meta"]["tools"]]
     assert look and not {(a["name"], a["field"]) for a in look} & held
+    # lookups read many other worlds' facts (never the evaluated world 0): only the tool's result has the answer
+    worlds = [r["meta"]["world"] for r in records if r["meta"]["skill"] == "lookup"]
+    assert 0 not in worlds and len(set(worlds)) > len(worlds) // 2
     direct = [r["messages"][1]["content"] for r in records if r["meta"]["skill"] == "lookup" and not r["meta"]["tools"]]
     heldout_questions = {it.question for it in make_eval_items(40, categories=("lookup",))}
     assert direct and not set(direct) & heldout_questions
@@ -470,7 +474,8 @@ def test_training_traces_hold_out_the_evaluation():
         for m, nxt in zip(msgs, msgs[1:]):
             if nxt["role"] == "tool" and "get_current_datetime" not in m["content"]:
                 call = parse_reply(m["content"]).calls[0]
-                assert nxt["content"] == tools[call.name](**call.arguments)
+                tool_ = make_lookup_tool(W.get_world(r["meta"]["world"])) if call.name == "lookup" else tools[call.name]
+                assert nxt["content"] == tool_(**call.arguments)
         assert msgs[-1]["role"] == "assistant" and ("Tools:" in msgs[0]["content"]) == r["meta"]["tools"]
 
 
@@ -494,9 +499,22 @@ def test_evaluate_agent_with_a_perfect_and_a_toolless_model():
     good = evaluate_agent(ScriptedLLM(oracle), items, with_tools=True)
     assert good["accuracy"]["all"] == 1.0 and good["well_formed"] == 1.0
     assert good["no_call_when_none_needed"] == 1.0 and good["called_when_needed"] == 1.0
+    assert good["n_per_category"] == {c: 3 for c in CATEGORIES} and "| add | 3 | 100% |" in format_table(good, good)
     bare = evaluate_agent(ScriptedLLM(oracle), items, with_tools=False)
     assert bare["accuracy"]["none"] == 1.0 and bare["accuracy"]["add"] == 0.0 and bare["well_formed"] is None
     assert score_answer("The market.", "market") and not score_answer(None, "x") and score_answer(" 936 ", "936")
+
+
+def test_copy_drills_repeat_the_numbers_of_the_question():
+    drills = make_copy_drills(50, seed=3)
+    assert drills == make_copy_drills(50, seed=3) and drills != make_copy_drills(50, seed=4)
+    for r in drills:
+        system, user, assistant = r["messages"]
+        assert system == {"role": "system", "content": AGENT_SYSTEM} and r["meta"] == {"skill": "copy", "tools": False}
+        assert re.findall(r"\d+", user["content"]) == assistant["content"].split()
+        assert all(len(x) <= 6 and (x == "0" or not x.startswith("0")) for x in assistant["content"].split())
+    with pytest.raises(ValueError, match="max_digits"):
+        make_copy_drills(3, max_digits=0)
 
 
 def test_trace_is_what_the_agent_sees():
@@ -531,6 +549,26 @@ def test_chat_model_round_trip_on_a_tiny_untrained_model():
     assert isinstance(streamed, str)
 
 
+def test_chat_model_cuts_the_prompt_only_when_the_reply_needs_the_room(monkeypatch):
+    import minillm.generation as gen
+    from minillm.models.llama import ModelConfig, Transformer
+    from minillm.tokenizers import BPETokenizer
+
+    tok = BPETokenizer.train([json.dumps(r["messages"]) for r in make_dialogues(30)], vocab_size=300, show_progress=False)
+    model = Transformer(ModelConfig(dim=16, n_layers=1, n_heads=2, n_kv_heads=1, vocab_size=tok.vocab_size, max_seq_len=64))
+    seen = []
+    monkeypatch.setattr(gen, "generate", lambda m, prompts, n, **kw: seen.append((prompts, n)) or [[] for _ in prompts])
+    llm = ChatModel(model, tok)
+    short = [{"role": "user", "content": "hi"}]
+    long = [{"role": "user", "content": "What is 1234 + 5678? " * 6}]
+    n_short, n_long = len(llm.encode(short)), len(llm.encode(long))
+    assert n_short + 40 <= 64 < n_long
+    llm.complete([(short, "")], max_new_tokens=40)  # fits: the whole prompt, the whole budget
+    assert seen[-1] == ([llm.encode(short)], 40)
+    llm.complete([(long, "")], max_new_tokens=40)  # too long: at least 16 new tokens, the prompt's end kept
+    assert seen[-1] == ([llm.encode(long)[-48:]], 16)
+
+
 # ----------------------------------------------------------------------------- the example
 def test_example_quick_run(tmp_path, capsys):
     path = os.path.join(os.path.dirname(__file__), "..", "examples", "agent.py")
@@ -539,10 +577,15 @@ def test_example_quick_run(tmp_path, capsys):
     spec.loader.exec_module(module)
     results = module.main(["--quick", "--out-dir", str(tmp_path / "run"), "--no-progress"])
     out = capsys.readouterr().out
-    assert "| category | with tools | without tools |" in out and "well-formed tool calls" in out
+    assert "| category | n | with tools | without tools |" in out and "well-formed tool calls" in out
     assert set(results["with_tools"]["accuracy"]) == set(CATEGORIES) | {"all"}
     assert os.path.exists(tmp_path / "run" / "model" / "model.safetensors")
     assert os.path.exists(tmp_path / "run" / "agent_results.json")
+    # --init fine-tunes an existing chat model (its tokenizer, its context length) instead of a new one
+    again = module.main(["--quick", "--init", str(tmp_path / "run" / "model"), "--steps", "2",
+                         "--out-dir", str(tmp_path / "again"), "--no-progress"])
+    assert again["settings"]["init"] == str(tmp_path / "run" / "model")
+    assert again["settings"]["parameters"] == results["settings"]["parameters"]
 
 
 def test_cli_agent_streams_replies_and_shows_tool_calls(tmp_path, monkeypatch, capsys):

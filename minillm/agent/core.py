@@ -305,7 +305,6 @@ class ChatModel:
         from ..generation import generate
 
         max_new = max(1, min(int(max_new_tokens), self.max_len - 1))
-        keep = self.max_len - max_new
         if self.on_text is not None and len(requests) == 1:  # one conversation: stream it
             (messages, prefix), = requests
             pieces = []
@@ -315,16 +314,21 @@ class ChatModel:
             self.on_text(None)
             text = "".join(pieces)
             return [(text, len(self.tok.encode(text, allowed_special="none")) + 1)]
-        prompts = [self.encode(m, p, tools, tool_style)[-keep:] for m, p in requests]
+        prompts = [self.encode(m, p, tools, tool_style) for m, p in requests]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths: little padding
         out = [None] * len(prompts)
         stop = self.tok.token_to_id("<|im_end|>")
         for b0 in range(0, len(order), self.batch_size):
             idx = order[b0: b0 + self.batch_size]
-            new = generate(self.model, [prompts[i] for i in idx], max_new, temperature=self.temperature,
+            # a reply gets the room the context has left, but at least min(max_new, 16) tokens: only then is
+            # the start of the conversation (usually the system turn) cut, so the model reads as much as it can
+            room = self.max_len - max(len(prompts[i]) for i in idx)
+            new_b = max(min(max_new, room), min(max_new, 16))
+            keep = self.max_len - new_b
+            new = generate(self.model, [prompts[i][-keep:] for i in idx], new_b, temperature=self.temperature,
                            eos_token_id=stop, pad_token_id=self.tok.pad_token_id, seed=self.seed + b0)
             for i, ids in zip(idx, new):
-                out[i] = (self.tok.decode(ids, skip_special_tokens=True), len(ids) + (len(ids) < max_new))
+                out[i] = (self.tok.decode(ids, skip_special_tokens=True), len(ids) + (len(ids) < new_b))
         return out
 
     def stream(self, messages, max_new_tokens: int = 64, tools=None, tool_style: str = "json", prefix: str = ""):

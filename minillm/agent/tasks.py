@@ -21,8 +21,12 @@ The same model also sees some conversations *without* a tool listing, answered d
 by itself), not a model forced into a format it never saw.
 
 Held out: ``make_eval_items`` draws its questions first, from its own seed; ``make_dialogues``
-never writes one of them, and lookup questions ask (person, fact) pairs that no training
-conversation states (``HELDOUT_FACTS``), so only the tool can answer them.
+never writes one of them, and lookup questions ask (person, fact) pairs of world 0 that no
+training conversation asks (``HELDOUT_FACTS``), while training lookups read other worlds' fact
+tables, so only the tool can answer them (and the model cannot learn to ignore it).
+
+``make_copy_drills`` writes conversations that only repeat numbers: the agent's work is mostly
+copying digits (question -> call, result -> answer), the skill a tiny model learns last.
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ from .tools import Tool, add, compare, count_letter, make_datetime_tool, make_lo
 
 __all__ = [
     "CATEGORIES", "AGENT_SYSTEM", "HELDOUT_FACTS", "EvalItem", "agent_tools", "make_eval_items", "make_dialogues",
-    "score_answer", "evaluate_agent", "format_table",
+    "make_copy_drills", "score_answer", "evaluate_agent", "format_table",
 ]
 
 CATEGORIES = ("add", "mul", "multi", "compare", "count", "lookup", "date", "none")
@@ -102,8 +106,10 @@ def _question(category: str, rng: random.Random, heldout: bool, world) -> EvalIt
     if category == "count":
         word = rng.choice(_WORDS)
         letter = rng.choice(word) if rng.random() < 0.85 else rng.choice("abcdefghijklmnopqrstuvwxyz")
-        q = rng.choice(["How many times does the letter '{l}' appear in '{w}'?",
-                        "Count the letter '{l}' in '{w}'."]).format(l=letter, w=word)
+        # double quotes, as in the call's JSON: '"c' is then the same token in the question and in the call
+        # (with single quotes the BPE makes "'c" a token of its own, and the model must translate, not copy)
+        q = rng.choice(['How many times does the letter "{l}" appear in "{w}"?',
+                        'Count the letter "{l}" in "{w}".']).format(l=letter, w=word)
         return EvalItem(category, q, str(word.count(letter)), (("count_letter", {"text": word, "letter": letter}),))
     if category == "lookup":
         pairs = sorted(HELDOUT_FACTS) if heldout else [(c, f) for c in range(len(W.NAMES)) for f in _FIELDS
@@ -168,13 +174,16 @@ def trace(item: EvalItem, world=None, with_tools: bool = True, _tools: Optional[
 
 
 def make_dialogues(n: int, seed: int = 0, world=None, direct_fraction: float = 0.25,
-                   exclude: Sequence[EvalItem] = (), weights: Optional[dict] = None) -> list:
-    """``n`` SFT records ``{"messages": [...], "meta": {"skill": category, "tools": bool}}``.
+                   exclude: Sequence[EvalItem] = (), weights: Optional[dict] = None, lookup_worlds: int = 1000) -> list:
+    """``n`` SFT records ``{"messages": [...], "meta": {"skill": category, "tools": bool}}`` (lookups
+    add ``"world"``: the seed of the fact table their tool read).
 
     A ``direct_fraction`` share is answered without tools (and lists none); the rest use
     them. The (question, answer) pairs of ``exclude`` (the held-out set) are never written; lookups
-    never ask a (person, fact) pair of ``HELDOUT_FACTS``. The system turn of a tool conversation is the
-    template's brief tool listing, exactly what the agent shows at run time.
+    never ask a (person, fact) pair of ``HELDOUT_FACTS``. With ``lookup_worlds`` > 0 each lookup
+    conversation reads the facts of a random other world (seeds 1 .. lookup_worlds; the evaluation
+    asks ``world``): a fact the model could memorise would let it ignore the tool. The system turn
+    of a tool conversation is the template's brief tool listing, exactly what the agent shows at run time.
     """
     if not 0.0 <= direct_fraction <= 1.0:
         raise ValueError(f"direct_fraction must be in [0, 1], got {direct_fraction}")
@@ -196,10 +205,42 @@ def make_dialogues(n: int, seed: int = 0, world=None, direct_fraction: float = 0
         if (item.question, item.answer) in banned:
             continue
         direct = cat != "none" and rng.random() < direct_fraction
-        msgs = trace(item, world, with_tools=not direct, _tools=tools)
+        item_tools, meta = tools, {"skill": cat, "tools": not direct}
+        if cat == "lookup" and lookup_worlds:
+            # the lookup tool reads one of many other worlds' fact tables: the answer is in the tool's result
+            # and nowhere else, so the model learns to read it instead of memorising who lives where
+            meta["world"] = rng.randrange(1, lookup_worlds + 1)
+            other = W.get_world(meta["world"])
+            item = _question(cat, rng, False, other)
+            item_tools = {**tools, "lookup": make_lookup_tool(other)}
+        msgs = trace(item, world, with_tools=not direct, _tools=item_tools)
         if not direct:
             msgs = prepare_messages(msgs, tools=schemas, tool_style="brief")
-        out.append({"messages": msgs, "meta": {"skill": cat, "tools": not direct}})
+        out.append({"messages": msgs, "meta": meta})
+    return out
+
+
+def make_copy_drills(n: int, seed: int = 0, max_numbers: int = 3, max_digits: int = 6) -> list:
+    """``n`` SFT records that only ask to repeat numbers: "Repeat: 8499 1835" -> "8499 1835".
+
+    An agent's work is mostly copying (numbers from the question into a call, the result into
+    the answer), and a tiny model copies digits badly: ten digit tokens look alike, so copying
+    needs attention that finds *the position after* the digit it just wrote (an induction
+    head). A tool trace has a few such digits; a drill is nothing else, so the skill is learned
+    from far fewer conversations. No tools are listed and none is called.
+    """
+    if n < 0 or max_numbers < 1 or max_digits < 1:
+        raise ValueError(f"make_copy_drills: need n >= 0, max_numbers >= 1, max_digits >= 1; got {n}, {max_numbers}, "
+                         f"{max_digits}")
+    rng = random.Random(f"minillm-agent/{seed}/copy")
+    out = []
+    for _ in range(n):
+        nums = " ".join(str(rng.randrange(10 ** (d - 1) if d > 1 else 0, 10 ** d))
+                        for d in (rng.randint(1, max_digits) for _ in range(rng.randint(1, max_numbers))))
+        q = rng.choice(["Repeat: {x}", "Say {x} again.", "Copy {x}."]).format(x=nums)
+        msgs = [{"role": "system", "content": AGENT_SYSTEM}, {"role": "user", "content": q},
+                {"role": "assistant", "content": nums}]
+        out.append({"messages": msgs, "meta": {"skill": "copy", "tools": False}})
     return out
 
 
@@ -219,7 +260,8 @@ def evaluate_agent(llm, items: Sequence[EvalItem], with_tools: bool = True, worl
                    max_new_tokens: int = 48, tool_style: str = "brief") -> dict:
     """Run the agent on ``items``; accuracy per category, well-formed-call and no-call rates.
 
-    Returns ``{"accuracy": {category: acc, ..., "all": acc}, "well_formed": share of the calls
+    Returns ``{"accuracy": {category: acc, ..., "all": acc}, "n_per_category": {category: items},
+    "well_formed": share of the calls
     written (each ``<tool_call>``) that parsed and validated against a registered tool, "no_call_when_none_needed": share of "none" questions
     answered without a call, "called_when_needed": share of tool questions with at least one
     good call, "n": items, "examples": [...]}``. The date tool's clock is each item's own.
@@ -239,10 +281,11 @@ def evaluate_agent(llm, items: Sequence[EvalItem], with_tools: bool = True, worl
         for i, r in zip(idx, agent.run_many([items[i].question for i in idx])):
             results[i] = r
     acc: dict = {}
+    counts: dict = {}
     for cat in CATEGORIES:
         rows = [score_answer(r.answer, it.answer) for it, r in zip(items, results) if it.category == cat]
         if rows:
-            acc[cat] = sum(rows) / len(rows)
+            acc[cat], counts[cat] = sum(rows) / len(rows), len(rows)
     acc["all"] = sum(score_answer(r.answer, it.answer) for it, r in zip(items, results)) / max(1, len(items))
     attempts = sum(r.n_call_attempts for r in results)
     calls = sum(r.n_calls for r in results)
@@ -251,6 +294,7 @@ def evaluate_agent(llm, items: Sequence[EvalItem], with_tools: bool = True, worl
     tool_items = [(it, r) for it, r in zip(items, results) if it.category != "none"]
     return {
         "accuracy": acc,
+        "n_per_category": counts,
         "well_formed": good / calls if calls else None,
         "n_call_attempts": attempts,
         "n_calls": calls,
@@ -268,11 +312,12 @@ def evaluate_agent(llm, items: Sequence[EvalItem], with_tools: bool = True, worl
 
 def format_table(with_tools: dict, without_tools: dict) -> str:
     """The measured table: accuracy per category with and without tools."""
-    lines = ["| category | with tools | without tools |", "|---|---:|---:|"]
+    lines = ["| category | n | with tools | without tools |", "|---|---:|---:|---:|"]
     for cat in list(CATEGORIES) + ["all"]:
         if cat in with_tools["accuracy"]:
             a, b = with_tools["accuracy"][cat], without_tools["accuracy"].get(cat)
-            lines.append(f"| {cat} | {100 * a:.0f}% | {'' if b is None else f'{100 * b:.0f}%'} |")
+            n = with_tools.get("n_per_category", {}).get(cat, with_tools["n"] if cat == "all" else "")
+            lines.append(f"| {cat} | {n} | {100 * a:.0f}% | {'' if b is None else f'{100 * b:.0f}%'} |")
     wf = with_tools["well_formed"]
     lines.append("")
     lines.append(f"well-formed tool calls: {'n/a' if wf is None else f'{100 * wf:.0f}%'} of "
