@@ -199,8 +199,11 @@ class MixedPrecision:
         for p in self.params:
             p.data = self._low(p.data)
             p.grad = None
+        # float16 overflows are expected (a too-large loss scale) and caught by GradScaler: no NumPy warnings
+        quiet = np.errstate(over="ignore", invalid="ignore") if self.dtype == "float16" else contextlib.nullcontext()
         try:
-            yield self
+            with quiet:
+                yield self
         finally:
             for p, master, old in zip(self.params, self._master, before):
                 p.data = master
