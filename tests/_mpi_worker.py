@@ -25,16 +25,23 @@ from minillm.train import TrainConfig  # noqa: E402
 
 
 class Blocks:
-    """Fixed random token blocks: (x, y) with y = x shifted by one."""
+    """Fixed random token blocks: (x, y) with y = x shifted by one.
 
-    def __init__(self, n: int, T: int, vocab: int, seed: int = 0):
-        self.ids = np.random.default_rng(seed).integers(0, vocab, size=(n, T + 1))
+    ``masked=True``: like SFT, each sample's targets start with a random number of -100s (a prompt
+    not trained on), so the ranks' shards hold different numbers of target tokens."""
+
+    def __init__(self, n: int, T: int, vocab: int, seed: int = 0, masked: bool = False):
+        rng = np.random.default_rng(seed)
+        self.ids = rng.integers(0, vocab, size=(n, T + 1))
+        self.prompt = rng.integers(0, T - 1, size=n) if masked else np.zeros(n, dtype=int)
 
     def __len__(self):
         return len(self.ids)
 
     def __getitem__(self, i):
-        return self.ids[i, :-1], self.ids[i, 1:]
+        y = self.ids[i, 1:].copy()
+        y[: self.prompt[i]] = -100
+        return self.ids[i, :-1], y
 
 
 def main(argv=None):
@@ -48,6 +55,7 @@ def main(argv=None):
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--checkpoint-interval", type=int, default=0)
     ap.add_argument("--grad-clip", type=float, default=0.5)
+    ap.add_argument("--masked", action="store_true", help="SFT-like targets: a random -100 prefix per sample")
     ap.add_argument("--precision", choices=("float32", "bf16", "fp16"), default="float32",
                     help="mixed precision (TrainConfig.bf16 / fp16; needs --dtype float32)")
     ap.add_argument("--fail-on-rank", type=int, default=None, help="this rank raises at its 2nd batch")
@@ -63,18 +71,18 @@ def main(argv=None):
     mi.manual_seed(0)
     model = Transformer(ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, max_seq_len=16))
     model.to(np.dtype(args.dtype))
-    loader = DataLoader(Blocks(64, 16, 64), args.batch_size, shuffle=True, seed=1)
+    loader = DataLoader(Blocks(64, 16, 64, masked=args.masked), args.batch_size, shuffle=True, seed=1)
     config = TrainConfig(out_dir=args.out, max_steps=args.steps, lr=3e-3, min_lr=3e-4, warmup_steps=1, lr_decay_steps=8,
                          grad_accum_steps=args.grad_accum, grad_clip=args.grad_clip, eval_interval=0, log_interval=1,
                          checkpoint_interval=args.checkpoint_interval, progress=False, plot=False, overwrite=not args.resume,
                          bf16=args.precision == "bf16", fp16=args.precision == "fp16")
     forward_fn = None
-    if args.fail_on_rank == group.rank:
+    if args.fail_on_rank is not None:  # every rank the same forward_fn (the Trainer's choices must agree); one fails
         calls = []
 
         def forward_fn(model, batch):
             calls.append(1)
-            if len(calls) == 2:
+            if len(calls) == 2 and group.rank == args.fail_on_rank:
                 raise ValueError(f"injected failure on rank {group.rank}")
             return model(mi.Tensor(batch[0]), targets=mi.Tensor(batch[1]))
 

@@ -1,9 +1,10 @@
 """``DistributedTrainer``: the Trainer on N MPI ranks -- data parallel, optionally with ZeRO-1/2.
 
-It is ``minillm.train.Trainer`` with its four seams filled in; the training loop itself is
+It is ``minillm.train.Trainer`` with its five seams filled in; the training loop itself is
 unchanged and knows nothing of MPI::
 
     seam                        one process                 N ranks (this file)
+    _loss_weight                1.0                         N * (my target tokens / all ranks' target tokens)
     _reduce_step_stats          the step's loss, tokens     averaged loss, summed tokens (one all-reduce)
     _clip_and_step              clip, step, zero_grad       average the gradients in buckets (ZeRO: reduce-scatter
                                                             to shards), clip by the global norm, step (ZeRO: my
@@ -38,6 +39,7 @@ import numpy as np
 
 from ..data.loader import DataLoader
 from ..optim import clip_grad_norm_
+from ..tensor import Tensor
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer, check_out_dir
 from .amp import ShardedGradScaler
@@ -113,6 +115,31 @@ class DistributedTrainer(Trainer):
         if self.is_world_process_zero():
             super()._prepare_out_dir()
         self.group.barrier()
+
+    def _loss_weight(self, batch) -> float:
+        """``N * n_r / n``: rank r's share of the micro-batch's target tokens (not -100), times N.
+
+        Each rank's loss is the mean over *its* target tokens; averaging the ranks' means weights a
+        token on a rank with few targets more than one on a rank with many. Scaling rank r's loss by
+        ``N * n_r / n`` turns the average of the ranks' gradients into the gradient of the mean over
+        all ``n`` target tokens of the global micro-batch -- what one process computes (SFT with
+        padding and masked prompts). With equal counts (pretraining) the weight is exactly 1.0. A
+        custom ``forward_fn`` (DPO, reward models) defines its own loss: weight 1 (so every rank must
+        pass a ``forward_fn``, or none: the all-reduce here is collective).
+        """
+        n = self.group.world_size
+        if n == 1 or self.forward_fn is not None:
+            return 1.0
+        if isinstance(batch, dict):
+            targets = batch["targets"] if "targets" in batch else batch.get("labels")
+        else:
+            targets = batch[1] if isinstance(batch, (tuple, list)) and len(batch) >= 2 else None
+        if targets is None:  # default_forward will refuse this batch with a clear error
+            return 1.0
+        targets = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+        mine = float(np.count_nonzero(targets != -100))
+        total = self.group.all_reduce_(np.array([mine]))[0]  # collective: every rank, every micro-batch
+        return n * mine / total if total > 0 else 1.0
 
     def _reduce_step_stats(self, loss_sum: float, tokens: int) -> tuple:
         stats = np.array([loss_sum, tokens], dtype=np.float64)

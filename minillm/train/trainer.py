@@ -26,8 +26,8 @@ copies of the float32 master weights; fp16 also scales the loss and skips an upd
 gradients overflowed (``GradScaler``). See ``amp.py`` for what it costs on a CPU.
 
 Data parallel on N MPI ranks (6.1.5) is ``minillm.distributed.DistributedTrainer``, which fills in
-this class's four seams (``is_world_process_zero``, ``_prepare_out_dir``, ``_reduce_step_stats``,
-``_clip_and_step``); the training loop itself is the same on one process and on N.
+this class's five seams (``is_world_process_zero``, ``_prepare_out_dir``, ``_loss_weight``,
+``_reduce_step_stats``, ``_clip_and_step``); the training loop itself is the same on one process and on N.
 
     trainer = Trainer(model, None, train_loader, val_loader, TrainConfig(out_dir="out", max_steps=2000))
     trainer.resume()      # continue from out/checkpoints/step_* if there is one
@@ -283,7 +283,7 @@ class Trainer:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     # ------------------------------------------------------------------ the seams a subclass may change
-    # ``minillm.distributed.DistributedTrainer`` overrides these four to train on N processes;
+    # ``minillm.distributed.DistributedTrainer`` overrides these five to train on N processes;
     # on one process they are the plain steps below, and the loop never knows the difference.
     def is_world_process_zero(self) -> bool:
         """True in the process that writes files, logs and evaluates (always, on one process)."""
@@ -303,6 +303,10 @@ class Trainer:
         os.makedirs(cfg.out_dir, exist_ok=True)
         atomic_write(os.path.join(cfg.out_dir, "config.json"),
                      json.dumps({"train": cfg.to_dict(), "model": model_config_dict(self.model)}, indent=1))
+
+    def _loss_weight(self, batch) -> float:
+        """What this process's micro-batch loss counts for in the global batch (1.0 on one process)."""
+        return 1.0
 
     def _reduce_step_stats(self, loss_sum: float, tokens: int) -> tuple:
         """The step's summed micro-batch losses and token count over the whole (global) batch."""
@@ -358,6 +362,9 @@ class Trainer:
                     batch = next(self._batches)
                     with self.amp.autocast() if self.amp is not None else contextlib.nullcontext():
                         loss = self.compute_loss(batch)
+                        weight = self._loss_weight(batch)
+                        if weight != 1.0:  # N ranks: a shard holding more target tokens counts for more
+                            loss = loss * weight
                         value = float(loss.item())
                         if not math.isfinite(value):
                             raise FloatingPointError(
