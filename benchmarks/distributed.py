@@ -14,6 +14,7 @@ in its own launch (``mpiexec -n 2`` for 2 ranks), one after the other in this on
     2x1-z1      2 x 1                 ZeRO-1: AdamW state sharded
     2x1-z2      2 x 1                 ZeRO-2: gradients sharded too
     1x2-bf16    1 x 2                 TrainConfig(bf16=True): emulated bfloat16 forward/backward
+    1x1-bf16    1 x 1                 the same on one thread (compare with 1x1 on a busy machine)
     1x2-fp16    1 x 2                 TrainConfig(fp16=True): NumPy float16 (slow: not in the default set)
 
 Reported per run: tokens/s over the timed steps (after ``--warmup`` steps that load Numba's cache
@@ -41,7 +42,8 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 RUNS = {  # name -> (ranks, threads per rank, zero stage, precision)
     "1x2": (1, 2, 0, None), "1x1": (1, 1, 0, None), "2x1": (2, 1, 0, None), "2x1-z1": (2, 1, 1, None),
-    "2x1-z2": (2, 1, 2, None), "1x2-bf16": (1, 2, 0, "bf16"), "1x2-fp16": (1, 2, 0, "fp16"),
+    "2x1-z2": (2, 1, 2, None), "1x2-bf16": (1, 2, 0, "bf16"), "1x1-bf16": (1, 1, 0, "bf16"),
+    "1x2-fp16": (1, 2, 0, "fp16"),
 }
 DEFAULT_RUNS = "1x2,1x1,2x1,2x1-z1,2x1-z2,1x2-bf16"
 
