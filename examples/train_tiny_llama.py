@@ -14,8 +14,18 @@ Steps (each one a function in minillm/pipeline.py):
   7. answer held-out questions and report exact-match accuracy (metrics and a loss plot are in OUT_DIR)
 
 A second run in the same --out-dir is refused (it would mix two runs); pass --overwrite to replace it.
+
+Data parallel (6.1.5; needs `pip install -e ".[distributed]"`):
+
+    mpiexec -n 2 python examples/train_tiny_llama.py --quick
+
+runs the same recipe on 2 ranks: each reads half of every batch (the batch sizes stay the global
+ones), the gradients are averaged, and rank 0 alone prints and writes files (corpus, tokenizer,
+models, report). The result equals the 1-process run up to float32 summation order
+(tests/test_distributed.py). On one 2-core machine it is not faster: see docs/chapter6.md.
 """
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -26,9 +36,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
+from minillm.distributed import init_process_group  # noqa: E402
 from minillm.eval import exact_match  # noqa: E402
 from minillm.io import save_model  # noqa: E402
 from minillm.models.llama import PRESETS, ModelConfig, Transformer  # noqa: E402
+from minillm.tokenizers import load_tokenizer  # noqa: E402
 from minillm.train import TrainConfig, check_out_dir  # noqa: E402
 
 DEFAULTS = dict(
@@ -87,14 +99,26 @@ def banner(text):
 
 def main(argv=None):
     args = parse_args(argv)
+    group = init_process_group()  # one process, or rank r of N under mpiexec -n N
+    if group.rank == 0:
+        return run(args, group)
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):  # rank 0 alone prints
+        return run(args, group)
+
+
+def run(args, group):
+    """The recipe; under mpiexec every rank runs it, trains its share of each batch, and rank 0 writes."""
+    lead = group.rank == 0
     mi.tune_malloc()  # reuse activation memory across steps instead of page-faulting it in (MINILLM_MALLOC_TUNING=0: off)
     if args.kernels:
         mi.set_kernels(args.kernels)
     mi.manual_seed(args.seed)
     for run_dir in (args.out_dir, os.path.join(args.out_dir, "pretrain"), os.path.join(args.out_dir, "sft")):
         check_out_dir(run_dir, overwrite=args.overwrite)  # before any work, never on top of another run
-    os.makedirs(args.out_dir, exist_ok=True)
-    show = not args.no_progress
+    group.barrier()  # every rank has looked before rank 0 writes anything
+    if lead:
+        os.makedirs(args.out_dir, exist_ok=True)
+    show = not args.no_progress and lead
     t_start = time.time()
     report = {"args": vars(args)}
 
@@ -110,8 +134,13 @@ def main(argv=None):
     eval_records = pipeline.read_sft_records(paths["sft_val"], limit=args.eval_limit)
 
     banner("2. BPE tokenizer")
-    tok, secs = pipeline.timed(pipeline.train_tokenizer, paths["pretrain_train"], args.vocab_size,
-                               os.path.join(args.out_dir, "tokenizer"), show_progress=show)
+    tok_dir = os.path.join(args.out_dir, "tokenizer")
+    if lead:
+        tok, secs = pipeline.timed(pipeline.train_tokenizer, paths["pretrain_train"], args.vocab_size, tok_dir,
+                                   show_progress=show)
+    group.barrier()  # the other ranks load rank 0's tokenizer: one vocabulary for all
+    if not lead:
+        tok, secs = load_tokenizer(tok_dir), 0.0
     print(f"vocab size {tok.vocab_size}, trained in {secs:.1f}s")
 
     banner(f"3. pretraining the '{args.preset}' LLaMA2")
@@ -125,23 +154,14 @@ def main(argv=None):
         eval_batches=10, checkpoint_interval=0, keep_last=1, seed=args.seed, progress=show, overwrite=args.overwrite,
     )
     trainer = pipeline.pretrain(model, tok, paths, pre_cfg, block_size=args.block_size, batch_size=args.batch_size)
-    ev = trainer.evaluate()
-    report["pretrain"] = {"val_loss": ev["val_loss"], "val_ppl": ev["val_ppl"], "steps": trainer.step}
-    print(f"validation loss {ev['val_loss']:.3f}, perplexity {ev['val_ppl']:.2f} (uniform guess: {tok.vocab_size})")
     base_dir = os.path.join(args.out_dir, "base_model")  # kept: SFT changes `model` in place
-    save_model(model, base_dir)
-    tok.save(base_dir)
-
-    banner("4. samples after pretraining")
-    sample = pipeline.make_sample_fn(tok, list(pipeline.DEFAULT_PROMPTS), max_new_tokens=60, temperature=0.0)
-    for text in sample(model, trainer.step):
-        print("  " + text.replace("\n", " "))
-    report["samples"] = sample(model, trainer.step)
+    if lead:  # the other ranks wait at the barrier before SFT (they hold the same weights)
+        before = evaluate_and_save_base(tok, model, trainer, eval_records, report, base_dir)
+    group.barrier()
 
     banner("5. supervised fine-tuning")
-    before = pipeline.evaluate_sft(model, tok, eval_records)
-    print(f"held-out exact match before SFT: {pipeline.format_accuracy(before)}")
-    report["exact_match_before_sft"] = {k: v for k, v in before.items() if k != "examples"}
+    if lead:
+        print(f"held-out exact match before SFT: {pipeline.format_accuracy(before)}")
     if args.sft_steps > 0:
         sft_cfg = TrainConfig(
             out_dir=os.path.join(args.out_dir, "sft"), max_steps=args.sft_steps, lr=args.sft_lr, min_lr=args.sft_lr / 10,
@@ -149,6 +169,8 @@ def main(argv=None):
             checkpoint_interval=0, keep_last=1, seed=args.seed, progress=show, overwrite=args.overwrite,
         )
         pipeline.sft(model, tok, paths, sft_cfg, batch_size=args.sft_batch_size)
+    if not lead:
+        return None
 
     banner("6. saving")  # before the evaluation: an evaluation failure can never lose the trained model
     model_dir = os.path.join(args.out_dir, "model")
@@ -173,6 +195,25 @@ def main(argv=None):
     print(f"metrics: {args.out_dir}/pretrain/metrics.jsonl, {args.out_dir}/sft/metrics.jsonl; report: {args.out_dir}/report.json")
     print(f"done in {report['minutes']:.1f} minutes")
     return report
+
+
+def evaluate_and_save_base(tok, model, trainer, eval_records, report, base_dir):
+    """Rank 0, after pretraining: validation loss, the pretrained model saved, samples, exact match before SFT."""
+    ev = trainer.evaluate()
+    report["pretrain"] = {"val_loss": ev["val_loss"], "val_ppl": ev["val_ppl"], "steps": trainer.step}
+    print(f"validation loss {ev['val_loss']:.3f}, perplexity {ev['val_ppl']:.2f} (uniform guess: {tok.vocab_size})")
+    save_model(model, base_dir)
+    tok.save(base_dir)
+
+    banner("4. samples after pretraining")
+    sample = pipeline.make_sample_fn(tok, list(pipeline.DEFAULT_PROMPTS), max_new_tokens=60, temperature=0.0)
+    for text in sample(model, trainer.step):
+        print("  " + text.replace("\n", " "))
+    report["samples"] = sample(model, trainer.step)
+
+    before = pipeline.evaluate_sft(model, tok, eval_records)
+    report["exact_match_before_sft"] = {k: v for k, v in before.items() if k != "examples"}
+    return before
 
 
 if __name__ == "__main__":

@@ -44,6 +44,12 @@ def _add_training_args(p, steps, lr, batch_size, lr_note=""):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="recompute each decoder layer in backward: far less activation memory, ~1/3 more compute (6.1)")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--bf16", action="store_true", default=None,
+                      help="mixed precision as the book's --bf16: weights and gradients rounded to bfloat16 in forward/"
+                      "backward, float32 master weights (emulated: no faster on a CPU, see docs/chapter6.md)")
+    prec.add_argument("--fp16", action="store_true", default=None,
+                      help="float16 forward/backward with dynamic loss scaling (NumPy float16 has no BLAS: ~80x slower)")
     p.add_argument("--zero-stage", type=int, choices=(0, 1, 2), default=None,
                    help="under mpiexec -n N: 0 plain data parallel, 1 shard the AdamW state, 2 the gradients too "
                    "(default: 0, or the --deepspeed file's stage)")
@@ -285,6 +291,11 @@ def _train_config(args, out_dir):
         if "lr" in over:
             fields["min_lr"] = over["lr"] / 10
         fields.update(over)
+    for name, other in (("bf16", "fp16"), ("fp16", "bf16")):  # the flag fills the file's "auto"
+        if getattr(args, name, None):
+            if ds is not None and (ds.precision.get(name) is False or ds.precision.get(other)):
+                raise ValueError(f"--{name} contradicts {args.deepspeed}'s fp16/bf16 settings {ds.precision}")
+            fields[name] = True
     return TrainConfig(**fields)
 
 

@@ -139,8 +139,8 @@ def sft(model, tokenizer, paths: dict, config: TrainConfig, max_length: int = 25
         resume: bool = False, zero_stage: int = 0, bucket_cap_mb: float = 4.0) -> Trainer:
     """Supervised fine-tuning (6.2): train only on the assistant replies (and their ``<|im_end|>``).
 
-    Under ``mpiexec -n N`` each rank takes ``batch_size / N`` conversations of a batch; the step
-    averages the ranks' mean losses, as gradient accumulation averages its micro-batches' ones."""
+    Under ``mpiexec -n N`` each rank takes ``batch_size / N`` conversations of a batch; each rank's loss
+    is weighted by its share of the batch's reply tokens, so the step is the one-process step."""
     check_out_dir(config.out_dir, overwrite=config.overwrite, resume=resume)
     pad_id = tokenizer.pad_token_id
     max_length = min(max_length, model.args.max_seq_len)

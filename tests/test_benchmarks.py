@@ -87,3 +87,15 @@ def test_memory_benchmark_measures_gradient_checkpointing():
     rows = json.loads(run("memory.py", "--checkpointing", "--seq-lens", "64", "--json"))
     (row,) = rows
     assert row["seq_len"] == 64 and row["checkpointed_mib"] < 0.8 * row["plain_mib"]
+
+
+def test_distributed_benchmark_reports_speed_and_memory_per_rank():
+    """One single-process contender (the 2-rank ones need mpiexec; tests/test_distributed.py covers those)."""
+    res = json.loads(run("distributed.py", "--runs", "1x1", "--steps", "1", "--warmup", "1", "--block-size", "16",
+                         "--vocab-size", "256", "--json"))
+    assert [r["run"] for r in res["results"]] == ["1x1"]
+    for r in res["results"]:
+        assert r["ranks"] == 1 and r["tokens_per_sec"] > 0 and len(r["per_rank"]) == 1
+        mem = r["per_rank"][0]
+        assert mem["gradients"] == 4 * r["params"] and mem["optimizer_state"] == 8 * r["params"]  # ZeRO's formula, N=1
+        assert mem["peak_rss_mib"] > 0 and r["precision"] == "float32"

@@ -1,7 +1,9 @@
 """Data parallel and ZeRO over MPI (Happy LLM 6.1.5): each proven equal to the single-process run.
 
 The MPI tests start ``mpiexec -n 2`` on ``tests/_mpi_worker.py`` (a tiny LLaMA, a few steps) and
-compare what rank 0 saved with a run of the same worker in one process. They skip when
+compare what rank 0 saved with a run of the same worker in one process. All their 2-rank trainings
+share one ``mpiexec`` launch and all the 1-process ones another (the ``runs`` fixture): starting the
+processes costs more than the runs. They skip when
 mpi4py or mpiexec is missing (``pip install -e ".[distributed]"`` brings both).
 
 Tolerances: float64 runs agree within 1e-10 (they differ only in the order of a few sums).
@@ -225,12 +227,13 @@ def test_book_deepspeed_config_maps_onto_our_flags(tmp_path):
     assert cfg.zero_stage == 2 and cfg.bucket_elements == 200_000_000
     assert cfg.train_config_overrides() == {"lr_schedule": "constant", "log_interval": 100}
     explicit = {**BOOK_DS_CONFIG, "gradient_accumulation_steps": 2, "gradient_clipping": 1.0,
-                "train_micro_batch_size_per_gpu": 4, "train_batch_size": 16,
+                "train_micro_batch_size_per_gpu": 4, "train_batch_size": 16, "bf16": {"enabled": True},
                 "optimizer": {"type": "AdamW", "params": {"lr": 1e-3, "betas": [0.9, 0.95], "eps": 1e-8,
                                                           "weight_decay": 0.1}}}
     cfg = load_deepspeed_config(explicit)
     over = cfg.train_config_overrides()
     assert over["grad_accum_steps"] == 2 and over["grad_clip"] == 1.0 and over["betas"] == (0.9, 0.95)
+    assert over["bf16"] is True and "fp16" not in over  # the book's "auto" leaves fp16 to the command line
     TrainConfig(**over)  # every override is a TrainConfig field
     assert cfg.global_batch_size(world_size=2, default=8, grad_accum_steps=2) == 8
     with pytest.raises(ValueError, match="train_batch_size=16"):
@@ -239,7 +242,10 @@ def test_book_deepspeed_config_maps_onto_our_flags(tmp_path):
 
 @pytest.mark.parametrize("change, message", [
     ({"zero_optimization": {"stage": 3}}, "stage 3"),
-    ({"fp16": {"enabled": True}}, "fp16.enabled"),
+    ({"fp16": {"enabled": True, "loss_scale": 128}}, "fp16.loss_scale=128: only dynamic"),
+    ({"fp16": {"enabled": True, "initial_scale_power": 8}}, "initial_scale_power=8"),
+    ({"fp16": {"enabled": True}, "bf16": {"enabled": True}}, "choose one"),
+    ({"bf16": {"enabled": "yes"}}, "bf16.enabled must be true, false"),
     ({"activation_checkpointing": {}}, "unknown field.*activation_checkpointing"),
     ({"zero_optimization": {"stage": 2, "sub_group_size": 1}}, "zero_optimization: unknown field.*sub_group_size"),
     ({"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}, "offload_optimizer"),
@@ -269,18 +275,31 @@ def _mpiexec():
     return exe
 
 
-def _run(out, *args, ranks=1):
-    cmd = [sys.executable, WORKER, "--out", str(out), *map(str, args)]
-    if ranks > 1:
-        cmd = [_mpiexec(), "-n", str(ranks)] + cmd
+def _env():
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     for var in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE"):
         env.pop(var, None)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    return env
+
+
+def _launch(root, runs: dict, ranks: int) -> dict:
+    """Every run of ``runs`` (name -> worker arguments) in ONE launch of the worker on ``ranks`` processes.
+
+    A run writes to ``root/name`` unless its arguments name an ``--out``; returns name -> (result, weights)."""
+    outs = {name: str(args[args.index("--out") + 1]) if "--out" in args else str(root / name)
+            for name, args in runs.items()}
+    plan = root / f"plan_{ranks}.json"
+    plan.write_text(json.dumps([[*map(str, args), "--out", outs[name]] for name, args in runs.items()]))
+    cmd = [sys.executable, WORKER, "--out", str(root), "--runs", str(plan)]
+    if ranks > 1:
+        cmd = [_mpiexec(), "-n", str(ranks)] + cmd
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    with open(os.path.join(out, "result.json")) as f:
-        result = json.load(f)
-    return result, dict(np.load(os.path.join(out, "result.npz")))
+    results = {}
+    for name, out in outs.items():
+        with open(os.path.join(out, "result.json")) as f:
+            results[name] = json.load(f), dict(np.load(os.path.join(out, "result.npz")))
+    return results
 
 
 def _max_diff(a, b):
@@ -288,32 +307,54 @@ def _max_diff(a, b):
 
 
 @pytest.fixture(scope="module")
-def dp_float64(tmp_path_factory):
+def runs(tmp_path_factory):
+    """All the MPI tests' trainings: one ``mpiexec -n 2`` launch, then one single-process launch."""
     _mpiexec()
-    root = tmp_path_factory.mktemp("dp")
-    return {"one": _run(root / "one", "--steps", 4), "two": _run(root / "two", "--steps", 4, ranks=2)}
+    root = tmp_path_factory.mktemp("mpi")
+    two = _launch(root, {
+        "two": [], "two_f32": ["--dtype", "float32"], "z1": ["--zero-stage", 1], "z2": ["--zero-stage", 2],
+        "z2_ckpt": ["--steps", 2, "--zero-stage", 2],  # its step-2 checkpoint resumes on one process below
+        "two_bf16": ["--dtype", "float32", "--precision", "bf16", "--zero-stage", 1],
+        "two_fp16": ["--dtype", "float32", "--precision", "fp16", "--zero-stage", 2],
+        "two_masked": ["--masked", "--grad-accum", 2],
+    }, ranks=2)
+    one = _launch(root, {
+        "one": [], "one_f32": ["--dtype", "float32"], "resumed": ["--out", root / "z2_ckpt", "--resume"],
+        "one_bf16": ["--dtype", "float32", "--precision", "bf16"],
+        "one_fp16": ["--dtype", "float32", "--precision", "fp16"],
+        "one_masked": ["--masked", "--grad-accum", 2],
+    }, ranks=1)
+    return {**two, **one}
 
 
-def test_data_parallel_on_two_ranks_equals_one_process_float64(dp_float64):
-    (one, w1), (two, w2) = dp_float64["one"], dp_float64["two"]
+def test_data_parallel_on_two_ranks_equals_one_process_float64(runs):
+    (one, w1), (two, w2) = runs["one"], runs["two"]
     assert two["world_size"] == 2 and one["world_size"] == 1
     np.testing.assert_allclose(two["losses"], one["losses"], rtol=0, atol=1e-10)
     assert _max_diff(w1, w2) < 1e-10
     assert two["replica_drift"] == 0.0  # both replicas hold bit-identical weights
 
 
-def test_data_parallel_float32_within_the_stated_tolerance(tmp_path):
-    one, w1 = _run(tmp_path / "one", "--dtype", "float32")
-    two, w2 = _run(tmp_path / "two", "--dtype", "float32", ranks=2)
+def test_data_parallel_with_masked_targets_equals_one_process(runs):
+    """SFT-like batches (each sample's targets start with a random run of -100), with gradient accumulation:
+    the ranks' shards hold different numbers of target tokens, and the token-weighted loss
+    (``DistributedTrainer._loss_weight``) still makes N=2 the single process's run to float64 rounding."""
+    (one, w1), (two, w2) = runs["one_masked"], runs["two_masked"]
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=0, atol=1e-10)
+    assert _max_diff(w1, w2) < 1e-10
+    assert two["replica_drift"] == 0.0
+
+
+def test_data_parallel_float32_within_the_stated_tolerance(runs):
+    (one, w1), (two, w2) = runs["one_f32"], runs["two_f32"]
     np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
     assert _max_diff(w1, w2) < 5e-5
     assert two["replica_drift"] == 0.0
 
 
 @pytest.mark.parametrize("stage", [1, 2])
-def test_zero_stage_equals_plain_data_parallel_and_shards_memory(tmp_path, dp_float64, stage):
-    (plain, w0) = dp_float64["two"]
-    got, w = _run(tmp_path / f"z{stage}", "--steps", 4, "--zero-stage", stage, ranks=2)
+def test_zero_stage_equals_plain_data_parallel_and_shards_memory(runs, stage):
+    (plain, w0), (got, w) = runs["two"], runs[f"z{stage}"]
     np.testing.assert_allclose(got["losses"], plain["losses"], rtol=0, atol=1e-12)
     assert _max_diff(w0, w) < 1e-12
     assert got["replica_drift"] == 0.0
@@ -328,14 +369,31 @@ def test_zero_stage_equals_plain_data_parallel_and_shards_memory(tmp_path, dp_fl
         assert 0 <= m["optimizer_state"] - want["optimizer_state"] <= 2 * 2 * 8
 
 
-def test_checkpoint_of_two_ranks_with_zero_resumes_on_one(tmp_path, dp_float64):
-    (one, w1) = dp_float64["one"]
-    run = tmp_path / "run"
-    _run(run, "--steps", 2, "--zero-stage", 2, ranks=2)  # step 2 checkpoint, written by rank 0 alone
-    assert sorted(os.listdir(run / "checkpoints")) == ["step_00000002"]
-    resumed, w = _run(run, "--steps", 4, "--resume")  # one process, plain AdamW
+def test_checkpoint_of_two_ranks_with_zero_resumes_on_one(runs):
+    (one, w1), (ckpt, _), (resumed, w) = runs["one"], runs["z2_ckpt"], runs["resumed"]
+    assert ckpt["checkpoints"] == ["step_00000002"]  # written by rank 0 alone
+    assert resumed["checkpoints"] == ["step_00000002", "step_00000004"]  # one process, plain AdamW
     np.testing.assert_allclose(resumed["losses"], one["losses"][2:], rtol=0, atol=1e-10)
     assert _max_diff(w1, w) < 1e-10
+
+
+def test_mixed_precision_under_data_parallel_and_zero(runs):
+    """bf16 with ZeRO-1 and fp16 with ZeRO-2 on 2 ranks, against the same precision on 1 process.
+
+    Not equal to rounding: each rank rounds *its* gradient to bf16/fp16 before the average, one
+    process rounds the whole batch's, so a step differs by about one low-precision rounding (2**-9
+    relative for bf16, 2**-11 for fp16) of the gradient. Over 4 steps of lr 3e-3 that moves the loss by
+    well under 0.01 nats (we assert 0.01; measured: bf16 9e-5, fp16 2e-3 = half a float16 ulp of a loss of 4); the replicas stay bit-identical, and fp16's overflowing first
+    step (loss scale 65536) is skipped by *both* ranks -- with ZeRO-2 each saw only its gradient shard,
+    so ``ShardedGradScaler`` all-reduces the verdict.
+    """
+    for name in ("bf16", "fp16"):
+        (one, w1), (two, w2) = runs[f"one_{name}"], runs[f"two_{name}"]
+        assert two["replica_drift"] == 0.0, name
+        np.testing.assert_allclose(two["losses"], one["losses"], rtol=0, atol=0.01, err_msg=name)
+        assert all(v.dtype == np.float32 for v in w2.values())  # master weights
+    assert runs["two_fp16"][0]["skipped_steps"] == runs["one_fp16"][0]["skipped_steps"] == 1
+    assert runs["two_fp16"][0]["loss_scale"] == runs["one_fp16"][0]["loss_scale"] == 2.0**15
 
 
 def test_data_parallel_example_quick(tmp_path):
@@ -351,9 +409,43 @@ def test_data_parallel_example_quick(tmp_path):
     assert "tokens per second" in proc.stdout
 
 
+def test_train_tiny_llama_example_on_two_ranks_equals_one_process(tmp_path):
+    """``mpiexec -n 2 python examples/train_tiny_llama.py`` (shrunk below --quick): rank 0 alone prints and
+    writes, and the result is the 1-process run's. Pretraining (full-length blocks) agrees to float32
+    summation order: validation loss within 1e-5 relative (measured 2e-8). So does SFT, whose ranks hold
+    different numbers of reply tokens: each rank's loss is weighted by its share of them
+    (``DistributedTrainer._loss_weight``); its training and validation losses within 1e-5 relative
+    (measured: equal, and 1e-8)."""
+    mpiexec = _mpiexec()
+    example = os.path.join(ROOT, "examples", "train_tiny_llama.py")
+    small = ["--quick", "--n-stories", "300", "--n-sft", "120", "--vocab-size", "300", "--block-size", "64",
+             "--pretrain-steps", "4", "--sft-steps", "1", "--eval-limit", "2", "--no-progress"]
+    env = {**_env(), "PYTHONPATH": ROOT, "NUMBA_NUM_THREADS": "1"}
+    procs = {n: subprocess.Popen(cmd + [example, *small, "--out-dir", str(tmp_path / n)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=env)
+             for n, cmd in (("one", [sys.executable]), ("two", [mpiexec, "-n", "2", sys.executable]))}
+    out = {}
+    for n, proc in procs.items():  # both at once: the 1-process run leaves a core idle
+        stdout, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, n + stdout[-2000:] + stderr[-3000:]
+        out[n] = stdout
+    assert out["two"].count("=== 1. corpus") == 1 and out["two"].count("held-out exact match after SFT") == 1
+    one, two = ({**json.loads((tmp_path / n / "report.json").read_text()), "dir": tmp_path / n} for n in ("one", "two"))
+    assert sorted(os.listdir(two["dir"])) == sorted(os.listdir(one["dir"]))
+    assert two["pretrain"]["val_loss"] == pytest.approx(one["pretrain"]["val_loss"], rel=1e-5)
+
+    def sft_losses(report):
+        records = list(map(json.loads, open(report["dir"] / "sft" / "metrics.jsonl")))
+        return [r[k] for r in records for k in ("train_loss", "val_loss") if k in r]
+
+    np.testing.assert_allclose(sft_losses(two), sft_losses(one), rtol=1e-5)
+    records = [json.loads(line) for line in open(two["dir"] / "pretrain" / "metrics.jsonl")]
+    assert records[0]["world_size"] == 2
+
+
 def test_cli_pretrain_under_mpiexec_then_resume_on_one_process(tmp_path):
-    """``mpiexec -n 2 python -m minillm pretrain`` trains with ZeRO-1 and rank 0 saves the model; the
-    checkpoint it wrote resumes in one process."""
+    """``mpiexec -n 2 python -m minillm pretrain --bf16`` trains with ZeRO-1 and rank 0 saves the model;
+    the checkpoint it wrote resumes in one process (in float32: a run may change precision on resume)."""
     mpiexec = _mpiexec()
     from minillm.data.world import generate_stories
     from minillm.tokenizers import BPETokenizer
@@ -368,13 +460,14 @@ def test_cli_pretrain_under_mpiexec_then_resume_on_one_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT, "OPENBLAS_NUM_THREADS": "1"}
     for var in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE"):
         env.pop(var, None)
-    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, *common, "--steps", "2", "--zero-stage", "1"],
+    proc = subprocess.run([mpiexec, "-n", "2", sys.executable, *common, "--steps", "2", "--zero-stage", "1", "--bf16"],
                           capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert proc.stdout.count("validation loss") == 1  # rank 0 alone reports
     assert "2 ranks x 2 sequences, ZeRO stage 1" in proc.stdout
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["world_size"] == 2 and records[0]["zero_stage"] == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["bf16"] is True  # --bf16 reached the Trainer
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
     proc = subprocess.run([sys.executable, *common, "--steps", "3", "--resume"], capture_output=True, text=True,
                           timeout=600, env=env, cwd=tmp_path)
@@ -384,10 +477,7 @@ def test_cli_pretrain_under_mpiexec_then_resume_on_one_process(tmp_path):
 
 def test_an_error_on_one_rank_ends_the_job_instead_of_hanging(tmp_path):
     mpiexec = _mpiexec()
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
-    for var in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE"):
-        env.pop(var, None)
     proc = subprocess.run([mpiexec, "-n", "2", sys.executable, WORKER, "--out", str(tmp_path), "--fail-on-rank", "1"],
-                          capture_output=True, text=True, timeout=240, env=env)
+                          capture_output=True, text=True, timeout=240, env=_env())
     assert proc.returncode != 0
     assert "injected failure on rank 1 -- aborting all 2 ranks" in proc.stderr

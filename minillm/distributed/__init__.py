@@ -8,11 +8,13 @@
     ddp.py      GradientBuckets: average the gradients over the ranks, bucket by bucket
     zero.py     ZeroRedundancyOptimizer: ZeRO-1 (optimizer state) and ZeRO-2 (+ gradients) sharding
     trainer.py  DistributedTrainer: the Trainer with its seams filled in for N ranks
+    amp.py      ShardedGradScaler: fp16 loss scaling that skips a step on every rank when any overflowed
     config.py   a DeepSpeed JSON config (ds_config_zero2.json) mapped onto our flags
 
 Needs the extra: ``pip install -e ".[distributed]"`` (mpi4py + mpich, which brings ``mpiexec``).
 Without it everything here still runs as one process.
 """
+from .amp import ShardedGradScaler
 from .comm import (
     MPIProcessGroup, ProcessGroup, SingleProcessGroup, get_process_group, init_process_group, is_mpi_available,
     launched_world_size,
@@ -25,7 +27,7 @@ from .zero import ZeroRedundancyOptimizer, zero_memory_formula
 
 __all__ = [
     "DeepSpeedConfig", "DistributedDataLoader", "DistributedTrainer", "GradientBuckets", "MPIProcessGroup",
-    "ProcessGroup", "SingleProcessGroup", "ZeroRedundancyOptimizer", "broadcast_parameters", "get_process_group",
+    "ProcessGroup", "ShardedGradScaler", "SingleProcessGroup", "ZeroRedundancyOptimizer", "broadcast_parameters", "get_process_group",
     "init_process_group", "is_mpi_available", "launched_world_size", "load_deepspeed_config",
     "replicas_max_difference", "zero_memory_formula",
 ]

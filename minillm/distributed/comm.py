@@ -27,6 +27,7 @@ collective a copy), so the same code runs with and without MPI.
 from __future__ import annotations
 
 import os
+import time
 from abc import ABC, abstractmethod
 from typing import Optional
 
@@ -186,7 +187,12 @@ class MPIProcessGroup(ProcessGroup):
         return array
 
     def barrier(self):
-        self.comm.Barrier()
+        # MPI's Barrier spins at 100 % CPU while it waits; a rank waiting for rank 0 (writing files,
+        # training the tokenizer, evaluating) would take a core from it. Poll a non-blocking barrier
+        # and sleep in between: 1 ms of latency, and barriers are rare (never inside a training step).
+        request = self.comm.Ibarrier()
+        while not request.Test():
+            time.sleep(0.001)
 
     def broadcast_object(self, obj, src: int = 0):
         return self.comm.bcast(obj, root=src)

@@ -14,7 +14,10 @@ The book launches ``deepspeed pretrain.py --deepspeed ./ds_config_zero2.json``. 
     scheduler {type WarmupLR|WarmupCosineLR|WarmupDecayLR, params warmup_num_steps, warmup_max_lr}
                                                  TrainConfig.lr_schedule constant|cosine|linear, warmup_steps, lr
     steps_per_print                              TrainConfig.log_interval
-    fp16.enabled / bf16.enabled                  must be false or "auto" (mixed precision: minillm.amp, docs/chapter6.md)
+    bf16.enabled                                 TrainConfig.bf16 (--bf16)
+    fp16.enabled                                 TrainConfig.fp16 (--fp16); the loss scaler is torch's GradScaler
+                                                 (initial scale 2**16, growth interval 2000): loss_scale must be 0
+                                                 (dynamic) and initial_scale_power 16 when fp16 is on
 
 ``"auto"`` means "take it from the command line", as in Hugging Face's integration. Fields
 DeepSpeed has but that describe GPU machinery (``offload_optimizer`` with a device other than
@@ -53,11 +56,12 @@ class DeepSpeedConfig:
     log_interval: Optional[int] = None
     optimizer: dict = field(default_factory=dict)  # TrainConfig fields: lr, betas, eps, weight_decay
     schedule: dict = field(default_factory=dict)  # TrainConfig fields: lr_schedule, warmup_steps, lr
+    precision: dict = field(default_factory=dict)  # TrainConfig fields: fp16, bf16 (when not "auto")
     source: str = "<dict>"
 
     def train_config_overrides(self) -> dict:
         """``TrainConfig`` field -> value for every field this config sets (not "auto")."""
-        out = {**self.optimizer, **self.schedule}
+        out = {**self.optimizer, **self.schedule, **self.precision}
         if self.grad_accum_steps is not None:
             out["grad_accum_steps"] = self.grad_accum_steps
         if self.grad_clip is not None:
@@ -111,15 +115,24 @@ def _number(value, where: str) -> Optional[float]:
     return float(value)
 
 
-def _off(section, name: str, where: str) -> None:
+def _precision(section, name: str, where: str) -> Optional[bool]:
+    """``{name}.enabled``: True/False, or None for "auto" or absent (the command line decides)."""
     if section is None:
-        return
+        return None
     if not isinstance(section, dict):
         raise ValueError(f"{where}: {name} must be an object, got {section!r}")
     _unknown(section, _FP16 if name == "fp16" else {"enabled"}, f"{where}: {name}")
-    if section.get("enabled", False) not in (False, "auto"):
-        raise ValueError(f"{where}: {name}.enabled={section['enabled']!r}: the data-parallel trainer runs in the "
-                         "model's dtype; set it to false or \"auto\" (mixed precision: minillm.amp, docs/chapter6.md)")
+    enabled = _auto(section.get("enabled", "auto"))
+    if enabled is not None and not isinstance(enabled, bool):
+        raise ValueError(f"{where}: {name}.enabled must be true, false or \"auto\", got {enabled!r}")
+    if enabled and name == "fp16":  # our scaler is torch's GradScaler: dynamic, starting at 2**16
+        if _auto(section.get("loss_scale", 0)) not in (None, 0):
+            raise ValueError(f"{where}: fp16.loss_scale={section['loss_scale']!r}: only dynamic loss scaling (0) is "
+                             "supported")
+        if _auto(section.get("initial_scale_power", 16)) not in (None, 16):
+            raise ValueError(f"{where}: fp16.initial_scale_power={section['initial_scale_power']!r}: the scaler starts "
+                             "at 2**16 (torch's GradScaler); set 16 or \"auto\"")
+    return enabled
 
 
 def load_deepspeed_config(source) -> DeepSpeedConfig:
@@ -135,11 +148,14 @@ def load_deepspeed_config(source) -> DeepSpeedConfig:
     if not isinstance(source, dict):
         raise ValueError(f"{where}: a DeepSpeed config must be a JSON object, got {type(source).__name__}")
     _unknown(source, _TOP, where)
-    _off(source.get("fp16"), "fp16", where)
-    _off(source.get("bf16"), "bf16", where)
+    fp16 = _precision(source.get("fp16"), "fp16", where)
+    bf16 = _precision(source.get("bf16"), "bf16", where)
+    if fp16 and bf16:
+        raise ValueError(f"{where}: fp16.enabled and bf16.enabled are both true; choose one")
     if source.get("wall_clock_breakdown", False) not in (False, "auto"):
         raise ValueError(f"{where}: wall_clock_breakdown=true is not supported (tokens/s are in metrics.jsonl)")
     cfg = DeepSpeedConfig(source=where)
+    cfg.precision = {k: v for k, v in (("fp16", fp16), ("bf16", bf16)) if v is not None}
 
     zero = source.get("zero_optimization", {})
     if not isinstance(zero, dict):

@@ -1,9 +1,10 @@
 """``DistributedTrainer``: the Trainer on N MPI ranks -- data parallel, optionally with ZeRO-1/2.
 
-It is ``minillm.train.Trainer`` with its four seams filled in; the training loop itself is
+It is ``minillm.train.Trainer`` with its five seams filled in; the training loop itself is
 unchanged and knows nothing of MPI::
 
     seam                        one process                 N ranks (this file)
+    _loss_weight                1.0                         N * (my target tokens / all ranks' target tokens)
     _reduce_step_stats          the step's loss, tokens     averaged loss, summed tokens (one all-reduce)
     _clip_and_step              clip, step, zero_grad       average the gradients in buckets (ZeRO: reduce-scatter
                                                             to shards), clip by the global norm, step (ZeRO: my
@@ -11,7 +12,10 @@ unchanged and knows nothing of MPI::
     is_world_process_zero       True                        rank 0 alone writes metrics, plots, checkpoints, evaluates
     _prepare_out_dir            check, clear, config.json   every rank checks; rank 0 writes; a barrier
 
-and three changes around them: the train loader becomes a ``DistributedDataLoader`` (rank r reads
+fp16 uses a ``ShardedGradScaler``: with ZeRO each rank sees only its gradient shard, so "did any
+gradient overflow?" is all-reduced before the step is taken or skipped, on every rank alike.
+
+And three changes around them: the train loader becomes a ``DistributedDataLoader`` (rank r reads
 slice r of every global batch), every rank starts from rank 0's weights (a broadcast), and a
 checkpoint is first gathered to rank 0 (ZeRO's shards) so it is the *same files* a single process
 writes: a run resumes with any number of ranks.
@@ -35,8 +39,10 @@ import numpy as np
 
 from ..data.loader import DataLoader
 from ..optim import clip_grad_norm_
+from ..tensor import Tensor
 from ..train.config import TrainConfig
 from ..train.trainer import Trainer, check_out_dir
+from .amp import ShardedGradScaler
 from .comm import ProcessGroup, init_process_group
 from .data import DistributedDataLoader
 from .ddp import GradientBuckets, broadcast_parameters
@@ -76,6 +82,8 @@ class DistributedTrainer(Trainer):
         broadcast_parameters(params, self.group)  # every replica starts from rank 0's weights
         self.zero = ZeroRedundancyOptimizer(self.optimizer, self.group, zero_stage) if zero_stage else None
         self.buckets = None if zero_stage else GradientBuckets(params, self.group, bucket_cap_mb)
+        if self.scaler is not None:  # fp16: every rank must agree to skip an overflowed step
+            self.scaler = ShardedGradScaler(self.group)
         self.memory: Optional[dict] = None  # this rank's bytes of gradients / optimizer state (first step)
         self.memory_per_rank: Optional[list] = None  # every rank's, gathered
         self.grad_sync_seconds = 0.0  # wall time spent averaging gradients (the price of data parallel)
@@ -108,6 +116,31 @@ class DistributedTrainer(Trainer):
             super()._prepare_out_dir()
         self.group.barrier()
 
+    def _loss_weight(self, batch) -> float:
+        """``N * n_r / n``: rank r's share of the micro-batch's target tokens (not -100), times N.
+
+        Each rank's loss is the mean over *its* target tokens; averaging the ranks' means weights a
+        token on a rank with few targets more than one on a rank with many. Scaling rank r's loss by
+        ``N * n_r / n`` turns the average of the ranks' gradients into the gradient of the mean over
+        all ``n`` target tokens of the global micro-batch -- what one process computes (SFT with
+        padding and masked prompts). With equal counts (pretraining) the weight is exactly 1.0. A
+        custom ``forward_fn`` (DPO, reward models) defines its own loss: weight 1 (so every rank must
+        pass a ``forward_fn``, or none: the all-reduce here is collective).
+        """
+        n = self.group.world_size
+        if n == 1 or self.forward_fn is not None:
+            return 1.0
+        if isinstance(batch, dict):
+            targets = batch["targets"] if "targets" in batch else batch.get("labels")
+        else:
+            targets = batch[1] if isinstance(batch, (tuple, list)) and len(batch) >= 2 else None
+        if targets is None:  # default_forward will refuse this batch with a clear error
+            return 1.0
+        targets = targets.data if isinstance(targets, Tensor) else np.asarray(targets)
+        mine = float(np.count_nonzero(targets != -100))
+        total = self.group.all_reduce_(np.array([mine]))[0]  # collective: every rank, every micro-batch
+        return n * mine / total if total > 0 else 1.0
+
     def _reduce_step_stats(self, loss_sum: float, tokens: int) -> tuple:
         stats = np.array([loss_sum, tokens], dtype=np.float64)
         self.group.all_reduce_(stats)
@@ -120,16 +153,28 @@ class DistributedTrainer(Trainer):
             self.zero.reduce_gradients()  # stage 1: all-reduce; stage 2: reduce-scatter, full grads freed
             self.grad_sync_seconds += time.perf_counter() - t0
             grad_bytes = self.zero.memory_report()["gradients"]
+            if self.scaler is not None:
+                self.scaler.unscale_(self.zero.inner)  # my gradient shard; inf/nan on any rank is agreed by all
             grad_norm = self.zero.clip_grad_norm_(max_norm)
-            self.zero.step()  # my shard of AdamW, then all-gather the weights
+            if self.scaler is None:
+                self.zero.step()  # my shard of AdamW, then all-gather the weights
+            else:
+                self.scaler.step(self.zero)  # all ranks step, or all skip
+                self.scaler.update()
             state_bytes = self.zero.memory_report()["optimizer_state"]
             self.zero.zero_grad()
         else:
             self.buckets.all_reduce_mean_()  # every rank: the global batch's gradient
             self.grad_sync_seconds += time.perf_counter() - t0
             grad_bytes = held_bytes([p.grad.data for p in params if p.grad is not None])
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
             grad_norm = clip_grad_norm_(params, max_norm)
-            self.optimizer.step()
+            if self.scaler is None:
+                self.optimizer.step()
+            else:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             state_bytes = held_bytes([v for st in self.optimizer.state.values() for v in st.values()
                                       if isinstance(v, np.ndarray)])
             self.optimizer.zero_grad()

@@ -25,8 +25,10 @@ mantissa is rounded to bf16's 7 bits (round to nearest even). Emulation rounds t
 their way into forward and the gradients on their way out; activations stay float32, so it shows
 bf16's effect on weights and gradients, not its speed.
 
-On this CPU neither is faster: NumPy's float16 matmul is not done by BLAS (it is many times
-slower than float32), and emulated bf16 does float32 work plus the rounding. What mixed precision
+On this CPU neither is faster: NumPy's float16 matmul is not done by BLAS (a tiny LLaMA step is
+~100x slower than in float32), and emulated bf16 does float32 work plus the rounding (~1.3x slower,
+and the rounded weight copies add memory; docs/chapter6.md has the measurements). The Trainer
+uses both through ``TrainConfig(bf16=True)`` / ``fp16=True`` (the CLI's ``--bf16`` / ``--fp16``). What mixed precision
 buys here is understanding -- on a GPU with tensor cores it buys 2-8x speed and half the memory.
 ``tests/test_amp.py`` checks the scaler's state machine on injected overflows and that short runs
 in fp16 and bf16 land within a stated tolerance of float32.
@@ -199,8 +201,11 @@ class MixedPrecision:
         for p in self.params:
             p.data = self._low(p.data)
             p.grad = None
+        # float16 overflows are expected (a too-large loss scale) and caught by GradScaler: no NumPy warnings
+        quiet = np.errstate(over="ignore", invalid="ignore") if self.dtype == "float16" else contextlib.nullcontext()
         try:
-            yield self
+            with quiet:
+                yield self
         finally:
             for p, master, old in zip(self.params, self._master, before):
                 p.data = master

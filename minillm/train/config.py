@@ -65,10 +65,18 @@ class TrainConfig:
     plot: bool = True  # loss_curve.png at each evaluation (needs matplotlib; skipped without it)
     overwrite: bool = False  # a fresh run may replace the run already in out_dir (else it is refused)
 
+    # mixed precision (TrainingArguments' names; the book's pretraining script passes --bf16). The
+    # optimizer keeps float32 master weights either way, so checkpoints are the same files; a run may
+    # change precision when it resumes. On a CPU neither is faster: see minillm/train/amp.py.
+    bf16: bool = False  # forward/backward on weights and gradients rounded to bfloat16 (emulated); no loss scaling
+    fp16: bool = False  # forward/backward in NumPy float16 with dynamic loss scaling (GradScaler); very slow on CPU
+
     def __post_init__(self):
-        for name in ("progress", "plot", "overwrite"):
+        for name in ("progress", "plot", "overwrite", "bf16", "fp16"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"TrainConfig.{name} must be True or False, got {getattr(self, name)!r}")
+        if self.bf16 and self.fp16:
+            raise ValueError("TrainConfig: bf16 and fp16 are both True; choose one precision")
         self.betas = tuple(self.betas)
         positive = ("max_steps", "grad_accum_steps", "keep_last", "log_interval")
         for name in positive:
@@ -107,6 +115,11 @@ class TrainConfig:
                 "TrainConfig.weight_decay, eps and grad_clip must be >= 0, got "
                 f"{self.weight_decay}, {self.eps}, {self.grad_clip}"
             )
+
+    @property
+    def mixed_precision(self) -> Optional[str]:
+        """``"bfloat16"``, ``"float16"`` or None (float32 throughout)."""
+        return "bfloat16" if self.bf16 else "float16" if self.fp16 else None
 
     @property
     def decay_steps(self) -> int:

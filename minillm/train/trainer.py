@@ -20,9 +20,14 @@ AdamW moments and step counts, the schedule position, minillm's RNG state (dropo
 the data loader's position -- so a run stopped at step k and resumed computes exactly
 the same losses as one that never stopped (``tests/test_train.py`` checks this).
 
+**Mixed precision** (``TrainConfig(bf16=True)`` or ``fp16=True``, the CLI's ``--bf16``/``--fp16``):
+each micro-batch's forward and backward run inside ``MixedPrecision.autocast()`` on low-precision
+copies of the float32 master weights; fp16 also scales the loss and skips an update whose
+gradients overflowed (``GradScaler``). See ``amp.py`` for what it costs on a CPU.
+
 Data parallel on N MPI ranks (6.1.5) is ``minillm.distributed.DistributedTrainer``, which fills in
-this class's four seams (``is_world_process_zero``, ``_prepare_out_dir``, ``_reduce_step_stats``,
-``_clip_and_step``); the training loop itself is the same on one process and on N.
+this class's five seams (``is_world_process_zero``, ``_prepare_out_dir``, ``_loss_weight``,
+``_reduce_step_stats``, ``_clip_and_step``); the training loop itself is the same on one process and on N.
 
     trainer = Trainer(model, None, train_loader, val_loader, TrainConfig(out_dir="out", max_steps=2000))
     trainer.resume()      # continue from out/checkpoints/step_* if there is one
@@ -30,6 +35,7 @@ this class's four seams (``is_world_process_zero``, ``_prepare_out_dir``, ``_red
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -55,6 +61,7 @@ from ..optim.serialization import to_json_value
 from ..random import get_rng_state, manual_seed, set_rng_state
 from ..tensor import Tensor
 from ..io.guards import check_float_sources
+from .amp import GradScaler, MixedPrecision
 from .checkpoint import STATE_FILE, checkpoint_step, list_checkpoints, read_checkpoint
 from .checkpoint import save_checkpoint as _write_checkpoint
 from .config import RESUME_KEYS, TrainConfig
@@ -235,6 +242,10 @@ class Trainer:
                               eps=cfg.eps)
         self.optimizer = optimizer
         self.scheduler = make_scheduler(optimizer, cfg)
+        # mixed precision (TrainConfig.bf16 / fp16): low-precision copies of the float32 master weights
+        # in forward and backward; fp16 also scales the loss (GradScaler) so small gradients survive
+        self.amp = MixedPrecision(model, cfg.mixed_precision) if cfg.mixed_precision else None
+        self.scaler = GradScaler() if cfg.fp16 else None
         self.train_loader = train_loader
         self.val_loader = val_loader
         self.sample_fn = sample_fn
@@ -272,7 +283,7 @@ class Trainer:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     # ------------------------------------------------------------------ the seams a subclass may change
-    # ``minillm.distributed.DistributedTrainer`` overrides these four to train on N processes;
+    # ``minillm.distributed.DistributedTrainer`` overrides these five to train on N processes;
     # on one process they are the plain steps below, and the loop never knows the difference.
     def is_world_process_zero(self) -> bool:
         """True in the process that writes files, logs and evaluates (always, on one process)."""
@@ -293,12 +304,26 @@ class Trainer:
         atomic_write(os.path.join(cfg.out_dir, "config.json"),
                      json.dumps({"train": cfg.to_dict(), "model": model_config_dict(self.model)}, indent=1))
 
+    def _loss_weight(self, batch) -> float:
+        """What this process's micro-batch loss counts for in the global batch (1.0 on one process)."""
+        return 1.0
+
     def _reduce_step_stats(self, loss_sum: float, tokens: int) -> tuple:
         """The step's summed micro-batch losses and token count over the whole (global) batch."""
         return loss_sum, tokens
 
     def _clip_and_step(self, params: list, max_norm: float) -> float:
-        """Clip the accumulated gradients, update, forget them; returns the norm before clipping."""
+        """Clip the accumulated gradients, update, forget them; returns the norm before clipping.
+
+        fp16 (``self.scaler``): divide the gradients by the loss scale first, and skip the update
+        if any is inf/nan (the scaler then backs off), as ``torch.amp.GradScaler`` does."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # the true gradients (clipping needs them)
+            grad_norm = clip_grad_norm_(params, max_norm)  # inf/nan norm: nothing is scaled
+            self.scaler.step(self.optimizer)  # skipped on overflow
+            self.scaler.update()
+            self.optimizer.zero_grad()
+            return grad_norm
         grad_norm = clip_grad_norm_(params, max_norm)
         self.optimizer.step()
         self.optimizer.zero_grad()
@@ -335,14 +360,20 @@ class Trainer:
                 loss_sum, tokens = 0.0, 0
                 for _ in range(accum):
                     batch = next(self._batches)
-                    loss = self.compute_loss(batch)
-                    value = float(loss.item())
-                    if not math.isfinite(value):
-                        raise FloatingPointError(
-                            f"loss is {value} at step {self.step + 1}: lower the lr (now {lr:.3g}) or enable "
-                            f"grad_clip; the last good checkpoint is {self.last_checkpoint}"
-                        )
-                    (loss / accum).backward()  # grads of the mean loss over the accumulated batch
+                    with self.amp.autocast() if self.amp is not None else contextlib.nullcontext():
+                        loss = self.compute_loss(batch)
+                        weight = self._loss_weight(batch)
+                        if weight != 1.0:  # N ranks: a shard holding more target tokens counts for more
+                            loss = loss * weight
+                        value = float(loss.item())
+                        if not math.isfinite(value):
+                            raise FloatingPointError(
+                                f"loss is {value} at step {self.step + 1}: lower the lr (now {lr:.3g}) or enable "
+                                f"grad_clip; the last good checkpoint is {self.last_checkpoint}"
+                            )
+                        if self.scaler is not None:
+                            loss = self.scaler.scale(loss)  # fp16: gradients scale x larger, above float16's underflow
+                        (loss / accum).backward()  # grads of the mean loss over the accumulated batch
                     loss_sum += value
                     for k, v in self._last_metrics.items():
                         window["extra"][k] = window["extra"].get(k, 0.0) + v / accum
@@ -373,6 +404,8 @@ class Trainer:
                         "grad_norm": grad_norm, "tokens_per_sec": tok_per_sec, "tokens_seen": self.tokens_seen,
                         **{k: v / window["steps"] for k, v in window["extra"].items()},
                     }
+                    if self.scaler is not None:  # fp16: the loss scale now, and the updates skipped on overflow
+                        result.update(loss_scale=self.scaler.get_scale(), skipped_steps=self.scaler.skipped_steps)
                     if self.is_world_process_zero():
                         self.metrics.log(result)
                     window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0, "extra": {}}
@@ -472,6 +505,8 @@ class Trainer:
             "tokens_seen": self.tokens_seen,
             "best_val_loss": self.best_val_loss if math.isfinite(self.best_val_loss) else None,
         }
+        if self.scaler is not None:  # fp16: the loss scale and its growth counter, for an exact resume
+            state["grad_scaler"] = self.scaler.state_dict()
         path = _write_checkpoint(self.config.out_dir, self.step, model_arrays, opt_arrays, to_json_value(state),
                                  keep_last=self.config.keep_last)
         self.last_checkpoint = path
@@ -605,6 +640,8 @@ class Trainer:
         for group, h in zip(self.optimizer.param_groups, hyper):
             group.update(h)
         self.model.load_state_dict(plan["model"], strict=True)  # names, shapes and dtypes were checked
+        if self.scaler is not None and isinstance(state.get("grad_scaler"), dict):
+            self.scaler.load_state_dict(state["grad_scaler"])  # absent (a bf16/fp32 run's checkpoint): start fresh
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), "last_step": state["scheduler"]["last_step"]})
         self.step = state["step"]
         self.tokens_seen = state.get("tokens_seen", 0)
@@ -695,6 +732,10 @@ def _check_state_fields(state: dict, where: str, dir_step: Optional[int]) -> Non
     if state.get("train_batches_per_epoch") is not None:
         nonneg_int(state["train_batches_per_epoch"], "train_batches_per_epoch")
     nonneg_int(state.get("tokens_seen", 0), "tokens_seen")
+    scaler = state.get("grad_scaler")
+    if scaler is not None and not (isinstance(scaler, dict) and isinstance(scaler.get("scale"), (int, float))
+                                   and isinstance(scaler.get("_growth_tracker"), int)):
+        raise ValueError(f"{where}: field 'grad_scaler' must hold a numeric 'scale' and '_growth_tracker', got {scaler!r}"[:300])
     best = state.get("best_val_loss")
     if best is not None and (not isinstance(best, (int, float)) or isinstance(best, bool)):
         raise ValueError(f"{where}: field 'best_val_loss' must be a number or null, got {best!r}")
