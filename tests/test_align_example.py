@@ -36,12 +36,15 @@ def test_align_quick_runs_end_to_end(tmp_path):
         return subprocess.run([sys.executable, "-m", "minillm", *argv], capture_output=True, text=True, env=env,
                               timeout=600, cwd=str(tmp_path))
 
-    r = cli("reward", "--model", model, "--out", str(tmp_path / "rm"), *pairs, *small)
+    # --bf16 rides along (mixed precision in the Trainer; the saved weights stay float32)
+    r = cli("reward", "--model", model, "--out", str(tmp_path / "rm"), *pairs, *small, "--bf16")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "held-out pairwise accuracy" in r.stdout and (tmp_path / "rm" / "model" / "score.safetensors").exists()
-    r = cli("dpo", "--model", model, "--out", str(tmp_path / "dpo"), *pairs, *small, "--eval-limit", "4", "--lora")
+    r = cli("dpo", "--model", model, "--out", str(tmp_path / "dpo"), *pairs, *small, "--eval-limit", "4", "--lora", "--bf16")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "DPO" in r.stdout and (tmp_path / "dpo" / "model" / "model.safetensors").exists()
+    from safetensors.numpy import load_file
+    assert {a.dtype.name for a in load_file(str(tmp_path / "dpo" / "model" / "model.safetensors")).values()} == {"float32"}
     r = cli("ppo", "--model", model, "--reward-model", str(tmp_path / "rm" / "model"), "--out", str(tmp_path / "ppo"),
             "--iters", "1", "--batch-size", "4", "--n-prompts", "8", "--eval-limit", "4")
     assert r.returncode == 0, r.stderr[-2000:]
