@@ -312,7 +312,12 @@ def _heap_pop(heap, size):
     top = heap[0]
     size -= 1
     heap[0] = heap[size]
-    i = 0
+    _sift_down(heap, size, 0)
+    return top, size
+
+
+@register_jitable
+def _sift_down(heap, size, i):
     while True:
         left = 2 * i + 1
         if left >= size:
@@ -326,20 +331,73 @@ def _heap_pop(heap, size):
         heap[child] = heap[i]
         heap[i] = tmp
         i = child
-    return top, size
+
+
+@register_jitable
+def _merge_chunk(sym, nxt, prv, heap, n, keys, ranks, mask, new_ids, out, o):
+    """BPE-merge the ``n`` byte ids in ``sym[:n]`` (lowest rank first) and write the
+    resulting ids to ``out[o:]``; returns the new write position.
+
+    A min-heap of ``(rank, position)`` picks the next merge and a doubly linked list
+    removes the right token of each merged pair, so a chunk of n bytes costs O(n log n)
+    (the plain loop in ``encode_naive`` is O(n^2)). Stale heap entries are skipped when
+    popped, as in Hugging Face ``tokenizers`` (``Word::merge_all``), which this reproduces
+    exactly. ``nxt``, ``prv`` (n) and ``heap`` (3n + 3) are scratch space.
+    """
+    if n <= 1:
+        for i in range(n):
+            out[o] = sym[i]
+            o += 1
+        return o
+    for i in range(n):
+        prv[i] = i - 1
+        nxt[i] = i + 1
+    nxt[n - 1] = -1
+    size = 0
+    for i in range(n - 1):
+        r = _lookup(keys, ranks, mask, sym[i], sym[i + 1])
+        if r >= 0:
+            heap[size] = (r << np.int64(32)) | np.int64(i)
+            size += 1
+    for i in range(size // 2 - 1, -1, -1):  # heapify in O(n): the entries are distinct, so the pops are the same
+        _sift_down(heap, size, i)
+    while size > 0:
+        top, size = _heap_pop(heap, size)
+        r = top >> np.int64(32)
+        i = top & np.int64(_LOW32)
+        if sym[i] < 0 or nxt[i] < 0:
+            continue  # the left token was merged away, or has no right neighbour
+        j = nxt[i]
+        cur = _lookup(keys, ranks, mask, sym[i], sym[j])
+        if cur < 0 or new_ids[cur] != new_ids[r]:
+            continue  # stale: this pair changed since the entry was pushed
+        sym[i] = new_ids[r]
+        sym[j] = -1
+        k = nxt[j]
+        nxt[i] = k
+        if k >= 0:
+            prv[k] = i
+            r2 = _lookup(keys, ranks, mask, sym[i], sym[k])
+            if r2 >= 0:
+                size = _heap_push(heap, size, (r2 << np.int64(32)) | np.int64(i))
+        p = prv[i]
+        if p >= 0:
+            r2 = _lookup(keys, ranks, mask, sym[p], sym[i])
+            if r2 >= 0:
+                size = _heap_push(heap, size, (r2 << np.int64(32)) | np.int64(p))
+    i = 0  # position 0 is never removed: merges remove the right token
+    while i >= 0:
+        out[o] = sym[i]
+        o += 1
+        i = nxt[i]
+    return o
 
 
 @njit(cache=True)
 def bpe_encode_chunks(sym_in, offsets, keys, ranks, mask, new_ids):
-    """Apply the merges, lowest rank first, to each chunk independently.
+    """Apply the merges, lowest rank first, to each chunk independently (``_merge_chunk``).
 
     ``sym_in[offsets[c]:offsets[c + 1]]`` are the byte ids of chunk ``c``.
-    Within a chunk a min-heap of ``(rank, position)`` picks the next merge and a
-    doubly linked list removes the right token of each merged pair, so a chunk
-    of n bytes costs O(n log n) (the plain loop in ``encode_naive`` is O(n^2)).
-    Stale heap entries are skipped when popped, as in Hugging Face
-    ``tokenizers`` (``Word::merge_all``), which this reproduces exactly.
-
     Returns ``(out, out_offsets)`` in the same layout as the input.
     """
     n_chunks = len(offsets) - 1
@@ -357,49 +415,8 @@ def bpe_encode_chunks(sym_in, offsets, keys, ranks, mask, new_ids):
         s = offsets[c]
         n = offsets[c + 1] - s
         out_offsets[c] = o
-        if n <= 1:
-            for i in range(n):
-                out[o] = sym_in[s + i]
-                o += 1
-            continue
         for i in range(n):
             sym[i] = sym_in[s + i]
-            prv[i] = i - 1
-            nxt[i] = i + 1
-        nxt[n - 1] = -1
-        size = 0
-        for i in range(n - 1):
-            r = _lookup(keys, ranks, mask, sym[i], sym[i + 1])
-            if r >= 0:
-                size = _heap_push(heap, size, (r << np.int64(32)) | np.int64(i))
-        while size > 0:
-            top, size = _heap_pop(heap, size)
-            r = top >> np.int64(32)
-            i = top & np.int64(_LOW32)
-            if sym[i] < 0 or nxt[i] < 0:
-                continue  # the left token was merged away, or has no right neighbour
-            j = nxt[i]
-            cur = _lookup(keys, ranks, mask, sym[i], sym[j])
-            if cur < 0 or new_ids[cur] != new_ids[r]:
-                continue  # stale: this pair changed since the entry was pushed
-            sym[i] = new_ids[r]
-            sym[j] = -1
-            k = nxt[j]
-            nxt[i] = k
-            if k >= 0:
-                prv[k] = i
-                r2 = _lookup(keys, ranks, mask, sym[i], sym[k])
-                if r2 >= 0:
-                    size = _heap_push(heap, size, (r2 << np.int64(32)) | np.int64(i))
-            p = prv[i]
-            if p >= 0:
-                r2 = _lookup(keys, ranks, mask, sym[p], sym[i])
-                if r2 >= 0:
-                    size = _heap_push(heap, size, (r2 << np.int64(32)) | np.int64(p))
-        i = 0  # position 0 is never removed: merges remove the right token
-        while i >= 0:
-            out[o] = sym[i]
-            o += 1
-            i = nxt[i]
+        o = _merge_chunk(sym, nxt, prv, heap, n, keys, ranks, mask, new_ids, out, o)
     out_offsets[n_chunks] = o
     return out[:o].copy(), out_offsets

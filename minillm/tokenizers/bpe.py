@@ -54,6 +54,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import regex
 
+from . import _fast_encode as FE
 from . import _kernels as K
 from .base import _AUTO, DEFAULT_SPECIAL_TOKENS, Tokenizer
 from .hf_json import (
@@ -342,7 +343,10 @@ class BPETokenizer(Tokenizer):
             b if b is not None else self._special_ids[i].encode("utf-8") for i, b in enumerate(self._id_to_bytes)
         ]
         self._decode_bytes_skip = [b if b is not None else b"" for b in self._id_to_bytes]
-        self._cache: dict[str, tuple[int, ...]] = {}
+        self._cache: dict[str, tuple[int, ...]] = {}  # the readable path's chunk cache
+        # The compiled whole-text encoder (``_fast_encode``) knows this project's patterns only.
+        self._fast_mode = {GPT4_PATTERN: FE.MODE_GPT4, DIGITS_PATTERN: FE.MODE_DIGITS, GPT2_PATTERN: FE.MODE_GPT2}.get(pattern)
+        self._fast_cache: FE.EncodeCache | None = None  # its chunk cache, made on first use
 
     # ------------------------------------------------------------------ #
     # Vocabulary
@@ -442,6 +446,27 @@ class BPETokenizer(Tokenizer):
         return [tuple(flat[off[i] : off[i + 1]]) for i in range(len(chunks))]
 
     def _encode_ordinary(self, text: str) -> list[int]:
+        if self._fast_mode is not None and K.use_numba():
+            return self._encode_ordinary_compiled(text)
+        return self._encode_ordinary_readable(text)
+
+    def _encode_ordinary_compiled(self, text: str) -> list[int]:
+        """The same ids as ``_encode_ordinary_readable`` (tested), in one compiled call:
+        scanner, cache and merges all in ``_fast_encode.encode_text``."""
+        text = self._normalize(text)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"text contains a lone surrogate {e.object[e.start:e.end]!r}, which is not valid Unicode "
+                             f"and cannot be encoded as UTF-8") from None
+        if self._fast_cache is None:  # first use: the cache, and the kernel's arguments once for all calls
+            self._fast_cache = FE.EncodeCache(self.cache_size)
+            self._fast_args = (FE.char_table(), self._fast_mode, self._byte_ids, *self._table, self._merge_new,
+                               FE.EncodeCache.max_chunk, *self._fast_cache.arrays())
+        return FE.encode_text(np.frombuffer(data, np.uint8), *self._fast_args).tolist()
+
+    def _encode_ordinary_readable(self, text: str) -> list[int]:
+        """Pre-tokenize with ``regex``, look each chunk up in a dict, merge the misses."""
         chunks = self._pretokenize(text)
         cache = self._cache
         misses = dict.fromkeys(c for c in chunks if c not in cache)
