@@ -125,6 +125,18 @@ def test_fast_training_equals_naive_on_sample(corpus):
     assert fast._merges == naive._merges
 
 
+def test_compiled_merge_loop_equals_readable_loop(corpus, monkeypatch):
+    """Training's compiled loop (state in arrays, grown from 1024 entries while it runs) learns
+    the readable loop's merges."""
+    from minillm.tokenizers import bpe as bpe_module
+
+    text = corpus[:60_000] + "aaaaaaaaaaaa " * 30
+    compiled = BPETokenizer.train([text], 6 + 256 + 400, show_progress=False)
+    monkeypatch.setattr(bpe_module, "_merge_loop_compiled", bpe_module._merge_loop_readable)
+    readable = BPETokenizer.train([text], 6 + 256 + 400, show_progress=False)
+    assert compiled._merges == readable._merges and len(compiled._merges) >= 390
+
+
 def test_encode_equals_naive_encoder(bpe, corpus):
     tail = corpus[-30_000:]
     assert bpe.encode(tail) == encode_naive(bpe, tail)

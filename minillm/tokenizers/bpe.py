@@ -509,8 +509,6 @@ class BPETokenizer(Tokenizer):
         out before counting.  ``texts`` may be any iterable (a generator that
         streams a large file is fine: only the distinct chunks are kept).
         """
-        from tqdm.auto import tqdm
-
         tok = cls(special_tokens=special_tokens, pattern=pattern, normalization=normalization, **kwargs)
         if not isinstance(vocab_size, (int, np.integer)) or vocab_size < tok.vocab_size:
             raise ValueError(f"vocab_size={vocab_size!r} is too small: the special tokens and 256 bytes already "
@@ -533,63 +531,9 @@ class BPETokenizer(Tokenizer):
         freqs = np.array([freq_list[i] for i in keep], dtype=np.int64)
         del words, freq_list, word_counts
 
-        keys, totals, offsets, owners = K.kernel(K.initial_pair_stats)(ids, starts, lens, freqs)
-        counts: dict[int, int] = dict(zip(keys.tolist(), totals.tolist()))
-        off = offsets.tolist()
-        where: dict[int, np.ndarray] = {k: owners[off[i] : off[i + 1]] for i, k in enumerate(keys.tolist())}
-        heap = [(-c, k) for k, c in counts.items() if c >= min_frequency]
-        heapq.heapify(heap)  # (-count, key): the largest count, then the smallest pair, pops first
-
-        # 4-5. merge loop
-        id_to_bytes = list(tok._id_to_bytes)
-        bytes_to_id = dict(tok._bytes_to_id)
-        special_bytes = {s.encode("utf-8") for s in tok._special_tokens}
-        merges: list[tuple[int, int, int]] = []
-        done: set[int] = set()
-        banned: set[int] = set()
-        merge_words = K.kernel(K.merge_pair_in_words)
-        bar = tqdm(total=vocab_size - len(id_to_bytes), desc="BPE merges", disable=not show_progress, leave=False)
-        while len(id_to_bytes) < vocab_size and heap:
-            neg, key = heapq.heappop(heap)
-            count = counts.get(key, 0)
-            if count != -neg:  # stale entry: counts changed since it was pushed
-                if count >= min_frequency:
-                    heapq.heappush(heap, (-count, key))
-                continue
-            if key in done or key in banned:
-                continue
-            a, b = key >> 32, key & 0xFFFFFFFF
-            data = id_to_bytes[a] + id_to_bytes[b]
-            if data in special_bytes:  # never learn a token that spells a special token
-                banned.add(key)
-                continue
-            new_id = bytes_to_id.get(data)
-            if new_id is None:  # a string reached by a second merge path keeps its first id
-                new_id = len(id_to_bytes)
-                id_to_bytes.append(data)
-                bytes_to_id[data] = new_id
-                bar.update(1)
-            merges.append((a, b, new_id))
-            done.add(key)
-            changed, deltas, new_keys, new_off, new_words = merge_words(
-                ids, starts, lens, freqs, where.pop(key), a, b, new_id
-            )
-            for k, d in zip(changed.tolist(), deltas.tolist()):
-                if d:
-                    c = counts.get(k, 0) + d
-                    if c:
-                        counts[k] = c
-                    else:
-                        del counts[k]
-            new_off = new_off.tolist()
-            for i, k in enumerate(new_keys.tolist()):
-                ws = new_words[new_off[i] : new_off[i + 1]]
-                old = where.get(k)
-                where[k] = ws if old is None else np.union1d(old, ws)
-                c = counts.get(k, 0)
-                if c >= min_frequency:
-                    heapq.heappush(heap, (-c, k))
-        bar.close()
+        # 4-5. merge loop: compiled (the state stays in arrays), or the readable twin
+        merge_loop = _merge_loop_compiled if K.use_numba() else _merge_loop_readable
+        merges = merge_loop(tok, ids, starts, lens, freqs, vocab_size, min_frequency, show_progress)
         return cls(merges, special_tokens=tok._special_tokens, pattern=pattern, normalization=normalization,
                    byte_ids=tok._byte_ids.tolist(), **kwargs)
 
@@ -712,3 +656,147 @@ class BPETokenizer(Tokenizer):
             text = self._decode_bytes[i].decode("utf-8", errors="backslashreplace")
             vocab.append(f"{i}\t{self._hf_token(i)}\t{text!r}")
         return {"merges.txt": "\n".join(merges) + "\n", "vocab.txt": "\n".join(vocab) + "\n"}
+
+
+# --------------------------------------------------------------------------- #
+# Training's merge loop (steps 3-5 of the module docstring), two ways
+# --------------------------------------------------------------------------- #
+class _NewIds:
+    """Ids of merged strings while training: a string reached by a second merge path keeps
+    its first id, and a merge that would spell a special token is refused."""
+
+    def __init__(self, tok: BPETokenizer, vocab_size: int, show_progress: bool):
+        from tqdm.auto import tqdm
+
+        self.id_to_bytes = list(tok._id_to_bytes)
+        self.bytes_to_id = dict(tok._bytes_to_id)
+        self.special_bytes = {s.encode("utf-8") for s in tok._special_tokens}
+        self.vocab_size = vocab_size
+        self.bar = tqdm(total=vocab_size - len(self.id_to_bytes), desc="BPE merges", disable=not show_progress,
+                        leave=False)
+
+    def full(self) -> bool:
+        return len(self.id_to_bytes) >= self.vocab_size
+
+    def new_id(self, a: int, b: int) -> int | None:
+        """The id of ``a`` merged with ``b``, or None when the result spells a special token."""
+        data = self.id_to_bytes[a] + self.id_to_bytes[b]
+        if data in self.special_bytes:
+            return None
+        new_id = self.bytes_to_id.get(data)
+        if new_id is None:
+            new_id = len(self.id_to_bytes)
+            self.id_to_bytes.append(data)
+            self.bytes_to_id[data] = new_id
+            self.bar.update(1)
+        return new_id
+
+
+def _merge_loop_readable(tok, ids, starts, lens, freqs, vocab_size, min_frequency, show_progress):
+    """Counts in a dict, the pair -> words index as arrays, ``heapq`` for the next pair; the
+    kernels hand each merge's count changes back to Python. Same merges as ``_merge_loop_compiled``."""
+    keys, totals, offsets, owners = K.kernel(K.initial_pair_stats)(ids, starts, lens, freqs)
+    counts: dict[int, int] = dict(zip(keys.tolist(), totals.tolist()))
+    off = offsets.tolist()
+    where: dict[int, np.ndarray] = {k: owners[off[i] : off[i + 1]] for i, k in enumerate(keys.tolist())}
+    heap = [(-c, k) for k, c in counts.items() if c >= min_frequency]
+    heapq.heapify(heap)  # (-count, key): the largest count, then the smallest pair, pops first
+    new_ids = _NewIds(tok, vocab_size, show_progress)
+    merges: list[tuple[int, int, int]] = []
+    done: set[int] = set()
+    banned: set[int] = set()
+    merge_words = K.kernel(K.merge_pair_in_words)
+    while not new_ids.full() and heap:
+        neg, key = heapq.heappop(heap)
+        count = counts.get(key, 0)
+        if count != -neg:  # stale entry: counts changed since it was pushed
+            if count >= min_frequency:
+                heapq.heappush(heap, (-count, key))
+            continue
+        if key in done or key in banned:
+            continue
+        a, b = key >> 32, key & 0xFFFFFFFF
+        new_id = new_ids.new_id(a, b)
+        if new_id is None:
+            banned.add(key)
+            continue
+        merges.append((a, b, new_id))
+        done.add(key)
+        changed, deltas, new_keys, new_off, new_words = merge_words(ids, starts, lens, freqs, where.pop(key), a, b, new_id)
+        for k, d in zip(changed.tolist(), deltas.tolist()):
+            if d:
+                c = counts.get(k, 0) + d
+                if c:
+                    counts[k] = c
+                else:
+                    del counts[k]
+        new_off = new_off.tolist()
+        for i, k in enumerate(new_keys.tolist()):
+            ws = new_words[new_off[i] : new_off[i + 1]]
+            old = where.get(k)
+            where[k] = ws if old is None else np.union1d(old, ws)
+            c = counts.get(k, 0)
+            if c >= min_frequency:
+                heapq.heappush(heap, (-c, k))
+    new_ids.bar.close()
+    return merges
+
+
+def _merge_loop_compiled(tok, ids, starts, lens, freqs, vocab_size, min_frequency, show_progress):
+    """The same loop with counts, index and heap in arrays that ``K.train_init`` /
+    ``K.train_step`` update in place: Python only names the new ids (one call per merge)."""
+    total = int(np.maximum(lens - 1, 0).sum())
+    size = max(1024, min(total, 1 << 16))
+    state = _TrainState(size, size, size)
+    while K.train_init(ids, starts, lens, freqs, *state.arrays(), min_frequency) == -2:
+        state.grow()
+    new_ids = _NewIds(tok, vocab_size, show_progress)
+    merges: list[tuple[int, int, int]] = []
+    merge_key = ban_key = new_id = -1
+    while True:
+        key = K.train_step(ids, starts, lens, freqs, *state.arrays(), min_frequency, merge_key, new_id, ban_key)
+        if key == -2:  # an array is full: grow it and repeat the same step
+            state.grow()
+            continue
+        merge_key = ban_key = new_id = -1
+        if key < 0 or new_ids.full():
+            break
+        a, b = key >> 32, key & 0xFFFFFFFF
+        nid = new_ids.new_id(a, b)
+        if nid is None:
+            ban_key = key
+            continue
+        merges.append((a, b, nid))
+        merge_key, new_id = key, nid
+        if new_ids.full():
+            break  # the last merge need not be applied to the words
+    new_ids.bar.close()
+    return merges
+
+
+class _TrainState:
+    """The arrays of the compiled merge loop (layout in ``_kernels``), doubled when full."""
+
+    def __init__(self, n_pairs: int, n_where: int, n_heap: int):
+        self.slots = np.zeros(_pow2(2 * n_pairs), np.int64)
+        self.pairs = np.zeros((n_pairs, 6), np.int64)
+        self.where = np.zeros((n_where, 2), np.int64)
+        self.heap = np.zeros((n_heap, 2), np.int64)
+        self.meta = np.zeros(5, np.int64)
+
+    def arrays(self):
+        return self.slots, self.pairs, self.where, self.heap, self.meta
+
+    def grow(self) -> None:
+        def doubled(a):
+            out = np.zeros((2 * len(a),) + a.shape[1:], a.dtype)
+            out[: len(a)] = a
+            return out
+
+        self.pairs, self.where, self.heap = doubled(self.pairs), doubled(self.where), doubled(self.heap)
+        self.slots = np.zeros(_pow2(2 * len(self.pairs)), np.int64)
+        K.rehash_pairs(self.slots, self.pairs, self.meta)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(4, int(n - 1).bit_length())
