@@ -438,10 +438,11 @@ def bpe_encode_chunks(sym_in, offsets, keys, ranks, mask, new_ids):
 #   heap   (Hc, 2)  (count, key); the largest count, then the smallest key, on top. Lazy, as
 #                   in ``BPETokenizer.train``: a popped entry whose count is out of date goes
 #                   back with its real count.
-#   meta   (5,)     pairs used, where entries used, heap size, next word to index, merges done
+#   meta   (8,)     pairs used, where entries used, heap size, next word to index, merges done,
+#                   and the sizes of pairs / where / heap the refused call needed
 #
-# When an array is too small a kernel returns -2 before changing anything; Python doubles it
-# (``grow_train_state``) and calls again.
+# When an array is too small a kernel records the sizes it needs, returns -2 before changing
+# anything, and Python grows what is short (``bpe._TrainState.grow``) and calls again.
 _P_KEY, _P_COUNT, _P_HEAD, _P_LAST, _P_FLAG, _P_STAMP = 0, 1, 2, 3, 4, 5
 
 
@@ -527,6 +528,15 @@ def _max_push(heap, meta, count, key):
         i = parent
 
 
+@register_jitable
+def _refuse(meta, n_pairs, n_where, n_heap):
+    """Record the array sizes a call needs and return -2 (grow, then call again)."""
+    meta[5] = n_pairs
+    meta[6] = n_where
+    meta[7] = n_heap
+    return -2
+
+
 @njit(cache=True)
 def rehash_pairs(slots, pairs, meta):
     """Fill an empty (larger) ``slots`` from the pairs (after ``grow_train_state``)."""
@@ -542,7 +552,7 @@ def train_init(ids, starts, lens, freqs, slots, pairs, where, heap, meta, min_fr
     for w in range(meta[3], len(starts)):
         n = lens[w]
         if meta[0] + n > len(pairs) or meta[1] + n > len(where) or 2 * meta[0] + 2 * n > len(slots):
-            return -2
+            return _refuse(meta, meta[0] + n, meta[1] + n, 0)
         s = starts[w]
         for i in range(n - 1):
             p = _pair_add(slots, pairs, meta, pair_key(ids[s + i], ids[s + i + 1]))
@@ -550,7 +560,7 @@ def train_init(ids, starts, lens, freqs, slots, pairs, where, heap, meta, min_fr
             _where_add(pairs, where, meta, p, w)
         meta[3] = w + 1
     if len(heap) < meta[0]:
-        return -2
+        return _refuse(meta, 0, 0, meta[0])
     meta[2] = 0
     for p in range(meta[0]):
         if pairs[p, _P_COUNT] >= min_frequency:
@@ -571,16 +581,24 @@ def train_step(ids, starts, lens, freqs, slots, pairs, where, heap, meta, min_fr
     ``min_frequency`` occurrences, or -2 (nothing changed) when an array must grow first."""
     if merge_key >= 0:
         pm = slots[_pair_slot(slots, pairs, merge_key)] - 1
-        bound = 0  # tokens of the listed words: a bound on the new pairs, entries and pushes
+        a = merge_key >> np.int64(32)
+        b = merge_key & np.int64(_LOW32)
+        bound = 0  # 2 x the occurrences: a bound on the new pairs, index entries and pushes
         e = pairs[pm, _P_HEAD]
         while e >= 0:
-            bound += lens[where[e, 0]]
+            w = where[e, 0]
+            s = starts[w]
+            i = 0
+            while i < lens[w] - 1:
+                if ids[s + i] == a and ids[s + i + 1] == b:
+                    bound += 2
+                    i += 2
+                else:
+                    i += 1
             e = where[e, 1]
         if (meta[0] + bound > len(pairs) or meta[1] + bound > len(where) or meta[2] + bound > len(heap)
                 or 2 * (meta[0] + bound) > len(slots)):
-            return -2
-        a = merge_key >> np.int64(32)
-        b = merge_key & np.int64(_LOW32)
+            return _refuse(meta, meta[0] + bound, meta[1] + bound, meta[2] + bound)
         pairs[pm, _P_FLAG] = 1
         meta[4] += 1
         stamp = meta[4]

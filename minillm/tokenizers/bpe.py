@@ -745,9 +745,8 @@ def _merge_loop_readable(tok, ids, starts, lens, freqs, vocab_size, min_frequenc
 def _merge_loop_compiled(tok, ids, starts, lens, freqs, vocab_size, min_frequency, show_progress):
     """The same loop with counts, index and heap in arrays that ``K.train_init`` /
     ``K.train_step`` update in place: Python only names the new ids (one call per merge)."""
-    total = int(np.maximum(lens - 1, 0).sum())
-    size = max(1024, min(total, 1 << 16))
-    state = _TrainState(size, size, size)
+    total = int(np.maximum(lens - 1, 0).sum())  # pair occurrences in the distinct words: the index's first size
+    state = _TrainState(1 << 12, total + 1024, 1 << 12)
     while K.train_init(ids, starts, lens, freqs, *state.arrays(), min_frequency) == -2:
         state.grow()
     new_ids = _NewIds(tok, vocab_size, show_progress)
@@ -775,27 +774,36 @@ def _merge_loop_compiled(tok, ids, starts, lens, freqs, vocab_size, min_frequenc
 
 
 class _TrainState:
-    """The arrays of the compiled merge loop (layout in ``_kernels``), doubled when full."""
+    """The arrays of the compiled merge loop (layout in ``_kernels``), grown when a kernel
+    reports it needs more room."""
 
     def __init__(self, n_pairs: int, n_where: int, n_heap: int):
         self.slots = np.zeros(_pow2(2 * n_pairs), np.int64)
         self.pairs = np.zeros((n_pairs, 6), np.int64)
         self.where = np.zeros((n_where, 2), np.int64)
         self.heap = np.zeros((n_heap, 2), np.int64)
-        self.meta = np.zeros(5, np.int64)
+        self.meta = np.zeros(8, np.int64)
 
     def arrays(self):
         return self.slots, self.pairs, self.where, self.heap, self.meta
 
     def grow(self) -> None:
-        def doubled(a):
-            out = np.zeros((2 * len(a),) + a.shape[1:], a.dtype)
+        """Grow each array the refused call found too small (to at least twice its size)."""
+
+        def grown(a, need):
+            if need <= len(a):
+                return a
+            out = np.zeros((max(need, 2 * len(a)),) + a.shape[1:], a.dtype)
             out[: len(a)] = a
             return out
 
-        self.pairs, self.where, self.heap = doubled(self.pairs), doubled(self.where), doubled(self.heap)
-        self.slots = np.zeros(_pow2(2 * len(self.pairs)), np.int64)
-        K.rehash_pairs(self.slots, self.pairs, self.meta)
+        need_pairs, need_where, need_heap = self.meta[5:8].tolist()
+        self.where, self.heap = grown(self.where, need_where), grown(self.heap, need_heap)
+        pairs = grown(self.pairs, need_pairs)
+        if pairs is not self.pairs or 2 * need_pairs > len(self.slots):
+            self.pairs = pairs
+            self.slots = np.zeros(_pow2(2 * max(len(pairs), need_pairs)), np.int64)
+            K.rehash_pairs(self.slots, self.pairs, self.meta)
 
 
 def _pow2(n: int) -> int:
