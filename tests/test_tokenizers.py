@@ -27,6 +27,7 @@ from minillm.tokenizers import (
     merge,
     train_naive,
 )
+from minillm.tokenizers import _fast_encode as FE
 from minillm.tokenizers import _kernels as K
 from minillm.tokenizers.corpus import iter_texts, sample_corpus
 
@@ -135,6 +136,27 @@ def test_compiled_merge_loop_equals_readable_loop(corpus, monkeypatch):
     monkeypatch.setattr(bpe_module, "_merge_loop_compiled", bpe_module._merge_loop_readable)
     readable = BPETokenizer.train([text], 6 + 256 + 400, show_progress=False)
     assert compiled._merges == readable._merges and len(compiled._merges) >= 390
+
+
+def test_compiled_word_counts_equal_counter(corpus):
+    """Training's compiled chunk counter (hash table over bytes, grown from a tiny size while it
+    runs) finds the words and counts the Counter path finds, special tokens cut out."""
+    tok = BPETokenizer()
+    texts = [corpus[:30_000], MIXED + "<|im_end|>" + MIXED, "".join(TRICKY) * 3, ""]
+
+    def words(arrays):
+        ids, starts, lens, freqs = arrays
+        return sorted((tuple(ids[s : s + n].tolist()), f) for s, n, f in zip(starts, lens, freqs))
+
+    counts = FE.ChunkCounts(entries=16, data=64)  # forces many resumes
+    small = FE.ChunkCounts
+    try:
+        FE.ChunkCounts = lambda: counts
+        compiled = words(tok._word_arrays_compiled(texts, False))
+    finally:
+        FE.ChunkCounts = small
+    assert compiled == words(tok._word_arrays(texts, False))
+    assert len(compiled) > 1000
 
 
 def test_encode_equals_naive_encoder(bpe, corpus):

@@ -354,3 +354,103 @@ def encode_text(data, table, mode, byte_ids, keys, ranks, mask, new_ids, max_chu
         state[1] += n
         state[2] += n_ids
     return out[:o].copy()
+
+
+# --------------------------------------------------------------------------- #
+# Training: count the distinct chunks of a text without making Python strings
+# --------------------------------------------------------------------------- #
+class ChunkCounts:
+    """Distinct chunks and their counts, filled by ``count_chunks`` in place.
+
+    ``slots`` (power of two) holds entry + 1; entry e is ``meta[e] = (hash, start, length,
+    count)`` with its bytes at ``data[start:start + length]``, in order of first occurrence.
+    ``state`` = (entries, bytes used, entries needed, bytes needed)."""
+
+    def __init__(self, entries: int = 1 << 16, data: int = 1 << 21):
+        self.slots = np.zeros(1 << int(np.ceil(np.log2(2 * entries))), np.int64)
+        self.meta = np.zeros((entries, 4), np.int64)
+        self.data = np.zeros(data, np.uint8)
+        self.state = np.zeros(4, np.int64)
+
+    def arrays(self):
+        return self.slots, self.meta, self.data, self.state
+
+    def grow(self) -> None:
+        need_entries, need_data = int(self.state[2]), int(self.state[3])
+        if need_data > len(self.data):
+            data = np.zeros(max(need_data, 4 * len(self.data)), np.uint8)  # 4x: each resume rescans the rest
+            data[: len(self.data)] = self.data
+            self.data = data
+        if need_entries > len(self.meta):
+            meta = np.zeros((max(need_entries, 4 * len(self.meta)), 4), np.int64)
+            meta[: len(self.meta)] = self.meta
+            self.meta = meta
+            self.slots = np.zeros(1 << int(np.ceil(np.log2(2 * len(meta)))), np.int64)
+            _rehash_chunks(self.slots, self.meta, self.state)
+
+    def add(self, data: np.ndarray, table: np.ndarray, mode: int) -> None:
+        """Count the chunks of the UTF-8 bytes ``data``."""
+        start = 0
+        while True:
+            start = count_chunks(data, start, table, mode, *self.arrays())
+            if start < 0:
+                return
+            self.grow()  # full: resume at the chunk that did not fit (the scanner restarts cleanly there)
+
+
+@njit(cache=True)
+def _rehash_chunks(slots, meta, state):
+    smask = len(slots) - 1
+    for e in range(state[0]):
+        h = meta[e, 0]
+        slot = (h ^ (h >> np.int64(17))) & smask
+        while slots[slot] != 0:
+            slot = (slot + 1) & smask
+        slots[slot] = e + 1
+
+
+@njit(cache=True)
+def count_chunks(data, start, table, mode, slots, meta, cdata, state):
+    """Add 1 to the count of every chunk of ``data[start:]`` (new chunks get an entry). Returns
+    -1 when done, or the byte offset of a chunk that did not fit (``state[2:4]`` say what is
+    needed): grow and call again from there."""
+    bounds = scan_chunks(data[start:], table, mode)
+    smask = len(slots) - 1
+    for c in range(len(bounds) - 1):
+        s = start + bounds[c]
+        e = start + bounds[c + 1]
+        n = e - s
+        h = _hash_bytes(data, s, e)
+        slot = (h ^ (h >> np.int64(17))) & smask
+        found = -1
+        while slots[slot] != 0:
+            ent = slots[slot] - 1
+            if meta[ent, 0] == h and meta[ent, 2] == n:
+                bs = meta[ent, 1]
+                same = True
+                for i in range(n):
+                    if cdata[bs + i] != data[s + i]:
+                        same = False
+                        break
+                if same:
+                    found = ent
+                    break
+            slot = (slot + 1) & smask
+        if found >= 0:
+            meta[found, 3] += 1
+            continue
+        if state[0] + 1 > len(meta) or 2 * (state[0] + 1) > len(slots) or state[1] + n > len(cdata):
+            state[2] = state[0] + 1
+            state[3] = state[1] + n
+            return s
+        ent = state[0]
+        meta[ent, 0] = h
+        meta[ent, 1] = state[1]
+        meta[ent, 2] = n
+        meta[ent, 3] = 1
+        for i in range(n):
+            cdata[state[1] + i] = data[s + i]
+        slots[slot] = ent + 1
+        state[0] += 1
+        state[1] += n
+    return -1

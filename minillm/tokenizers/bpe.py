@@ -516,10 +516,23 @@ class BPETokenizer(Tokenizer):
         if not isinstance(min_frequency, (int, np.integer)) or min_frequency < 1:
             raise ValueError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
 
-        # 1-2. pre-tokenize and count distinct chunks ("words")
-        word_counts = tok._count_words(texts, show_progress)
+        # 1-3. pre-tokenize, count distinct chunks ("words"), flat arrays of those that can merge (>= 2 bytes)
+        if K.use_numba() and tok._fast_mode is not None:
+            ids, starts, lens, freqs = tok._word_arrays_compiled(texts, show_progress)
+        else:
+            ids, starts, lens, freqs = tok._word_arrays(texts, show_progress)
 
-        # 3. flat arrays of the words that can merge at all (>= 2 bytes)
+        # 4-5. merge loop: compiled (the state stays in arrays), or the readable twin
+        merge_loop = _merge_loop_compiled if K.use_numba() else _merge_loop_readable
+        merges = merge_loop(tok, ids, starts, lens, freqs, vocab_size, min_frequency, show_progress)
+        return cls(merges, special_tokens=tok._special_tokens, pattern=pattern, normalization=normalization,
+                   byte_ids=tok._byte_ids.tolist(), **kwargs)
+
+    def _word_arrays(self, texts, show_progress: bool):
+        """Distinct chunks of ``texts`` with a ``Counter``: their byte ids laid end to end
+        (``ids[starts[w]:starts[w] + lens[w]]``) and counts ``freqs``, for chunks of >= 2 bytes."""
+        tok = self
+        word_counts = tok._count_words(texts, show_progress)
         words = [w.encode("utf-8") for w in word_counts]
         keep = [i for i, w in enumerate(words) if len(w) >= 2]
         freq_list = list(word_counts.values())
@@ -529,13 +542,34 @@ class BPETokenizer(Tokenizer):
             np.cumsum(lens[:-1], out=starts[1:])
         ids = tok._byte_ids[np.frombuffer(b"".join(words[i] for i in keep), dtype=np.uint8)].copy()
         freqs = np.array([freq_list[i] for i in keep], dtype=np.int64)
-        del words, freq_list, word_counts
+        return ids, starts, lens, freqs
 
-        # 4-5. merge loop: compiled (the state stays in arrays), or the readable twin
-        merge_loop = _merge_loop_compiled if K.use_numba() else _merge_loop_readable
-        merges = merge_loop(tok, ids, starts, lens, freqs, vocab_size, min_frequency, show_progress)
-        return cls(merges, special_tokens=tok._special_tokens, pattern=pattern, normalization=normalization,
-                   byte_ids=tok._byte_ids.tolist(), **kwargs)
+    def _word_arrays_compiled(self, texts, show_progress: bool):
+        """``_word_arrays`` without Python strings per chunk: the compiled scanner
+        (``_fast_encode.count_chunks``) counts the chunks in a hash table over their bytes.
+        Same words and counts (in the same first-seen order)."""
+        from tqdm.auto import tqdm
+
+        if isinstance(texts, str):
+            texts = [texts]
+        counts = FE.ChunkCounts()
+        table = FE.char_table()
+        specials = self._special_regex(frozenset(self._special_tokens)) if self._special_tokens else None
+        for i, text in enumerate(tqdm(texts, desc="counting words", unit=" texts", disable=not show_progress,
+                                      leave=False)):
+            if not isinstance(text, str):
+                raise TypeError(f"training text {i} is a {type(text).__name__}, not a str")
+            for piece in (specials.split(text) if specials is not None else (text,)):  # special tokens cut out
+                try:
+                    data = self._normalize(piece).encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise ValueError(f"training text {i} contains a lone surrogate {e.object[e.start:e.end]!r}, which is "
+                                     f"not valid Unicode and cannot be encoded as UTF-8") from None
+                counts.add(np.frombuffer(data, np.uint8), table, self._fast_mode)
+        meta = counts.meta[: counts.state[0]]
+        keep = meta[:, 2] >= 2
+        ids = self._byte_ids[counts.data[: counts.state[1]]]  # every word's bytes; one-byte words are skipped below
+        return ids, meta[keep, 1].copy(), meta[keep, 2].copy(), meta[keep, 3].copy()
 
     def _count_words(self, texts: Iterable[str] | str, show_progress: bool = False) -> Counter:
         """Pre-tokenize every text and count the distinct chunks (special tokens cut out)."""
@@ -745,8 +779,10 @@ def _merge_loop_readable(tok, ids, starts, lens, freqs, vocab_size, min_frequenc
 def _merge_loop_compiled(tok, ids, starts, lens, freqs, vocab_size, min_frequency, show_progress):
     """The same loop with counts, index and heap in arrays that ``K.train_init`` /
     ``K.train_step`` update in place: Python only names the new ids (one call per merge)."""
-    total = int(np.maximum(lens - 1, 0).sum())  # pair occurrences in the distinct words: the index's first size
-    state = _TrainState(1 << 12, total + 1024, 1 << 12)
+    # The index holds every pair occurrence of the distinct words at first and gains entries with
+    # every merge (~4x by the end on natural text): np.zeros only maps pages, touched when used.
+    total = int(np.maximum(lens - 1, 0).sum())
+    state = _TrainState(1 << 12, 4 * total + 1024, 1 << 12)
     while K.train_init(ids, starts, lens, freqs, *state.arrays(), min_frequency) == -2:
         state.grow()
     new_ids = _NewIds(tok, vocab_size, show_progress)
