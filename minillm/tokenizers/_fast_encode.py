@@ -5,8 +5,8 @@ text into chunks (``_pretokenize``), a Python dict caches each chunk's ids, and 
 are merged by ``_kernels.bpe_encode_chunks``. Measured on 5 MB of text, that path spends
 most of its time *between* the merges: ~35% in ``regex.findall`` and ~50% in Python work per
 chunk (700,000 chunk lookups, list building). This module removes both for the
-pre-tokenization patterns this project ships (``GPT4_PATTERN``, ``DIGITS_PATTERN``,
-``GPT2_PATTERN``), which are simple enough to run as a hand-written scanner:
+pre-tokenization patterns this project trains with (``GPT4_PATTERN`` and ``DIGITS_PATTERN``),
+which are simple enough to run as a hand-written scanner:
 
 1. ``char_table()``: one byte per Unicode code point saying whether it is a letter
    (``\\p{L}``), a number (``\\p{N}``) or whitespace (``\\s``), and which of the letters of
@@ -14,7 +14,7 @@ pre-tokenization patterns this project ships (``GPT4_PATTERN``, ``DIGITS_PATTERN
    regex module itself* (``regex.finditer`` over every code point), so the scanner's
    classes are exactly the pattern's, whatever Unicode version ``regex`` was built with.
 2. ``encode_text``: decodes the UTF-8 bytes, finds each chunk with the scanner
-   (``_gpt4_match`` / ``_gpt2_match``: the regex's alternatives tried in the regex's order,
+   (``_gpt4_match``: the regex's alternatives tried in the regex's order,
    with its greedy, possessive and look-ahead rules written out), looks the chunk's bytes up
    in a hash-table cache (arrays owned by the tokenizer, ``EncodeCache``), and BPE-merges a
    miss with the same ``_merge_chunk`` the readable path uses.
@@ -22,19 +22,22 @@ pre-tokenization patterns this project ships (``GPT4_PATTERN``, ``DIGITS_PATTERN
 The tests check the scanner against ``regex.findall`` on random strings of tricky
 characters (all whitespace kinds, marks, digits of other scripts, the long s ``ſ`` that
 ``(?i)'s`` matches) and the whole encoder against the readable path. Any other pattern
-(a tokenizer loaded from a file) uses the readable path.
+(GPT-2's, or one read from a file) uses the readable path: each scanner costs seconds of
+Numba compilation on first use, so only the patterns our recipes train with have one.
 """
 from __future__ import annotations
 
 import numpy as np
 import regex
 from numba import njit
+from numba.extending import register_jitable
 
 from . import _kernels as K
 
-__all__ = ["char_table", "EncodeCache", "encode_text", "scan_chunks", "MODE_GPT4", "MODE_DIGITS", "MODE_GPT2"]
+__all__ = ["char_table", "EncodeCache", "ChunkCounts", "encode_text", "count_chunks", "scan_chunks", "MODE_GPT4",
+           "MODE_DIGITS"]
 
-MODE_GPT4, MODE_DIGITS, MODE_GPT2 = 0, 1, 2
+MODE_GPT4, MODE_DIGITS = 0, 1
 
 # char_table() bits
 _L, _N, _S = 1, 2, 4
@@ -62,18 +65,18 @@ def char_table() -> np.ndarray:
     return _TABLE
 
 
-@njit(cache=True, inline="always")
+@register_jitable
 def _is(table, cp, bit):
     return (table[cp] & bit) != 0
 
 
-@njit(cache=True, inline="always")
+@register_jitable
 def _is_other(table, cp):
     """``[^\\s\\p{L}\\p{N}]``: punctuation, symbols, marks, controls ..."""
     return (table[cp] & 7) == 0
 
 
-@njit(cache=True)
+@register_jitable
 def _gpt4_match(cp, i, n, table, max_digits):
     """End of the match of GPT4_PATTERN (``max_digits=3``) or DIGITS_PATTERN (1) at ``cp[i]``::
 
@@ -134,7 +137,7 @@ def _gpt4_match(cp, i, n, table, max_digits):
     return _space_run_end(i, e, n)
 
 
-@njit(cache=True, inline="always")
+@register_jitable
 def _space_run_end(i, e, n):
     """``\\s+(?!\\S)|\\s+`` on the whitespace run [i, e): the run, minus its last space when a
     non-space follows (that space then starts the next chunk, as in ``" world"``)."""
@@ -143,48 +146,7 @@ def _space_run_end(i, e, n):
     return e - 1
 
 
-@njit(cache=True)
-def _gpt2_match(cp, i, n, table):
-    """End of the match of GPT2_PATTERN at ``cp[i]``::
-
-        's|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+
-    """
-    c = cp[i]
-    if c == 39 and i + 1 < n:  # case-sensitive contractions
-        c1 = cp[i + 1]
-        if c1 == 115 or c1 == 116 or c1 == 109 or c1 == 100:  # s t m d
-            return i + 2
-        if i + 2 < n:
-            c2 = cp[i + 2]
-            if (c1 == 114 and c2 == 101) or (c1 == 118 and c2 == 101) or (c1 == 108 and c2 == 108):  # re ve ll
-                return i + 3
-    # " ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+": a space is never in the class itself, so the
-    # optional space is taken exactly when a character of the class follows it
-    k = i + 1 if (c == 32 and i + 1 < n) else i
-    for cls in range(3):
-        if _gpt2_class(table, cp[k], cls):
-            j = k + 1
-            while j < n and _gpt2_class(table, cp[j], cls):
-                j += 1
-            return j
-    if not _is(table, c, _S):
-        return -1
-    e = i + 1
-    while e < n and _is(table, cp[e], _S):
-        e += 1
-    return _space_run_end(i, e, n)
-
-
-@njit(cache=True, inline="always")
-def _gpt2_class(table, c, cls):
-    if cls == 0:
-        return _is(table, c, _L)
-    if cls == 1:
-        return _is(table, c, _N)
-    return _is_other(table, c)
-
-
-@njit(cache=True)
+@register_jitable
 def _decode_utf8(data):
     """Code points of valid UTF-8 ``data`` and the byte offset of each (plus the end)."""
     n = len(data)
@@ -224,7 +186,7 @@ def scan_chunks(data, table, mode):
     i = 0
     gap = -1
     while i < n:
-        j = _gpt2_match(cp, i, n, table) if mode == MODE_GPT2 else _gpt4_match(cp, i, n, table, 1 if mode == MODE_DIGITS else 3)
+        j = _gpt4_match(cp, i, n, table, 1 if mode == MODE_DIGITS else 3)
         if j < 0:  # not matched: part of a gap
             if gap < 0:
                 gap = i
@@ -273,7 +235,7 @@ class EncodeCache:
         return int(self.state[0])
 
 
-@njit(cache=True, inline="always")
+@register_jitable
 def _hash_bytes(data, s, e):
     h = np.int64(e - s)
     for i in range(s, e):

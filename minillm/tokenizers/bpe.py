@@ -345,7 +345,7 @@ class BPETokenizer(Tokenizer):
         self._decode_bytes_skip = [b if b is not None else b"" for b in self._id_to_bytes]
         self._cache: dict[str, tuple[int, ...]] = {}  # the readable path's chunk cache
         # The compiled whole-text encoder (``_fast_encode``) knows this project's patterns only.
-        self._fast_mode = {GPT4_PATTERN: FE.MODE_GPT4, DIGITS_PATTERN: FE.MODE_DIGITS, GPT2_PATTERN: FE.MODE_GPT2}.get(pattern)
+        self._fast_mode = {GPT4_PATTERN: FE.MODE_GPT4, DIGITS_PATTERN: FE.MODE_DIGITS}.get(pattern)
         self._fast_cache: FE.EncodeCache | None = None  # its chunk cache, made on first use
 
     # ------------------------------------------------------------------ #
@@ -782,7 +782,8 @@ def _merge_loop_compiled(tok, ids, starts, lens, freqs, vocab_size, min_frequenc
     # The index holds every pair occurrence of the distinct words at first and gains entries with
     # every merge (~4x by the end on natural text): np.zeros only maps pages, touched when used.
     total = int(np.maximum(lens - 1, 0).sum())
-    state = _TrainState(1 << 12, 4 * total + 1024, 1 << 12)
+    n_pairs = max(1 << 12, total // 8)  # distinct pairs: ~1/10 of the occurrences on natural text
+    state = _TrainState(n_pairs, 4 * total + 1024, n_pairs)
     while K.train_init(ids, starts, lens, freqs, *state.arrays(), min_frequency) == -2:
         state.grow()
     new_ids = _NewIds(tok, vocab_size, show_progress)
