@@ -62,6 +62,10 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=1, help="threads for BLAS, Numba and torch (default 1: batch-1 decoding is latency bound)")
     p.add_argument("--kernels", default="numba", choices=["numba", "numpy"])
     p.add_argument("--assistant-tokens", type=int, default=4, help="draft tokens per round for speculative decoding")
+    p.add_argument("--batch-sizes", type=int, nargs="*", default=[8, 16, 32],
+                   help="batched greedy decoding of this many left-padded prompts (LLaMA; none to skip)")
+    p.add_argument("--score-questions", type=int, default=16,
+                   help="log-likelihood scoring: questions of 4 choices each, with and without context reuse (0 to skip)")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p.parse_args(argv)
@@ -137,6 +141,77 @@ def torch_llama(model):
             logits = forward(torch.tensor([[nxt]]), cache, pos)
             pos += 1
         return out
+
+    return run
+
+
+def torch_llama_batched(model):
+    """Like ``torch_llama`` for a batch of prompts of different lengths, left-padded as
+    ``generate`` pads them: a padding mask on the keys, RoPE positions counted from each row's
+    first real token. ``run(prompts, n)`` -> n new ids per prompt."""
+    import torch
+    import torch.nn.functional as TF
+
+    a = model.args
+    W = {k: torch.from_numpy(v.data.copy()) for k, v in model.state_dict().items()}
+    cos = torch.from_numpy(model.freqs_cos.data.copy())  # (max_seq_len, D/2)
+    sin = torch.from_numpy(model.freqs_sin.data.copy())
+    H, Hkv, D = a.n_heads, a.n_kv_heads, a.head_dim
+
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + a.norm_eps) * w
+
+    def rope(x, c, s):  # x (B, T, H, D); c, s (B, T, D/2)
+        xr, xi = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
+        c, s = c[:, :, None, :], s[:, :, None, :]
+        return torch.stack([xr * c - xi * s, xr * s + xi * c], dim=-1).flatten(3)
+
+    def forward(ids, pos, attn_mask, cache, start):
+        B, T = ids.shape
+        h = W["tok_embeddings.weight"][ids]
+        c, s = cos[pos], sin[pos]  # (B, T, D/2)
+        for i in range(a.n_layers):
+            p = f"layers.{i}."
+            x = rms(h, W[p + "attention_norm.weight"])
+            q = TF.linear(x, W[p + "attention.wq.weight"]).view(B, T, H, D)
+            k = TF.linear(x, W[p + "attention.wk.weight"]).view(B, T, Hkv, D)
+            v = TF.linear(x, W[p + "attention.wv.weight"]).view(B, T, Hkv, D)
+            q, k = rope(q, c, s).transpose(1, 2), rope(k, c, s).transpose(1, 2)
+            kc, vc = cache[i]
+            kc[:, :, start : start + T] = k
+            vc[:, :, start : start + T] = v.transpose(1, 2)
+            o = TF.scaled_dot_product_attention(q, kc[:, :, : start + T], vc[:, :, : start + T], attn_mask=attn_mask, enable_gqa=True)
+            h = h + TF.linear(o.transpose(1, 2).reshape(B, T, H * D), W[p + "attention.wo.weight"])
+            x = rms(h, W[p + "ffn_norm.weight"])
+            gate = TF.silu(TF.linear(x, W[p + "feed_forward.w1.weight"])) * TF.linear(x, W[p + "feed_forward.w3.weight"])
+            h = h + TF.linear(gate, W[p + "feed_forward.w2.weight"])
+        h = rms(h[:, -1:], W["norm.weight"])
+        return TF.linear(h, W["output.weight"])  # (B, 1, V)
+
+    @torch.inference_mode()
+    def run(prompts, n_new):
+        B, T = len(prompts), max(map(len, prompts))
+        ids = torch.zeros(B, T, dtype=torch.long)
+        valid = torch.zeros(B, T, dtype=torch.bool)  # left padding
+        for b, p in enumerate(prompts):
+            ids[b, T - len(p):] = torch.tensor(p)
+            valid[b, T - len(p):] = True
+        pos = (valid.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        # padded query rows see themselves, so no row is all -inf (their outputs are never used)
+        mask = (causal[None] & valid[:, None, :]) | torch.eye(T, dtype=torch.bool)[None]  # (B, T, T)
+        cache = [(torch.zeros(B, Hkv, a.max_seq_len, D), torch.zeros(B, Hkv, a.max_seq_len, D)) for _ in range(a.n_layers)]
+        logits = forward(ids, pos, mask[:, None], cache, 0)
+        last, out = pos[:, -1], []
+        for step in range(n_new):
+            nxt = logits[:, -1].argmax(-1)  # (B,)
+            out.append(nxt)
+            if len(out) == n_new:
+                break
+            valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool)], dim=1)
+            last = last + 1
+            logits = forward(nxt[:, None], last[:, None], valid[:, None, None, :], cache, T + step)
+        return torch.stack(out, 1).tolist()
 
     return run
 
@@ -224,6 +299,75 @@ def measure(run, prompt, n_new, repeats):
     return {"prefill_ms": 1000 * t1, "decode_tok_s": rate, "tokens": tokens}
 
 
+def batched_rows(preset, B, have_torch):
+    """Greedy decoding of B prompts of different lengths (prompt_len/2 .. prompt_len), left-padded."""
+    mi.manual_seed(0)
+    model = Transformer(ModelConfig.preset(preset, vocab_size=ARGS.vocab_size)).eval()
+    rng = np.random.default_rng(B)
+    prompts = [rng.integers(0, ARGS.vocab_size, int(rng.integers(ARGS.prompt_len // 2, ARGS.prompt_len + 1))).tolist()
+               for _ in range(B)]
+    impls = {
+        "minillm fused decode": lambda p, n: generate(model, p, n, temperature=0),
+        "minillm + KV cache, modules": lambda p, n: generate(model, p, n, temperature=0, fused_decode=False),
+    }
+    if have_torch:
+        impls["PyTorch eager + KV cache"] = torch_llama_batched(model)
+    # Contenders interleaved, best of `repeats` for 1 and for N tokens each: on a shared machine a
+    # slow moment then hits every contender alike instead of one whole row.
+    best, tokens = {}, {}
+    for name, run in impls.items():
+        run(prompts, 2)  # warm-up (JIT, caches)
+    for _ in range(ARGS.repeats):
+        for name, run in impls.items():
+            for n in (1, ARGS.new_tokens):
+                t = time.perf_counter()
+                out = run(prompts, n)
+                best[name, n] = min(best.get((name, n), float("inf")), time.perf_counter() - t)
+                tokens[name] = out
+    rows, reference = [], None
+    for name in impls:
+        t1, tn = best[name, 1], best[name, ARGS.new_tokens]
+        reference = tokens[name] if reference is None else reference
+        rate = B * (ARGS.new_tokens - 1) / (tn - t1) if tn > t1 else float("nan")
+        rows.append({"preset": preset, "params": model.num_parameters(), "impl": name, "batch": B,
+                     "prefill_ms": round(1000 * t1, 2), "decode_tok_s": round(rate, 1),
+                     "same_tokens": tokens[name] == reference, "accept": None})
+    return rows
+
+
+def scoring_rows(preset):
+    """``ModelLM.loglikelihood_tokens`` on multiple-choice requests (a context of ~prompt_len*3
+    tokens, 4 choices of 2-8 tokens): the context once + a KV-cache copy per choice, against
+    scoring every (context, choice) sequence whole. Same scores required."""
+    from types import SimpleNamespace
+
+    from minillm.eval.harness import ModelLM
+
+    mi.manual_seed(0)
+    model = Transformer(ModelConfig.preset(preset, vocab_size=ARGS.vocab_size)).eval()
+    lm = ModelLM(model, SimpleNamespace(eos_token_id=0), batch_size=32)
+    rng = np.random.default_rng(0)
+    pairs = []
+    for _ in range(ARGS.score_questions):
+        ctx = rng.integers(0, ARGS.vocab_size, 3 * ARGS.prompt_len).tolist()
+        pairs += [(ctx, rng.integers(0, ARGS.vocab_size, int(rng.integers(2, 9))).tolist()) for _ in range(4)]
+    seqs = [(c + x, len(x)) for c, x in pairs]
+
+    def whole():
+        out = [0.0] * len(pairs)
+        with mi.no_grad(), model.mode(training=False):
+            lm._score_full(seqs, list(range(len(pairs))), out)
+        return out
+
+    whole()  # warm-up
+    t_shared, shared = best_time(lambda: lm.loglikelihood_tokens(pairs), ARGS.repeats)
+    t_whole, full = best_time(whole, ARGS.repeats)
+    same = bool(np.allclose(shared, full, rtol=1e-4, atol=1e-4))
+    return [{"preset": preset, "requests": len(pairs), "impl": name, "seconds": round(t, 4),
+             "pairs_per_s": round(len(pairs) / t, 1), "same_scores": same}
+            for name, t in (("context once + KV cache per choice", t_shared), ("every pair whole", t_whole))]
+
+
 def main():
     mi.set_kernels(ARGS.kernels)
     have_torch = False
@@ -265,10 +409,13 @@ def main():
             r = measure(run, prompt, ARGS.new_tokens, ARGS.repeats)
             reference = r["tokens"] if reference is None else reference
             rows.append({
-                "preset": preset, "params": model.num_parameters(), "impl": name, "prefill_ms": round(r["prefill_ms"], 2),
+                "preset": preset, "params": model.num_parameters(), "impl": name, "batch": 1, "prefill_ms": round(r["prefill_ms"], 2),
                 "decode_tok_s": round(r["decode_tok_s"], 1), "same_tokens": r["tokens"] == reference,
                 "accept": round(acceptance(model, drafts[name], prompt, ARGS.new_tokens), 3) if name in drafts else None,
             })
+    for preset in (ARGS.presets if "llama" in ARGS.families else ()):
+        for B in ARGS.batch_sizes:
+            rows += batched_rows(preset, B, have_torch)
     for family in ARGS.families:
         if family == "llama":
             continue
@@ -288,10 +435,13 @@ def main():
             for name, run in impls.items():
                 r = measure(run, prompt, ARGS.new_tokens, ARGS.repeats)
                 reference = r["tokens"] if reference is None else reference
-                rows.append({"preset": preset, "params": model.num_parameters(), "impl": name,
+                rows.append({"preset": preset, "params": model.num_parameters(), "impl": name, "batch": 1,
                              "prefill_ms": round(r["prefill_ms"], 2), "decode_tok_s": round(r["decode_tok_s"], 1),
                              "same_tokens": r["tokens"] == reference, "accept": None})
+    scoring = [r for preset in (ARGS.presets if ARGS.score_questions and "llama" in ARGS.families else ())
+               for r in scoring_rows(preset)]
     meta = {
+        "load_average": os.getloadavg(), "batch_sizes": ARGS.batch_sizes,
         "threads": ARGS.threads, "kernels": ARGS.kernels, "prompt_len": ARGS.prompt_len, "new_tokens": ARGS.new_tokens,
         "vocab_size": ARGS.vocab_size, "assistant_tokens": ARGS.assistant_tokens, "python": platform.python_version(), "numpy": np.__version__,
         "machine": platform.machine(), "cpus": os.cpu_count(),
@@ -301,18 +451,32 @@ def main():
 
         meta["torch"] = torch.__version__
     if ARGS.json:
-        print(json.dumps({"meta": meta, "results": rows}, indent=2))
+        print(json.dumps({"meta": meta, "results": rows, "scoring": scoring}, indent=2))
         return
-    print(f"greedy decoding, batch 1, prompt {ARGS.prompt_len} + {ARGS.new_tokens} new tokens, {ARGS.threads} thread(s), kernels={ARGS.kernels}")
-    print(f"speculative rows: greedy, {ARGS.assistant_tokens} draft tokens per round")
-    header = f"{'preset':<7} {'params':>10} {'implementation':<40} {'prefill ms':>11} {'decode tok/s':>13} {'same tokens':>12} {'accept':>7}"
+    print(f"greedy decoding, prompt {ARGS.prompt_len} + {ARGS.new_tokens} new tokens, {ARGS.threads} thread(s), kernels={ARGS.kernels}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"speculative rows: greedy, {ARGS.assistant_tokens} draft tokens per round; batch > 1: prompts of "
+          f"{ARGS.prompt_len // 2}-{ARGS.prompt_len} tokens, left-padded; decode tok/s counts every row's tokens")
+    header = f"{'preset':<7} {'params':>10} {'batch':>5} {'implementation':<40} {'prefill ms':>11} {'decode tok/s':>13} {'same tokens':>12} {'accept':>7}"
     print(header)
     print("-" * len(header))
     for r in rows:
         accept = "" if r["accept"] is None else f"{r['accept']:.2f}"
-        print(f"{r['preset']:<7} {r['params']:>10,} {r['impl']:<40} {r['prefill_ms']:>11.1f} {r['decode_tok_s']:>13.1f} {str(r['same_tokens']):>12} {accept:>7}")
-    if not all(r["same_tokens"] for r in rows):
-        raise SystemExit("implementations disagree on the greedy tokens")
+        print(f"{r['preset']:<7} {r['params']:>10,} {r['batch']:>5} {r['impl']:<40} {r['prefill_ms']:>11.1f} {r['decode_tok_s']:>13.1f} {str(r['same_tokens']):>12} {accept:>7}")
+    for preset in ARGS.presets:
+        for B in ARGS.batch_sizes:
+            by = {r["impl"]: r["decode_tok_s"] for r in rows if r["preset"] == preset and r["batch"] == B}
+            if "PyTorch eager + KV cache" in by and "minillm fused decode" in by:
+                print(f"target: {preset} batch {B}: fused decode {by['minillm fused decode'] / by['PyTorch eager + KV cache']:.2f}x "
+                      f"PyTorch eager (>= 2x wanted)")
+    if scoring:
+        print()
+        print(f"log-likelihood scoring: {ARGS.score_questions} questions x 4 choices, contexts of {3 * ARGS.prompt_len} tokens, batch 32")
+        print(f"{'preset':<7} {'implementation':<36} {'seconds':>8} {'pairs/s':>8} {'same scores':>12}")
+        for r in scoring:
+            print(f"{r['preset']:<7} {r['impl']:<36} {r['seconds']:>8.3f} {r['pairs_per_s']:>8.1f} {str(r['same_scores']):>12}")
+    if not all(r["same_tokens"] for r in rows) or not all(r["same_scores"] for r in scoring):
+        raise SystemExit("implementations disagree on the greedy tokens or the scores")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ compare training time and tokens per word on the slice.
 
 Encode throughput is measured one document (paragraph) at a time, single
 threaded, starting from an empty cache ("cold") and again on the same text
-("warm": every chunk is a cache hit).
+("warm": every chunk is a cache hit), best of ``--repeats``; ``tiktoken`` (no cache) is
+timed the same way with ``encode`` (which, like ours, first looks for special-token text).
+The cold number is the one compared: every distinct chunk is merged once, as tiktoken merges
+every chunk it meets.
 """
 
 from __future__ import annotations
@@ -135,13 +138,17 @@ def run(args) -> dict:
     rows = res["rows"]
 
     # ---------------- minillm ----------------
-    BPETokenizer.train([corpus[:20_000]], 400, show_progress=False)  # compile the kernels first (cached on disk)
+    warm = BPETokenizer.train([corpus[:20_000]], 400, show_progress=False)  # compile the kernels first (cached on disk)
+    warm.encode(corpus[:1000])  # and the encoder's (plus its character table, built once per process)
     t_train, tok = _time(lambda: BPETokenizer.train([corpus], args.vocab_size, show_progress=False))
     with tempfile.TemporaryDirectory() as d:
         tok.save(d)
-        fresh = BPETokenizer.load(d)  # empty cache
-        t_cold, ids = _time(lambda: [fresh.encode(x) for x in docs])
-        t_warm, _ = _time(lambda: [fresh.encode(x) for x in docs])
+        t_cold = t_warm = float("inf")
+        for _ in range(args.repeats):  # best of N: a shared machine only ever makes a run slower
+            fresh = BPETokenizer.load(d)  # empty cache
+            t, ids = _time(lambda: [fresh.encode(x) for x in docs])
+            t_cold = min(t_cold, t)
+            t_warm = min(t_warm, _time(lambda: [fresh.encode(x) for x in docs])[0])
         n_tokens = sum(map(len, ids))
         rows["minillm"] = {
             "train_s": t_train,
@@ -171,7 +178,10 @@ def run(args) -> dict:
             from tokenizers import Tokenizer
 
             hf = Tokenizer.from_file(hf_file)
-            t_enc, enc = _time(lambda: [hf.encode(x, add_special_tokens=False).ids for x in docs])
+            t_enc = float("inf")
+            for _ in range(args.repeats):
+                t, enc = _time(lambda: [hf.encode(x, add_special_tokens=False).ids for x in docs])
+                t_enc = min(t_enc, t)
             t_batch, _ = _time(lambda: hf.encode_batch(docs, add_special_tokens=False))
             hf_tokens = sum(map(len, enc))
             ours_in_hf = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
@@ -195,7 +205,10 @@ def run(args) -> dict:
     if tiktoken is not None:
         ranks = {tok.id_to_bytes(i): i for i in range(tok.vocab_size) if i not in tok.all_special_ids}
         enc = tiktoken.Encoding("minillm", pat_str=tok.pattern, mergeable_ranks=ranks, special_tokens=tok.special_tokens)
-        t_tt, tt_ids = _time(lambda: [enc.encode_ordinary(x) for x in docs])
+        t_tt = float("inf")
+        for _ in range(args.repeats):
+            t, tt_ids = _time(lambda: [enc.encode(x) for x in docs])  # like ours, it refuses special-token text
+            t_tt = min(t_tt, t)
         rows["tiktoken"] = {
             "version": tiktoken.__version__,
             "train_s": None,
@@ -253,6 +266,7 @@ def run(args) -> dict:
             "speedup": t_naive / t_fast,
             "same_merges": naive._merges == fast._merges,
         }
+    res["load_average"] = [round(x, 1) for x in os.getloadavg()]
     return res
 
 
@@ -379,7 +393,14 @@ def print_table(res: dict) -> None:
               f"tokenizers loads our file with identical ids: {h['loads_our_file_same_ids']}")
     print(f"  encode >= 2 MB/s single-threaded: {m['encode_mbps']:.2f} MB/s cold, {m['encode_warm_mbps']:.2f} warm")
     if "tiktoken" in rows:
-        print(f"  tiktoken built from our merges gives identical ids: {rows['tiktoken']['same_ids']}")
+        t = rows["tiktoken"]
+        print(f"  encode >= 0.75x tiktoken with our merges: {m['encode_mbps'] / t['encode_mbps']:.2f}x cold cache, "
+              f"{m['encode_warm_mbps'] / t['encode_mbps']:.2f}x warm; identical ids: {t['same_ids']}")
+    if "tokenizers" in rows:
+        h = rows["tokenizers"]
+        print(f"  training no slower than tokenizers at the same thread count (1): {h['train_1thread_s'] / m['train_s']:.2f}x "
+              f"its speed ({h['train_s'] / m['train_s']:.2f}x its default-thread speed)")
+    print(f"  load average during the run: {res['load_average']}")
 
 
 def main(argv=None) -> int:
@@ -396,6 +417,7 @@ def main(argv=None) -> int:
                    help="slice size for the textbook trainer in KB, 0 to skip (default 30)")
     p.add_argument("--naive-merges", type=int, default=500, help="merges the textbook trainer learns (default 500)")
     p.add_argument("--no-wordpiece", dest="wordpiece", action="store_false", help="skip the WordPiece comparison")
+    p.add_argument("--repeats", type=int, default=3, help="encode timings: best of N (default 3)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     args = p.parse_args(argv)
     res = run(args)

@@ -21,11 +21,13 @@ def run(script, *args):
 
 def test_generate_benchmark_checks_all_paths_agree():
     res = json.loads(run("generate.py", "--presets", "tiny", "--vocab-size", "300", "--prompt-len", "4", "--new-tokens", "5",
-                         "--repeats", "1", "--no-torch", "--json"))
+                         "--repeats", "1", "--no-torch", "--batch-sizes", "3", "--score-questions", "2", "--json"))
     impls = {r["impl"] for r in res["results"]}
     assert {"minillm fused decode", "minillm + KV cache, modules", "minillm, no cache (book)"} <= impls
     assert {"GPT-2 minillm + KV cache", "GPT-2 minillm, no cache", "T5 minillm + KV cache"} <= impls  # 3.3.1 / 3.2.1 rows
+    assert {r["impl"] for r in res["results"] if r["batch"] == 3} == {"minillm fused decode", "minillm + KV cache, modules"}
     assert all(r["same_tokens"] for r in res["results"])
+    assert len(res["scoring"]) == 2 and all(r["same_scores"] and r["requests"] == 8 for r in res["scoring"])
 
 
 def _check_table(prof):

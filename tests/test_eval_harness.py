@@ -50,6 +50,42 @@ def test_batched_loglikelihood_equals_one_by_one(lm):
         assert ll < 0
 
 
+def test_shared_contexts_reuse_the_kv_cache_and_score_as_from_scratch(lm):
+    """Choices of one question run their context once (KV cache copied per choice); the scores
+    equal scoring each pair whole, and the model's own cross-entropy."""
+    rng = random.Random(1)
+    V = lm.tok.vocab_size
+    questions = [[rng.randrange(V) for _ in range(rng.randint(1, 30))] for _ in range(3)]
+    pairs = [(q, [rng.randrange(V) for _ in range(rng.randint(1, 6))]) for q in questions for _ in range(6)]
+    pairs.append((questions[0], [5]))  # one-token choice
+    pairs.append(([3, 4], [1, 2]))  # a context of its own: scored whole
+    pairs.append((list(range(45)), [1, 2, 3, 4, 5]))  # 49 tokens: cut on the left, scored whole
+    pairs.append((list(range(45)), [6, 7, 8, 9, 10]))
+
+    fed = []  # tokens of every forward call
+    model = lm.model
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def __call__(self, ids, **kw):
+            fed.append(np.asarray(ids).size)
+            return model(ids, **kw)
+
+    counting = ModelLM(Counting(), lm.tok, batch_size=4)
+    shared = counting.loglikelihood_tokens(pairs)
+    seqs = [((c + x)[-(lm.max_length + 1):], len(x)) for c, x in pairs]
+    whole = [0.0] * len(pairs)
+    lm._score_full(seqs, list(range(len(pairs))), whole)
+    np.testing.assert_allclose(shared, whole, rtol=1e-4, atol=1e-4)
+    for (ctx, cont), ll in list(zip(pairs, shared))[:-2]:
+        assert ll == pytest.approx(_reference_loglik(lm.model, ctx, cont), rel=1e-4, abs=1e-4)
+    full_tokens = sum(len(s) - 1 for s, _ in seqs)
+    context_tokens = sum(len(q) for q in questions)
+    assert sum(fed) < full_tokens - context_tokens  # each question's context ran once, not six times
+
+
 def test_loglikelihood_truncates_long_sequences_on_the_left(lm):
     ctx, cont = list(range(5, 5 + 70)), [7, 8, 9]  # 73 tokens > max_seq_len 48 + 1
     (ll,) = lm.loglikelihood_tokens([(ctx, cont)])

@@ -99,7 +99,7 @@ def test_generate_sees_weights_changed_after_an_earlier_call():
 def decode_problem(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**31)))
     dtype = draw(st.sampled_from([np.float32, np.float64]))
-    B, L = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    B, L = draw(st.integers(1, 5)), draw(st.integers(1, 2))  # B >= 2 takes the blocked matvec (4 x 2 blocks + remainders)
     Hkv, G, D = draw(st.integers(1, 2)), draw(st.integers(1, 3)), 2 * draw(st.integers(1, 3))
     dim, hidden, V, S = draw(st.integers(1, 9)), draw(st.integers(1, 7)), draw(st.integers(1, 11)), draw(st.integers(1, 9))
     H = Hkv * G

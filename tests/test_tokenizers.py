@@ -27,6 +27,7 @@ from minillm.tokenizers import (
     merge,
     train_naive,
 )
+from minillm.tokenizers import _fast_encode as FE
 from minillm.tokenizers import _kernels as K
 from minillm.tokenizers.corpus import iter_texts, sample_corpus
 
@@ -123,6 +124,39 @@ def test_fast_training_equals_naive_on_sample(corpus):
     fast = BPETokenizer.train([text], 6 + 256 + 200, show_progress=False)
     naive = train_naive(text, 6 + 256 + 200)
     assert fast._merges == naive._merges
+
+
+def test_compiled_merge_loop_equals_readable_loop(corpus, monkeypatch):
+    """Training's compiled loop (state in arrays, grown from 1024 entries while it runs) learns
+    the readable loop's merges."""
+    from minillm.tokenizers import bpe as bpe_module
+
+    text = corpus[:60_000] + "aaaaaaaaaaaa " * 30
+    compiled = BPETokenizer.train([text], 6 + 256 + 400, show_progress=False)
+    monkeypatch.setattr(bpe_module, "_merge_loop_compiled", bpe_module._merge_loop_readable)
+    readable = BPETokenizer.train([text], 6 + 256 + 400, show_progress=False)
+    assert compiled._merges == readable._merges and len(compiled._merges) >= 390
+
+
+def test_compiled_word_counts_equal_counter(corpus):
+    """Training's compiled chunk counter (hash table over bytes, grown from a tiny size while it
+    runs) finds the words and counts the Counter path finds, special tokens cut out."""
+    tok = BPETokenizer()
+    texts = [corpus[:30_000], MIXED + "<|im_end|>" + MIXED, "".join(TRICKY) * 3, ""]
+
+    def words(arrays):
+        ids, starts, lens, freqs = arrays
+        return sorted((tuple(ids[s : s + n].tolist()), f) for s, n, f in zip(starts, lens, freqs))
+
+    counts = FE.ChunkCounts(entries=16, data=64)  # forces many resumes
+    small = FE.ChunkCounts
+    try:
+        FE.ChunkCounts = lambda: counts
+        compiled = words(tok._word_arrays_compiled(texts, False))
+    finally:
+        FE.ChunkCounts = small
+    assert compiled == words(tok._word_arrays(texts, False))
+    assert len(compiled) > 1000
 
 
 def test_encode_equals_naive_encoder(bpe, corpus):
@@ -234,7 +268,78 @@ def test_small_cache_still_correct(bpe, corpus):
     tok = BPETokenizer(bpe._merges, pattern=bpe.pattern, cache_size=50)
     text = corpus[:20_000]
     assert tok.encode(text) == bpe.encode(text)
+    assert tok.encode(text) == bpe.encode(text)  # from a cache that emptied itself many times
+    assert 0 < len(tok._fast_cache) <= 50
+    assert tok._encode_ordinary_readable(text) == bpe.encode(text)
     assert len(tok._cache) <= max(50, len(set(tok._pretokenize(text))))
+
+
+# --------------------------------------------------------------------------- #
+# The compiled whole-text encoder (_fast_encode) against the readable path
+# --------------------------------------------------------------------------- #
+# Characters where a hand-written scanner could differ from the regex: every kind of
+# whitespace (\x1c-\x1f are NOT \s for the regex module), marks (not \p{L}), digits of other
+# scripts, the long s that (?i)'s matches, Kelvin K (not a contraction letter), emoji.
+TRICKY = list("aAsStTrReEvVmMlLdDxy'' \t\n\r\x0b\x0c\x1c\x1f\x85\xa0\u2028\u3000!.,?-_12३²①汤姆é\u0301\u093f😀ſ\u212a") + [
+    "\r\n", "  ", "'s", "'RE", "'ll", "'Ve"]
+
+
+@pytest.mark.parametrize("name", ["GPT4_PATTERN", "DIGITS_PATTERN"])
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.sampled_from(TRICKY), max_size=16))
+def test_compiled_scanner_equals_regex(name, parts):
+    import regex
+
+    from minillm.tokenizers import _fast_encode as FE
+    from minillm.tokenizers import bpe as bpe_module
+
+    text = "".join(parts)
+    pattern = getattr(bpe_module, name)
+    mode = {"GPT4_PATTERN": FE.MODE_GPT4, "DIGITS_PATTERN": FE.MODE_DIGITS}[name]
+    data = np.frombuffer(text.encode("utf-8"), np.uint8)
+    bounds = FE.scan_chunks(data, FE.char_table(), mode)
+    chunks = [data[a:b].tobytes().decode("utf-8") for a, b in zip(bounds[:-1], bounds[1:])]
+    assert chunks == regex.findall(pattern, text)
+
+
+def test_char_table_agrees_with_regex_classes():
+    import regex
+
+    from minillm.tokenizers import _fast_encode as FE
+
+    table = FE.char_table()
+    rng = np.random.default_rng(0)
+    cps = np.concatenate([np.arange(0, 0x3000), rng.integers(0x3000, 0x110000, 5000)])
+    cps = cps[(cps < 0xD800) | (cps > 0xDFFF)]
+    for cp in cps.tolist():
+        ch = chr(cp)
+        bits = (bool(regex.match(r"\p{L}", ch)), bool(regex.match(r"\p{N}", ch)), bool(regex.match(r"\s", ch)))
+        assert bits == (bool(table[cp] & 1), bool(table[cp] & 2), bool(table[cp] & 4)), hex(cp)
+    assert [table[ord(c)] >> 3 for c in "sSſtRrEeVvMmLlDdK\u212ak"] == [1, 1, 1, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 0, 0, 0]
+
+
+@pytest.mark.parametrize("pattern", ["GPT4_PATTERN", "DIGITS_PATTERN", "GPT2_PATTERN"])
+def test_compiled_encoder_equals_readable_path(pattern, corpus):
+    from minillm.tokenizers import bpe as bpe_module
+
+    text = corpus[:40_000] + MIXED + "".join(TRICKY) * 3
+    tok = BPETokenizer.train([text], 6 + 256 + 300, pattern=getattr(bpe_module, pattern), show_progress=False)
+    assert (tok._fast_mode is None) == (pattern == "GPT2_PATTERN")  # GPT-2's pattern has no compiled scanner
+    for t in (text, MIXED, "".join(TRICKY), "", "a", "'s", " \n"):
+        assert tok.encode(t) == tok._encode_ordinary_readable(t) == encode_naive(tok, t)
+
+
+def test_compiled_encoder_plain_python_twin(bpe):
+    """The kernel's body run as plain Python (what NUMBA_DISABLE_JIT=1 runs) gives the same ids."""
+    from minillm.tokenizers import _fast_encode as FE
+
+    text = MIXED * 2
+    bpe.encode("warm")  # builds the cache and the argument tuple
+    cache = FE.EncodeCache(64)
+    args = list(bpe._fast_args)
+    args[-5:] = cache.arrays()
+    plain = FE.encode_text.py_func(np.frombuffer(text.encode("utf-8"), np.uint8), *args)
+    assert plain.tolist() == bpe._encode_ordinary_readable(text)
 
 
 def test_lone_surrogate_is_a_clear_error(bpe):

@@ -127,9 +127,12 @@ class ModelLM:
     def loglikelihood_tokens(self, pairs: Sequence[tuple], bar=None) -> list:
         """Sum of log-probs of each ``(context_ids, continuation_ids)`` pair's continuation.
 
-        Longest sequences first (the first batch shows at once whether memory suffices, and
-        rows of a batch have similar lengths, so little padding is computed); right padding;
-        sequences longer than the context keep their last ``max_length + 1`` tokens.
+        Pairs that share their context (a multiple-choice question and its choices) run the
+        context once: its keys and values are kept in a KV cache (``_score_shared``) and only
+        each choice's own tokens go through the model after it. The other pairs run whole
+        (``_score_full``): longest sequences first, right padding; sequences longer than the
+        context keep their last ``max_length + 1`` tokens. Both give the same numbers up to
+        float rounding (tested).
         """
         seqs = []
         for ctx, cont in pairs:
@@ -139,24 +142,73 @@ class ModelLM:
                 raise ValueError("loglikelihood: the context must hold at least one token (the document start)")
             seq = (list(ctx) + list(cont))[-(self.max_length + 1):]
             seqs.append((seq, len(cont)))
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
+        groups: dict = {}
+        if hasattr(self.model, "new_kv_cache"):
+            for i, (ctx, cont) in enumerate(pairs):
+                if len(ctx) + len(cont) - 1 <= self.max_length:  # nothing cut: the context is the same for every choice
+                    groups.setdefault(tuple(ctx), []).append(i)
+        shared = [(ctx, idx) for ctx, idx in groups.items() if len(idx) > 1]
+        in_shared = {i for _, idx in shared for i in idx}
         out = [0.0] * len(seqs)
         with no_grad(), self.model.mode(training=False):
-            for b0 in range(0, len(order), self.batch_size):
-                idx = order[b0 : b0 + self.batch_size]
-                T = max(len(seqs[i][0]) for i in idx) - 1
-                inp = np.zeros((len(idx), T), dtype=np.int64)  # right padding with id 0: never attended by real tokens
-                for r, i in enumerate(idx):
-                    s = seqs[i][0]
-                    inp[r, : len(s) - 1] = s[:-1]
-                logits = self.model(inp).logits.data  # (B, T, vocab)
-                for r, i in enumerate(idx):
-                    s, k = seqs[i]
-                    L = len(s) - 1  # real input positions 0..L-1 predict s[1..L]
-                    lp = _log_softmax(logits[r, L - k : L])  # (k, vocab): the positions predicting the continuation
-                    out[i] = float(lp[np.arange(k), s[L - k + 1 : L + 1]].sum())
+            self._score_full(seqs, [i for i in range(len(seqs)) if i not in in_shared], out, bar)
+            for ctx, idx in shared:
+                scores = self._score_shared(list(ctx), [list(pairs[i][1]) for i in idx])
+                for i, ll in zip(idx, scores):
+                    out[i] = ll
                 if bar is not None:
                     bar.update(len(idx))
+        return out
+
+    def _score_full(self, seqs: list, indices: list, out: list, bar=None) -> None:
+        """Score ``seqs[i] = (ids, n_continuation)`` for i in ``indices`` whole, in batches."""
+        order = sorted(indices, key=lambda i: -len(seqs[i][0]))
+        for b0 in range(0, len(order), self.batch_size):
+            idx = order[b0 : b0 + self.batch_size]
+            T = max(len(seqs[i][0]) for i in idx) - 1
+            inp = np.zeros((len(idx), T), dtype=np.int64)  # right padding with id 0: never attended by real tokens
+            for r, i in enumerate(idx):
+                s = seqs[i][0]
+                inp[r, : len(s) - 1] = s[:-1]
+            logits = self.model(inp).logits.data  # (B, T, vocab)
+            for r, i in enumerate(idx):
+                s, k = seqs[i]
+                L = len(s) - 1  # real input positions 0..L-1 predict s[1..L]
+                lp = _log_softmax(logits[r, L - k : L])  # (k, vocab): the positions predicting the continuation
+                out[i] = float(lp[np.arange(k), s[L - k + 1 : L + 1]].sum())
+            if bar is not None:
+                bar.update(len(idx))
+
+    def _score_shared(self, ctx: list, conts: list) -> list:
+        """``log P(cont | ctx)`` for every continuation, running ``ctx`` once.
+
+        The context fills a one-row KV cache; its last position's logits score every
+        continuation's first token. For a batch of continuations the cache rows are copied
+        (``np.repeat``) and the continuations minus their last token run after it, right-padded:
+        position t of a continuation predicts its token t + 1."""
+        cache = self.model.new_kv_cache(1)
+        logits = self.model(np.array([ctx], dtype=np.int64), kv_cache=cache).logits.data  # (1, len(ctx), vocab)
+        first = _log_softmax(logits[0, -1:])[0]  # (vocab,): log P(first continuation token | ctx)
+        out = []
+        for b0 in range(0, len(conts), self.batch_size):
+            chunk = conts[b0 : b0 + self.batch_size]
+            T = max(len(c) for c in chunk) - 1
+            if T == 0:  # one-token continuations: the context's logits are all that is needed
+                out += [float(first[c[0]]) for c in chunk]
+                continue
+            rows = []
+            for c in cache:  # (1, Hkv, S, D) -> (len(chunk), Hkv, S, D), filled up to the context's length
+                copy = type(c).from_arrays(np.repeat(c.k, len(chunk), axis=0), np.repeat(c.v, len(chunk), axis=0))
+                copy.length = c.length
+                rows.append(copy)
+            inp = np.zeros((len(chunk), T), dtype=np.int64)  # right padding: never attended by real tokens
+            for r, c in enumerate(chunk):
+                inp[r, : len(c) - 1] = c[:-1]
+            logits = self.model(inp, kv_cache=rows).logits.data  # (B, T, vocab)
+            for r, c in enumerate(chunk):
+                k = len(c)
+                lp = _log_softmax(logits[r, : k - 1])  # (k - 1, vocab)
+                out.append(float(first[c[0]] + lp[np.arange(k - 1), c[1:]].sum()))
         return out
 
     def loglikelihood_rolling(self, documents: Sequence[str], bar=None) -> list:

@@ -312,7 +312,12 @@ def _heap_pop(heap, size):
     top = heap[0]
     size -= 1
     heap[0] = heap[size]
-    i = 0
+    _sift_down(heap, size, 0)
+    return top, size
+
+
+@register_jitable
+def _sift_down(heap, size, i):
     while True:
         left = 2 * i + 1
         if left >= size:
@@ -326,20 +331,73 @@ def _heap_pop(heap, size):
         heap[child] = heap[i]
         heap[i] = tmp
         i = child
-    return top, size
+
+
+@register_jitable
+def _merge_chunk(sym, nxt, prv, heap, n, keys, ranks, mask, new_ids, out, o):
+    """BPE-merge the ``n`` byte ids in ``sym[:n]`` (lowest rank first) and write the
+    resulting ids to ``out[o:]``; returns the new write position.
+
+    A min-heap of ``(rank, position)`` picks the next merge and a doubly linked list
+    removes the right token of each merged pair, so a chunk of n bytes costs O(n log n)
+    (the plain loop in ``encode_naive`` is O(n^2)). Stale heap entries are skipped when
+    popped, as in Hugging Face ``tokenizers`` (``Word::merge_all``), which this reproduces
+    exactly. ``nxt``, ``prv`` (n) and ``heap`` (3n + 3) are scratch space.
+    """
+    if n <= 1:
+        for i in range(n):
+            out[o] = sym[i]
+            o += 1
+        return o
+    for i in range(n):
+        prv[i] = i - 1
+        nxt[i] = i + 1
+    nxt[n - 1] = -1
+    size = 0
+    for i in range(n - 1):
+        r = _lookup(keys, ranks, mask, sym[i], sym[i + 1])
+        if r >= 0:
+            heap[size] = (r << np.int64(32)) | np.int64(i)
+            size += 1
+    for i in range(size // 2 - 1, -1, -1):  # heapify in O(n): the entries are distinct, so the pops are the same
+        _sift_down(heap, size, i)
+    while size > 0:
+        top, size = _heap_pop(heap, size)
+        r = top >> np.int64(32)
+        i = top & np.int64(_LOW32)
+        if sym[i] < 0 or nxt[i] < 0:
+            continue  # the left token was merged away, or has no right neighbour
+        j = nxt[i]
+        cur = _lookup(keys, ranks, mask, sym[i], sym[j])
+        if cur < 0 or new_ids[cur] != new_ids[r]:
+            continue  # stale: this pair changed since the entry was pushed
+        sym[i] = new_ids[r]
+        sym[j] = -1
+        k = nxt[j]
+        nxt[i] = k
+        if k >= 0:
+            prv[k] = i
+            r2 = _lookup(keys, ranks, mask, sym[i], sym[k])
+            if r2 >= 0:
+                size = _heap_push(heap, size, (r2 << np.int64(32)) | np.int64(i))
+        p = prv[i]
+        if p >= 0:
+            r2 = _lookup(keys, ranks, mask, sym[p], sym[i])
+            if r2 >= 0:
+                size = _heap_push(heap, size, (r2 << np.int64(32)) | np.int64(p))
+    i = 0  # position 0 is never removed: merges remove the right token
+    while i >= 0:
+        out[o] = sym[i]
+        o += 1
+        i = nxt[i]
+    return o
 
 
 @njit(cache=True)
 def bpe_encode_chunks(sym_in, offsets, keys, ranks, mask, new_ids):
-    """Apply the merges, lowest rank first, to each chunk independently.
+    """Apply the merges, lowest rank first, to each chunk independently (``_merge_chunk``).
 
     ``sym_in[offsets[c]:offsets[c + 1]]`` are the byte ids of chunk ``c``.
-    Within a chunk a min-heap of ``(rank, position)`` picks the next merge and a
-    doubly linked list removes the right token of each merged pair, so a chunk
-    of n bytes costs O(n log n) (the plain loop in ``encode_naive`` is O(n^2)).
-    Stale heap entries are skipped when popped, as in Hugging Face
-    ``tokenizers`` (``Word::merge_all``), which this reproduces exactly.
-
     Returns ``(out, out_offsets)`` in the same layout as the input.
     """
     n_chunks = len(offsets) - 1
@@ -357,49 +415,254 @@ def bpe_encode_chunks(sym_in, offsets, keys, ranks, mask, new_ids):
         s = offsets[c]
         n = offsets[c + 1] - s
         out_offsets[c] = o
-        if n <= 1:
-            for i in range(n):
-                out[o] = sym_in[s + i]
-                o += 1
-            continue
         for i in range(n):
             sym[i] = sym_in[s + i]
-            prv[i] = i - 1
-            nxt[i] = i + 1
-        nxt[n - 1] = -1
-        size = 0
-        for i in range(n - 1):
-            r = _lookup(keys, ranks, mask, sym[i], sym[i + 1])
-            if r >= 0:
-                size = _heap_push(heap, size, (r << np.int64(32)) | np.int64(i))
-        while size > 0:
-            top, size = _heap_pop(heap, size)
-            r = top >> np.int64(32)
-            i = top & np.int64(_LOW32)
-            if sym[i] < 0 or nxt[i] < 0:
-                continue  # the left token was merged away, or has no right neighbour
-            j = nxt[i]
-            cur = _lookup(keys, ranks, mask, sym[i], sym[j])
-            if cur < 0 or new_ids[cur] != new_ids[r]:
-                continue  # stale: this pair changed since the entry was pushed
-            sym[i] = new_ids[r]
-            sym[j] = -1
-            k = nxt[j]
-            nxt[i] = k
-            if k >= 0:
-                prv[k] = i
-                r2 = _lookup(keys, ranks, mask, sym[i], sym[k])
-                if r2 >= 0:
-                    size = _heap_push(heap, size, (r2 << np.int64(32)) | np.int64(i))
-            p = prv[i]
-            if p >= 0:
-                r2 = _lookup(keys, ranks, mask, sym[p], sym[i])
-                if r2 >= 0:
-                    size = _heap_push(heap, size, (r2 << np.int64(32)) | np.int64(p))
-        i = 0  # position 0 is never removed: merges remove the right token
-        while i >= 0:
-            out[o] = sym[i]
-            o += 1
-            i = nxt[i]
+        o = _merge_chunk(sym, nxt, prv, heap, n, keys, ranks, mask, new_ids, out, o)
     out_offsets[n_chunks] = o
     return out[:o].copy(), out_offsets
+
+
+# --------------------------------------------------------------------------- #
+# Training, with the whole merge step compiled
+# --------------------------------------------------------------------------- #
+# ``initial_pair_stats`` + ``merge_pair_in_words`` above hand their results back to Python,
+# which keeps the counts in a dict and the pair -> words index as NumPy arrays (readable, and
+# the twin of what follows). Measured on 5 MB that costs ~900,000 dict updates and a sort per
+# merge. Here the same state lives in flat arrays that the kernels update in place:
+#
+#   slots  (pow2,)  open-addressing table pair key -> pair number + 1 (0 = empty)
+#   pairs  (P, 6)   per pair: key, count, head of its word list, last word appended, flag
+#                   (1 = merged or banned: never popped again), the last merge it gained in
+#   where  (W, 2)   linked lists of words: (word, next entry or -1); a word may appear twice
+#                   in a list (merging it again then finds nothing: harmless)
+#   heap   (Hc, 2)  (count, key); the largest count, then the smallest key, on top. Lazy, as
+#                   in ``BPETokenizer.train``: a popped entry whose count is out of date goes
+#                   back with its real count.
+#   meta   (8,)     pairs used, where entries used, heap size, next word to index, merges done,
+#                   and the sizes of pairs / where / heap the refused call needed
+#
+# When an array is too small a kernel records the sizes it needs, returns -2 before changing
+# anything, and Python grows what is short (``bpe._TrainState.grow``) and calls again.
+_P_KEY, _P_COUNT, _P_HEAD, _P_LAST, _P_FLAG, _P_STAMP = 0, 1, 2, 3, 4, 5
+
+
+@register_jitable
+def _pair_slot(slots, pairs, key):
+    """The slot of ``key``: where it is, or the empty slot where it would go."""
+    mask = np.int64(len(slots) - 1)
+    h = _slot(key >> np.int64(32), key & np.int64(_LOW32), mask)
+    while slots[h] != 0 and pairs[slots[h] - 1, _P_KEY] != key:
+        h = (h + 1) & mask
+    return h
+
+
+@register_jitable
+def _pair_add(slots, pairs, meta, key):
+    """Number of pair ``key``, added with count 0 if new (the caller made sure there is room)."""
+    h = _pair_slot(slots, pairs, key)
+    if slots[h] != 0:
+        return slots[h] - 1
+    p = meta[0]
+    meta[0] += 1
+    pairs[p, _P_KEY] = key
+    pairs[p, _P_COUNT] = 0
+    pairs[p, _P_HEAD] = -1
+    pairs[p, _P_LAST] = -1
+    pairs[p, _P_FLAG] = 0
+    pairs[p, _P_STAMP] = -1
+    slots[h] = p + 1
+    return p
+
+
+@register_jitable
+def _where_add(pairs, where, meta, p, w):
+    """Append word ``w`` to pair ``p``'s list unless it was the last one appended."""
+    if pairs[p, _P_LAST] != w:
+        e = meta[1]
+        meta[1] += 1
+        where[e, 0] = w
+        where[e, 1] = pairs[p, _P_HEAD]
+        pairs[p, _P_HEAD] = e
+        pairs[p, _P_LAST] = w
+
+
+@register_jitable
+def _heap_before(heap, i, j):
+    """Entry i pops before entry j: larger count, then smaller key."""
+    return heap[i, 0] > heap[j, 0] or (heap[i, 0] == heap[j, 0] and heap[i, 1] < heap[j, 1])
+
+
+@register_jitable
+def _heap_swap(heap, i, j):
+    for c in range(2):
+        t = heap[i, c]
+        heap[i, c] = heap[j, c]
+        heap[j, c] = t
+
+
+@register_jitable
+def _max_sift_down(heap, size, i):
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            return
+        if child + 1 < size and _heap_before(heap, child + 1, child):
+            child += 1
+        if not _heap_before(heap, child, i):
+            return
+        _heap_swap(heap, i, child)
+        i = child
+
+
+@register_jitable
+def _max_push(heap, meta, count, key):
+    i = meta[2]
+    meta[2] += 1
+    heap[i, 0] = count
+    heap[i, 1] = key
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not _heap_before(heap, i, parent):
+            break
+        _heap_swap(heap, i, parent)
+        i = parent
+
+
+@register_jitable
+def _refuse(meta, n_pairs, n_where, n_heap):
+    """Record the array sizes a call needs and return -2 (grow, then call again)."""
+    meta[5] = n_pairs
+    meta[6] = n_where
+    meta[7] = n_heap
+    return -2
+
+
+@njit(cache=True)
+def rehash_pairs(slots, pairs, meta):
+    """Fill an empty (larger) ``slots`` from the pairs (after ``grow_train_state``)."""
+    for p in range(meta[0]):
+        slots[_pair_slot(slots, pairs, pairs[p, _P_KEY])] = p + 1
+
+
+@njit(cache=True)
+def train_init(ids, starts, lens, freqs, slots, pairs, where, heap, meta, min_frequency):
+    """Count every adjacent pair (weighted by word frequency), index pair -> words, and heap
+    the pairs counted at least ``min_frequency`` times. Resumable: returns -2 when an array is
+    full (``meta[3]`` is the next word), 0 when done. Same counts as ``initial_pair_stats``."""
+    for w in range(meta[3], len(starts)):
+        n = lens[w]
+        if meta[0] + n > len(pairs) or meta[1] + n > len(where) or 2 * meta[0] + 2 * n > len(slots):
+            return _refuse(meta, meta[0] + n, meta[1] + n, 0)
+        s = starts[w]
+        for i in range(n - 1):
+            p = _pair_add(slots, pairs, meta, pair_key(ids[s + i], ids[s + i + 1]))
+            pairs[p, _P_COUNT] += freqs[w]
+            _where_add(pairs, where, meta, p, w)
+        meta[3] = w + 1
+    if len(heap) < meta[0]:
+        return _refuse(meta, 0, 0, meta[0])
+    meta[2] = 0
+    for p in range(meta[0]):
+        if pairs[p, _P_COUNT] >= min_frequency:
+            heap[meta[2], 0] = pairs[p, _P_COUNT]
+            heap[meta[2], 1] = pairs[p, _P_KEY]
+            meta[2] += 1
+    for i in range(meta[2] // 2 - 1, -1, -1):
+        _max_sift_down(heap, meta[2], i)
+    return 0
+
+
+@njit(cache=True)
+def train_step(ids, starts, lens, freqs, slots, pairs, where, heap, meta, min_frequency, merge_key, new_id, ban_key):
+    """One step of training: mark ``ban_key`` (>= 0) as never to be merged; merge ``merge_key``
+    (>= 0) into ``new_id`` in every word that holds it, updating the counts, the index and the
+    heap as ``merge_pair_in_words`` describes; then return the key of the next pair to merge
+    (the most frequent not merged or banned, ties to the smaller key), or -1 when no pair has
+    ``min_frequency`` occurrences, or -2 (nothing changed) when an array must grow first."""
+    if merge_key >= 0:
+        pm = slots[_pair_slot(slots, pairs, merge_key)] - 1
+        a = merge_key >> np.int64(32)
+        b = merge_key & np.int64(_LOW32)
+        bound = 0  # 2 x the occurrences: a bound on the new pairs, index entries and pushes
+        e = pairs[pm, _P_HEAD]
+        while e >= 0:
+            w = where[e, 0]
+            s = starts[w]
+            i = 0
+            while i < lens[w] - 1:
+                if ids[s + i] == a and ids[s + i + 1] == b:
+                    bound += 2
+                    i += 2
+                else:
+                    i += 1
+            e = where[e, 1]
+        if (meta[0] + bound > len(pairs) or meta[1] + bound > len(where) or meta[2] + bound > len(heap)
+                or 2 * (meta[0] + bound) > len(slots)):
+            return _refuse(meta, meta[0] + bound, meta[1] + bound, meta[2] + bound)
+        pairs[pm, _P_FLAG] = 1
+        meta[4] += 1
+        stamp = meta[4]
+        gained = np.empty(bound + 1, np.int64)  # the pairs that gained occurrences, each once
+        n_gained = 0
+        e = pairs[pm, _P_HEAD]
+        pairs[pm, _P_HEAD] = -1  # the list is used up (where.pop(key))
+        pairs[pm, _P_LAST] = -1
+        while e >= 0:
+            w = where[e, 0]
+            e = where[e, 1]
+            s = starts[w]
+            n = lens[w]
+            f = freqs[w]
+            i = 0
+            j = 0  # write position: the word is compacted in place (j <= i always)
+            while i < n:
+                if i < n - 1 and ids[s + i] == a and ids[s + i + 1] == b:
+                    pairs[pm, _P_COUNT] -= f
+                    for side in range(2):  # the pair before the occurrence, then the one after
+                        if side == 0 and j > 0:
+                            old_key = pair_key(ids[s + j - 1], a)  # the token before, possibly just merged
+                            new_key = pair_key(ids[s + j - 1], new_id)
+                        elif side == 1 and i + 2 < n:
+                            old_key = pair_key(b, ids[s + i + 2])  # still the old token: we only wrote up to j
+                            new_key = pair_key(new_id, ids[s + i + 2])
+                        else:
+                            continue
+                        pairs[_pair_add(slots, pairs, meta, old_key), _P_COUNT] -= f
+                        q = _pair_add(slots, pairs, meta, new_key)
+                        pairs[q, _P_COUNT] += f
+                        _where_add(pairs, where, meta, q, w)
+                        if pairs[q, _P_STAMP] != stamp:
+                            pairs[q, _P_STAMP] = stamp
+                            gained[n_gained] = q
+                            n_gained += 1
+                    ids[s + j] = new_id
+                    j += 1
+                    i += 2
+                else:
+                    ids[s + j] = ids[s + i]
+                    j += 1
+                    i += 1
+            lens[w] = j
+        for t in range(n_gained):  # each pair that gained, once, with its final count
+            q = gained[t]
+            if pairs[q, _P_COUNT] >= min_frequency:
+                _max_push(heap, meta, pairs[q, _P_COUNT], pairs[q, _P_KEY])
+    if ban_key >= 0:
+        pairs[slots[_pair_slot(slots, pairs, ban_key)] - 1, _P_FLAG] = 1
+    while meta[2] > 0:  # pop the best up-to-date pair
+        count = heap[0, 0]
+        key = heap[0, 1]
+        meta[2] -= 1
+        heap[0, 0] = heap[meta[2], 0]
+        heap[0, 1] = heap[meta[2], 1]
+        _max_sift_down(heap, meta[2], 0)
+        p = slots[_pair_slot(slots, pairs, key)] - 1
+        real = pairs[p, _P_COUNT]
+        if real != count:  # stale entry: counts changed since it was pushed
+            if real >= min_frequency:
+                _max_push(heap, meta, real, key)
+            continue
+        if pairs[p, _P_FLAG] != 0:
+            continue
+        return key
+    return -1

@@ -263,6 +263,8 @@ class Tokenizer(abc.ABC):
         return pat
 
     def _check_no_special(self, text: str, allowed: frozenset) -> None:
+        if not any(c in text for c in {t[0] for t in self._special_tokens}):
+            return  # one scan per distinct first character ("<" for ours) instead of one per special token
         first = None
         for tok in self._special_tokens:
             if tok in allowed:

@@ -54,6 +54,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import regex
 
+from . import _fast_encode as FE
 from . import _kernels as K
 from .base import _AUTO, DEFAULT_SPECIAL_TOKENS, Tokenizer
 from .hf_json import (
@@ -342,7 +343,10 @@ class BPETokenizer(Tokenizer):
             b if b is not None else self._special_ids[i].encode("utf-8") for i, b in enumerate(self._id_to_bytes)
         ]
         self._decode_bytes_skip = [b if b is not None else b"" for b in self._id_to_bytes]
-        self._cache: dict[str, tuple[int, ...]] = {}
+        self._cache: dict[str, tuple[int, ...]] = {}  # the readable path's chunk cache
+        # The compiled whole-text encoder (``_fast_encode``) knows this project's patterns only.
+        self._fast_mode = {GPT4_PATTERN: FE.MODE_GPT4, DIGITS_PATTERN: FE.MODE_DIGITS}.get(pattern)
+        self._fast_cache: FE.EncodeCache | None = None  # its chunk cache, made on first use
 
     # ------------------------------------------------------------------ #
     # Vocabulary
@@ -442,6 +446,27 @@ class BPETokenizer(Tokenizer):
         return [tuple(flat[off[i] : off[i + 1]]) for i in range(len(chunks))]
 
     def _encode_ordinary(self, text: str) -> list[int]:
+        if self._fast_mode is not None and K.use_numba():
+            return self._encode_ordinary_compiled(text)
+        return self._encode_ordinary_readable(text)
+
+    def _encode_ordinary_compiled(self, text: str) -> list[int]:
+        """The same ids as ``_encode_ordinary_readable`` (tested), in one compiled call:
+        scanner, cache and merges all in ``_fast_encode.encode_text``."""
+        text = self._normalize(text)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"text contains a lone surrogate {e.object[e.start:e.end]!r}, which is not valid Unicode "
+                             f"and cannot be encoded as UTF-8") from None
+        if self._fast_cache is None:  # first use: the cache, and the kernel's arguments once for all calls
+            self._fast_cache = FE.EncodeCache(self.cache_size)
+            self._fast_args = (FE.char_table(), self._fast_mode, self._byte_ids, *self._table, self._merge_new,
+                               FE.EncodeCache.max_chunk, *self._fast_cache.arrays())
+        return FE.encode_text(np.frombuffer(data, np.uint8), *self._fast_args).tolist()
+
+    def _encode_ordinary_readable(self, text: str) -> list[int]:
+        """Pre-tokenize with ``regex``, look each chunk up in a dict, merge the misses."""
         chunks = self._pretokenize(text)
         cache = self._cache
         misses = dict.fromkeys(c for c in chunks if c not in cache)
@@ -484,8 +509,6 @@ class BPETokenizer(Tokenizer):
         out before counting.  ``texts`` may be any iterable (a generator that
         streams a large file is fine: only the distinct chunks are kept).
         """
-        from tqdm.auto import tqdm
-
         tok = cls(special_tokens=special_tokens, pattern=pattern, normalization=normalization, **kwargs)
         if not isinstance(vocab_size, (int, np.integer)) or vocab_size < tok.vocab_size:
             raise ValueError(f"vocab_size={vocab_size!r} is too small: the special tokens and 256 bytes already "
@@ -493,10 +516,23 @@ class BPETokenizer(Tokenizer):
         if not isinstance(min_frequency, (int, np.integer)) or min_frequency < 1:
             raise ValueError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
 
-        # 1-2. pre-tokenize and count distinct chunks ("words")
-        word_counts = tok._count_words(texts, show_progress)
+        # 1-3. pre-tokenize, count distinct chunks ("words"), flat arrays of those that can merge (>= 2 bytes)
+        if K.use_numba() and tok._fast_mode is not None:
+            ids, starts, lens, freqs = tok._word_arrays_compiled(texts, show_progress)
+        else:
+            ids, starts, lens, freqs = tok._word_arrays(texts, show_progress)
 
-        # 3. flat arrays of the words that can merge at all (>= 2 bytes)
+        # 4-5. merge loop: compiled (the state stays in arrays), or the readable twin
+        merge_loop = _merge_loop_compiled if K.use_numba() else _merge_loop_readable
+        merges = merge_loop(tok, ids, starts, lens, freqs, vocab_size, min_frequency, show_progress)
+        return cls(merges, special_tokens=tok._special_tokens, pattern=pattern, normalization=normalization,
+                   byte_ids=tok._byte_ids.tolist(), **kwargs)
+
+    def _word_arrays(self, texts, show_progress: bool):
+        """Distinct chunks of ``texts`` with a ``Counter``: their byte ids laid end to end
+        (``ids[starts[w]:starts[w] + lens[w]]``) and counts ``freqs``, for chunks of >= 2 bytes."""
+        tok = self
+        word_counts = tok._count_words(texts, show_progress)
         words = [w.encode("utf-8") for w in word_counts]
         keep = [i for i, w in enumerate(words) if len(w) >= 2]
         freq_list = list(word_counts.values())
@@ -506,67 +542,34 @@ class BPETokenizer(Tokenizer):
             np.cumsum(lens[:-1], out=starts[1:])
         ids = tok._byte_ids[np.frombuffer(b"".join(words[i] for i in keep), dtype=np.uint8)].copy()
         freqs = np.array([freq_list[i] for i in keep], dtype=np.int64)
-        del words, freq_list, word_counts
+        return ids, starts, lens, freqs
 
-        keys, totals, offsets, owners = K.kernel(K.initial_pair_stats)(ids, starts, lens, freqs)
-        counts: dict[int, int] = dict(zip(keys.tolist(), totals.tolist()))
-        off = offsets.tolist()
-        where: dict[int, np.ndarray] = {k: owners[off[i] : off[i + 1]] for i, k in enumerate(keys.tolist())}
-        heap = [(-c, k) for k, c in counts.items() if c >= min_frequency]
-        heapq.heapify(heap)  # (-count, key): the largest count, then the smallest pair, pops first
+    def _word_arrays_compiled(self, texts, show_progress: bool):
+        """``_word_arrays`` without Python strings per chunk: the compiled scanner
+        (``_fast_encode.count_chunks``) counts the chunks in a hash table over their bytes.
+        Same words and counts (in the same first-seen order)."""
+        from tqdm.auto import tqdm
 
-        # 4-5. merge loop
-        id_to_bytes = list(tok._id_to_bytes)
-        bytes_to_id = dict(tok._bytes_to_id)
-        special_bytes = {s.encode("utf-8") for s in tok._special_tokens}
-        merges: list[tuple[int, int, int]] = []
-        done: set[int] = set()
-        banned: set[int] = set()
-        merge_words = K.kernel(K.merge_pair_in_words)
-        bar = tqdm(total=vocab_size - len(id_to_bytes), desc="BPE merges", disable=not show_progress, leave=False)
-        while len(id_to_bytes) < vocab_size and heap:
-            neg, key = heapq.heappop(heap)
-            count = counts.get(key, 0)
-            if count != -neg:  # stale entry: counts changed since it was pushed
-                if count >= min_frequency:
-                    heapq.heappush(heap, (-count, key))
-                continue
-            if key in done or key in banned:
-                continue
-            a, b = key >> 32, key & 0xFFFFFFFF
-            data = id_to_bytes[a] + id_to_bytes[b]
-            if data in special_bytes:  # never learn a token that spells a special token
-                banned.add(key)
-                continue
-            new_id = bytes_to_id.get(data)
-            if new_id is None:  # a string reached by a second merge path keeps its first id
-                new_id = len(id_to_bytes)
-                id_to_bytes.append(data)
-                bytes_to_id[data] = new_id
-                bar.update(1)
-            merges.append((a, b, new_id))
-            done.add(key)
-            changed, deltas, new_keys, new_off, new_words = merge_words(
-                ids, starts, lens, freqs, where.pop(key), a, b, new_id
-            )
-            for k, d in zip(changed.tolist(), deltas.tolist()):
-                if d:
-                    c = counts.get(k, 0) + d
-                    if c:
-                        counts[k] = c
-                    else:
-                        del counts[k]
-            new_off = new_off.tolist()
-            for i, k in enumerate(new_keys.tolist()):
-                ws = new_words[new_off[i] : new_off[i + 1]]
-                old = where.get(k)
-                where[k] = ws if old is None else np.union1d(old, ws)
-                c = counts.get(k, 0)
-                if c >= min_frequency:
-                    heapq.heappush(heap, (-c, k))
-        bar.close()
-        return cls(merges, special_tokens=tok._special_tokens, pattern=pattern, normalization=normalization,
-                   byte_ids=tok._byte_ids.tolist(), **kwargs)
+        if isinstance(texts, str):
+            texts = [texts]
+        counts = FE.ChunkCounts()
+        table = FE.char_table()
+        specials = self._special_regex(frozenset(self._special_tokens)) if self._special_tokens else None
+        for i, text in enumerate(tqdm(texts, desc="counting words", unit=" texts", disable=not show_progress,
+                                      leave=False)):
+            if not isinstance(text, str):
+                raise TypeError(f"training text {i} is a {type(text).__name__}, not a str")
+            for piece in (specials.split(text) if specials is not None else (text,)):  # special tokens cut out
+                try:
+                    data = self._normalize(piece).encode("utf-8")
+                except UnicodeEncodeError as e:
+                    raise ValueError(f"training text {i} contains a lone surrogate {e.object[e.start:e.end]!r}, which is "
+                                     f"not valid Unicode and cannot be encoded as UTF-8") from None
+                counts.add(np.frombuffer(data, np.uint8), table, self._fast_mode)
+        meta = counts.meta[: counts.state[0]]
+        keep = meta[:, 2] >= 2
+        ids = self._byte_ids[counts.data[: counts.state[1]]]  # every word's bytes; one-byte words are skipped below
+        return ids, meta[keep, 1].copy(), meta[keep, 2].copy(), meta[keep, 3].copy()
 
     def _count_words(self, texts: Iterable[str] | str, show_progress: bool = False) -> Counter:
         """Pre-tokenize every text and count the distinct chunks (special tokens cut out)."""
@@ -687,3 +690,158 @@ class BPETokenizer(Tokenizer):
             text = self._decode_bytes[i].decode("utf-8", errors="backslashreplace")
             vocab.append(f"{i}\t{self._hf_token(i)}\t{text!r}")
         return {"merges.txt": "\n".join(merges) + "\n", "vocab.txt": "\n".join(vocab) + "\n"}
+
+
+# --------------------------------------------------------------------------- #
+# Training's merge loop (steps 3-5 of the module docstring), two ways
+# --------------------------------------------------------------------------- #
+class _NewIds:
+    """Ids of merged strings while training: a string reached by a second merge path keeps
+    its first id, and a merge that would spell a special token is refused."""
+
+    def __init__(self, tok: BPETokenizer, vocab_size: int, show_progress: bool):
+        from tqdm.auto import tqdm
+
+        self.id_to_bytes = list(tok._id_to_bytes)
+        self.bytes_to_id = dict(tok._bytes_to_id)
+        self.special_bytes = {s.encode("utf-8") for s in tok._special_tokens}
+        self.vocab_size = vocab_size
+        self.bar = tqdm(total=vocab_size - len(self.id_to_bytes), desc="BPE merges", disable=not show_progress,
+                        leave=False)
+
+    def full(self) -> bool:
+        return len(self.id_to_bytes) >= self.vocab_size
+
+    def new_id(self, a: int, b: int) -> int | None:
+        """The id of ``a`` merged with ``b``, or None when the result spells a special token."""
+        data = self.id_to_bytes[a] + self.id_to_bytes[b]
+        if data in self.special_bytes:
+            return None
+        new_id = self.bytes_to_id.get(data)
+        if new_id is None:
+            new_id = len(self.id_to_bytes)
+            self.id_to_bytes.append(data)
+            self.bytes_to_id[data] = new_id
+            self.bar.update(1)
+        return new_id
+
+
+def _merge_loop_readable(tok, ids, starts, lens, freqs, vocab_size, min_frequency, show_progress):
+    """Counts in a dict, the pair -> words index as arrays, ``heapq`` for the next pair; the
+    kernels hand each merge's count changes back to Python. Same merges as ``_merge_loop_compiled``."""
+    keys, totals, offsets, owners = K.kernel(K.initial_pair_stats)(ids, starts, lens, freqs)
+    counts: dict[int, int] = dict(zip(keys.tolist(), totals.tolist()))
+    off = offsets.tolist()
+    where: dict[int, np.ndarray] = {k: owners[off[i] : off[i + 1]] for i, k in enumerate(keys.tolist())}
+    heap = [(-c, k) for k, c in counts.items() if c >= min_frequency]
+    heapq.heapify(heap)  # (-count, key): the largest count, then the smallest pair, pops first
+    new_ids = _NewIds(tok, vocab_size, show_progress)
+    merges: list[tuple[int, int, int]] = []
+    done: set[int] = set()
+    banned: set[int] = set()
+    merge_words = K.kernel(K.merge_pair_in_words)
+    while not new_ids.full() and heap:
+        neg, key = heapq.heappop(heap)
+        count = counts.get(key, 0)
+        if count != -neg:  # stale entry: counts changed since it was pushed
+            if count >= min_frequency:
+                heapq.heappush(heap, (-count, key))
+            continue
+        if key in done or key in banned:
+            continue
+        a, b = key >> 32, key & 0xFFFFFFFF
+        new_id = new_ids.new_id(a, b)
+        if new_id is None:
+            banned.add(key)
+            continue
+        merges.append((a, b, new_id))
+        done.add(key)
+        changed, deltas, new_keys, new_off, new_words = merge_words(ids, starts, lens, freqs, where.pop(key), a, b, new_id)
+        for k, d in zip(changed.tolist(), deltas.tolist()):
+            if d:
+                c = counts.get(k, 0) + d
+                if c:
+                    counts[k] = c
+                else:
+                    del counts[k]
+        new_off = new_off.tolist()
+        for i, k in enumerate(new_keys.tolist()):
+            ws = new_words[new_off[i] : new_off[i + 1]]
+            old = where.get(k)
+            where[k] = ws if old is None else np.union1d(old, ws)
+            c = counts.get(k, 0)
+            if c >= min_frequency:
+                heapq.heappush(heap, (-c, k))
+    new_ids.bar.close()
+    return merges
+
+
+def _merge_loop_compiled(tok, ids, starts, lens, freqs, vocab_size, min_frequency, show_progress):
+    """The same loop with counts, index and heap in arrays that ``K.train_init`` /
+    ``K.train_step`` update in place: Python only names the new ids (one call per merge)."""
+    # The index holds every pair occurrence of the distinct words at first and gains entries with
+    # every merge (~4x by the end on natural text): np.zeros only maps pages, touched when used.
+    total = int(np.maximum(lens - 1, 0).sum())
+    n_pairs = max(1 << 12, total // 8)  # distinct pairs: ~1/10 of the occurrences on natural text
+    state = _TrainState(n_pairs, 4 * total + 1024, n_pairs)
+    while K.train_init(ids, starts, lens, freqs, *state.arrays(), min_frequency) == -2:
+        state.grow()
+    new_ids = _NewIds(tok, vocab_size, show_progress)
+    merges: list[tuple[int, int, int]] = []
+    merge_key = ban_key = new_id = -1
+    while True:
+        key = K.train_step(ids, starts, lens, freqs, *state.arrays(), min_frequency, merge_key, new_id, ban_key)
+        if key == -2:  # an array is full: grow it and repeat the same step
+            state.grow()
+            continue
+        merge_key = ban_key = new_id = -1
+        if key < 0 or new_ids.full():
+            break
+        a, b = key >> 32, key & 0xFFFFFFFF
+        nid = new_ids.new_id(a, b)
+        if nid is None:
+            ban_key = key
+            continue
+        merges.append((a, b, nid))
+        merge_key, new_id = key, nid
+        if new_ids.full():
+            break  # the last merge need not be applied to the words
+    new_ids.bar.close()
+    return merges
+
+
+class _TrainState:
+    """The arrays of the compiled merge loop (layout in ``_kernels``), grown when a kernel
+    reports it needs more room."""
+
+    def __init__(self, n_pairs: int, n_where: int, n_heap: int):
+        self.slots = np.zeros(_pow2(2 * n_pairs), np.int64)
+        self.pairs = np.zeros((n_pairs, 6), np.int64)
+        self.where = np.zeros((n_where, 2), np.int64)
+        self.heap = np.zeros((n_heap, 2), np.int64)
+        self.meta = np.zeros(8, np.int64)
+
+    def arrays(self):
+        return self.slots, self.pairs, self.where, self.heap, self.meta
+
+    def grow(self) -> None:
+        """Grow each array the refused call found too small (to at least twice its size)."""
+
+        def grown(a, need):
+            if need <= len(a):
+                return a
+            out = np.zeros((max(need, 2 * len(a)),) + a.shape[1:], a.dtype)
+            out[: len(a)] = a
+            return out
+
+        need_pairs, need_where, need_heap = self.meta[5:8].tolist()
+        self.where, self.heap = grown(self.where, need_where), grown(self.heap, need_heap)
+        pairs = grown(self.pairs, need_pairs)
+        if pairs is not self.pairs or 2 * need_pairs > len(self.slots):
+            self.pairs = pairs
+            self.slots = np.zeros(_pow2(2 * max(len(pairs), need_pairs)), np.int64)
+            K.rehash_pairs(self.slots, self.pairs, self.meta)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(4, int(n - 1).bit_length())
