@@ -87,3 +87,15 @@ def test_memory_benchmark_measures_gradient_checkpointing():
     rows = json.loads(run("memory.py", "--checkpointing", "--seq-lens", "64", "--json"))
     (row,) = rows
     assert row["seq_len"] == 64 and row["checkpointed_mib"] < 0.8 * row["plain_mib"]
+
+
+def test_compile_cost_counts_cold_compiles_and_warm_cache_loads(tmp_path):
+    # one tiny cached kernel (no minillm import: seconds, not a model): compiled once on the
+    # empty cache, loaded from it the second time
+    script = tmp_path / "twice.py"
+    script.write_text("from numba import njit\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n\ntwice(1.5)\n")
+    res = json.loads(run("compile_cost.py", "--warm", "--json", "--", sys.executable, str(script)))
+    cold, warm = res["cold"]["kernels"]["__main__.twice"], res["warm"]["kernels"]["__main__.twice"]
+    assert (cold["compiled"], cold["loaded"], warm["compiled"], warm["loaded"]) == (1, 0, 0, 1)
+    assert cold["signatures"] == ["(float64,)"] and cold["cpu_s"] > 0
+    assert res["cold"]["processes"] == 1 and res["cold"]["calibration_s"] > 0
