@@ -101,3 +101,15 @@ def test_distributed_benchmark_reports_speed_and_memory_per_rank():
         mem = r["per_rank"][0]
         assert mem["gradients"] == 4 * r["params"] and mem["optimizer_state"] == 8 * r["params"]  # ZeRO's formula, N=1
         assert mem["peak_rss_mib"] > 0 and r["precision"] == "float32"
+
+
+def test_compile_cost_counts_cold_compiles_and_warm_cache_loads(tmp_path):
+    # one tiny cached kernel (no minillm import: seconds, not a model): compiled once on the
+    # empty cache, loaded from it the second time
+    script = tmp_path / "twice.py"
+    script.write_text("from numba import njit\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n\ntwice(1.5)\n")
+    res = json.loads(run("compile_cost.py", "--warm", "--json", "--", sys.executable, str(script)))
+    cold, warm = res["cold"]["kernels"]["__main__.twice"], res["warm"]["kernels"]["__main__.twice"]
+    assert (cold["compiled"], cold["loaded"], warm["compiled"], warm["loaded"]) == (1, 0, 0, 1)
+    assert cold["signatures"] == ["(float64,)"] and cold["cpu_s"] > 0
+    assert res["cold"]["processes"] == 1 and res["cold"]["calibration_s"] > 0

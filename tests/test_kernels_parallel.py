@@ -1,4 +1,4 @@
-"""The parallel variants of the RMSNorm / RoPE / SwiGLU kernels.
+"""The parallel variants of the RMSNorm / RoPE / SwiGLU / cross-entropy / AdamW kernels.
 
 The wrappers run these only above PARALLEL_MIN elements (millions: below that the serial
 kernel wins), far beyond the arrays the other tests use. Here the threshold is lowered to 0
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillm.kernels import _elementwise, _norms
+from minillm.kernels import _elementwise, _norms, _optim, _softmax
 from minillm.kernels import reference as R
 
 from test_kernels_helpers import DTYPES, assert_close
@@ -28,10 +28,14 @@ def parallel(monkeypatch):
     numba.set_num_threads(2)
     monkeypatch.setattr(_norms, "PARALLEL_MIN", {k: 0 for k in _norms.PARALLEL_MIN})
     monkeypatch.setattr(_elementwise, "PARALLEL_MIN", {k: 0 for k in _elementwise.PARALLEL_MIN})
+    monkeypatch.setattr(_softmax, "CE_PARALLEL_MIN", 0)
+    monkeypatch.setattr(_optim, "PARALLEL_MIN", 0)
 
     def serial():
         monkeypatch.setattr(_norms, "PARALLEL_MIN", {k: 10**18 for k in _norms.PARALLEL_MIN})
         monkeypatch.setattr(_elementwise, "PARALLEL_MIN", {k: 10**18 for k in _elementwise.PARALLEL_MIN})
+        monkeypatch.setattr(_softmax, "CE_PARALLEL_MIN", 10**18)
+        monkeypatch.setattr(_optim, "PARALLEL_MIN", 10**18)
 
     yield serial
     numba.set_num_threads(previous)
@@ -81,3 +85,40 @@ def test_swiglu_parallel_equals_reference(parallel, dtype, seed, n):
     assert_close(_elementwise.swiglu_forward(a, b), R.swiglu_forward(a, b), dtype)
     for got, want in zip(_elementwise.swiglu_backward(a, b, gy), R.swiglu_backward(a, b, gy)):
         assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3 * _softmax.ROW_SPAN + 5), v=st.integers(1, 30),
+       smoothing=st.sampled_from([0.0, 0.1]))
+def test_cross_entropy_parallel_equals_reference_and_serial(parallel, dtype, seed, n, v, smoothing):
+    (x,) = arrays(seed, dtype, (n, v))
+    t = np.random.default_rng(seed).integers(0, v, n)
+    t[::5] = -100  # ignored rows
+    gl = np.full(n, 0.5, dtype)
+    loss, lse = _softmax.cross_entropy_forward(x, t, -100, smoothing)
+    g = _softmax.cross_entropy_backward(x, t, lse, gl, -100, smoothing)
+    rloss, rlse = R.cross_entropy_forward(x, t, -100, smoothing)
+    for got, want in ((loss, rloss), (lse, rlse), (g, R.cross_entropy_backward(x, t, rlse, gl, -100, smoothing))):
+        assert_close(got, want, dtype)
+    parallel()  # the serial span over all rows: the same per-row code -> identical bits
+    sloss, slse = _softmax.cross_entropy_forward(x, t, -100, smoothing)
+    for got, want in ((loss, sloss), (lse, slse), (g, _softmax.cross_entropy_backward(x, t, lse, gl, -100, smoothing))):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3 * _optim.SPAN + 5), wd=st.sampled_from([0.0, 0.1]))
+def test_adamw_parallel_equals_reference_and_serial(parallel, dtype, seed, n, wd):
+    p, g, m = arrays(seed, dtype, (n,), (n,), (n,))
+    v = np.abs(m)
+    states = [[a.copy() for a in (p, m, v)] for _ in range(3)]
+    _optim.adamw_step(states[0][0], g, states[0][1], states[0][2], 3, 1e-2, 0.9, 0.99, 1e-8, wd)
+    R.adamw_step(states[1][0], g, states[1][1], states[1][2], 3, 1e-2, 0.9, 0.99, 1e-8, wd)
+    for got, want in zip(states[0], states[1]):
+        assert_close(got, want, dtype)
+    parallel()  # serial: elementwise, so identical bits
+    _optim.adamw_step(states[2][0], g, states[2][1], states[2][2], 3, 1e-2, 0.9, 0.99, 1e-8, wd)
+    for got, want in zip(states[0], states[2]):
+        np.testing.assert_array_equal(got, want)

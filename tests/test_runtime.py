@@ -1,8 +1,10 @@
 """Process-wide settings: `import minillm` leaves malloc alone, `mi.tune_malloc()` is the explicit
-opt-in (with its way out), and a Numba threading layer started before minillm is reported."""
+opt-in (with its way out), a Numba threading layer started before minillm is reported, and the
+kernel cache falls back gracefully on a read-only install."""
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -114,3 +116,34 @@ def test_minillm_first_selects_workqueue_without_warning():
     )
     out = run(code)
     assert out.stdout.split() == ["workqueue"] and "RuntimeWarning" not in out.stderr
+
+
+# ----------------------------------------------- the kernel cache on a read-only install
+def test_kernel_cache_plan_falls_back_when_no_folder_is_writable(tmp_path):
+    from minillm.kernels import _cache
+
+    kernels_dir, user = str(tmp_path / "site-packages" / "minillm" / "kernels"), str(tmp_path / "home" / "numba")
+    in_tree = os.path.join(kernels_dir, "__pycache__")
+    # a writable in-tree or user-wide folder: Numba's own choice stands
+    assert _cache.plan(kernels_dir, lambda p: p == user, user) == (True, None, None)
+    assert _cache.plan(kernels_dir, lambda p: p == in_tree, user) == (True, None, None)
+    # read-only install and home: the temp dir, named in a warning along with what was tried
+    enabled, where, message = _cache.plan(kernels_dir, lambda p: p.startswith(tempfile.gettempdir()) and "minillm-numba-cache" in p, user)
+    assert enabled and "minillm-numba-cache" in where and in_tree in message and user in message and where in message
+    # a chosen NUMBA_CACHE_DIR that is not writable is reported too
+    _, _, message = _cache.plan(kernels_dir, lambda p: False, user, chosen="/read/only/cache")
+    assert "/read/only/cache" in message
+    # nothing writable at all: caching is switched off (Numba would refuse cache=True), with a warning
+    enabled, where, message = _cache.plan(kernels_dir, lambda p: False, user)
+    assert (enabled, where) == (False, None) and "compiled again in every process" in message
+
+
+def test_kernel_cache_is_on_here_and_every_kernel_module_uses_it():
+    import numba
+
+    from minillm.kernels import _attention, _cache, _softmax
+
+    assert _cache.CACHE is True and _cache.writable(os.path.dirname(_cache.__file__))
+    for fn in (_attention.attention_forward_kernel, _attention.attention_backward_kernel, _softmax.softmax_rows):
+        assert fn._cache.__class__.__name__ == "FunctionCache"  # cache=True took effect (NullCache otherwise)
+    assert isinstance(_attention.attention_forward_kernel, numba.core.registry.CPUDispatcher)

@@ -63,6 +63,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
 
 BQ = 64  # query rows per block (blocked kernels)
@@ -71,7 +72,7 @@ ROWS_MAX = 16  # fewer query rows than this: use the row-at-a-time kernels
 FM = {"reassoc", "nsz", "contract"}  # no nnan/ninf: -inf masks keep their meaning
 
 
-@njit(cache=True, fastmath=FM, inline="always")
+@njit(cache=CACHE, fastmath=FM, inline="always")
 def _mm_acc(c, a, b, i0, i1, p0, p1, j0, j1):
     """c[i0:i1, j0:j1] += a[i0:i1, p0:p1] @ b[p0:p1, j0:j1]; c, b C-contiguous 2-D arrays, a any
     2-D view (read one element at a time); i1 - i0 and p1 - p0 multiples of 4.
@@ -113,12 +114,12 @@ def _mm_acc(c, a, b, i0, i1, p0, p1, j0, j1):
                 c3[j] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
 
 
-@njit(cache=True, inline="always")
+@njit(cache=CACHE, inline="always")
 def _clamp(x, lo, hi):
     return min(max(x, lo), hi)
 
 
-@njit(cache=True, parallel=True, fastmath=FM)
+@njit(cache=CACHE, parallel=True, fastmath=FM)
 def attention_forward_kernel(q, k, v, Tk, mask, has_mask, is_causal, scale, out, lse):
     # q (B, H, Tq, D); k, v (B, Hkv, Tkp, D) with D a multiple of 4 and Tkp of BK (zero-padded by the
     # wrapper when needed); Tk = the real number of keys; mask (B, H, Tq, Tk) view
@@ -211,7 +212,7 @@ def attention_forward_kernel(q, k, v, Tk, mask, has_mask, is_causal, scale, out,
                 lse[b, h, i] = ninf
 
 
-@njit(cache=True, parallel=True, fastmath=FM)
+@njit(cache=CACHE, parallel=True, fastmath=FM)
 def attention_backward_kernel(q, k, v, mask, has_mask, is_causal, scale, out, lse, gout, gq, gk, gv):
     # q, out, gout, gq (B, H, Tq, D); k, v, gk, gv (B, Hkv, Tk, D); mask (B, H, Tq, Tk) view
     B, H, Tq, D = q.shape
@@ -325,7 +326,7 @@ def attention_backward_kernel(q, k, v, mask, has_mask, is_causal, scale, out, ls
 # row, recompute p = exp(s - lse) per tile and accumulate dV += p dO,
 # dS = p (dO.v - delta), dQ += dS K, dK += dS Q.  K and V come transposed, (D, Tk),
 # so the score loops run over contiguous keys.
-@njit(cache=True, parallel=True, fastmath=FM)
+@njit(cache=CACHE, parallel=True, fastmath=FM)
 def attention_forward_rows_kernel(q, kt, v, mask, has_mask, is_causal, scale, out, lse):
     # q (B, H, Tq, D), kt (B, Hkv, D, Tk), v (B, Hkv, Tk, D), mask (B, H, Tq, Tk) view
     B, H, Tq, D = q.shape
@@ -391,7 +392,7 @@ def attention_forward_rows_kernel(q, kt, v, mask, has_mask, is_causal, scale, ou
                 lse[b, h, i] = ninf
 
 
-@njit(cache=True, parallel=True, fastmath=FM)
+@njit(cache=CACHE, parallel=True, fastmath=FM)
 def attention_backward_rows_kernel(q, k, kt, v, vt, mask, has_mask, is_causal, scale, out, lse, gout, gq, gk, gv):
     B, H, Tq, D = q.shape
     Hkv = k.shape[1]

@@ -19,6 +19,7 @@ import math
 import numpy as np
 from numba import njit
 
+from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
 
 # Reductions may be reordered (vectorised dot products); no 'nnan'/'ninf': masked keys are -inf.
@@ -26,7 +27,7 @@ from ._mathutil import fast_exp, typed
 REDUCE = {"reassoc", "nsz", "contract", "arcp"}
 
 
-@njit(cache=True, error_model="numpy", fastmath=REDUCE)
+@njit(cache=CACHE, error_model="numpy", fastmath=REDUCE)
 def _matvec(w, x, y):
     """y[b] = w @ x[b] for every row b.   w: (N, K); x: (B, K); y: (B, N).
 
@@ -92,7 +93,7 @@ def _matvec(w, x, y):
             y[b, n] = acc
 
 
-@njit(cache=True, error_model="numpy", fastmath=REDUCE)
+@njit(cache=CACHE, error_model="numpy", fastmath=REDUCE)
 def _rmsnorm(h, w, eps, x):
     """x[b] = h[b] / sqrt(mean(h[b]^2) + eps) * w.   h, x: (B, dim)."""
     B, C = h.shape
@@ -105,7 +106,7 @@ def _rmsnorm(h, w, eps, x):
             x[b, c] = h[b, c] * rstd * w[c]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=CACHE, error_model="numpy")
 def _rope(x, n_heads, head_dim, positions, cos, sin):
     """Rotate pairs (2i, 2i+1) of every head in place.   x: (B, n_heads*head_dim)."""
     for b in range(x.shape[0]):
@@ -121,7 +122,7 @@ def _rope(x, n_heads, head_dim, positions, cos, sin):
                 x[b, base + 2 * i + 1] = x0 * s + x1 * c
 
 
-@njit(cache=True, error_model="numpy", fastmath=REDUCE)
+@njit(cache=CACHE, error_model="numpy", fastmath=REDUCE)
 def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq, wk, wv, wo,
                       ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps):
     B = tokens.shape[0]

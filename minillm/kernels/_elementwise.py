@@ -14,6 +14,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
 
 # "contract" lets LLVM fuse a * b + c into one FMA (fast_exp's polynomial, the SwiGLU
@@ -21,7 +22,7 @@ from ._mathutil import fast_exp, typed
 # No other fast-math flag: nnan/ninf would break sigmoid(-1e4) = 1 / (1 + inf) = 0 (tested).
 # error_model="numpy": no Python-style division-by-zero check, which would keep LLVM from
 # vectorising the 1 / (1 + exp(-a)) loop.
-OPTS = dict(cache=True, error_model="numpy", fastmath={"contract"})
+OPTS = dict(cache=CACHE, error_model="numpy", fastmath={"contract"})
 
 # Below this many elements the serial kernel wins.  Measured with 2 threads (/proc/cpuinfo:
 # AMD EPYC, AVX-512): a parallel launch costs 30-110 us, and the second thread speeds a
@@ -123,7 +124,7 @@ def swiglu_backward_parallel(a, b, gy, ga, gb, nspan):
 COL_BLOCK = 64
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=CACHE, parallel=True)
 def embedding_backward_kernel(ids, gout, gw):
     # Threads split the columns, so two equal ids never race for one row.
     N, C = gout.shape
@@ -196,7 +197,7 @@ def swiglu_backward(a, b, gy):
     return ga, gb
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _erf_flat(x, out):
     for i in range(x.size):
         out[i] = math.erf(x[i])

@@ -19,10 +19,12 @@ for the shapes where BLAS wins.
 import numpy as np
 from numba import njit, prange
 
+from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
+
 MC, KC, NC = 64, 256, 512
 
 
-@njit(cache=True, parallel=True, fastmath={"contract"})
+@njit(cache=CACHE, parallel=True, fastmath={"contract"})
 def matmul_kernel(a, b, c, trans_a, trans_b):
     # a: (Bt, M, K) or (Bt, K, M) if trans_a;  b: (Bt, K, N) or (Bt, N, K) if trans_b;  c: (Bt, M, N)
     Bt, M, N = c.shape

@@ -18,6 +18,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import typed
 
 # Reductions (sum of squares, dot products) vectorise only if LLVM may reassociate them;
@@ -25,7 +26,7 @@ from ._mathutil import typed
 REDUCE = {"reassoc", "nsz", "contract"}
 # error_model="numpy": 1/sqrt(...) does not check for division by zero (a Python-style
 # check inside a loop also blocks vectorisation).
-OPTS = dict(cache=True, error_model="numpy", fastmath=REDUCE)
+OPTS = dict(cache=CACHE, error_model="numpy", fastmath=REDUCE)
 
 ROW_BLOCK = 128  # rows per block: a fixed count, so the weight-gradient sum order is fixed
 # Below this many elements the serial kernel wins.  Measured with 2 threads (C = 128-512):
@@ -150,7 +151,7 @@ def rmsnorm_backward(x, weight, rstd, gy):
 # No "contract": gx = rstd·(g - mean(g) - ...) subtracts nearly equal numbers, and a fused
 # multiply-add that skips rounding g = gy·w (but not mean(g)) leaves an error rstd times larger
 # than the reference's (seen at C = 1, where the exact answer is 0).
-LN_OPTS = dict(cache=True, error_model="numpy", fastmath={"reassoc", "nsz"})
+LN_OPTS = dict(cache=CACHE, error_model="numpy", fastmath={"reassoc", "nsz"})
 
 
 @njit(**LN_OPTS)

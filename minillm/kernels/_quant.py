@@ -10,8 +10,10 @@ slower still on the shapes of a tiny model.
 import numpy as np
 from numba import njit
 
+from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 
-@njit(cache=True)
+
+@njit(cache=CACHE)
 def _dequantize(packed, scales, code, blocksize, out):
     half = blocksize // 2
     for b in range(scales.shape[0]):
@@ -28,7 +30,7 @@ def nf4_dequantize(packed, scales, code, blocksize):
     return out
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _nf4_linear(x, packed, scales, code, blocksize, out_features, y):
     N, K = x.shape
     for o in range(out_features):

@@ -11,12 +11,13 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
 
 REDUCE = {"reassoc", "nsz", "contract"}
 
 
-@njit(cache=True, fastmath=REDUCE, inline="always")
+@njit(cache=CACHE, fastmath=REDUCE, inline="always")
 def _row_max(x, r):
     # 8 independent running maxima, so the compare/select chain is not one long dependency
     C = x.shape[1]
@@ -36,7 +37,7 @@ def _row_max(x, r):
     return out
 
 
-@njit(cache=True, parallel=True, fastmath=REDUCE)
+@njit(cache=CACHE, parallel=True, fastmath=REDUCE)
 def softmax_rows(x, y, log):
     """y = softmax(x) (log=False) or log_softmax(x) (log=True), rows of a 2-D array."""
     N, C = x.shape
@@ -59,7 +60,7 @@ def softmax_rows(x, y, log):
                 y[r, c] *= inv
 
 
-@njit(cache=True, parallel=True, fastmath=REDUCE)
+@njit(cache=CACHE, parallel=True, fastmath=REDUCE)
 def softmax_backward_rows(y, gy, gx, log):
     """softmax: gx = y * (gy - sum(gy*y));  log-softmax: gx = gy - exp(y) * sum(gy)."""
     N, C = y.shape
@@ -77,11 +78,22 @@ def softmax_backward_rows(y, gy, gx, log):
                 gx[r, c] = y[r, c] * (gy[r, c] - s)
 
 
-@njit(cache=True, parallel=True, fastmath=REDUCE)
-def cross_entropy_forward_rows(x, target, ignore_index, eps, loss, lse):
-    N, V = x.shape
+# Cross-entropy: a row-span function (serial) and a parallel driver that runs spans of
+# ROW_SPAN rows on the threads.  The wrappers call the span function directly below
+# CE_PARALLEL_MIN logits: on these 2 vCPUs (one core's two hyperthreads) a second thread sped
+# exp-bound loops up only ~1.4x (SwiGLU, _elementwise.py) while a launch costs 30-110 us, and a
+# serial-only run (e.g. `train_tiny_llama.py --quick`, 0.5M logits) never compiles the parallel
+# driver (~3 CPU s each for Numba's parallel compiler: benchmarks/compile_cost.py).
+CE_PARALLEL_MIN = 4_000_000
+ROW_SPAN = 64
+
+
+@njit(cache=CACHE, fastmath=REDUCE)
+def cross_entropy_forward_span(x, target, ignore_index, eps, loss, lse, r0, r1):
+    """Rows r0..r1-1: loss = lse - x[target] (label smoothing: mixed with the mean), lse saved."""
+    V = x.shape[1]
     one = typed(x, 1.0)
-    for r in prange(N):
+    for r in range(r0, r1):
         m = _row_max(x, r)
         s = typed(x, 0.0)
         sx = typed(x, 0.0)
@@ -97,12 +109,21 @@ def cross_entropy_forward_rows(x, target, ignore_index, eps, loss, lse):
             loss[r] = (one - eps) * (L - x[r, t]) + eps * (L - sx / typed(x, V))
 
 
-@njit(cache=True, parallel=True, fastmath=REDUCE)
-def cross_entropy_backward_rows(x, target, lse, grad, ignore_index, eps, g):
-    N, V = x.shape
+@njit(cache=CACHE, parallel=True)
+def cross_entropy_forward_rows(x, target, ignore_index, eps, loss, lse):
+    N = x.shape[0]
+    for i in prange((N + ROW_SPAN - 1) // ROW_SPAN):
+        r0 = np.int64(i) * ROW_SPAN  # int64: prange's index is uint64 inside the parallel region
+        cross_entropy_forward_span(x, target, ignore_index, eps, loss, lse, r0, min(r0 + ROW_SPAN, N))
+
+
+@njit(cache=CACHE, fastmath=REDUCE)
+def cross_entropy_backward_span(x, target, lse, grad, ignore_index, eps, g, r0, r1):
+    """Rows r0..r1-1: g = (softmax(x) - smoothed onehot(target)) * grad."""
+    V = x.shape[1]
     one = typed(x, 1.0)
     u = eps / typed(x, V)
-    for r in prange(N):
+    for r in range(r0, r1):
         t = target[r]
         if t == ignore_index:
             for c in range(V):
@@ -113,6 +134,14 @@ def cross_entropy_backward_rows(x, target, lse, grad, ignore_index, eps, g):
         for c in range(V):
             g[r, c] = (fast_exp(x[r, c] - L) - u) * gr
         g[r, t] = (fast_exp(x[r, t] - L) - u - (one - eps)) * gr
+
+
+@njit(cache=CACHE, parallel=True)
+def cross_entropy_backward_rows(x, target, lse, grad, ignore_index, eps, g):
+    N = x.shape[0]
+    for i in prange((N + ROW_SPAN - 1) // ROW_SPAN):
+        r0 = np.int64(i) * ROW_SPAN
+        cross_entropy_backward_span(x, target, lse, grad, ignore_index, eps, g, r0, min(r0 + ROW_SPAN, N))
 
 
 # ------------------------------------------------------------------ array-level API
@@ -156,7 +185,11 @@ def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
     t = np.ascontiguousarray(target, dtype=np.int64)
     loss = np.empty(x.shape[0], x.dtype)
     lse = np.empty(x.shape[0], x.dtype)
-    cross_entropy_forward_rows(x, t, int(ignore_index), x.dtype.type(label_smoothing), loss, lse)
+    args = (x, t, int(ignore_index), x.dtype.type(label_smoothing), loss, lse)
+    if x.size >= CE_PARALLEL_MIN:
+        cross_entropy_forward_rows(*args)
+    else:
+        cross_entropy_forward_span(*args, 0, x.shape[0])
     return loss, lse
 
 
@@ -165,8 +198,10 @@ def cross_entropy_backward(logits, target, lse, grad_losses, ignore_index, label
     dt = x.dtype
     t = np.ascontiguousarray(target, dtype=np.int64)
     g = np.empty_like(x)
-    cross_entropy_backward_rows(
-        x, t, np.ascontiguousarray(lse, dtype=dt), np.ascontiguousarray(grad_losses, dtype=dt),
-        int(ignore_index), dt.type(label_smoothing), g,
-    )
+    args = (x, t, np.ascontiguousarray(lse, dtype=dt), np.ascontiguousarray(grad_losses, dtype=dt),
+            int(ignore_index), dt.type(label_smoothing), g)
+    if x.size >= CE_PARALLEL_MIN:
+        cross_entropy_backward_rows(*args)
+    else:
+        cross_entropy_backward_span(*args, 0, x.shape[0])
     return g

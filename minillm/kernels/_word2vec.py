@@ -10,8 +10,10 @@ import math
 import numpy as np
 from numba import njit
 
+from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 
-@njit(cache=True)
+
+@njit(cache=CACHE)
 def skipgram_ns_train(W_in, W_out, centers, outputs, mask, lr):
     D = W_in.shape[1]
     K1 = outputs.shape[1]
@@ -45,7 +47,7 @@ def skipgram_ns_train(W_in, W_out, centers, outputs, mask, lr):
     return loss
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def cbow_ns_train(W_in, W_out, contexts, outputs, mask, lr):
     D = W_in.shape[1]
     K1 = outputs.shape[1]
