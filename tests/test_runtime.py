@@ -147,3 +147,12 @@ def test_kernel_cache_is_on_here_and_every_kernel_module_uses_it():
     for fn in (_attention.attention_forward_kernel, _attention.attention_backward_kernel, _softmax.softmax_rows):
         assert fn._cache.__class__.__name__ == "FunctionCache"  # cache=True took effect (NullCache otherwise)
     assert isinstance(_attention.attention_forward_kernel, numba.core.registry.CPUDispatcher)
+    # every jit decorator in the package takes cache=CACHE: a literal cache=True anywhere (the
+    # tokenizer kernels had it) makes `import minillm` fail on a read-only install
+    import glob
+    import re
+
+    package = os.path.dirname(os.path.dirname(_cache.__file__))
+    offenders = [os.path.relpath(path, package) for path in glob.glob(os.path.join(package, "**", "*.py"), recursive=True)
+                 if re.search(r"jit\([^)]*cache=True", open(path, encoding="utf-8").read())]
+    assert offenders == []

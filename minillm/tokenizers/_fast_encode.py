@@ -32,6 +32,7 @@ import regex
 from numba import njit
 from numba.extending import register_jitable
 
+from ..kernels._cache import CACHE  # cache=True, or False where no folder is writable (kernels/_cache.py)
 from . import _kernels as K
 
 __all__ = ["char_table", "EncodeCache", "ChunkCounts", "encode_text", "count_chunks", "scan_chunks", "MODE_GPT4",
@@ -175,7 +176,7 @@ def _decode_utf8(data):
     return cp, off, k
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def scan_chunks(data, table, mode):
     """Byte offsets of the pre-tokenizer's chunks of UTF-8 ``data``: chunk c is
     ``data[bounds[c]:bounds[c + 1]]``. Gaps (characters no alternative matches) become
@@ -243,7 +244,7 @@ def _hash_bytes(data, s, e):
     return h
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def encode_text(data, table, mode, byte_ids, keys, ranks, mask, new_ids, max_chunk, slots, meta, cdata, cids, state):
     """Token ids of the UTF-8 text ``data``: pre-tokenize (``scan_chunks``), then each chunk
     from the cache or merged by ``_merge_chunk`` (and cached). Returns int64 ids."""
@@ -360,7 +361,7 @@ class ChunkCounts:
             self.grow()  # full: resume at the chunk that did not fit (the scanner restarts cleanly there)
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _rehash_chunks(slots, meta, state):
     smask = len(slots) - 1
     for e in range(state[0]):
@@ -371,7 +372,7 @@ def _rehash_chunks(slots, meta, state):
         slots[slot] = e + 1
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def count_chunks(data, start, table, mode, slots, meta, cdata, state):
     """Add 1 to the count of every chunk of ``data[start:]`` (new chunks get an entry). Returns
     -1 when done, or the byte offset of a chunk that did not fit (``state[2:4]`` say what is

@@ -30,6 +30,7 @@ from numba import njit
 from numba.extending import register_jitable
 
 from .. import kernels as _backend
+from ..kernels._cache import CACHE  # cache=True, or False where no folder is writable (kernels/_cache.py)
 
 __all__ = [
     "pair_key",
@@ -65,7 +66,7 @@ def pair_key(a, b):
 # --------------------------------------------------------------------------- #
 # Training
 # --------------------------------------------------------------------------- #
-@njit(cache=True)
+@njit(cache=CACHE)
 def initial_pair_stats(ids, starts, lens, freqs):
     """Count every adjacent pair once, weighted by word frequency.
 
@@ -123,7 +124,7 @@ def initial_pair_stats(ids, starts, lens, freqs):
     return ukeys[:nu].copy(), counts[:nu].copy(), offsets[: nu + 1].copy(), words[:nw].copy()
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def merge_pair_in_words(ids, starts, lens, freqs, words, a, b, new_id):
     """Replace every ``(a, b)`` by ``new_id`` inside ``words`` (in place) and
     report how the pair counts change.  This is the incremental step of training:
@@ -252,7 +253,7 @@ def _slot(a, b, mask):
     return h & mask
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def build_merge_table(left, right, new_ids):
     """An open-addressing hash table ``(a, b) -> (rank, new id)`` in three arrays.
 
@@ -393,7 +394,7 @@ def _merge_chunk(sym, nxt, prv, heap, n, keys, ranks, mask, new_ids, out, o):
     return o
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def bpe_encode_chunks(sym_in, offsets, keys, ranks, mask, new_ids):
     """Apply the merges, lowest rank first, to each chunk independently (``_merge_chunk``).
 
@@ -537,14 +538,14 @@ def _refuse(meta, n_pairs, n_where, n_heap):
     return -2
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def rehash_pairs(slots, pairs, meta):
     """Fill an empty (larger) ``slots`` from the pairs (after ``grow_train_state``)."""
     for p in range(meta[0]):
         slots[_pair_slot(slots, pairs, pairs[p, _P_KEY])] = p + 1
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def train_init(ids, starts, lens, freqs, slots, pairs, where, heap, meta, min_frequency):
     """Count every adjacent pair (weighted by word frequency), index pair -> words, and heap
     the pairs counted at least ``min_frequency`` times. Resumable: returns -2 when an array is
@@ -572,7 +573,7 @@ def train_init(ids, starts, lens, freqs, slots, pairs, where, heap, meta, min_fr
     return 0
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def train_step(ids, starts, lens, freqs, slots, pairs, where, heap, meta, min_frequency, merge_key, new_id, ban_key):
     """One step of training: mark ``ban_key`` (>= 0) as never to be merged; merge ``merge_key``
     (>= 0) into ``new_id`` in every word that holds it, updating the counts, the index and the
