@@ -77,10 +77,11 @@ from .._checks import check_model_inputs
 from ..nn import functional as F
 from ..nn.heads import lm_loss
 from ..nn.kv_cache import KVCache
+from ..nn.positional import apply_rope, precompute_freqs_cis
 from ..ops import cat
 from ..tensor import Tensor
 from .config import ConfigMixin
-from .llama import MLP, CausalLMOutput, _rotary, precompute_freqs_cis
+from .llama import MLP, CausalLMOutput
 
 __all__ = ["DeepseekConfig", "MoEGate", "DeepseekMoE", "MLA", "DecoderLayer", "DeepseekForCausalLM", "PRESETS",
            "kv_cache_bytes_per_token"]
@@ -328,13 +329,13 @@ class MLA(nn.Module):
         q = self.q_proj(x) if self.q_lora_rank is None else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))  # (B, T, H·qk)
         q = q.view(B, T, self.H, self.d_nope + self.d_rope)  # (B, T, H, qk)
         q_nope, q_rope = q[..., : self.d_nope], q[..., self.d_nope :]  # (B, T, H, d_nope), (B, T, H, d_rope)
-        return q_nope, _rotary(q_rope, cos, sin)
+        return q_nope, apply_rope(q_rope, cos, sin)
 
     def _latent(self, x: Tensor, cos, sin):
         B, T, _ = x.shape
         kv = self.kv_a_proj_with_mqa(x)  # (B, T, C) -> (B, T, r + d_rope)
         c_kv = self.kv_a_layernorm(kv[..., : self.r])  # (B, T, r), the compressed keys and values
-        k_rope = _rotary(kv[..., self.r :].view(B, T, 1, self.d_rope), cos, sin)  # (B, T, 1, d_rope), one head for all
+        k_rope = apply_rope(kv[..., self.r :].view(B, T, 1, self.d_rope), cos, sin)  # (B, T, 1, d_rope), one head for all
         return c_kv, k_rope
 
     def up_weights(self):
