@@ -182,23 +182,26 @@ def test_structure_post_norm_single_linear_head_gelu():
     assert m.lm_head.weight is m.word_embeddings.weight  # one linear output layer, tied
     names = set(m.state_dict())
     assert sum(n in ("lm_head.weight", "word_embeddings.weight") for n, _ in m.named_parameters()) == 1  # trained once
-    assert not any("final" in n or "dense" in n for n in names)  # no final norm, no MLP head
+    assert not any("dense" in n or "pooler" in n for n in names)  # no MLP head (BERT's has dense + LN)
     assert m.transformer.layers[0].mlp.activation == "gelu"
-    assert {"transformer.block_position_embeddings.embedding.weight", "transformer.layers.1.post_mlp_layernorm.bias"} <= names
+    assert {"transformer.block_position_embeddings.embedding.weight", "transformer.layers.1.input_layernorm.bias",
+            "transformer.final_layernorm.weight"} <= names
 
 
 def test_block_is_post_norm_by_formula():
     blk = scramble(GLMBlock(cfg()).double())
     x = mi.randn(2, 5, 16, dtype=mi.float64)
     mask = glm_attention_mask([3, 2], 5)
-    a = blk.attention(x, attn_mask=mask).data
 
     def ln(z, mod):
         mu, var = z.mean(-1, keepdims=True), z.var(-1, keepdims=True)
         return (z - mu) / np.sqrt(var + 1e-5) * mod.weight.data + mod.bias.data
 
-    h = ln(x.data + a, blk.post_attention_layernorm)
-    ref = ln(h + blk.mlp(mi.tensor(h)).data, blk.post_mlp_layernorm)
+    alpha = np.sqrt(2 * cfg().num_layers)  # DeepNorm's α, as ChatGLM-6B
+    assert blk.alpha == pytest.approx(alpha)
+    h = ln(x.data, blk.input_layernorm)  # the previous block's sum, normalised
+    h2 = ln(alpha * h + blk.attention(mi.tensor(h), attn_mask=mask).data, blk.post_attention_layernorm)  # LN after the add
+    ref = alpha * h2 + blk.mlp(mi.tensor(h2)).data  # normalised by the next block's input_layernorm
     np.testing.assert_allclose(blk(x, mask).data, ref, rtol=1e-10, atol=1e-10)
 
 
