@@ -250,14 +250,31 @@ def test_positions_matter_both_rows():
         assert not np.allclose(m(ids, position_ids=p2, sep=ex["sep"]).logits.data[0, -1], base[0, -1])
 
 
+def naive_layout(ctx, span):
+    """Part A (``ctx``, one [MASK]) + [START] + ``span``: ids and 2-D positions, written out by hand."""
+    mpos = ctx.index(MASK)
+    ids = ctx + [SOP] + span
+    pos = [list(range(len(ctx))) + [mpos] * (len(span) + 1), [0] * len(ctx) + list(range(1, len(span) + 2))]
+    return ids, pos
+
+
+def test_generation_layout_is_the_training_layout():
+    """What ``naive_infill`` (and so ``infill``, tested equal to it below) feeds the model is what
+    ``blank_infilling`` trains on: the same ids and positions, and the label at Part B's i-th
+    position is the span's i-th token ([END] last), i.e. the logits read at each step."""
+    tokens = [10, 11, 12, 13, 14, 15]
+    ex = blank_infilling(tokens, [(2, 4)], MASK, SOP, EOP)
+    ids, pos = naive_layout([10, 11, MASK, 14, 15], [12, 13])
+    assert ex["input_ids"].tolist() == ids and ex["position_ids"].tolist() == pos and ex["sep"] == 5
+    assert ex["labels"].tolist() == [-100] * 5 + [12, 13, EOP]
+
+
 def naive_infill(m, ctx, max_new):
     """No cache: rebuild Part A + [START] + the span so far and run the whole sequence each step."""
-    mpos = ctx.index(MASK)
     span = []
     for _ in range(max_new):
-        ids = np.array([ctx + [SOP] + span])
-        pos = np.array([[list(range(len(ctx))) + [mpos] * (len(span) + 1), [0] * len(ctx) + list(range(1, len(span) + 2))]])
-        nxt = int(m(ids, position_ids=pos, sep=len(ctx)).logits.data[0, -1].argmax())
+        ids, pos = naive_layout(ctx, span)
+        nxt = int(m(np.array([ids]), position_ids=np.array([pos]), sep=len(ctx)).logits.data[0, -1].argmax())
         if nxt == EOP:
             break
         span.append(nxt)
