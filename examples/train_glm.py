@@ -9,7 +9,8 @@ Steps:
      [MASK] (the blank in Part A), [START] and [END] (around each span in Part B);
   2. GLM pretraining (``minillm.models.glm.GLM``: post-norm, GeLU, one tied output layer, 2-D
      positions) on blank infilling (``minillm.data.glm_tasks``: Poisson(3) spans covering 15 % of
-     each document, [MASK] in Part A, the spans shuffled in Part B and predicted token by token);
+     each piece of the stories packed end to end, [MASK] in Part A, the spans shuffled in Part B
+     and predicted token by token);
   3. GPT pretraining (``minillm.models.gpt.GPT``, the same width, depth and heads) on next-token
      prediction with ``pipeline.pretrain``, for the same number of steps and batch size;
   4. blanks in held-out stories ("Tom went to the [MASK]. There, Tom met Anna."): one word
