@@ -138,6 +138,58 @@ def test_aux_free_bias_balances_the_load_without_changing_the_gate_weights():
         np.testing.assert_array_equal(gate.e_score_correction_bias.data, before)  # no update at inference
 
 
+def brute_force_group_choice(choice, n_group, topk_group, k, group_score):
+    """The definition, one token at a time with Python lists: rank the groups by ``group_score``
+    of their experts' scores, keep the best ``topk_group``, then take the k best experts among the
+    kept groups' experts only."""
+    E = len(choice)
+    size = E // n_group
+    groups = [list(range(g * size, (g + 1) * size)) for g in range(n_group)]
+    ranked = sorted(range(n_group), key=lambda g: (-group_score([choice[e] for e in groups[g]]), g))
+    allowed = [e for g in ranked[:topk_group] for e in groups[g]]
+    return sorted(allowed, key=lambda e: (-choice[e], e))[:k]
+
+
+@pytest.mark.parametrize("method, n_group, topk_group, k", [
+    ("group_limited_greedy", 4, 2, 3),  # V2: a group's score is its best expert
+    ("noaux_tc", 4, 2, 3),  # V3: the sum of its two best (bias-adjusted) experts
+    ("noaux_tc", 2, 1, 2),
+])
+def test_group_limited_routing_equals_the_brute_force_definition(method, n_group, topk_group, k):
+    c = cfg(n_routed_experts=8, num_experts_per_tok=k, n_group=n_group, topk_group=topk_group, topk_method=method,
+            scoring_func="softmax" if method == "group_limited_greedy" else "sigmoid", bias_update_speed=0.0)
+    gate = MoEGate(c).double()
+    nn.init.normal_(gate.weight, 0.0, 0.5)
+    if method == "noaux_tc":
+        gate.e_score_correction_bias.data[:] = np.random.default_rng(3).normal(0, 0.3, 8)  # some choices go negative
+    x = mi.tensor(np.random.default_rng(4).standard_normal((200, 16)))
+    idx, w, _ = gate(x)
+    s = gate.scores(x).data
+    choice = s + (gate.e_score_correction_bias.data if method == "noaux_tc" else 0.0)
+    group_score = (lambda v: max(v)) if method == "group_limited_greedy" else (lambda v: sum(sorted(v)[-2:]))
+    plain_top_k = np.argsort(-choice, axis=-1, kind="stable")[:, :k]
+    differs = 0
+    for t in range(200):
+        want = brute_force_group_choice(list(choice[t]), n_group, topk_group, k, group_score)
+        assert idx[t].tolist() == want, f"token {t}"
+        assert len({e // (8 // n_group) for e in idx[t]}) <= topk_group  # at most topk_group groups used
+        differs += set(want) != set(plain_top_k[t])
+    assert differs > 10, "the group limit changed the choice of some tokens (the test can tell the two apart)"
+    np.testing.assert_allclose(w.data, s[np.arange(200)[:, None], idx], rtol=1e-12)  # weights: the unbiased scores
+
+
+def test_group_limited_moe_gradchecks_and_one_group_is_plain_top_k():
+    moe = scramble(DeepseekMoE(cfg(n_routed_experts=4, num_experts_per_tok=2, n_group=2, topk_group=1,
+                                   topk_method="group_limited_greedy")).double(), 0.5)
+    x = mi.randn(1, 4, 16, dtype=mi.float64, requires_grad=True)
+    gradcheck(lambda x, *p: moe(x) + moe.aux_loss, [x, *moe.parameters()], name="group-limited DeepseekMoE")
+    one = MoEGate(cfg(n_routed_experts=4, n_group=1, topk_method="group_limited_greedy")).double()
+    greedy = MoEGate(cfg(n_routed_experts=4)).double()
+    greedy.load_state_dict(one.state_dict())
+    z = mi.tensor(np.random.default_rng(5).standard_normal((50, 16)))
+    np.testing.assert_array_equal(one(z)[0], greedy(z)[0])
+
+
 @pytest.mark.parametrize("scoring", ["softmax", "sigmoid"])
 def test_gradcheck_through_routing_away_from_ties(scoring):
     moe = scramble(DeepseekMoE(cfg(scoring_func=scoring, norm_topk_prob=scoring == "sigmoid")).double(), 0.5)
@@ -247,6 +299,16 @@ def test_config_validation_names_the_field():
         cfg(qk_rope_head_dim=3)
     with pytest.raises(ValueError, match="DeepseekConfig.kv_lora_rank must be an int >= 1"):
         cfg(kv_lora_rank=0)
+    with pytest.raises(ValueError, match=r"topk_group \(3\) must be <= n_group \(2\)"):
+        cfg(n_group=2, topk_group=3, topk_method="noaux_tc")
+    with pytest.raises(ValueError, match=r"n_routed_experts \(4\) must be divisible by n_group \(3\)"):
+        cfg(n_group=3, topk_method="noaux_tc")
+    with pytest.raises(ValueError, match=r"topk_group \(1\) groups of 1 experts hold fewer than num_experts_per_tok \(2\)"):
+        cfg(n_group=4, topk_group=1, topk_method="group_limited_greedy")
+    with pytest.raises(ValueError, match="n_group=2 needs topk_method 'group_limited_greedy'"):
+        cfg(n_group=2)
+    with pytest.raises(ValueError, match="groups need >= 2 experts, got 1"):
+        cfg(n_group=4, topk_group=2, topk_method="noaux_tc")
     assert DeepseekConfig.from_dict(cfg().to_dict()) == cfg()
 
 

@@ -1,9 +1,8 @@
 """Optional: our DeepseekForCausalLM gives Hugging Face DeepseekV3ForCausalLM's logits (skips without
 torch/transformers). A tiny random config: MLA with a compressed query (q_lora_rank), one dense
 layer then MoE layers with V3's router (sigmoid scores, bias-adjusted choice, renormalised and
-scaled weights), one shared expert. The one V3 detail we do not implement is group-limited
-routing (n_group > 1 chooses experts inside the best groups first): the config uses n_group = 1,
-where it is the plain top-k."""
+scaled weights), one shared expert; with n_group = 1 (plain top-k) and with group-limited routing
+(n_group = 3, topk_group = 2: each token's experts come from its 2 best groups of 2)."""
 import numpy as np
 import pytest
 
@@ -17,12 +16,12 @@ import minillm as mi  # noqa: E402
 import minillm.nn as nn  # noqa: E402
 
 
-def models(q_lora_rank):
+def models(q_lora_rank, n_group=1, topk_group=1):
     ours_cfg = DeepseekConfig(vocab_size=41, max_seq_len=32, hidden_size=24, num_hidden_layers=3, num_attention_heads=3,
                               intermediate_size=40, n_routed_experts=6, n_shared_experts=1, num_experts_per_tok=2,
                               moe_intermediate_size=12, first_k_dense_replace=1, scoring_func="sigmoid", norm_topk_prob=True,
                               routed_scaling_factor=2.5, topk_method="noaux_tc", bias_update_speed=0.0, aux_loss_alpha=0.0,
-                              q_lora_rank=q_lora_rank, kv_lora_rank=10, qk_nope_head_dim=6, qk_rope_head_dim=4, v_head_dim=8)
+                              q_lora_rank=q_lora_rank, kv_lora_rank=10, n_group=n_group, topk_group=topk_group, qk_nope_head_dim=6, qk_rope_head_dim=4, v_head_dim=8)
     mi.manual_seed(0)
     ours = DeepseekForCausalLM(ours_cfg).double()
     for name, p in ours.named_parameters():
@@ -38,7 +37,7 @@ def models(q_lora_rank):
         num_attention_heads=c.num_attention_heads, num_key_value_heads=c.num_attention_heads,
         n_shared_experts=c.n_shared_experts, n_routed_experts=c.n_routed_experts, routed_scaling_factor=c.routed_scaling_factor,
         kv_lora_rank=c.kv_lora_rank, q_lora_rank=c.q_lora_rank, qk_rope_head_dim=c.qk_rope_head_dim, v_head_dim=c.v_head_dim,
-        qk_nope_head_dim=c.qk_nope_head_dim, n_group=1, topk_group=1, num_experts_per_tok=c.num_experts_per_tok,
+        qk_nope_head_dim=c.qk_nope_head_dim, n_group=c.n_group, topk_group=c.topk_group, num_experts_per_tok=c.num_experts_per_tok,
         first_k_dense_replace=c.first_k_dense_replace, norm_topk_prob=True, max_position_embeddings=c.max_seq_len,
         rms_norm_eps=c.rms_norm_eps, rope_interleave=True, tie_word_embeddings=False,
     )
@@ -64,11 +63,12 @@ def models(q_lora_rank):
     return ours, hf
 
 
-def test_logits_equal_transformers_deepseek_v3():
+@pytest.mark.parametrize("n_group, topk_group", [(1, 1), (3, 2)])
+def test_logits_equal_transformers_deepseek_v3(n_group, topk_group):
     """Equal to 1e-5, not 1e-12, even in float64: HF computes the router's scores in float32
     (``F.linear(h.float(), weight.float())``, on purpose, for routing stability) and its RoPE
     angles in float32; our float64 model keeps float64 scores."""
-    ours, hf = models(q_lora_rank=8)
+    ours, hf = models(q_lora_rank=8, n_group=n_group, topk_group=topk_group)
     ids = np.random.default_rng(0).integers(0, 41, (2, 9))
     with mi.no_grad(), ours.mode(training=False):
         got = ours(ids).logits.data
@@ -78,3 +78,8 @@ def test_logits_equal_transformers_deepseek_v3():
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(absorbed, ref, rtol=1e-5, atol=1e-5)
     assert np.abs(ref).max() > 1.0  # not a trivially small output
+    if n_group > 1:  # the group limit changed some token's experts, so the test tells the two routings apart
+        for moe in ours.moe_layers():
+            moe.gate.n_group = 1
+        with mi.no_grad(), ours.mode(training=False):
+            assert np.abs(ours(ids).logits.data - got).max() > 1e-3

@@ -182,23 +182,26 @@ def test_structure_post_norm_single_linear_head_gelu():
     assert m.lm_head.weight is m.word_embeddings.weight  # one linear output layer, tied
     names = set(m.state_dict())
     assert sum(n in ("lm_head.weight", "word_embeddings.weight") for n, _ in m.named_parameters()) == 1  # trained once
-    assert not any("final" in n or "dense" in n for n in names)  # no final norm, no MLP head
+    assert not any("dense" in n or "pooler" in n for n in names)  # no MLP head (BERT's has dense + LN)
     assert m.transformer.layers[0].mlp.activation == "gelu"
-    assert {"transformer.block_position_embeddings.embedding.weight", "transformer.layers.1.post_mlp_layernorm.bias"} <= names
+    assert {"transformer.block_position_embeddings.embedding.weight", "transformer.layers.1.input_layernorm.bias",
+            "transformer.final_layernorm.weight"} <= names
 
 
 def test_block_is_post_norm_by_formula():
     blk = scramble(GLMBlock(cfg()).double())
     x = mi.randn(2, 5, 16, dtype=mi.float64)
     mask = glm_attention_mask([3, 2], 5)
-    a = blk.attention(x, attn_mask=mask).data
 
     def ln(z, mod):
         mu, var = z.mean(-1, keepdims=True), z.var(-1, keepdims=True)
         return (z - mu) / np.sqrt(var + 1e-5) * mod.weight.data + mod.bias.data
 
-    h = ln(x.data + a, blk.post_attention_layernorm)
-    ref = ln(h + blk.mlp(mi.tensor(h)).data, blk.post_mlp_layernorm)
+    alpha = np.sqrt(2 * cfg().num_layers)  # DeepNorm's α, as ChatGLM-6B
+    assert blk.alpha == pytest.approx(alpha)
+    h = ln(x.data, blk.input_layernorm)  # the previous block's sum, normalised
+    h2 = ln(alpha * h + blk.attention(mi.tensor(h), attn_mask=mask).data, blk.post_attention_layernorm)  # LN after the add
+    ref = alpha * h2 + blk.mlp(mi.tensor(h2)).data  # normalised by the next block's input_layernorm
     np.testing.assert_allclose(blk(x, mask).data, ref, rtol=1e-10, atol=1e-10)
 
 
@@ -247,14 +250,31 @@ def test_positions_matter_both_rows():
         assert not np.allclose(m(ids, position_ids=p2, sep=ex["sep"]).logits.data[0, -1], base[0, -1])
 
 
+def naive_layout(ctx, span):
+    """Part A (``ctx``, one [MASK]) + [START] + ``span``: ids and 2-D positions, written out by hand."""
+    mpos = ctx.index(MASK)
+    ids = ctx + [SOP] + span
+    pos = [list(range(len(ctx))) + [mpos] * (len(span) + 1), [0] * len(ctx) + list(range(1, len(span) + 2))]
+    return ids, pos
+
+
+def test_generation_layout_is_the_training_layout():
+    """What ``naive_infill`` (and so ``infill``, tested equal to it below) feeds the model is what
+    ``blank_infilling`` trains on: the same ids and positions, and the label at Part B's i-th
+    position is the span's i-th token ([END] last), i.e. the logits read at each step."""
+    tokens = [10, 11, 12, 13, 14, 15]
+    ex = blank_infilling(tokens, [(2, 4)], MASK, SOP, EOP)
+    ids, pos = naive_layout([10, 11, MASK, 14, 15], [12, 13])
+    assert ex["input_ids"].tolist() == ids and ex["position_ids"].tolist() == pos and ex["sep"] == 5
+    assert ex["labels"].tolist() == [-100] * 5 + [12, 13, EOP]
+
+
 def naive_infill(m, ctx, max_new):
     """No cache: rebuild Part A + [START] + the span so far and run the whole sequence each step."""
-    mpos = ctx.index(MASK)
     span = []
     for _ in range(max_new):
-        ids = np.array([ctx + [SOP] + span])
-        pos = np.array([[list(range(len(ctx))) + [mpos] * (len(span) + 1), [0] * len(ctx) + list(range(1, len(span) + 2))]])
-        nxt = int(m(ids, position_ids=pos, sep=len(ctx)).logits.data[0, -1].argmax())
+        ids, pos = naive_layout(ctx, span)
+        nxt = int(m(np.array([ids]), position_ids=np.array([pos]), sep=len(ctx)).logits.data[0, -1].argmax())
         if nxt == EOP:
             break
         span.append(nxt)

@@ -203,6 +203,29 @@ def test_positional_encodings_add_the_right_rows():
             pe(mi.randn(2, 3, 5))
 
 
+def test_rope_helpers_live_once_and_per_row_positions_equal_the_shared_table(backend):
+    """precompute_freqs_cis / apply_rope sit in nn/positional.py, used by LLaMA and DeepSeek alike."""
+    from minillm.models import deepseek, llama
+    from minillm.nn.positional import apply_rope, precompute_freqs_cis
+
+    assert llama.precompute_freqs_cis is deepseek.precompute_freqs_cis is precompute_freqs_cis
+    assert deepseek.apply_rope is apply_rope
+    cos, sin = precompute_freqs_cis(8, 12)  # (12, 4) each
+    x = rand(2, 5, 3, 8, seed=21, grad=True)  # (B, T, H, D)
+    shared = apply_rope(x, cos.data[3:8], sin.data[3:8])  # both rows at positions 3..7
+    # per-row tables: row 0 at 3..7 (the same), row 1 at 0..4 (a left-padded row counts from 0)
+    pos = np.array([np.arange(3, 8), np.arange(0, 5)])  # (B, T)
+    per_row = apply_rope(x, cos.data[pos], sin.data[pos])
+    np.testing.assert_allclose(per_row.data[0], shared.data[0], atol=1e-6)
+    np.testing.assert_allclose(per_row.data[1], apply_rope(x, cos.data[0:5], sin.data[0:5]).data[1], atol=1e-6)
+    book_q, _ = llama.apply_rotary_emb(x, x, cos.data[pos], sin.data[pos])  # the book's step-by-step version
+    np.testing.assert_allclose(per_row.data, book_q.data, atol=1e-6)
+    gradcheck(lambda x: apply_rope(x, cos.data[pos].astype(np.float64), sin.data[pos].astype(np.float64)), [x],
+              name="apply_rope per row")
+    with pytest.raises(ValueError, match=r"per-row cos/sin must be .* = \(2, 5, 4\), got \(1, 5, 4\)"):
+        apply_rope(x, cos.data[None, 3:8], sin.data[None, 3:8])
+
+
 # ------------------------------------------------------------------ feed-forward
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_feed_forward(activation):

@@ -19,11 +19,13 @@ def _glm_entries(c: GLMConfig):
     yield "transformer.block_position_embeddings.embedding.weight", (c.max_seq_len, H)
     for i in range(c.num_layers):
         p = f"transformer.layers.{i}."
-        for name, shape in (("attention.wq", (H, H)), ("attention.wk", (H, H)), ("attention.wv", (H, H)),
-                            ("attention.wo", (H, H)), ("post_attention_layernorm", (H,)), ("mlp.w1", (I, H)),
-                            ("mlp.w2", (H, I)), ("post_mlp_layernorm", (H,))):
+        for name, shape in (("input_layernorm", (H,)), ("attention.wq", (H, H)), ("attention.wk", (H, H)),
+                            ("attention.wv", (H, H)), ("attention.wo", (H, H)), ("post_attention_layernorm", (H,)),
+                            ("mlp.w1", (I, H)), ("mlp.w2", (H, I))):
             yield p + name + ".weight", shape
             yield p + name + ".bias", (shape[0],)
+    yield "transformer.final_layernorm.weight", (H,)
+    yield "transformer.final_layernorm.bias", (H,)
 
 
 def glm_state_shapes(config: GLMConfig, max_tensors: int | None = None) -> dict:

@@ -22,6 +22,13 @@ which the router picks ``num_experts_per_tok`` (k) per token::
     chosen = top-k of s_t  (V3 "noaux_tc": top-k of s_t + b, b a bias that is not trained)
     y_t = Σ_shared E_s(x_t) + Σ_{i in chosen} s_t,i · E_i(x_t)
 
+Group-limited routing (``n_group`` > 1; V2's device-limited routing, V3's node-limited routing):
+the E routed experts are split into ``n_group`` equal groups (in DeepSeek, the devices or nodes
+that hold them), and a token may only use experts of its ``topk_group`` best groups, so its
+activations travel to at most ``topk_group`` places. A group's score is its best expert score
+(V2, ``topk_method="group_limited_greedy"``) or the sum of its two best bias-adjusted scores
+(V3, ``"noaux_tc"``); the top k are then chosen among the experts of the kept groups only.
+
 Dispatch: the (token, slot) pairs are sorted by expert; each expert runs once on the rows it
 received (a gather), and each token adds up its k rows with its gate weights (a gather of the
 outputs; its backward is the scatter-add). Experts that received no token do not run.
@@ -77,10 +84,11 @@ from .._checks import check_model_inputs
 from ..nn import functional as F
 from ..nn.heads import lm_loss
 from ..nn.kv_cache import KVCache
+from ..nn.positional import apply_rope, precompute_freqs_cis
 from ..ops import cat
 from ..tensor import Tensor
 from .config import ConfigMixin
-from .llama import MLP, CausalLMOutput, _rotary, precompute_freqs_cis
+from .llama import MLP, CausalLMOutput
 
 __all__ = ["DeepseekConfig", "MoEGate", "DeepseekMoE", "MLA", "DecoderLayer", "DeepseekForCausalLM", "PRESETS",
            "kv_cache_bytes_per_token"]
@@ -94,7 +102,7 @@ PRESETS = {
 }
 
 _SCORING = ("softmax", "sigmoid")
-_TOPK = ("greedy", "noaux_tc")
+_TOPK = ("greedy", "group_limited_greedy", "noaux_tc")
 
 
 @dataclass
@@ -123,7 +131,9 @@ class DeepseekConfig(ConfigMixin):
     norm_topk_prob: bool = False  # renormalise the k gate weights to sum 1 (V3 with sigmoid)
     routed_scaling_factor: float = 1.0
     aux_loss_alpha: float = 0.01  # expert-level balance loss weight; 0 = off
-    topk_method: str = "greedy"  # "greedy" or "noaux_tc" (V3's bias-adjusted choice)
+    topk_method: str = "greedy"  # "greedy", "group_limited_greedy" (V2) or "noaux_tc" (V3's bias-adjusted choice)
+    n_group: int = 1  # routed experts split into this many groups (1 = no group limit)
+    topk_group: int = 1  # a token's experts come from its topk_group best groups only
     bias_update_speed: float = 0.001  # γ of the auxiliary-loss-free bias update ("noaux_tc")
     # --- multi-head latent attention
     q_lora_rank: int | None = None  # None = queries straight from x (V2-Lite); else compressed to this rank
@@ -148,6 +158,16 @@ class DeepseekConfig(ConfigMixin):
             if self.num_experts_per_tok > self.n_routed_experts:
                 raise ValueError(f"DeepseekConfig.num_experts_per_tok ({self.num_experts_per_tok}) must be <= "
                                  f"n_routed_experts ({self.n_routed_experts})")
+        for name in ("n_group", "topk_group"):
+            _int(self, name, 1)
+        if self.topk_group > self.n_group:
+            raise ValueError(f"DeepseekConfig.topk_group ({self.topk_group}) must be <= n_group ({self.n_group})")
+        if self.n_routed_experts and self.n_routed_experts % self.n_group:
+            raise ValueError(f"DeepseekConfig.n_routed_experts ({self.n_routed_experts}) must be divisible by "
+                             f"n_group ({self.n_group})")
+        if self.n_routed_experts and self.topk_group * (self.n_routed_experts // self.n_group) < self.num_experts_per_tok:
+            raise ValueError(f"DeepseekConfig.topk_group ({self.topk_group}) groups of {self.n_routed_experts // self.n_group} "
+                             f"experts hold fewer than num_experts_per_tok ({self.num_experts_per_tok})")
         if self.q_lora_rank is not None:
             _int(self, "q_lora_rank", 1)
         if self.qk_rope_head_dim % 2:
@@ -162,6 +182,13 @@ class DeepseekConfig(ConfigMixin):
                 raise ValueError(f"DeepseekConfig.{name} must be a number >= 0, got {v!r}")
         if self.dropout >= 1:
             raise ValueError(f"DeepseekConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.n_routed_experts and self.n_group > 1:
+            if self.topk_method == "greedy":
+                raise ValueError(f"DeepseekConfig.n_group={self.n_group} needs topk_method 'group_limited_greedy' (V2) "
+                                 f"or 'noaux_tc' (V3); 'greedy' chooses among all experts")
+            if self.topk_method == "noaux_tc" and self.n_routed_experts // self.n_group < 2:
+                raise ValueError(f"DeepseekConfig.n_group={self.n_group}: 'noaux_tc' scores a group by its two best "
+                                 f"experts, so groups need >= 2 experts, got {self.n_routed_experts // self.n_group}")
         if not (isinstance(self.routed_scaling_factor, (int, float)) and self.routed_scaling_factor > 0):
             raise ValueError(f"DeepseekConfig.routed_scaling_factor must be > 0, got {self.routed_scaling_factor!r}")
 
@@ -215,6 +242,7 @@ class MoEGate(nn.Module):
         super().__init__()
         c = config
         self.top_k, self.n_experts = c.num_experts_per_tok, c.n_routed_experts
+        self.n_group, self.topk_group = c.n_group, c.topk_group
         self.scoring_func, self.topk_method, self.norm_topk_prob = c.scoring_func, c.topk_method, c.norm_topk_prob
         self.routed_scaling_factor, self.alpha, self.gamma = c.routed_scaling_factor, c.aux_loss_alpha, c.bias_update_speed
         self.weight = nn.Parameter(np.zeros((c.n_routed_experts, c.hidden_size), dtype=np.float32))
@@ -228,13 +256,32 @@ class MoEGate(nn.Module):
         logits = x @ self.weight.transpose(0, 1)  # (N, C) @ (C, E) -> (N, E)
         return F.softmax(logits, dim=-1) if self.scoring_func == "softmax" else F.sigmoid(logits)
 
+    def choose(self, choice: np.ndarray) -> np.ndarray:
+        """The k experts of each token from its selection scores ``choice`` (N, E), best first
+        (ties: the lower id). With ``n_group`` > 1 only the experts of the token's ``topk_group``
+        best groups compete (the group score: the best expert in it (V2) or the sum of its two
+        best (V3, "noaux_tc"))."""
+        if self.n_group > 1:
+            N, E = choice.shape
+            grouped = choice.reshape(N, self.n_group, E // self.n_group)  # (N, G, E/G)
+            if self.topk_method == "noaux_tc":
+                group_score = np.sort(grouped, axis=-1)[..., -2:].sum(axis=-1)  # (N, G) sum of the two best
+            else:
+                group_score = grouped.max(axis=-1)  # (N, G) the best expert of the group
+            best_groups = np.argsort(-group_score, axis=-1, kind="stable")[:, : self.topk_group]  # (N, topk_group)
+            keep = np.zeros((N, self.n_group), dtype=bool)
+            np.put_along_axis(keep, best_groups, True, axis=-1)
+            # -inf, as DeepSeek-V3's own code; Hugging Face fills 0.0 (the same unless a kept score is < 0)
+            choice = np.where(np.repeat(keep, E // self.n_group, axis=1), choice, -np.inf)  # (N, E)
+        return np.argsort(-choice, axis=-1, kind="stable")[:, : self.top_k]  # (N, k)
+
     def forward(self, x: Tensor):
         N = x.shape[0]
         s = self.scores(x)  # (N, E)
         choice = s.data
         if self.topk_method == "noaux_tc":
             choice = choice + self.e_score_correction_bias.data  # (N, E), only to choose
-        idx = np.argsort(-choice, axis=-1, kind="stable")[:, : self.top_k]  # (N, k) best first (ties: lower id)
+        idx = self.choose(choice)  # (N, k) best first (ties: lower id)
         w = s.gather(1, Tensor._wrap(idx))  # (N, k) gate weights (differentiable through the scores)
         if self.norm_topk_prob:
             w = w / (w.sum(dim=-1, keepdim=True) + 1e-20)
@@ -328,13 +375,13 @@ class MLA(nn.Module):
         q = self.q_proj(x) if self.q_lora_rank is None else self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))  # (B, T, H·qk)
         q = q.view(B, T, self.H, self.d_nope + self.d_rope)  # (B, T, H, qk)
         q_nope, q_rope = q[..., : self.d_nope], q[..., self.d_nope :]  # (B, T, H, d_nope), (B, T, H, d_rope)
-        return q_nope, _rotary(q_rope, cos, sin)
+        return q_nope, apply_rope(q_rope, cos, sin)
 
     def _latent(self, x: Tensor, cos, sin):
         B, T, _ = x.shape
         kv = self.kv_a_proj_with_mqa(x)  # (B, T, C) -> (B, T, r + d_rope)
         c_kv = self.kv_a_layernorm(kv[..., : self.r])  # (B, T, r), the compressed keys and values
-        k_rope = _rotary(kv[..., self.r :].view(B, T, 1, self.d_rope), cos, sin)  # (B, T, 1, d_rope), one head for all
+        k_rope = apply_rope(kv[..., self.r :].view(B, T, 1, self.d_rope), cos, sin)  # (B, T, 1, d_rope), one head for all
         return c_kv, k_rope
 
     def up_weights(self):

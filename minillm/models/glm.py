@@ -3,8 +3,8 @@ Model Pretraining with Autoregressive Blank Infilling"), the architecture of Cha
 generation.
 
     3.3.3 (1)  GLMConfig                hyper-parameters
-               GLMBlock                 post-norm: x = LN(x + attn(x)); x = LN(x + mlp(x)), GeLU MLP
-               GLM                      word embeddings + 2-D positions -> blocks -> one linear output layer
+               GLMBlock                 post-norm (ChatGLM-6B's block): every LayerNorm normalises a residual sum, GeLU MLP
+               GLM                      word embeddings + 2-D positions -> blocks -> final LayerNorm -> one linear output layer
     3.3.3 (2)  glm_attention_mask       Part A bidirectional, Part B causal (and sees all of Part A)
                infill                   fill each [MASK] autoregressively after [START] (KV cache)
                (data)                   span sampling and the Part A / Part B layout:
@@ -14,8 +14,20 @@ What makes it GLM (and not GPT, ``models/gpt.py``):
 
 * **post-norm** blocks (the book's first difference): the LayerNorm comes *after* the residual
   addition, ``LN(x + f(x))``, as in the 2017 Transformer and BERT; GPT-2 and LLaMA normalise the
-  branch input instead (pre-norm). The last block's output is therefore already normalised and
-  there is no final norm;
+  branch input instead and keep the raw sum as the residual stream (pre-norm). We write the block
+  as ChatGLM-6B does (GLM-130B's DeepNorm form)::
+
+      h  = input_layernorm(x);             x' = α·h  + attention(h)
+      h' = post_attention_layernorm(x');   out = α·h' + mlp(h')          α = √(2·num_layers)
+
+  Read across blocks this is post-norm: block l+1's ``input_layernorm`` normalises block l's
+  sum, and the residual carried on is the *normalised* h, never the raw sum; ``final_layernorm``
+  normalises the last block's sum. Two details matter for training (measured, see
+  docs/chapter3.md): the first ``input_layernorm`` normalises the embeddings before any residual
+  is taken (BERT's embedding LayerNorm does the same job), and α weighs the residual above the
+  branch. Without them (``LN(x + f(x))`` straight on N(0, 0.02) embeddings) blank infilling
+  collapsed to one output for every position: a branch output shared by all tokens outgrew the
+  tiny embeddings, and each LayerNorm shrank what was left of the tokens (≈5x per layer);
 * a **single linear output layer** (tied to the word embeddings) predicts the tokens, where
   BERT's MLM head has a dense + GeLU + LayerNorm MLP before its output matrix;
 * **GeLU** in the MLP (``nn.FeedForward(activation="gelu")``, the exact erf form);
@@ -32,12 +44,14 @@ Everything else is a shared block from ``minillm.nn``: ``MultiHeadAttention`` (w
 ``LearnedPositionalEmbedding`` (with ``position_ids``), ``FeedForward``, ``LayerNorm`` and the
 loss ``heads.lm_loss``. Parameter names follow THUDM's GLM code where it has the piece
 (``word_embeddings``, ``transformer.position_embeddings``, ``transformer.block_position_embeddings``,
-``transformer.layers.{i}.attention``, ``...post_attention_layernorm``, ``...mlp``).
+``transformer.layers.{i}.input_layernorm``, ``...attention``, ``...post_attention_layernorm``, ``...mlp``,
+``transformer.final_layernorm``).
 
     out = model(input_ids, position_ids=pos, sep=sep, targets=labels)   # pos (B, 2, T), sep (B,)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
@@ -143,27 +157,37 @@ def glm_attention_mask(sep, q_len: int, k_len: int | None = None) -> np.ndarray:
 
 
 class GLMBlock(nn.Module):
-    """GLM's post-norm block: h = LN(x + attn(x)); out = LN(h + mlp(h))."""
+    """GLM's post-norm block, written as ChatGLM-6B's ``GLMBlock``::
+
+        h = input_layernorm(x);  x' = α·h + attention(h);  h' = post_attention_layernorm(x');  out = α·h' + mlp(h')
+
+    with α = √(2·num_layers) (DeepNorm). Each LayerNorm normalises a residual sum (the next
+    block's ``input_layernorm`` the sum this one returns), and the residual carried on is the
+    normalised h: post-norm. See the module docstring for why the form matters.
+    """
 
     def __init__(self, config: GLMConfig):
         super().__init__()
         c = config
+        self.alpha = math.sqrt(2 * c.num_layers)  # weighs the (normalised) residual above the branch
+        self.input_layernorm = nn.LayerNorm(c.hidden_size, eps=c.layernorm_epsilon)
         self.attention = nn.MultiHeadAttention(c.hidden_size, c.num_attention_heads, dropout=c.dropout, bias=True,
                                                flash_attn=c.flash_attn)
         self.post_attention_layernorm = nn.LayerNorm(c.hidden_size, eps=c.layernorm_epsilon)
         self.mlp = nn.FeedForward(c.hidden_size, c.hidden_dim, dropout=c.dropout, activation="gelu", bias=True)
-        self.post_mlp_layernorm = nn.LayerNorm(c.hidden_size, eps=c.layernorm_epsilon)
 
     def forward(self, x: Tensor, attn_mask=None, key_padding_mask=None, kv_cache: KVCache | None = None) -> Tensor:
         """x: (B, T, C); attn_mask (B, T, P+T) bool, True = may not attend; key_padding_mask (B, P+T)."""
-        a = self.attention(x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, kv_cache=kv_cache)  # (B, T, C)
-        h = self.post_attention_layernorm(x + a)  # normalise after the residual addition (post-norm)
-        return self.post_mlp_layernorm(h + self.mlp(h))  # (B, T, C)
+        h = self.input_layernorm(x)  # normalise the previous block's sum (block 0: the embeddings)
+        a = self.attention(h, attn_mask=attn_mask, key_padding_mask=key_padding_mask, kv_cache=kv_cache)  # (B, T, C)
+        h = self.post_attention_layernorm(h * self.alpha + a)  # normalise right after the residual addition
+        return h * self.alpha + self.mlp(h)  # (B, T, C), normalised by the next block (or final_layernorm)
 
 
 class GLM(nn.Module):
     """GLM: ``word_embeddings`` + ``transformer.position_embeddings`` + ``transformer.block_position_embeddings``
-    -> ``transformer.layers`` (post-norm) -> logits through the (tied) word-embedding matrix.
+    -> ``transformer.layers`` (post-norm) -> ``transformer.final_layernorm`` -> logits through the (tied)
+    word-embedding matrix.
 
     >>> model = GLM(GLMConfig.preset("tiny", vocab_size=512))
     >>> out = model(input_ids, position_ids=pos, sep=sep, targets=labels)   # logits (B, T, 512), loss
@@ -181,6 +205,7 @@ class GLM(nn.Module):
             block_position_embeddings=nn.LearnedPositionalEmbedding(c.max_seq_len, c.hidden_size),
             embedding_dropout=nn.Dropout(c.dropout),
             layers=nn.ModuleList([GLMBlock(c) for _ in range(c.num_layers)]),
+            final_layernorm=nn.LayerNorm(c.hidden_size, eps=c.layernorm_epsilon),  # the last block's sum
         ))
         # The single linear output layer (3.3.3's second difference), sharing the embedding matrix.
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
@@ -260,6 +285,7 @@ class GLM(nn.Module):
         x = tr.embedding_dropout(x)
         for i, layer in enumerate(tr.layers):
             x = layer(x, attn_mask, key_padding_mask, None if kv_cache is None else kv_cache[i])  # (B, T, C)
+        x = tr.final_layernorm(x)  # normalise the last block's residual sum
         logits = self.lm_head(x)  # (B, T, C) -> (B, T, vocab)
         loss = None if targets is None else lm_loss(logits, targets, (B, T), "GLM")  # mean over labels != -100
         return CausalLMOutput(logits=logits, loss=loss)

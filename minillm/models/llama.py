@@ -50,6 +50,7 @@ from .._checks import check_model_inputs
 from ..nn.kv_cache import KVCache  # noqa: F401  (shared by every decoder; re-exported here)
 from ..nn import functional as F
 from ..nn.heads import lm_loss
+from ..nn.positional import apply_rope as _rotary, precompute_freqs_cis  # RoPE, shared with DeepSeek
 from ..ops import stack
 from ..autograd import is_grad_enabled
 from ..tensor import Tensor
@@ -184,19 +185,8 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
 
 
 # =============================================================================== 5.1.3.2
-def precompute_freqs_cis(dim: int, end: int, theta: float = 10000.0):
-    """5.1.3.2 旋转嵌入: the cos and sin tables of RoPE, each (end, dim // 2).
-
-    ``dim`` is the head dim. Pair i of a head (dims 2i, 2i+1) turns with frequency
-    θ_i = theta^(-2i/dim); at position t its angle is t·θ_i. Computed in float64 and
-    stored as float32 (so long positions keep their precision).
-    """
-    freqs = 1.0 / (theta ** (np.arange(0, dim, 2)[: dim // 2].astype(np.float64) / dim))  # (dim/2,)
-    t = np.arange(end, dtype=np.float64)  # (end,)
-    freqs = np.outer(t, freqs)  # (end,) ⊗ (dim/2,) -> (end, dim/2), angle t·θ_i
-    freqs_cos = Tensor(np.cos(freqs).astype(np.float32))  # real part, (end, dim/2)
-    freqs_sin = Tensor(np.sin(freqs).astype(np.float32))  # imaginary part, (end, dim/2)
-    return freqs_cos, freqs_sin
+# precompute_freqs_cis (the cos/sin tables) lives in minillm/nn/positional.py, shared with
+# DeepSeek's rotary key; imported above and re-exported here under the book's name.
 
 
 def reshape_for_broadcast(freqs_cis: Tensor, x: Tensor) -> Tensor:
@@ -234,16 +224,6 @@ def apply_rotary_emb(xq: Tensor, xk: Tensor, freqs_cos, freqs_sin):
         return stack([out_r, out_i], dim=-1).flatten(3)  # (B, T, H, D/2, 2) -> (B, T, H, D)
 
     return rotate(xq), rotate(xk)
-
-
-def _rotary(x: Tensor, cos: np.ndarray, sin: np.ndarray) -> Tensor:
-    """The fused RoPE op for shared positions (cos (T, D/2)) or per-row positions (cos (B, T, D/2))."""
-    if cos.ndim == 2:
-        return F.rotary_embedding(x, cos, sin)  # (B, T, H, D)
-    B, T, H, D = x.shape
-    # Lay the B rows end to end as one long sequence, each position with its own angle.
-    y = F.rotary_embedding(x.reshape(1, B * T, H, D), cos.reshape(B * T, D // 2), sin.reshape(B * T, D // 2))  # (1, B·T, H, D)
-    return y.reshape(B, T, H, D)  # (1, B·T, H, D) -> (B, T, H, D)
 
 
 # ------------------------------------------------------------------------------ KV cache

@@ -11,6 +11,12 @@
 * ``RelativePositionBias``: T5's alternative (Happy LLM 3.2.1): nothing is added to the
   embeddings; each attention head adds a learned scalar to the score of query i and key j that
   depends only on the bucketed offset j - i (``relative_position_bucket``).
+* Rotary position embedding (RoPE, Happy LLM 5.1.3.2): nothing is added either; the queries
+  and keys are rotated by an angle proportional to their position, so q·k depends on the
+  offset only. ``precompute_freqs_cis`` builds the cos/sin tables and ``apply_rope`` rotates
+  one (B, T, H, D) tensor with the fused op ``F.rotary_embedding``. LLaMA (``models/llama.py``,
+  which also keeps the book's step-by-step ``apply_rotary_emb``) and DeepSeek's decoupled
+  rotary key (``models/deepseek.py``) share them.
 
 The first two have the same call, ``pe(x, start=0)``: x (B, T, C) -> x + PE[start : start + T], so a
 model can switch between them, and decoding with a KV cache continues at ``start = cached``.
@@ -29,7 +35,7 @@ from .module import Module, Parameter
 
 __all__ = [
     "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "RelativePositionBias", "relative_position_bucket",
-    "sinusoidal_table",
+    "sinusoidal_table", "precompute_freqs_cis", "apply_rope",
 ]
 
 
@@ -185,3 +191,35 @@ class RelativePositionBias(Module):
 
     def extra_repr(self):
         return f"num_buckets={self.num_buckets}, n_heads={self.n_heads}, max_distance={self.max_distance}, bidirectional={self.bidirectional}"
+
+
+def precompute_freqs_cis(dim: int, end: int, theta: float = 10000.0):
+    """5.1.3.2 旋转嵌入: the cos and sin tables of RoPE, each (end, dim // 2).
+
+    ``dim`` is the head dim. Pair i of a head (dims 2i, 2i+1) turns with frequency
+    θ_i = theta^(-2i/dim); at position t its angle is t·θ_i. Computed in float64 and
+    stored as float32 (so long positions keep their precision).
+    """
+    freqs = 1.0 / (theta ** (np.arange(0, dim, 2)[: dim // 2].astype(np.float64) / dim))  # (dim/2,)
+    t = np.arange(end, dtype=np.float64)  # (end,)
+    freqs = np.outer(t, freqs)  # (end,) ⊗ (dim/2,) -> (end, dim/2), angle t·θ_i
+    freqs_cos = Tensor(np.cos(freqs).astype(np.float32))  # real part, (end, dim/2)
+    freqs_sin = Tensor(np.sin(freqs).astype(np.float32))  # imaginary part, (end, dim/2)
+    return freqs_cos, freqs_sin
+
+
+def apply_rope(x: Tensor, cos: np.ndarray, sin: np.ndarray) -> Tensor:
+    """Rotate x (B, T, H, D) by RoPE (adjacent pairs 2i, 2i+1) with the fused op.
+
+    cos/sin: (T, D/2) when every row has the same positions (rows of ``precompute_freqs_cis``),
+    or (B, T, D/2) when each row has its own (a left-padded batch counting from its first token).
+    """
+    if cos.ndim == 2:
+        return F.rotary_embedding(x, cos, sin)  # (B, T, H, D)
+    B, T, H, D = x.shape
+    if cos.shape != (B, T, D // 2) or sin.shape != cos.shape:
+        raise ValueError(f"apply_rope: per-row cos/sin must be (batch, seq_len, head_dim/2) = {(B, T, D // 2)}, "
+                         f"got {cos.shape} and {sin.shape}")
+    # Lay the B rows end to end as one long sequence, each position with its own angle.
+    y = F.rotary_embedding(x.reshape(1, B * T, H, D), cos.reshape(B * T, D // 2), sin.reshape(B * T, D // 2))  # (1, B·T, H, D)
+    return y.reshape(B, T, H, D)  # (1, B·T, H, D) -> (B, T, H, D)
