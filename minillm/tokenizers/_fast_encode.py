@@ -244,6 +244,28 @@ def _hash_bytes(data, s, e):
     return h
 
 
+@register_jitable
+def _probe(slots, meta, cdata, data, s, n, h, smask):
+    """Open-addressing lookup of the chunk data[s:s + n] (hash h) in a chunk table: returns
+    (entry, slot), entry -1 when absent, slot where the probe stopped (the free one to insert at).
+    Shared by the encoder's chunk cache and the trainer's chunk counts (meta[e] = (hash, start,
+    length, ...), the chunk's bytes at cdata[start:start + length])."""
+    slot = (h ^ (h >> np.int64(17))) & smask
+    while slots[slot] != 0:
+        ent = slots[slot] - 1
+        if meta[ent, 0] == h and meta[ent, 2] == n:
+            bs = meta[ent, 1]
+            same = True
+            for i in range(n):
+                if cdata[bs + i] != data[s + i]:
+                    same = False
+                    break
+            if same:
+                return ent, slot
+        slot = (slot + 1) & smask
+    return -1, slot
+
+
 @njit(cache=CACHE)
 def encode_text(data, table, mode, byte_ids, keys, ranks, mask, new_ids, max_chunk, slots, meta, cdata, cids, state):
     """Token ids of the UTF-8 text ``data``: pre-tokenize (``scan_chunks``), then each chunk
@@ -270,21 +292,7 @@ def encode_text(data, table, mode, byte_ids, keys, ranks, mask, new_ids, max_chu
             o = K._merge_chunk(sym, nxt, prv, heap, n, keys, ranks, mask, new_ids, out, o)
             continue
         h = _hash_bytes(data, s, e)
-        slot = (h ^ (h >> np.int64(17))) & smask
-        found = -1
-        while slots[slot] != 0:
-            ent = slots[slot] - 1
-            if meta[ent, 0] == h and meta[ent, 2] == n:
-                bs = meta[ent, 1]
-                same = True
-                for i in range(n):
-                    if cdata[bs + i] != data[s + i]:
-                        same = False
-                        break
-                if same:
-                    found = ent
-                    break
-            slot = (slot + 1) & smask
+        found, slot = _probe(slots, meta, cdata, data, s, n, h, smask)
         if found >= 0:
             st = meta[found, 3]
             for i in range(meta[found, 4]):
@@ -384,21 +392,7 @@ def count_chunks(data, start, table, mode, slots, meta, cdata, state):
         e = start + bounds[c + 1]
         n = e - s
         h = _hash_bytes(data, s, e)
-        slot = (h ^ (h >> np.int64(17))) & smask
-        found = -1
-        while slots[slot] != 0:
-            ent = slots[slot] - 1
-            if meta[ent, 0] == h and meta[ent, 2] == n:
-                bs = meta[ent, 1]
-                same = True
-                for i in range(n):
-                    if cdata[bs + i] != data[s + i]:
-                        same = False
-                        break
-                if same:
-                    found = ent
-                    break
-            slot = (slot + 1) & smask
+        found, slot = _probe(slots, meta, cdata, data, s, n, h, smask)
         if found >= 0:
             meta[found, 3] += 1
             continue
