@@ -153,7 +153,8 @@ class VectorStore:
         answers from it. ``faiss-hnsw``: faiss ``IndexHNSWFlat`` with inner-product metric (the
         vectors are unit length, so inner product = cosine); ``M`` graph neighbours per node,
         ``ef_construction`` / ``ef_search`` candidate-list lengths while building / searching
-        (larger: better recall, slower). Needs ``pip install faiss-cpu`` (ImportError otherwise)."""
+        (larger: better recall, slower; ``store.ann["ef_search"]`` may be changed between searches,
+        no rebuild needed). Needs ``pip install faiss-cpu`` (ImportError otherwise)."""
         params = _check_ann_params(method, M, ef_construction, ef_search)
         if self.vectors is None:
             raise ValueError("VectorStore.build_ann: this store has no vectors (build it with get_vector)")
