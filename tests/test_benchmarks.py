@@ -78,6 +78,9 @@ def test_rag_benchmark_runs_and_bm25_agrees():
     assert row["chunks"] == 300 and row["exact_search_ms"] > 0 and row["bm25_query_ms"] > 0
     assert row.get("bm25_same_scores", True)  # checked against rank_bm25 when it is installed
     assert res["encoder"]["encode_chunks_per_s"] > 0
+    if "ann" in row:  # faiss-cpu installed: the HNSW rows; with ef_search 256 > 300/2 chunks the search is near exact
+        assert row["ann_build_s"] > 0 and [a["ef_search"] for a in row["ann"]] == [64, 256, 1024]
+        assert all(a["search_ms"] > 0 for a in row["ann"]) and row["ann"][1]["recall_at_10"] >= 0.9
 
 
 def test_nf4_linear_benchmark_checks_both_paths():

@@ -16,10 +16,19 @@ stored vector. Ours keeps the same names and does the search as one matrix produ
                     (float32); data only, nothing executable
 ``load_vector``     read them back; refuses a store built by another embedding model or of
                     another dimension, since its vectors would be compared with the wrong space
+``build_ann()``     optional: an approximate-nearest-neighbour index (HNSW from ``faiss-cpu``);
+                    ``search`` then answers from it; ``drop_ann()`` goes back to exact search
 ==================  ==========================================================================
 
-Brute force is exact and, at 100k chunks of 128 floats, a few milliseconds per query
-(``benchmarks/rag.py``); an approximate index (HNSW) only pays beyond that.
+Brute force is exact and, at 100k chunks of 128 floats, a few milliseconds per query on an idle
+machine (``benchmarks/rag.py``); an approximate index (HNSW) only pays beyond that, so it is
+optional and ``faiss`` is imported only when one is built.
+
+The ANN index and the store stay consistent this way: ``add`` appends the new vectors to the
+HNSW graph (faiss numbers them in order, so a graph label is a row of ``vectors``); ``delete``
+marks the graph stale (HNSW cannot remove nodes) and the next ``search`` rebuilds it from the
+remaining vectors. ``persist`` writes only the index's parameters into ``store.json``;
+``load_vector`` rebuilds the graph from ``vectors.safetensors`` (no faiss or pickle file).
 """
 from __future__ import annotations
 
@@ -33,11 +42,31 @@ from ..io.jsonfile import read_json_object
 from ..io.safetensors import load_safetensors, save_safetensors
 from .chunking import Chunk
 
-__all__ = ["VectorStore", "STORE_NAME", "VECTORS_NAME"]
+__all__ = ["VectorStore", "STORE_NAME", "VECTORS_NAME", "ANN_METHODS"]
 
 STORE_NAME = "store.json"
 VECTORS_NAME = "vectors.safetensors"
 _FORMAT = "minillm-rag-store"
+ANN_METHODS = ("faiss-hnsw",)
+
+
+def _import_faiss():
+    """faiss, imported on demand: it is optional, never needed for exact search."""
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError("VectorStore.build_ann: the approximate index needs faiss; install it with "
+                          "`pip install faiss-cpu` (or use exact search, the default)") from e
+    return faiss
+
+
+def _check_ann_params(method, M, ef_construction, ef_search) -> dict:
+    if method not in ANN_METHODS:
+        raise ValueError(f"VectorStore.build_ann: method must be one of {ANN_METHODS}, got {method!r}")
+    for name, v, lo in (("M", M, 2), ("ef_construction", ef_construction, 1), ("ef_search", ef_search, 1)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"VectorStore.build_ann: {name} must be an int >= {lo}, got {v!r}")
+    return {"method": method, "M": M, "ef_construction": ef_construction, "ef_search": ef_search}
 
 
 def _embedding_meta(model) -> dict:
@@ -55,6 +84,8 @@ class VectorStore:
         self.vectors: np.ndarray | None = None
         self.embedding: dict | None = None
         self._next_id = 0
+        self.ann: dict | None = None  # the ANN index's parameters (build_ann), None: exact search
+        self._ann_index = None        # the faiss index; None with self.ann set: stale, rebuilt on search
         if document:
             self.add(document)
 
@@ -73,6 +104,8 @@ class VectorStore:
             if self.vectors is None and len(self.document):
                 raise ValueError("VectorStore.add: the store's earlier chunks have no vectors (call get_vector first)")
             self.vectors = v if self.vectors is None else np.concatenate([self.vectors, v])
+            if self._ann_index is not None:
+                self._ann_index.add(v)  # appended in order: graph label == row of self.vectors
         new = np.arange(self._next_id, self._next_id + len(chunks), dtype=np.int64)
         self._next_id += len(chunks)
         self.document.extend(chunks)
@@ -95,6 +128,7 @@ class VectorStore:
         """The book's ``get_vector``: embed every chunk with ``EmbeddingModel`` (``.encode``)."""
         self.embedding = _embedding_meta(EmbeddingModel)
         self.vectors = None
+        self._ann_index = None  # new vectors: the graph is rebuilt on the next search
         self.vectors = self._check_vectors(EmbeddingModel.encode([c.text for c in self.document], batch_size),
                                            len(self.document))
         return self.vectors
@@ -112,9 +146,44 @@ class VectorStore:
             raise ValueError(f"VectorStore: the store was built with embedding model {self.embedding}, not {got}; "
                              "re-index with this model")
 
+    # ------------------------------------------------------------------ approximate index
+    def build_ann(self, method: str = "faiss-hnsw", M: int = 32, ef_construction: int = 80,
+                  ef_search: int = 64) -> "VectorStore":
+        """Build an approximate-nearest-neighbour index over the stored vectors; ``search`` then
+        answers from it. ``faiss-hnsw``: faiss ``IndexHNSWFlat`` with inner-product metric (the
+        vectors are unit length, so inner product = cosine); ``M`` graph neighbours per node,
+        ``ef_construction`` / ``ef_search`` candidate-list lengths while building / searching
+        (larger: better recall, slower; ``store.ann["ef_search"]`` may be changed between searches,
+        no rebuild needed). Needs ``pip install faiss-cpu`` (ImportError otherwise)."""
+        params = _check_ann_params(method, M, ef_construction, ef_search)
+        if self.vectors is None:
+            raise ValueError("VectorStore.build_ann: this store has no vectors (build it with get_vector)")
+        _import_faiss()
+        self.ann = params
+        self._ann_index = None
+        self._ann()  # build now, so the cost is paid here rather than by the first query
+        return self
+
+    def drop_ann(self) -> None:
+        """Forget the approximate index: ``search`` is exact again."""
+        self.ann, self._ann_index = None, None
+
+    def _ann(self):
+        """The faiss index, (re)built from ``self.vectors`` if it is missing or stale."""
+        if self._ann_index is None:
+            faiss = _import_faiss()
+            a = self.ann
+            index = faiss.IndexHNSWFlat(self.vectors.shape[1], a["M"], faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = a["ef_construction"]
+            index.hnsw.efSearch = a["ef_search"]
+            index.add(np.ascontiguousarray(self.vectors))
+            self._ann_index = index
+        return self._ann_index
+
     def search(self, query_vector, k: int = 3) -> tuple:
         """``(positions, scores)`` of the ``k`` stored vectors most similar to ``query_vector`` (D,),
-        best first. Exact: one (N, D) @ (D,) product and an ``argpartition``."""
+        best first. Exact: one (N, D) @ (D,) product and an ``argpartition``; with an ANN index
+        (``build_ann``), the index's answer (approximate: it may miss some of the true k best)."""
         if self.vectors is None:
             raise ValueError("VectorStore.search: this store has no vectors (build it with get_vector)")
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
@@ -123,6 +192,14 @@ class VectorStore:
         if q.shape[0] != self.vectors.shape[1]:
             raise ValueError(f"VectorStore.search: query has dimension {q.shape[0]}, the store {self.vectors.shape[1]}")
         q = q / max(float(np.linalg.norm(q)), 1e-12)
+        if self.ann is not None and len(self.vectors):
+            index = self._ann()
+            index.hnsw.efSearch = max(self.ann["ef_search"], k)  # HNSW returns at most efSearch hits
+            scores, labels = index.search(q[None, :], min(k, len(self.vectors)))  # (1, k) each
+            found = labels[0] >= 0  # -1: fewer than k reachable
+            pos, sc = labels[0][found].astype(np.int64), scores[0][found]
+            order = np.lexsort((pos, -sc))  # best first, ties by position as in exact search
+            return pos[order], sc[order]
         scores = self.vectors @ q  # (N, D) @ (D,) -> (N,) cosines
         k = min(k, len(scores))
         part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
@@ -152,6 +229,8 @@ class VectorStore:
         self.ids = self.ids[keep]
         if self.vectors is not None:
             self.vectors = self.vectors[keep]
+        if (~keep).any():
+            self._ann_index = None  # HNSW cannot remove nodes: rebuilt from the kept vectors on the next search
         return int((~keep).sum())
 
     # ------------------------------------------------------------------ files
@@ -166,7 +245,7 @@ class VectorStore:
             os.remove(vec_path)  # stale vectors of an earlier store must not be read back with these chunks
         meta = {
             "format": _FORMAT, "version": 1, "count": len(self.document), "next_id": self._next_id,
-            "embedding": self.embedding, "has_vectors": self.vectors is not None,
+            "embedding": self.embedding, "has_vectors": self.vectors is not None, "ann": self.ann,
             "ids": self.ids.tolist(), "document": [c.to_dict() for c in self.document],
         }
         atomic_write(os.path.join(path, STORE_NAME), json.dumps(meta, ensure_ascii=False) + "\n")
@@ -203,4 +282,15 @@ class VectorStore:
             store.vectors = v
         if EmbeddingModel is not None:
             store.check_model(EmbeddingModel)
+        ann = meta.get("ann")
+        if ann is not None:
+            if not isinstance(ann, dict):
+                raise ValueError(f"{store_file}: 'ann' must be an object or null, got {ann!r}")
+            try:
+                params = _check_ann_params(ann.get("method"), ann.get("M"), ann.get("ef_construction"),
+                                           ann.get("ef_search"))
+            except ValueError as e:
+                raise ValueError(f"{store_file}: bad 'ann' entry: {e}") from None
+            if store.vectors is not None:
+                store.build_ann(**params)  # the graph is rebuilt from the vectors, never read from a file
         return store
