@@ -32,7 +32,7 @@ LoRA with ``bias != "none"`` or ``modules_to_save`` (our names for those tensors
 their own mapping; refused with a clear error); a merged LoRA (export the merged model with
 ``export_hf`` instead). P-tuning is written as ``PROMPT_TUNING``: at inference both are the same
 table of P input embeddings, and ``peft``'s ``P_TUNING`` would rebuild an encoder and feed the
-saved table through it when loaded to train. Files are written atomically; no pickle.
+saved table through it when loaded to train. Files are written atomically, as safetensors + JSON only.
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ The ANN index and the store stay consistent this way: ``add`` appends the new ve
 HNSW graph (faiss numbers them in order, so a graph label is a row of ``vectors``); ``delete``
 marks the graph stale (HNSW cannot remove nodes) and the next ``search`` rebuilds it from the
 remaining vectors. ``persist`` writes only the index's parameters into ``store.json``;
-``load_vector`` rebuilds the graph from ``vectors.safetensors`` (no faiss or pickle file).
+``load_vector`` rebuilds the graph from ``vectors.safetensors`` (no faiss index file is written).
 """
 from __future__ import annotations
 
