@@ -529,6 +529,31 @@ class Tokenizer(abc.ABC):
                 setattr(self, role, name)
 
 
+
+class ListVocabTokenizer(Tokenizer):
+    """A tokenizer whose vocabulary is a list: id ``i`` is the string ``_id_to_str[i]``, with
+    ``_vocab`` (ordinary strings -> ids) and ``_special_tokens`` (specials -> ids) for the way
+    back. WordLevel, WordPiece and Unigram keep theirs this way; BPE (bytes) does not."""
+
+    _id_to_str: list
+    _vocab: dict
+    _special_tokens: dict
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._id_to_str)
+
+    def id_to_token(self, token_id: int) -> str:
+        self._check_id(token_id, "id_to_token")
+        return self._id_to_str[token_id]
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._special_tokens.get(token, self._vocab.get(token))
+
+    def get_vocab(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self._id_to_str)}
+
+
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Load any minillm tokenizer from a directory or ``tokenizer.json`` file."""
     return Tokenizer.load(path)

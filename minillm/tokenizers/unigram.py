@@ -51,7 +51,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .base import Tokenizer
+from .base import ListVocabTokenizer
 from .hf_json import file_skeleton, parse_added_tokens
 from .wordpiece import is_cjk
 
@@ -195,7 +195,7 @@ def viterbi(word: str, scores: Mapping[str, float], max_len: int, unk_score: flo
     return out[::-1]
 
 
-class UnigramTokenizer(Tokenizer):
+class UnigramTokenizer(ListVocabTokenizer):
     """Unigram LM tokenizer over SentencePiece-style words, with byte fallback.
 
     ``pieces``: ``[(piece, score), ...]`` the learned pieces (score = log-probability); they
@@ -250,19 +250,7 @@ class UnigramTokenizer(Tokenizer):
         self._cache: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------------ vocabulary
-    @property
-    def vocab_size(self) -> int:
-        return len(self._id_to_str)
-
-    def id_to_token(self, token_id: int) -> str:
-        self._check_id(token_id, "id_to_token")
-        return self._id_to_str[token_id]
-
-    def token_to_id(self, token: str) -> int | None:
-        return self._special_tokens.get(token, self._vocab.get(token))
-
-    def get_vocab(self) -> dict[str, int]:
-        return {t: i for i, t in enumerate(self._id_to_str)}
+    # vocab_size, id_to_token, token_to_id, get_vocab: ListVocabTokenizer (base.py)
 
     def score(self, token: str) -> float:
         """The log-probability of a piece (0.0 for special tokens and byte pieces)."""

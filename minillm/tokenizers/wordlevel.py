@@ -12,13 +12,13 @@ import abc
 from collections import Counter
 from typing import ClassVar, Iterable, Mapping, Sequence
 
-from .base import _AUTO, DEFAULT_SPECIAL_TOKENS, Tokenizer
+from .base import _AUTO, DEFAULT_SPECIAL_TOKENS, ListVocabTokenizer
 from .hf_json import bos_post_processor, check_vocab_ids, file_skeleton, parse_added_tokens
 
 __all__ = ["WordLevelTokenizer"]
 
 
-class WordLevelTokenizer(Tokenizer):
+class WordLevelTokenizer(ListVocabTokenizer):
     """A fixed vocabulary of whole units; unknown units become ``<unk>``.
 
     ``tokens`` are the ordinary units in id order; they take the ids the special
@@ -67,19 +67,7 @@ class WordLevelTokenizer(Tokenizer):
         """Glue units back into text."""
 
     # ------------------------------------------------------------------ #
-    @property
-    def vocab_size(self) -> int:
-        return len(self._id_to_str)
-
-    def id_to_token(self, token_id: int) -> str:
-        self._check_id(token_id, "id_to_token")
-        return self._id_to_str[token_id]
-
-    def token_to_id(self, token: str) -> int | None:
-        return self._special_tokens.get(token, self._vocab.get(token))
-
-    def get_vocab(self) -> dict[str, int]:
-        return {t: i for i, t in enumerate(self._id_to_str)}
+    # vocab_size, id_to_token, token_to_id, get_vocab: ListVocabTokenizer (base.py)
 
     def _encode_ordinary(self, text: str) -> list[int]:
         vocab, unk = self._vocab, self.unk_token_id

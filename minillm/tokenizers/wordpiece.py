@@ -36,7 +36,7 @@ import unicodedata
 from collections import Counter, defaultdict
 from typing import Iterable, Mapping, Sequence
 
-from .base import Tokenizer
+from .base import ListVocabTokenizer
 from .hf_json import file_skeleton, parse_added_tokens
 
 __all__ = ["WordPieceTokenizer", "basic_tokenize", "BERT_SPECIAL_TOKENS", "is_cjk", "is_punctuation", "train_naive"]
@@ -127,7 +127,7 @@ def basic_tokenize(text: str, lowercase: bool = True, strip_accents: bool | None
     return words
 
 
-class WordPieceTokenizer(Tokenizer):
+class WordPieceTokenizer(ListVocabTokenizer):
     """WordPiece over BERT's basic pre-tokenizer.
 
     ``vocab``: the ordinary tokens in id order (word-initial pieces bare, continuations with
@@ -190,19 +190,7 @@ class WordPieceTokenizer(Tokenizer):
         return self._role_id(self.mask_token)
 
     # ------------------------------------------------------------------ vocabulary
-    @property
-    def vocab_size(self) -> int:
-        return len(self._id_to_str)
-
-    def id_to_token(self, token_id: int) -> str:
-        self._check_id(token_id, "id_to_token")
-        return self._id_to_str[token_id]
-
-    def token_to_id(self, token: str) -> int | None:
-        return self._special_tokens.get(token, self._vocab.get(token))
-
-    def get_vocab(self) -> dict[str, int]:
-        return {t: i for i, t in enumerate(self._id_to_str)}
+    # vocab_size, id_to_token, token_to_id, get_vocab: ListVocabTokenizer (base.py)
 
     # ------------------------------------------------------------------ encoding
     def pre_tokenize(self, text: str) -> list[tuple[str, int, int]]:
