@@ -21,6 +21,7 @@ def test_quick_run_end_to_end(tmp_path):
         for row in rows:
             for side in ("pretrained", "scratch"):
                 assert 0.0 <= row[side][row["metric"]] <= 1.0
+                assert 0.0 <= row[side]["train_" + row["metric"]] <= 1.0  # the fit on its own training set
         pos, ner = rows[1]["pretrained"], rows[2]["pretrained"]
         assert pos["unseen_support"] > 0 and 0.0 <= pos["unseen_accuracy"] <= 1.0  # held-out words were scored
         assert ner["unseen_support"] > 0 and 0.0 <= ner["unseen_f1"] <= 1.0
