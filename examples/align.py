@@ -51,14 +51,14 @@ from minillm.tokenizers import load_tokenizer  # noqa: E402
 from minillm.train import TrainConfig, check_out_dir  # noqa: E402
 from minillm.train.metrics import read_metrics  # noqa: E402
 
-# The default recipe is the one measured on the strong SFT model (docs/chapter4.md). Pairs: each wrong reply of
-# the model (its greedy mistake first, then up to 3 more of its 4 samples) against a right one. Reward model: 2
-# epochs at lr 1e-4 (80 steps at 5e-4 on one pair per prompt left it at chance). DPO: TRL's rpo_alpha = 1 (NLL on
-# the chosen replies) at lr 1e-4 for 2 epochs, the setting that did no measurable harm; pure DPO lowered greedy
-# and sampled correctness (lr 2e-4: -9 points; lr 1e-4 on 4,530 pairs: -4 to -5). PPO: the rule reward (+1/-1
-# by the world's answer); against the reward model's score it lost 4 points.
-DEFAULTS = dict(n_prompts=2000, n_val_prompts=200, samples=4, pairs_per_prompt=4, eval_limit=300, eval_samples=8,
-                rm_steps=190, batch_size=16, rm_lr=1e-4, dpo_steps=190, dpo_lr=1e-4, beta=0.1, max_new_tokens=24,
+# The default recipe is the best one measured on the strong SFT model (docs/chapter4.md). Pairs: each wrong reply
+# of the model to 6,000 training questions (its greedy mistake first, then up to 3 more of its 4 samples) against
+# a right one: ~4,500 pairs. Reward model: 1 epoch at lr 1e-4 (80 steps at 5e-4 on one pair per prompt left it at
+# chance). DPO: TRL's rpo_alpha = 1 (NLL on the chosen replies) at lr 2e-4 for 1 epoch; pure DPO lowered greedy and
+# sampled correctness (lr 2e-4: -9 points; lr 1e-4 on these pairs: -4 to -5). PPO: the rule reward (+1/-1 by the
+# world's answer); against the reward model's score it lost 4 points.
+DEFAULTS = dict(n_prompts=6000, n_val_prompts=200, samples=4, pairs_per_prompt=4, eval_limit=300, eval_samples=8,
+                rm_steps=280, batch_size=16, rm_lr=1e-4, dpo_steps=280, dpo_lr=2e-4, beta=0.1, max_new_tokens=24,
                 ppo_iters=30, ppo_lr=5e-5, ppo_batch=32, kl_coef=0.05, rpo_alpha=1.0)
 QUICK = dict(n_prompts=48, n_val_prompts=16, samples=2, pairs_per_prompt=2, eval_limit=16, eval_samples=2, rm_steps=4,
              dpo_steps=4, batch_size=4, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=12, ppo_iters=2, ppo_lr=2e-5,
