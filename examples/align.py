@@ -1,7 +1,7 @@
 """The third stage of training (Happy LLM 4.2.3, 6.4): preferences -> reward model -> DPO, measured.
 
     python examples/train_tiny_llama.py            # first: the SFT model (runs/tiny_llama/model, ~15 CPU minutes)
-    python examples/align.py                       # then this (a few minutes on 2 idle cores)
+    python examples/align.py                       # then this (11 minutes on 2 cores shared at load 4-8)
     python examples/align.py --sft-model DIR       # any SFT model dir of train_tiny_llama.py (its world seed is
                                                    # read from DIR/../report.json, or give --world-seed)
     python examples/align.py --quick               # a smoke run: trains its own micro SFT model first
@@ -11,15 +11,19 @@ Steps:
   2. on-policy preference pairs: ask the SFT model each training prompt of the world greedily and
      sample it 4 times more, and label every reply with the world's answer; a wrong reply (the
      greedy one first: the mistake exact match counts) is "rejected", a right sample (or the world's
-     answer) "chosen". Written to OUT/pairs_{train,val}.jsonl ({"prompt","chosen","rejected"})
+     answer) "chosen"; one pair per distinct wrong reply (up to --pairs-per-prompt 4). Written to
+     OUT/pairs_{train,val}.jsonl ({"prompt","chosen","rejected"})
   3. reward model: the SFT backbone + a scalar head, Bradley-Terry loss; held-out pairwise accuracy
   4. DPO against the frozen SFT model (its log-probs precomputed once), with --rpo-alpha 1 (the
      chosen replies' NLL, which keeps their likelihood from falling)
-  5. PPO (RLHF as in InstructGPT): rollouts from the policy, the reward model's score (or, with
-     --ppo-reward rule, +1/-1 from the world's answer), a per-token KL penalty to the SFT model,
-     GAE, clipped policy and value losses
+  5. PPO (RLHF as in InstructGPT): rollouts from the policy, +1/-1 from the world's answer (or, with
+     --ppo-reward rm, the reward model's score), a per-token KL penalty to the SFT model, GAE,
+     clipped policy and value losses
   6. held-out questions (never trained on): exact match before/after, win rate over SFT judged by
-     the world's answers and by the reward model, KL to SFT, for DPO and for PPO; curves as PNGs
+     the world's answers and by the reward model, KL to SFT, for DPO and for PPO; then correctness
+     greedy AND sampled (8 replies per question at temperatures 1.0 and 0.7, how a chat model is
+     used), with standard errors, the change against SFT, and the mistakes by failure mode;
+     curves as PNGs
 """
 import argparse
 import copy
@@ -35,7 +39,7 @@ import numpy as np  # noqa: E402
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
 from minillm.align import RewardModel, pairwise_accuracy, score_replies, train_dpo, train_reward_model  # noqa: E402
-from minillm.align import label_reply, write_preference_jsonl  # noqa: E402
+from minillm.align import correctness, label_reply, paired_difference, write_preference_jsonl  # noqa: E402
 from minillm.align.ppo import PPOConfig, PPOTrainer  # noqa: E402
 from minillm.align.rollout import kl_to_reference  # noqa: E402
 from minillm.data.world import generate_sft  # noqa: E402
@@ -47,14 +51,17 @@ from minillm.tokenizers import load_tokenizer  # noqa: E402
 from minillm.train import TrainConfig, check_out_dir  # noqa: E402
 from minillm.train.metrics import read_metrics  # noqa: E402
 
-# The default recipe is the one measured on the strong SFT model (docs/chapter4.md): pairs from the model's
-# greedy mistakes, DPO with TRL's rpo_alpha = 1 (NLL on the chosen replies) at a small lr for ~2 epochs.
-# Pure DPO at lr 3e-4 (rpo_alpha 0) lowered held-out exact match from 81.9 % to 69.2 % there.
-DEFAULTS = dict(n_prompts=2000, n_val_prompts=200, samples=4, eval_limit=300, rm_steps=80, dpo_steps=100,
-                batch_size=16, rm_lr=5e-4, dpo_lr=1e-4, beta=0.1, max_new_tokens=24, ppo_iters=30, ppo_lr=5e-5,
-                ppo_batch=32, kl_coef=0.05, rpo_alpha=1.0)
-QUICK = dict(n_prompts=48, n_val_prompts=16, samples=2, eval_limit=16, rm_steps=4, dpo_steps=4,
-             batch_size=4, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=12, ppo_iters=2, ppo_lr=2e-5,
+# The default recipe is the best one measured on the strong SFT model (docs/chapter4.md). Pairs: each wrong reply
+# of the model to 6,000 training questions (its greedy mistake first, then up to 3 more of its 4 samples) against
+# a right one: ~4,500 pairs. Reward model: 1 epoch at lr 1e-4 (80 steps at 5e-4 on one pair per prompt left it at
+# chance). DPO: TRL's rpo_alpha = 1 (NLL on the chosen replies) at lr 2e-4 for 1 epoch; pure DPO lowered greedy and
+# sampled correctness (lr 2e-4: -9 points; lr 1e-4 on these pairs: -4 to -5). PPO: the rule reward (+1/-1 by the
+# world's answer); PPO lowered greedy correctness with either reward (reward model -4.3 points, rule -2.1 on 1,000).
+DEFAULTS = dict(n_prompts=6000, n_val_prompts=200, samples=4, pairs_per_prompt=4, eval_limit=300, eval_samples=8,
+                rm_steps=280, batch_size=16, rm_lr=1e-4, dpo_steps=280, dpo_lr=2e-4, beta=0.1, max_new_tokens=24,
+                ppo_iters=30, ppo_lr=5e-5, ppo_batch=32, kl_coef=0.05, rpo_alpha=1.0)
+QUICK = dict(n_prompts=48, n_val_prompts=16, samples=2, pairs_per_prompt=2, eval_limit=16, eval_samples=2, rm_steps=4,
+             dpo_steps=4, batch_size=4, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=12, ppo_iters=2, ppo_lr=2e-5,
              ppo_batch=8, kl_coef=0.1, rpo_alpha=1.0)
 N_SFT_TRAIN = 6_000  # the SFT run trained on the first 6000 "train" conversations; our prompts come after them
 
@@ -72,7 +79,9 @@ def parse_args(argv=None):
     p.add_argument("--n-prompts", type=int, help="training prompts to sample the SFT model on")
     p.add_argument("--n-val-prompts", type=int, help="held-out prompts for the pairs' validation split")
     p.add_argument("--samples", type=int, help="replies sampled per prompt")
+    p.add_argument("--pairs-per-prompt", type=int, help="at most this many pairs per prompt (one per distinct wrong reply)")
     p.add_argument("--eval-limit", type=int, help="held-out questions for exact match / win rate")
+    p.add_argument("--eval-samples", type=int, help="replies sampled per held-out question (at temperatures 1.0 and 0.7)")
     p.add_argument("--rm-steps", type=int, help="reward-model updates")
     p.add_argument("--dpo-steps", type=int, help="DPO updates")
     p.add_argument("--batch-size", type=int, help="pairs per update")
@@ -85,8 +94,9 @@ def parse_args(argv=None):
     p.add_argument("--ppo-lr", type=float, help="PPO learning rate")
     p.add_argument("--ppo-batch", type=int, help="replies per PPO rollout")
     p.add_argument("--kl-coef", type=float, help="PPO's per-token KL penalty to the SFT model")
-    p.add_argument("--ppo-reward", choices=["rm", "rule"], default="rm",
-                   help="PPO's reward: the reward model's score (default) or +1/-1 from the world's answer")
+    p.add_argument("--ppo-reward", choices=["rm", "rule"], default="rule",
+                   help="PPO's reward: +1/-1 from the world's answer (default: the reward model is weak here) or "
+                   "the reward model's score (rm, InstructGPT's choice)")
     p.add_argument("--ppo-critic", choices=["value-head", "reward-model"], default="value-head",
                    help="PPO's critic: a value head on the actor (default, one trunk) or, as in the book, "
                    "a copy of the reward model (a second trunk: slower)")
@@ -133,6 +143,45 @@ def mistakes_by_kind(result) -> dict:
         if kind != "correct":
             counts[kind] = counts.get(kind, 0) + 1
     return dict(sorted(counts.items()))
+
+
+TEMPERATURES = (1.0, 0.7)  # how a chat model is used (and how the on-policy pairs and PPO rollouts were drawn)
+SHOWN_KINDS = ("wrong_entity", "arithmetic", "no_stop", "wrong_language", "other")
+
+
+def correctness_rows(models, tok, records, samples, max_new_tokens, seed) -> dict:
+    """``correctness`` of each model, greedy and sampled at each of TEMPERATURES (the same seed for
+    every model, so they draw the same random numbers), with the change against the first model
+    (the SFT one) and its paired standard error."""
+    rows = {}
+    for name, model in models.items():
+        rows[name] = {"greedy": correctness(model, tok, records, 0.0, 1, max_new_tokens, seed)}
+        for t in TEMPERATURES:
+            rows[name][f"T={t}"] = correctness(model, tok, records, t, samples, max_new_tokens, seed)
+    first = next(iter(rows.values()))
+    for row in rows.values():
+        for key, r in row.items():
+            r["delta"], r["delta_se"] = paired_difference(r["per_prompt"], first[key]["per_prompt"])
+    return rows
+
+
+def print_correctness(rows, samples):
+    keys = ["greedy"] + [f"T={t}" for t in TEMPERATURES]
+    print(f"\nheld-out correctness (± one standard error over prompts; Δ against SFT ± its paired error; "
+          f"T = sampled, {samples} replies per question):")
+    print(f"  {'':5s}" + "".join(f"{k:>26s}" for k in keys))
+    for name, row in rows.items():
+        cells = []
+        for k in keys:
+            r = row[k]
+            d = "" if name == next(iter(rows)) else f" Δ {100 * r['delta']:+.1f}±{100 * r['delta_se']:.1f}"
+            cells.append(f"{100 * r['acc']:.1f}±{100 * r['se']:.1f}{d}")
+        print(f"  {name:5s}" + "".join(f"{c:>26s}" for c in cells))
+    for k in keys:
+        print(f"  mistakes, {k} (share of replies: " + " / ".join(SHOWN_KINDS) + "): " + "; ".join(
+            f"{name} " + " / ".join(f"{100 * row[k]['kinds'][kind]:.1f}" for kind in SHOWN_KINDS) for name, row in rows.items()))
+        print(f"  by skill, {k}: " + "; ".join(
+            f"{name} " + ", ".join(f"{s} {100 * v:.1f}" for s, v in row[k]["skills"].items()) for name, row in rows.items()))
 
 
 def curves_png(metrics_path, png_path, keys):
@@ -182,7 +231,7 @@ def main(argv=None):
     pairs = pipeline.world_preference_pairs(sft_model, tok, args.n_prompts, args.n_val_prompts, samples=args.samples,
                                             max_new_tokens=args.max_new_tokens, seed=args.seed,
                                             world_seed=args.world_seed, greedy=True, skip_train=N_SFT_TRAIN,
-                                            skip_val=args.eval_limit)
+                                            skip_val=args.eval_limit, max_pairs_per_prompt=args.pairs_per_prompt)
     train_records = pairs["train_records"]
     for name in ("train", "val"):
         stats = pairs[f"stats_{name}"]
@@ -290,6 +339,13 @@ def main(argv=None):
             "win_rate_truth": win_truth, "win_rate_reward_model": win_rm, "kl_to_sft": kl,
             "mistakes": mistakes_by_kind(after),
         }
+    models = {"SFT": reference, "DPO": policy}
+    if ppo_policy is not None:
+        models["PPO"] = ppo_policy
+    rows = correctness_rows(models, tok, eval_records, args.eval_samples, args.max_new_tokens, args.seed)
+    print_correctness(rows, args.eval_samples)
+    report["correctness"] = {name: {k: {kk: vv for kk, vv in r.items() if kk != "per_prompt"} for k, r in row.items()}
+                             for name, row in rows.items()}
     report["minutes"] = (time.time() - t0) / 60
     with open(os.path.join(args.out_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, ensure_ascii=False, indent=1)

@@ -198,7 +198,7 @@ def world_seed_of(model_dir) -> int | None:
 
 def world_preference_pairs(model, tokenizer, n_prompts: int, n_val_prompts: int, samples: int = 4,
                            max_new_tokens: int = 24, seed: int = 0, skip_train: int = 6_000, skip_val: int = 300,
-                           world_seed: int | None = None, greedy: bool = False) -> dict:
+                           world_seed: int | None = None, greedy: bool = False, max_pairs_per_prompt: int = 1) -> dict:
     """On-policy preference pairs (4.2.3 / 6.4) for an SFT model of the built-in world.
 
     The model answers ``n_prompts`` training questions ``samples`` times each (temperature 1);
@@ -210,6 +210,8 @@ def world_preference_pairs(model, tokenizer, n_prompts: int, n_val_prompts: int,
     drives the sampling. ``greedy=True`` also asks each question greedily and makes a wrong
     greedy answer the rejected reply (``on_policy_pairs(greedy=...)``): the mistake exact match
     counts (at temperature 1 many wrong samples are unlucky draws, not the model's answer).
+    ``max_pairs_per_prompt`` > 1 makes a pair of each distinct wrong reply (up to that many):
+    more pairs from the same sampling, which the reward model needs.
     Returns ``{"train": pairs, "val": pairs, "train_records": ..., "stats_train": ...,
     "stats_val": ...}``.
     """
@@ -228,7 +230,8 @@ def world_preference_pairs(model, tokenizer, n_prompts: int, n_val_prompts: int,
         if greedy:
             first = [r[0] for r in generate_replies(model, tokenizer, prompts, temperature=0.0,
                                                     max_new_tokens=max_new_tokens)]
-        out[name], out[f"stats_{name}"] = on_policy_pairs(records, replies, seed=seed, greedy=first)
+        out[name], out[f"stats_{name}"] = on_policy_pairs(records, replies, seed=seed, greedy=first,
+                                                          max_pairs_per_prompt=max_pairs_per_prompt)
         out[f"{name}_records"] = records
     return out
 

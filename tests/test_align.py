@@ -450,3 +450,47 @@ def test_world_seed_of_reads_the_training_runs_report(tmp_path):
     for bad in ('{"args": {"seed": true}}', '{"args": {}}', "not json", '{"args": {"seed": "2"}}'):
         (run / "report.json").write_text(bad, encoding="utf-8")
         assert world_seed_of(run / "model") is None, bad
+
+
+# ----------------------------------------------------------------------------- held-out correctness
+def test_correctness_counts_labels_per_prompt(monkeypatch):
+    from minillm.align import evaluate
+    from minillm.align.rollout import Reply
+    records = generate_sft(3, seed=0, split="val")
+    refs = [r["messages"][-1]["content"] for r in records]
+    fake = [[refs[0], refs[0], "zzz", refs[0]], [refs[1] * 6, refs[1], refs[1], refs[1]], ["?", "?", "?", "?"]]
+    stopped = [[True] * 4, [True, False, True, True], [True] * 4]  # the second prompt's second sample never stopped
+
+    def fake_generate(model, tokenizer, prompts, n, temperature, **kw):
+        assert n == 4 and temperature == 1.0 and len(prompts) == 3
+        return [[Reply(t, [1], [0], s) for t, s in zip(ts, ss)] for ts, ss in zip(fake, stopped)]
+
+    monkeypatch.setattr(evaluate, "generate_replies", fake_generate)
+    out = evaluate.correctness(None, None, records, temperature=1.0, samples=4)
+    np.testing.assert_allclose(out["per_prompt"], [0.75, 0.5, 0.0])
+    assert out["acc"] == pytest.approx(1.25 / 3) and out["n"] == 3
+    assert out["se"] == pytest.approx(np.std([0.75, 0.5, 0.0], ddof=1) / np.sqrt(3))
+    assert out["kinds"]["correct"] == pytest.approx(5 / 12) and out["kinds"]["no_stop"] == pytest.approx(2 / 12)
+    assert sum(out["kinds"].values()) == pytest.approx(1.0)
+    d, se = evaluate.paired_difference([1.0, 0.5, 0.0, 1.0], [0.5, 0.5, 0.0, 0.0])
+    assert d == pytest.approx(0.375) and se == pytest.approx(np.std([0.5, 0, 0, 1], ddof=1) / 2)
+
+
+def test_correctness_runs_the_generator_and_refuses_bad_settings(tok):
+    from minillm.align import correctness
+    model = _model(tok.vocab_size)
+    records = generate_sft(4, seed=0, split="val")
+    a = correctness(model, tok, records, temperature=1.0, samples=2, max_new_tokens=4, seed=3)
+    b = correctness(model, tok, records, temperature=1.0, samples=2, max_new_tokens=4, seed=3)
+    assert a["per_prompt"].shape == (4,) and a["samples"] == 2
+    np.testing.assert_array_equal(a["per_prompt"], b["per_prompt"])  # seeded: the same draws
+    assert sum(a["kinds"].values()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="samples=2"):
+        correctness(model, tok, records, temperature=0.0, samples=2)
+    with pytest.raises(ValueError, match="samples must be an int >= 1, got 0"):
+        correctness(model, tok, records, temperature=1.0, samples=0)
+    with pytest.raises(ValueError, match="record 0"):
+        correctness(model, tok, [{"messages": []}])
+    with pytest.raises(ValueError, match=r"after \(2,\) and before \(3,\)"):
+        from minillm.align import paired_difference
+        paired_difference([1, 0], [1, 0, 1])

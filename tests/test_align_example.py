@@ -21,6 +21,12 @@ def test_align_quick_runs_end_to_end(tmp_path):
     for name in ("dpo", "ppo"):
         assert 0 <= report["eval"][name]["win_rate_truth"] <= 1
         assert report["eval"][name]["exact_match"]["n"] == 16
+    for name in ("SFT", "DPO", "PPO"):  # greedy and sampled correctness, with the change against SFT
+        row = report["correctness"][name]
+        assert set(row) == {"greedy", "T=1.0", "T=0.7"} and row["T=1.0"]["samples"] == 2, row.keys()
+        assert all(0 <= r["acc"] <= 1 and abs(sum(r["kinds"].values()) - 1) < 1e-9 for r in row.values())
+    assert report["correctness"]["SFT"]["T=1.0"]["delta"] == 0
+    assert "held-out correctness" in proc.stdout and "mistakes, T=1.0" in proc.stdout
     first = json.loads((out / "pairs_train.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert {"prompt", "chosen", "rejected"} <= set(first)
     # a second run in the same folder is refused
