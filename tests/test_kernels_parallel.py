@@ -122,3 +122,34 @@ def test_adamw_parallel_equals_reference_and_serial(parallel, dtype, seed, n, wd
     _optim.adamw_step(states[2][0], g, states[2][1], states[2][2], 3, 1e-2, 0.9, 0.99, 1e-8, wd)
     for got, want in zip(states[0], states[2]):
         np.testing.assert_array_equal(got, want)
+
+
+def test_thread_pool_kernels_do_every_item_once_whatever_the_thread_count():
+    """Attention and embedding backward split their work items over Python threads
+    (`_threads.run_items`, not prange): 1, 2 (or 3) threads give the same bits, since each output
+    element is written by exactly one work item, and every item runs (no element left unset)."""
+    from minillm.kernels import _attention, _threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    previous = numba.get_num_threads()
+    rng = np.random.default_rng(0)
+    q, go = (rng.standard_normal((2, 4, 70, 8)).astype(np.float32) for _ in range(2))
+    k, v = (rng.standard_normal((2, 2, 70, 8)).astype(np.float32) for _ in range(2))
+    ids, gout = rng.integers(0, 50, 300), rng.standard_normal((300, 130)).astype(np.float32)
+    results = []
+    try:
+        for threads in range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1):
+            numba.set_num_threads(threads)
+            out, lse = _attention.attention_forward(q, k, v, None, True, 0.35)
+            grads = _attention.attention_backward(q, k, v, None, True, 0.35, out, lse, go)
+            results.append((out, lse, *grads, _elementwise.embedding_backward(ids, gout, 50)))
+    finally:
+        numba.set_num_threads(previous)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(results[0][-1], R.embedding_backward(ids, gout, 50), rtol=1e-5, atol=1e-5)
+    seen = []
+    _threads.run_items(lambda n, first, step: seen.extend(range(first, n, step)), 7, 7)
+    assert sorted(seen) == list(range(7))
