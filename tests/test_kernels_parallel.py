@@ -125,7 +125,7 @@ def test_adamw_parallel_equals_reference_and_serial(parallel, dtype, seed, n, wd
 
 
 def test_thread_pool_kernels_do_every_item_once_whatever_the_thread_count():
-    """Attention and embedding backward split their work items over Python threads
+    """Attention (blocked and row-at-a-time) and embedding backward split their work items over Python threads
     (`_threads.run_items`, not prange): 1, 2 (or 3) threads give the same bits, since each output
     element is written by exactly one work item, and every item runs (no element left unset)."""
     from minillm.kernels import _attention, _threads
@@ -143,7 +143,10 @@ def test_thread_pool_kernels_do_every_item_once_whatever_the_thread_count():
             numba.set_num_threads(threads)
             out, lse = _attention.attention_forward(q, k, v, None, True, 0.35)
             grads = _attention.attention_backward(q, k, v, None, True, 0.35, out, lse, go)
-            results.append((out, lse, *grads, _elementwise.embedding_backward(ids, gout, 50)))
+            few = q[:, :, :5]  # fewer query rows than ROWS_MAX: the row-at-a-time kernels
+            out_r, lse_r = _attention.attention_forward(few, k, v, None, True, 0.35)
+            grads_r = _attention.attention_backward(few, k, v, None, True, 0.35, out_r, lse_r, go[:, :, :5])
+            results.append((out, lse, *grads, out_r, lse_r, *grads_r, _elementwise.embedding_backward(ids, gout, 50)))
     finally:
         numba.set_num_threads(previous)
     for other in results[1:]:

@@ -61,7 +61,7 @@ quadrants of 32, 2-3 %.)
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
@@ -363,21 +363,22 @@ def attention_backward_kernel(q, k, v, mask, has_mask, is_causal, scale, out, ls
 # row, recompute p = exp(s - lse) per tile and accumulate dV += p dO,
 # dS = p (dO.v - delta), dQ += dS K, dK += dS Q.  K and V come transposed, (D, Tk),
 # so the score loops run over contiguous keys.
-@njit(cache=CACHE, parallel=True, fastmath=FM)
-def attention_forward_rows_kernel(q, kt, v, mask, has_mask, is_causal, scale, out, lse):
-    # q (B, H, Tq, D), kt (B, Hkv, D, Tk), v (B, Hkv, Tk, D), mask (B, H, Tq, Tk) view
+@njit(cache=CACHE, fastmath=FM, nogil=True)
+def attention_forward_rows_kernel(q, kt, v, mask, has_mask, is_causal, scale, out, lse, first, step):
+    # q (B, H, Tq, D), kt (B, Hkv, D, Tk), v (B, Hkv, Tk, D), mask (B, H, Tq, Tk) view;
+    # work items (batch, head) first, first + step, ... (`_threads.run_items`); fills are loops
     B, H, Tq, D = q.shape
     Hkv = kt.shape[1]
     Tk = kt.shape[3]
     G = H // Hkv
     off = Tk - Tq
-    for bh in prange(B * H):
+    s = np.empty(BK, q.dtype)
+    acc = np.empty(D, q.dtype)
+    ninf = typed(q, -np.inf)
+    for bh in range(first, B * H, step):
         b = bh // H
         h = bh % H
         g = h // G  # the kv head this query head reads
-        s = np.empty(BK, q.dtype)
-        acc = np.empty(D, q.dtype)
-        ninf = typed(q, -np.inf)
         kt_g = kt[b, g]  # (D, Tk)
         v_g = v[b, g]  # (Tk, D)
         for i in range(Tq):
@@ -385,10 +386,12 @@ def attention_forward_rows_kernel(q, kt, v, mask, has_mask, is_causal, scale, ou
             q_i = q[b, h, i]  # (D,)
             m = ninf
             l = typed(q, 0.0)
-            acc[:] = 0
+            for d in range(D):
+                acc[d] = 0
             for j0 in range(0, hi, BK):
                 n = min(BK, hi - j0)
-                s[:] = 0
+                for jj in range(BK):
+                    s[jj] = 0
                 for d in range(D):  # s = q_i . K[j0:j0+n]
                     qd = q_i[d]
                     kd = kt_g[d, j0:j0 + n]
@@ -425,36 +428,44 @@ def attention_forward_rows_kernel(q, kt, v, mask, has_mask, is_causal, scale, ou
                     out[b, h, i, d] = acc[d] * inv
                 lse[b, h, i] = m + math.log(l)
             else:
-                out[b, h, i, :] = 0
+                out_i = out[b, h, i]
+                for d in range(D):
+                    out_i[d] = 0
                 lse[b, h, i] = ninf
 
 
-@njit(cache=CACHE, parallel=True, fastmath=FM)
-def attention_backward_rows_kernel(q, k, kt, v, vt, mask, has_mask, is_causal, scale, out, lse, gout, gq, gk, gv):
+@njit(cache=CACHE, fastmath=FM, nogil=True)
+def attention_backward_rows_kernel(q, k, kt, v, vt, mask, has_mask, is_causal, scale, out, lse, gout, gq, gk, gv,
+                                   first, step):
+    # work items (batch, kv head) first, first + step, ... (`_threads.run_items`); fills are loops
     B, H, Tq, D = q.shape
     Hkv = k.shape[1]
     Tk = k.shape[2]
     G = H // Hkv
     off = Tk - Tq
-    for bg in prange(B * Hkv):
+    ninf = typed(q, -np.inf)
+    s = np.empty(BK, q.dtype)
+    dp = np.empty(BK, q.dtype)
+    dq = np.empty(D, q.dtype)
+    for bg in range(first, B * Hkv, step):
         b = bg // Hkv
         g = bg % Hkv
-        ninf = typed(q, -np.inf)
-        s = np.empty(BK, q.dtype)
-        dp = np.empty(BK, q.dtype)
-        dq = np.empty(D, q.dtype)
         k_g = k[b, g]  # (Tk, D)
         kt_g = kt[b, g]  # (D, Tk)
         vt_g = vt[b, g]  # (D, Tk)
         gk_g = gk[b, g]  # (Tk, D)
         gv_g = gv[b, g]  # (Tk, D)
-        gk_g[:, :] = 0
-        gv_g[:, :] = 0
+        for j in range(Tk):
+            for d in range(D):
+                gk_g[j, d] = 0
+                gv_g[j, d] = 0
         for h in range(g * G, (g + 1) * G):  # the query heads that share kv head g
             for i in range(Tq):
                 L = lse[b, h, i]
                 if L == ninf:  # fully masked row: no gradient
-                    gq[b, h, i, :] = 0
+                    gq_i = gq[b, h, i]
+                    for d in range(D):
+                        gq_i[d] = 0
                     continue
                 q_i = q[b, h, i]  # (D,)
                 go_i = gout[b, h, i]  # (D,)
@@ -462,12 +473,14 @@ def attention_backward_rows_kernel(q, k, kt, v, vt, mask, has_mask, is_causal, s
                 delta = typed(q, 0.0)
                 for d in range(D):
                     delta += go_i[d] * o_i[d]
-                dq[:] = 0
+                for d in range(D):
+                    dq[d] = 0
                 hi = min(Tk, i + off + 1) if is_causal else Tk
                 for j0 in range(0, hi, BK):
                     n = min(BK, hi - j0)
-                    s[:] = 0
-                    dp[:] = 0
+                    for jj in range(BK):
+                        s[jj] = 0
+                        dp[jj] = 0
                     for d in range(D):  # s = q_i . K_tile,  dp = dO_i . V_tile
                         qd = q_i[d]
                         gd = go_i[d]
@@ -522,7 +535,8 @@ def attention_forward(q, k, v, mask, is_causal, scale):
     if Tq < ROWS_MAX:
         kt = np.ascontiguousarray(np.swapaxes(k, -1, -2), dtype=dt)  # (B, Hkv, Tk, D) -> (B, Hkv, D, Tk)
         v = np.ascontiguousarray(v, dtype=dt)
-        attention_forward_rows_kernel(q, kt, v, m, has_mask, bool(is_causal), dt.type(scale), out, lse)
+        run_items(attention_forward_rows_kernel, B * H,
+                  q, kt, v, m, has_mask, bool(is_causal), dt.type(scale), out, lse)
     else:
         B, Hkv = k.shape[:2]
         # the kernel wants whole key tiles and D in fours: zero-pad when needed (zero features
@@ -562,8 +576,8 @@ def attention_backward(q, k, v, mask, is_causal, scale, out, lse, gout):
     if Tq < ROWS_MAX:
         kt = np.ascontiguousarray(np.swapaxes(k, -1, -2))  # (B, Hkv, Tk, D) -> (B, Hkv, D, Tk)
         vt = np.ascontiguousarray(np.swapaxes(v, -1, -2))  # (B, Hkv, Tk, D) -> (B, Hkv, D, Tk)
-        attention_backward_rows_kernel(
-            q, k, kt, v, vt, m, has_mask, bool(is_causal), dt.type(scale), out, lse, gout, gq, gk, gv)
+        run_items(attention_backward_rows_kernel, B * k.shape[1],
+                  q, k, kt, v, vt, m, has_mask, bool(is_causal), dt.type(scale), out, lse, gout, gq, gk, gv)
     else:  # the blocked kernel packs its own K / V tiles (one work item per kv head)
         run_items(attention_backward_kernel, B * k.shape[1],
                   q, k, v, m, has_mask, bool(is_causal), dt.type(scale), out, lse, gout, gq, gk, gv)

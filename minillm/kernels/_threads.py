@@ -31,7 +31,8 @@ def _executor(workers: int):
     with _pool_lock:
         if _pool_size < workers:
             old = _pool
-            _pool, _pool_size = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="minillm-kernel"), workers
+            _pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="minillm-kernel")
+            _pool_size = workers
             if old is not None:
                 old.shutdown(wait=False)
         return _pool
