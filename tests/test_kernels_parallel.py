@@ -5,6 +5,9 @@ kernel wins), far beyond the arrays the other tests use. Here the threshold is l
 so the parallel kernels run on small hypothesis shapes with 2 threads, and must equal both
 the NumPy reference and the serial kernel (RMSNorm: bit for bit, since both add the same
 row blocks in the same order)."""
+import os
+import time
+
 import numba
 import numpy as np
 import pytest
@@ -156,3 +159,41 @@ def test_thread_pool_kernels_do_every_item_once_whatever_the_thread_count():
     seen = []
     _threads.run_items(lambda n, first, step: seen.extend(range(first, n, step)), 7, 7)
     assert sorted(seen) == list(range(7))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_thread_pool_works_in_a_forked_child():
+    """A child forked after the pool started has none of its threads: run_items must start new ones
+    there (a pool copied from the parent would take the work and never run it)."""
+    from minillm.kernels import _threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    previous = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        seen = []
+        _threads.run_items(lambda n, first, step: seen.extend(range(first, n, step)), 4, 4)  # the pool starts
+        assert sorted(seen) == [0, 1, 2, 3]
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only if both shares ran
+            code = 1
+            try:
+                done = []
+                _threads.run_items(lambda n, first, step: done.extend(range(first, n, step)), 4, 4)
+                code = 0 if sorted(done) == [0, 1, 2, 3] else 1
+            finally:
+                os._exit(code)
+        deadline = time.time() + 20
+        while True:
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                break
+            if time.time() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("run_items hung in a forked child")
+            time.sleep(0.05)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        numba.set_num_threads(previous)
