@@ -5,6 +5,9 @@ kernel wins), far beyond the arrays the other tests use. Here the threshold is l
 so the parallel kernels run on small hypothesis shapes with 2 threads, and must equal both
 the NumPy reference and the serial kernel (RMSNorm: bit for bit, since both add the same
 row blocks in the same order)."""
+import os
+import time
+
 import numba
 import numpy as np
 import pytest
@@ -122,3 +125,75 @@ def test_adamw_parallel_equals_reference_and_serial(parallel, dtype, seed, n, wd
     _optim.adamw_step(states[2][0], g, states[2][1], states[2][2], 3, 1e-2, 0.9, 0.99, 1e-8, wd)
     for got, want in zip(states[0], states[2]):
         np.testing.assert_array_equal(got, want)
+
+
+def test_thread_pool_kernels_do_every_item_once_whatever_the_thread_count():
+    """Attention (blocked and row-at-a-time) and embedding backward split their work items over Python threads
+    (`_threads.run_items`, not prange): 1, 2 (or 3) threads give the same bits, since each output
+    element is written by exactly one work item, and every item runs (no element left unset)."""
+    from minillm.kernels import _attention, _threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    previous = numba.get_num_threads()
+    rng = np.random.default_rng(0)
+    q, go = (rng.standard_normal((2, 4, 70, 8)).astype(np.float32) for _ in range(2))
+    k, v = (rng.standard_normal((2, 2, 70, 8)).astype(np.float32) for _ in range(2))
+    ids, gout = rng.integers(0, 50, 300), rng.standard_normal((300, 130)).astype(np.float32)
+    results = []
+    try:
+        for threads in range(1, min(3, numba.config.NUMBA_NUM_THREADS) + 1):
+            numba.set_num_threads(threads)
+            out, lse = _attention.attention_forward(q, k, v, None, True, 0.35)
+            grads = _attention.attention_backward(q, k, v, None, True, 0.35, out, lse, go)
+            few = q[:, :, :5]  # fewer query rows than ROWS_MAX: the row-at-a-time kernels
+            out_r, lse_r = _attention.attention_forward(few, k, v, None, True, 0.35)
+            grads_r = _attention.attention_backward(few, k, v, None, True, 0.35, out_r, lse_r, go[:, :, :5])
+            results.append((out, lse, *grads, out_r, lse_r, *grads_r, _elementwise.embedding_backward(ids, gout, 50)))
+    finally:
+        numba.set_num_threads(previous)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(results[0][-1], R.embedding_backward(ids, gout, 50), rtol=1e-5, atol=1e-5)
+    seen = []
+    _threads.run_items(lambda n, first, step: seen.extend(range(first, n, step)), 7, 7)
+    assert sorted(seen) == list(range(7))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_thread_pool_works_in_a_forked_child():
+    """A child forked after the pool started has none of its threads: run_items must start new ones
+    there (a pool copied from the parent would take the work and never run it)."""
+    from minillm.kernels import _threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    previous = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        seen = []
+        _threads.run_items(lambda n, first, step: seen.extend(range(first, n, step)), 4, 4)  # the pool starts
+        assert sorted(seen) == [0, 1, 2, 3]
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only if both shares ran
+            code = 1
+            try:
+                done = []
+                _threads.run_items(lambda n, first, step: done.extend(range(first, n, step)), 4, 4)
+                code = 0 if sorted(done) == [0, 1, 2, 3] else 1
+            finally:
+                os._exit(code)
+        deadline = time.time() + 20
+        while True:
+            finished, status = os.waitpid(pid, os.WNOHANG)
+            if finished:
+                break
+            if time.time() > deadline:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                pytest.fail("run_items hung in a forked child")
+            time.sleep(0.05)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        numba.set_num_threads(previous)

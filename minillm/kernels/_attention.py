@@ -61,10 +61,11 @@ quadrants of 32, 2-3 %.)
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
+from ._threads import run_items
 
 BQ = 64  # query rows per block (blocked kernels)
 BK = 64  # keys per tile
@@ -114,35 +115,42 @@ def _mm_acc(c, a, b, i0, i1, p0, p1, j0, j1):
                 c3[j] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
 
 
-@njit(cache=CACHE, inline="always")
-def _clamp(x, lo, hi):
-    return min(max(x, lo), hi)
-
-
-@njit(cache=CACHE, parallel=True, fastmath=FM)
-def attention_forward_kernel(q, k, v, Tk, mask, has_mask, is_causal, scale, out, lse):
+@njit(cache=CACHE, fastmath=FM, nogil=True)
+def attention_forward_kernel(q, k, v, Tk, mask, has_mask, is_causal, scale, out, lse, first, step):
     # q (B, H, Tq, D); k, v (B, Hkv, Tkp, D) with D a multiple of 4 and Tkp of BK (zero-padded by the
-    # wrapper when needed); Tk = the real number of keys; mask (B, H, Tq, Tk) view
+    # wrapper when needed); Tk = the real number of keys; mask (B, H, Tq, Tk) view.
+    # Runs the work items first, first + step, ... (one per thread: `_threads.run_items`).
     B, H, Tq, D = q.shape
     Hkv = k.shape[1]
     G = H // Hkv
     off = Tk - Tq
     nqb = (Tq + BQ - 1) // BQ
-    for task in prange(B * H * nqb):
+    ninf = typed(q, -np.inf)
+    zero = typed(q, 0.0)
+    qt = np.empty((D, BQ), q.dtype)  # scale * the query block, transposed, zero-padded
+    st = np.empty((BK, BQ), q.dtype)  # scores, then probabilities, of one tile (transposed)
+    acct = np.empty((D, BQ), q.dtype)  # running output (transposed)
+    m = np.empty(BQ, q.dtype)  # running row max
+    l = np.empty(BQ, q.dtype)  # running row sum of exp(s - m)
+    mt = np.empty(BQ, q.dtype)
+    alpha = np.empty(BQ, q.dtype)
+    # Every fill below is a loop, not a slice assignment (`st[:, :] = 0`): outside a parallel
+    # function Numba lowers those through a generic strided iterator, which made the kernel
+    # 15-30 % slower once it was no longer `parallel=True` (benchmarks/README.md, cold start).
+    for task in range(first, B * H * nqb, step):
         bh = task // nqb
         b = bh // H
         h = bh % H
         g = h // G  # the kv head this query head reads
         i0 = (task % nqb) * BQ
         bq = min(BQ, Tq - i0)
-        ninf = typed(q, -np.inf)
-        qt = np.zeros((D, BQ), q.dtype)  # scale * the query block, transposed, zero-padded
-        st = np.empty((BK, BQ), q.dtype)  # scores, then probabilities, of one tile (transposed)
-        acct = np.zeros((D, BQ), q.dtype)  # running output (transposed)
-        m = np.full(BQ, ninf, q.dtype)  # running row max
-        l = np.zeros(BQ, q.dtype)  # running row sum of exp(s - m)
-        mt = np.empty(BQ, q.dtype)
-        alpha = np.empty(BQ, q.dtype)
+        for d in range(D):
+            for r in range(BQ):
+                qt[d, r] = zero
+                acct[d, r] = zero
+        for r in range(BQ):
+            m[r] = ninf
+            l[r] = zero
         for r in range(bq):
             q_r = q[b, h, i0 + r]
             for d in range(D):
@@ -158,27 +166,33 @@ def attention_forward_kernel(q, k, v, Tk, mask, has_mask, is_causal, scale, out,
             e = first_hi - j0  # key j0 + jj is visible to row r iff jj < r + e (causal)
             k_t = k_g[j0:j0 + BK]  # (BK, D)
             vt_t = v_g[j0:j0 + BK].T  # (D, BK), a transposed view: the micro-kernel only reads it by element
-            st[:, :] = 0
+            for jj in range(BK):
+                for r in range(BQ):
+                    st[jj, r] = zero
             _mm_acc(st, k_t, qt, 0, BK, 0, D, 0, BQ)  # S^T = K_t (scale Q_blk)^T
             if has_mask:
                 for r in range(bq):
                     mrow = mask[b, h, i0 + r, j0:]
                     for jj in range(n):
                         st[jj, r] += mrow[jj]
-            if is_causal and e < n:  # the diagonal tile: key jj is visible to rows r >= jj + 1 - e only
-                for jj in range(n):
-                    st[jj, :_clamp(jj + 1 - e, 0, BQ)] = ninf
-            st[n:, :] = ninf  # keys past n
+            for jj in range(BK):
+                hidden = BQ  # keys past n: hidden from every row
+                if jj < n:  # causal: key jj is visible to rows r >= jj + 1 - e only
+                    hidden = min(max(jj + 1 - e, 0), BQ) if is_causal else 0
+                st_j = st[jj]
+                for r in range(hidden):
+                    st_j[r] = ninf
             # online softmax, all BQ rows at once (rows run along the inner axis); four keys per
             # pass so the running max / sum are loaded and stored once per four
-            mt[:] = ninf
+            for r in range(BQ):
+                mt[r] = ninf
             for jj in range(0, BK, 4):
                 s0, s1, s2, s3 = st[jj], st[jj + 1], st[jj + 2], st[jj + 3]
                 for r in range(BQ):
                     mt[r] = max(mt[r], max(max(s0[r], s1[r]), max(s2[r], s3[r])))
             for r in range(BQ):
                 m_new = max(m[r], mt[r])
-                shift = m_new if m_new != ninf else typed(q, 0.0)  # nothing visible yet: shift by 0
+                shift = m_new if m_new != ninf else zero  # nothing visible yet: shift by 0
                 alpha[r] = fast_exp(m[r] - shift)  # rescale what was accumulated under the old max
                 m[r] = m_new
                 mt[r] = shift
@@ -202,19 +216,22 @@ def attention_forward_kernel(q, k, v, Tk, mask, has_mask, is_causal, scale, out,
             _mm_acc(acct, vt_t, st, 0, D, 0, BK, 0, BQ)  # acc^T += V_t^T P^T
         for r in range(bq):
             i = i0 + r
+            out_i = out[b, h, i]
             if l[r] > 0:
                 inv = typed(q, 1.0) / l[r]
                 for d in range(D):
-                    out[b, h, i, d] = acct[d, r] * inv
+                    out_i[d] = acct[d, r] * inv
                 lse[b, h, i] = m[r] + math.log(l[r])
             else:
-                out[b, h, i, :] = 0
+                for d in range(D):
+                    out_i[d] = zero
                 lse[b, h, i] = ninf
 
 
-@njit(cache=CACHE, parallel=True, fastmath=FM)
-def attention_backward_kernel(q, k, v, mask, has_mask, is_causal, scale, out, lse, gout, gq, gk, gv):
-    # q, out, gout, gq (B, H, Tq, D); k, v, gk, gv (B, Hkv, Tk, D); mask (B, H, Tq, Tk) view
+@njit(cache=CACHE, fastmath=FM, nogil=True)
+def attention_backward_kernel(q, k, v, mask, has_mask, is_causal, scale, out, lse, gout, gq, gk, gv, first, step):
+    # q, out, gout, gq (B, H, Tq, D); k, v, gk, gv (B, Hkv, Tk, D); mask (B, H, Tq, Tk) view.
+    # Runs the work items (batch, kv head) first, first + step, ... (`_threads.run_items`).
     B, H, Tq, D = q.shape
     Hkv = k.shape[1]
     Tk = k.shape[2]
@@ -222,50 +239,62 @@ def attention_backward_kernel(q, k, v, mask, has_mask, is_causal, scale, out, ls
     off = Tk - Tq
     Dp = (D + 3) // 4 * 4
     nt = (Tk + BK - 1) // BK
-    for bg in prange(B * Hkv):
+    ninf = typed(q, -np.inf)
+    zero = typed(q, 0.0)
+    # one kv head's tiles, zero-padded: K_t (BK, Dp) and K_t^T, V_t^T (Dp, BK)
+    kp = np.empty((nt, BK, Dp), q.dtype)
+    ktp = np.empty((nt, Dp, BK), q.dtype)
+    vtp = np.empty((nt, Dp, BK), q.dtype)
+    gkt = np.empty((nt, Dp, BK), q.dtype)  # dK^T, dV^T tiles of this kv head
+    gvt = np.empty((nt, Dp, BK), q.dtype)
+    qs = np.empty((BQ, Dp), q.dtype)  # scale * Q block
+    go = np.empty((BQ, Dp), q.dtype)  # dO block
+    qs_t = qs.T  # transposed views (Dp, BQ): the micro-kernel only reads its left operand by element
+    go_t = go.T
+    dq = np.empty((BQ, Dp), q.dtype)
+    s = np.empty((BQ, BK), q.dtype)  # S, then P, of one tile
+    dp = np.empty((BQ, BK), q.dtype)  # dP, then dS, of one tile
+    Lp = np.empty(BQ, q.dtype)  # lse, +inf for rows without gradient (so p = 0)
+    delta = np.empty(BQ, q.dtype)
+    # fills are loops, not slice assignments: see the forward
+    for bg in range(first, B * Hkv, step):
         b = bg // Hkv
         g = bg % Hkv
-        ninf = typed(q, -np.inf)
-        # this kv head's tiles, zero-padded: K_t (BK, Dp) and K_t^T, V_t^T (Dp, BK)
-        kp = np.zeros((nt, BK, Dp), q.dtype)
-        ktp = np.zeros((nt, Dp, BK), q.dtype)
-        vtp = np.zeros((nt, Dp, BK), q.dtype)
         k_g = k[b, g]  # (Tk, D)
         v_g = v[b, g]
         for t in range(nt):
+            for jj in range(BK):
+                for d in range(Dp):
+                    kp[t, jj, d] = zero
+            for d in range(Dp):
+                for jj in range(BK):
+                    ktp[t, d, jj] = zero
+                    vtp[t, d, jj] = zero
+                    gkt[t, d, jj] = zero
+                    gvt[t, d, jj] = zero
             j0 = t * BK
-            n = min(BK, Tk - j0)
-            kp[t, :n, :D] = k_g[j0:j0 + n]
-            for d in range(D):  # the transposes: contiguous writes, strided reads
-                ktp_td = ktp[t, d]
-                vtp_td = vtp[t, d]
-                for jj in range(n):
-                    ktp_td[jj] = k_g[j0 + jj, d]
-                    vtp_td[jj] = v_g[j0 + jj, d]
-        gkt = np.zeros((nt, Dp, BK), q.dtype)  # dK^T, dV^T tiles of this kv head
-        gvt = np.zeros((nt, Dp, BK), q.dtype)
-        qs = np.zeros((BQ, Dp), q.dtype)  # scale * Q block
-        go = np.zeros((BQ, Dp), q.dtype)  # dO block
-        qs_t = qs.T  # transposed views (Dp, BQ): the micro-kernel only reads its left operand by element
-        go_t = go.T
-        dq = np.empty((BQ, Dp), q.dtype)
-        s = np.empty((BQ, BK), q.dtype)  # S, then P, of one tile
-        dp = np.empty((BQ, BK), q.dtype)  # dP, then dS, of one tile
-        Lp = np.empty(BQ, q.dtype)  # lse, +inf for rows without gradient (so p = 0)
-        delta = np.empty(BQ, q.dtype)
+            for jj in range(min(BK, Tk - j0)):
+                k_j = k_g[j0 + jj]
+                v_j = v_g[j0 + jj]
+                for d in range(D):  # the transposes: strided writes, once per work item
+                    kp[t, jj, d] = k_j[d]
+                    ktp[t, d, jj] = k_j[d]
+                    vtp[t, d, jj] = v_j[d]
         for h in range(g * G, (g + 1) * G):  # the query heads that share kv head g
             for i0 in range(0, Tq, BQ):
                 bq = min(BQ, Tq - i0)
-                if bq < BQ:  # padded rows: zero Q and dO, p = 0
-                    qs[:, :] = 0
-                    go[:, :] = 0
-                Lp[:] = np.inf
-                delta[:] = 0
+                for r in range(BQ):  # padded rows (r >= bq): zero Q and dO, p = 0
+                    Lp[r] = np.inf
+                    delta[r] = zero
+                    for d in range(Dp):
+                        qs[r, d] = zero
+                        go[r, d] = zero
+                        dq[r, d] = zero
                 for r in range(bq):
                     q_r = q[b, h, i0 + r]
                     go_r = gout[b, h, i0 + r]
                     o_r = out[b, h, i0 + r]
-                    acc = typed(q, 0.0)
+                    acc = zero
                     for d in range(D):
                         qs[r, d] = q_r[d] * scale
                         go[r, d] = go_r[d]
@@ -274,21 +303,26 @@ def attention_backward_kernel(q, k, v, mask, has_mask, is_causal, scale, out, ls
                     L = lse[b, h, i0 + r]
                     if L != ninf:  # a fully masked row has no gradient
                         Lp[r] = L
-                dq[:, :] = 0
                 first_hi = i0 + off + 1
                 hi = min(Tk, first_hi + bq - 1) if is_causal else Tk
                 for j0 in range(0, hi, BK):
                     t = j0 // BK
                     n = min(BK, hi - j0)
                     e = first_hi - j0  # key j0 + jj is visible to row r iff jj < r + e (causal)
-                    s[:, :] = 0
-                    dp[:, :] = 0
-                    _mm_acc(s, qs, ktp[t], 0, BQ, 0, Dp, 0, BK)  # S = (scale Q) K_t^T
-                    _mm_acc(dp, go, vtp[t], 0, BQ, 0, Dp, 0, BK)  # dP = dO V_t^T
+                    for r in range(BQ):
+                        for jj in range(BK):
+                            s[r, jj] = zero
+                            dp[r, jj] = zero
+                    # S = (scale Q) K_t^T, then dP = dO V_t^T. One call site in a loop of two rather than
+                    # two calls: every call site is a full inlined copy of the micro-kernel, and each
+                    # copy costs ~0.5 CPU s of compilation on a fresh install (same for dV, dK below)
+                    for which in range(2):
+                        _mm_acc(s if which == 0 else dp, qs if which == 0 else go, ktp[t] if which == 0 else vtp[t],
+                                0, BQ, 0, Dp, 0, BK)
                     for r in range(BQ):
                         lim = n  # keys [j0, j0 + lim) are visible to row r
                         if is_causal:
-                            lim = _clamp(r + e, 0, n)
+                            lim = min(max(r + e, 0), n)
                         s_r = s[r]
                         dp_r = dp[r]
                         if has_mask and r < bq:
@@ -301,14 +335,17 @@ def attention_backward_kernel(q, k, v, mask, has_mask, is_causal, scale, out, ls
                             pr = fast_exp(s_r[jj] - L)  # probability, recomputed from the saved lse
                             s_r[jj] = pr
                             dp_r[jj] = pr * (dp_r[jj] - dl)  # dS (without scale)
-                        s_r[lim:] = 0
-                        dp_r[lim:] = 0
-                    _mm_acc(gvt[t], go_t, s, 0, Dp, 0, BQ, 0, BK)  # dV_t^T += dO^T P
-                    _mm_acc(gkt[t], qs_t, dp, 0, Dp, 0, BQ, 0, BK)  # dK_t^T += (scale Q)^T dS
+                        for jj in range(lim, BK):  # hidden keys (or past the real keys)
+                            s_r[jj] = zero
+                            dp_r[jj] = zero
+                    for which in range(2):  # dV_t^T += dO^T P, then dK_t^T += (scale Q)^T dS
+                        _mm_acc(gvt[t] if which == 0 else gkt[t], go_t if which == 0 else qs_t, s if which == 0 else dp,
+                                0, Dp, 0, BQ, 0, BK)
                     _mm_acc(dq, dp, kp[t], 0, BQ, 0, BK, 0, Dp)  # dQ += dS K_t
                 for r in range(bq):
+                    gq_r = gq[b, h, i0 + r]
                     for d in range(D):
-                        gq[b, h, i0 + r, d] = dq[r, d] * scale
+                        gq_r[d] = dq[r, d] * scale
         for t in range(nt):  # dK^T, dV^T tiles -> dK, dV
             j0 = t * BK
             for jj in range(min(BK, Tk - j0)):
@@ -326,21 +363,22 @@ def attention_backward_kernel(q, k, v, mask, has_mask, is_causal, scale, out, ls
 # row, recompute p = exp(s - lse) per tile and accumulate dV += p dO,
 # dS = p (dO.v - delta), dQ += dS K, dK += dS Q.  K and V come transposed, (D, Tk),
 # so the score loops run over contiguous keys.
-@njit(cache=CACHE, parallel=True, fastmath=FM)
-def attention_forward_rows_kernel(q, kt, v, mask, has_mask, is_causal, scale, out, lse):
-    # q (B, H, Tq, D), kt (B, Hkv, D, Tk), v (B, Hkv, Tk, D), mask (B, H, Tq, Tk) view
+@njit(cache=CACHE, fastmath=FM, nogil=True)
+def attention_forward_rows_kernel(q, kt, v, mask, has_mask, is_causal, scale, out, lse, first, step):
+    # q (B, H, Tq, D), kt (B, Hkv, D, Tk), v (B, Hkv, Tk, D), mask (B, H, Tq, Tk) view;
+    # work items (batch, head) first, first + step, ... (`_threads.run_items`); fills are loops
     B, H, Tq, D = q.shape
     Hkv = kt.shape[1]
     Tk = kt.shape[3]
     G = H // Hkv
     off = Tk - Tq
-    for bh in prange(B * H):
+    s = np.empty(BK, q.dtype)
+    acc = np.empty(D, q.dtype)
+    ninf = typed(q, -np.inf)
+    for bh in range(first, B * H, step):
         b = bh // H
         h = bh % H
         g = h // G  # the kv head this query head reads
-        s = np.empty(BK, q.dtype)
-        acc = np.empty(D, q.dtype)
-        ninf = typed(q, -np.inf)
         kt_g = kt[b, g]  # (D, Tk)
         v_g = v[b, g]  # (Tk, D)
         for i in range(Tq):
@@ -348,10 +386,12 @@ def attention_forward_rows_kernel(q, kt, v, mask, has_mask, is_causal, scale, ou
             q_i = q[b, h, i]  # (D,)
             m = ninf
             l = typed(q, 0.0)
-            acc[:] = 0
+            for d in range(D):
+                acc[d] = 0
             for j0 in range(0, hi, BK):
                 n = min(BK, hi - j0)
-                s[:] = 0
+                for jj in range(BK):
+                    s[jj] = 0
                 for d in range(D):  # s = q_i . K[j0:j0+n]
                     qd = q_i[d]
                     kd = kt_g[d, j0:j0 + n]
@@ -388,36 +428,44 @@ def attention_forward_rows_kernel(q, kt, v, mask, has_mask, is_causal, scale, ou
                     out[b, h, i, d] = acc[d] * inv
                 lse[b, h, i] = m + math.log(l)
             else:
-                out[b, h, i, :] = 0
+                out_i = out[b, h, i]
+                for d in range(D):
+                    out_i[d] = 0
                 lse[b, h, i] = ninf
 
 
-@njit(cache=CACHE, parallel=True, fastmath=FM)
-def attention_backward_rows_kernel(q, k, kt, v, vt, mask, has_mask, is_causal, scale, out, lse, gout, gq, gk, gv):
+@njit(cache=CACHE, fastmath=FM, nogil=True)
+def attention_backward_rows_kernel(q, k, kt, v, vt, mask, has_mask, is_causal, scale, out, lse, gout, gq, gk, gv,
+                                   first, step):
+    # work items (batch, kv head) first, first + step, ... (`_threads.run_items`); fills are loops
     B, H, Tq, D = q.shape
     Hkv = k.shape[1]
     Tk = k.shape[2]
     G = H // Hkv
     off = Tk - Tq
-    for bg in prange(B * Hkv):
+    ninf = typed(q, -np.inf)
+    s = np.empty(BK, q.dtype)
+    dp = np.empty(BK, q.dtype)
+    dq = np.empty(D, q.dtype)
+    for bg in range(first, B * Hkv, step):
         b = bg // Hkv
         g = bg % Hkv
-        ninf = typed(q, -np.inf)
-        s = np.empty(BK, q.dtype)
-        dp = np.empty(BK, q.dtype)
-        dq = np.empty(D, q.dtype)
         k_g = k[b, g]  # (Tk, D)
         kt_g = kt[b, g]  # (D, Tk)
         vt_g = vt[b, g]  # (D, Tk)
         gk_g = gk[b, g]  # (Tk, D)
         gv_g = gv[b, g]  # (Tk, D)
-        gk_g[:, :] = 0
-        gv_g[:, :] = 0
+        for j in range(Tk):
+            for d in range(D):
+                gk_g[j, d] = 0
+                gv_g[j, d] = 0
         for h in range(g * G, (g + 1) * G):  # the query heads that share kv head g
             for i in range(Tq):
                 L = lse[b, h, i]
                 if L == ninf:  # fully masked row: no gradient
-                    gq[b, h, i, :] = 0
+                    gq_i = gq[b, h, i]
+                    for d in range(D):
+                        gq_i[d] = 0
                     continue
                 q_i = q[b, h, i]  # (D,)
                 go_i = gout[b, h, i]  # (D,)
@@ -425,12 +473,14 @@ def attention_backward_rows_kernel(q, k, kt, v, vt, mask, has_mask, is_causal, s
                 delta = typed(q, 0.0)
                 for d in range(D):
                     delta += go_i[d] * o_i[d]
-                dq[:] = 0
+                for d in range(D):
+                    dq[d] = 0
                 hi = min(Tk, i + off + 1) if is_causal else Tk
                 for j0 in range(0, hi, BK):
                     n = min(BK, hi - j0)
-                    s[:] = 0
-                    dp[:] = 0
+                    for jj in range(BK):
+                        s[jj] = 0
+                        dp[jj] = 0
                     for d in range(D):  # s = q_i . K_tile,  dp = dO_i . V_tile
                         qd = q_i[d]
                         gd = go_i[d]
@@ -485,7 +535,8 @@ def attention_forward(q, k, v, mask, is_causal, scale):
     if Tq < ROWS_MAX:
         kt = np.ascontiguousarray(np.swapaxes(k, -1, -2), dtype=dt)  # (B, Hkv, Tk, D) -> (B, Hkv, D, Tk)
         v = np.ascontiguousarray(v, dtype=dt)
-        attention_forward_rows_kernel(q, kt, v, m, has_mask, bool(is_causal), dt.type(scale), out, lse)
+        run_items(attention_forward_rows_kernel, B * H,
+                  q, kt, v, m, has_mask, bool(is_causal), dt.type(scale), out, lse)
     else:
         B, Hkv = k.shape[:2]
         # the kernel wants whole key tiles and D in fours: zero-pad when needed (zero features
@@ -501,7 +552,8 @@ def attention_forward(q, k, v, mask, is_causal, scale):
             v4 = np.zeros((B, Hkv, Tkp, D4), dt)  # (B, Hkv, Tk, D) -> (B, Hkv, Tkp, D4)
             v4[:, :, :Tk, :D] = v
         out4 = out if D4 == D else np.empty((B, H, Tq, D4), dt)
-        attention_forward_kernel(q4, k4, v4, Tk, m, has_mask, bool(is_causal), dt.type(scale), out4, lse)
+        run_items(attention_forward_kernel, B * H * ((Tq + BQ - 1) // BQ),
+                  q4, k4, v4, Tk, m, has_mask, bool(is_causal), dt.type(scale), out4, lse)
         if out4 is not out:
             out[...] = out4[..., :D]  # (B, H, Tq, D4) -> (B, H, Tq, D)
     return out, lse
@@ -524,8 +576,9 @@ def attention_backward(q, k, v, mask, is_causal, scale, out, lse, gout):
     if Tq < ROWS_MAX:
         kt = np.ascontiguousarray(np.swapaxes(k, -1, -2))  # (B, Hkv, Tk, D) -> (B, Hkv, D, Tk)
         vt = np.ascontiguousarray(np.swapaxes(v, -1, -2))  # (B, Hkv, Tk, D) -> (B, Hkv, D, Tk)
-        attention_backward_rows_kernel(
-            q, k, kt, v, vt, m, has_mask, bool(is_causal), dt.type(scale), out, lse, gout, gq, gk, gv)
+        run_items(attention_backward_rows_kernel, B * k.shape[1],
+                  q, k, kt, v, vt, m, has_mask, bool(is_causal), dt.type(scale), out, lse, gout, gq, gk, gv)
     else:  # the blocked kernel packs its own K / V tiles (one work item per kv head)
-        attention_backward_kernel(q, k, v, m, has_mask, bool(is_causal), dt.type(scale), out, lse, gout, gq, gk, gv)
+        run_items(attention_backward_kernel, B * k.shape[1],
+                  q, k, v, m, has_mask, bool(is_causal), dt.type(scale), out, lse, gout, gq, gk, gv)
     return gq, gk, gv

@@ -16,6 +16,7 @@ from numba import njit, prange
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
+from ._threads import run_items
 
 # "contract" lets LLVM fuse a * b + c into one FMA (fast_exp's polynomial, the SwiGLU
 # products, the RoPE rotations): SwiGLU ~1.4x faster, and an FMA rounds once, not twice.
@@ -124,19 +125,25 @@ def swiglu_backward_parallel(a, b, gy, ga, gb, nspan):
 COL_BLOCK = 64
 
 
-@njit(cache=CACHE, parallel=True)
-def embedding_backward_kernel(ids, gout, gw):
-    # Threads split the columns, so two equal ids never race for one row.
+@njit(cache=CACHE, nogil=True)
+def embedding_backward_kernel(ids, gout, gw, first, step):
+    # Threads split the columns (column blocks first, first + step, ...: `_threads.run_items`),
+    # so two equal ids never race for one row.
     N, C = gout.shape
+    V = gw.shape[0]
     nblk = (C + COL_BLOCK - 1) // COL_BLOCK
-    for cb in prange(nblk):
+    for cb in range(first, nblk, step):
         c0 = cb * COL_BLOCK
-        c1 = min(C, c0 + COL_BLOCK)
-        gw[:, c0:c1] = 0
+        w = min(C, c0 + COL_BLOCK) - c0
+        for v in range(V):  # a loop, not `gw[:, c0:c1] = 0` (slow outside a parallel function)
+            gw_v = gw[v, c0:]
+            for c in range(w):
+                gw_v[c] = 0
         for n in range(N):
-            row = ids[n]
-            for c in range(c0, c1):
-                gw[row, c] += gout[n, c]
+            gw_row = gw[ids[n], c0:]  # sliced from c0, so the inner index starts at 0 (no wrap-around check)
+            go_n = gout[n, c0:]
+            for c in range(w):
+                gw_row[c] += go_n[c]
 
 
 # -------------------------------------------------------------------------- wrappers
@@ -216,5 +223,6 @@ def embedding_backward(ids, gout, num_embeddings):
     """ids (N,), gout (N, C) -> gweight (num_embeddings, C)."""
     gout = np.ascontiguousarray(gout)
     gw = np.empty((num_embeddings, gout.shape[1]), gout.dtype)
-    embedding_backward_kernel(np.ascontiguousarray(ids, dtype=np.int64).reshape(-1), gout, gw)
+    run_items(embedding_backward_kernel, (gout.shape[1] + COL_BLOCK - 1) // COL_BLOCK,
+              np.ascontiguousarray(ids, dtype=np.int64).reshape(-1), gout, gw)
     return gw

@@ -38,7 +38,7 @@ def _int32_bits_as_float32(typingctx, i):
     return sig, codegen
 
 
-@register_jitable(inline="always")
+@register_jitable
 def _expf32(x):
     lo = np.float32(-87.33654)
     hi = np.float32(88.72283)
@@ -58,14 +58,14 @@ def _expf32(x):
     return np.float32(0.0) if x < lo else p * two_n
 
 
-@overload(fast_exp, inline="always")
+@overload(fast_exp)
 def _fast_exp_overload(x):
     if x == types.float32:
         return lambda x: _expf32(x)
     return lambda x: math.exp(x)
 
 
-@overload(typed, inline="always")
+@overload(typed)
 def _typed_overload(x, value):
     dt = x.dtype
 
