@@ -1,7 +1,7 @@
 """Pretrain a tiny GPT-2 on your CPU and prompt it with 0, 1 and 3 demonstrations (Happy LLM 3.3.1).
 
-    python examples/train_gpt.py            # the default run (~20 minutes on one busy core)
-    python examples/train_gpt.py --quick    # a ~1 minute smoke run
+    python examples/train_gpt.py            # the default run (see docs/chapter3.md for its time and numbers)
+    python examples/train_gpt.py --quick    # a smoke run of seconds
 
 3.3.1 introduces GPT's idea that one pretrained language model can do a task it was never
 fine-tuned on, if the prompt shows the task: zero-shot (just the question), one-shot and
@@ -19,8 +19,8 @@ few-shot (a few solved examples first, "in-context learning"). This script:
      translate     "cat =" -> "猫" (the corpus' word lists write "cat = 猫")
      math          "7 + 5 =" -> "12"
 
-Demonstrations come from the training split; test items from the held-out split (stories
-never seen in pretraining). Everything is written to ``--out-dir`` (model, tokenizer, metrics).
+Demonstrations come from the training split, in the test item's language; test items from the
+held-out split (stories never seen in pretraining). The qa rows are also split by language. Everything is written to ``--out-dir`` (model, tokenizer, metrics).
 """
 import argparse
 import json
@@ -40,7 +40,7 @@ from minillm.io import save_model  # noqa: E402
 from minillm.models.gpt import PRESETS, GPT, GPTConfig  # noqa: E402
 from minillm.train import TrainConfig  # noqa: E402
 
-DEFAULTS = dict(n_stories=30_000, vocab_size=2048, block_size=256, batch_size=8, steps=1000, lr=3e-3, n_eval=100)
+DEFAULTS = dict(n_stories=30_000, vocab_size=2048, block_size=256, batch_size=8, steps=3000, lr=3e-3, n_eval=200)
 QUICK = dict(n_stories=2_000, vocab_size=512, block_size=128, batch_size=8, steps=40, lr=3e-3, n_eval=12)
 SHOTS = (0, 1, 3)
 MAX_NEW = 12
@@ -69,7 +69,10 @@ def parse_args(argv=None):
 
 # ----------------------------------------------------------------------------- the tasks
 def task_items(task: str, n: int, split: str, seed: int) -> list:
-    """``n`` (prompt_without_answer, answer) pairs of one task from the world's ``split``.
+    """``n`` (prompt_without_answer, answer, kind) triples of one task from the world's ``split``.
+    ``kind`` is the question's language for qa ("en"/"zh") and the task's name otherwise: the
+    demonstrations for an item are drawn from items of its kind, so they show the answer's
+    language and format (as a person writing a few-shot prompt would pick them).
     Stories are kept short (<= 4 sentences) so that three demonstrations and the question
     fit in the context the model was trained on."""
     short = WorldConfig(seed=0, min_sentences=3, max_sentences=4)
@@ -80,25 +83,26 @@ def task_items(task: str, n: int, split: str, seed: int) -> list:
     out = []
     for r in recs:
         user, ans, meta = r["messages"][0]["content"], r["messages"][1]["content"], r["meta"]
+        lang = meta["lang"]
         if skill == "qa":
             story, q = user.rsplit("\n", 1)
             zh = meta["lang"] == "zh"
             q = q.split("：", 1)[1] if zh else q.split(": ", 1)[1]
             if task == "qa":
-                out.append((f"{story}\n问题：{q}\n答案：" if zh else f"{story}\nQuestion: {q}\nAnswer:", ans))
+                out.append((f"{story}\n问题：{q}\n答案：" if zh else f"{story}\nQuestion: {q}\nAnswer:", ans, lang))
             else:
-                out.append((f"{story}\nQ: {q}\nA:", ans))
+                out.append((f"{story}\nQ: {q}\nA:", ans, lang))
         elif skill == "translate":
             if meta["qtype"] != "en2zh":
                 continue
             en = user.split(": ", 1)[1] if user.startswith("Translate") else user.split(" 用中文", 1)[0]
-            out.append((f"{en} =", ans))
+            out.append((f"{en} =", ans, "en2zh"))
         else:
             if meta["qtype"] not in ("add", "sub"):
                 continue
             expr = user.replace("What is ", "").replace("?", "").replace(" = ", "").replace(" 等于几？", "")
             expr = expr.replace(" 加 ", " + ").replace(" 减 ", " - ").strip()
-            out.append((f"{expr} =", ans))
+            out.append((f"{expr} =", ans, "math"))
         if len(out) == n:
             break
     return out
@@ -115,35 +119,53 @@ def few_shot_prompt(demos: list, prompt: str) -> str:
 
 
 def evaluate_few_shot(model, tok, n_eval: int, seed: int, max_len: int) -> tuple[dict, list]:
-    """Exact match per task and number of demonstrations; also a few examples to print."""
+    """Exact match per task and number of demonstrations (a list of 0/1 hits per item, so the
+    caller can give a standard error); also a few examples to print. The same held-out items
+    are asked with k = 0, 1 and 3 demonstrations, drawn from training-split items of the same kind."""
     table, shown = {}, []
     for task in ("qa", "qa (Q:/A:)", "translate", "math"):
         tests = task_items(task, n_eval, "val", seed)
-        pool = task_items(task, 200, "train", seed)
+        pool = {}
+        for item in task_items(task, 400, "train", seed):
+            pool.setdefault(item[2], []).append(item[:2])
         rng = random.Random(f"demos/{task}/{seed}")
         for k in SHOTS:
             prompts, refs = [], []
-            for prompt, ans in tests:
-                demos = rng.sample(pool, k)
+            for prompt, ans, kind in tests:
+                demos = rng.sample(pool[kind], k)
                 ids = tok.encode(few_shot_prompt(demos, prompt))
                 prompts.append(ids[-(max_len - MAX_NEW):])  # keep the question; in rare cases cut the oldest demo
                 refs.append(ans)
             preds = []
             for i in range(0, len(prompts), 32):
-                outs = generate(model, prompts[i : i + 32], MAX_NEW, temperature=0, pad_token_id=tok.pad_token_id)
+                # stop at EOS: pretraining ends every document with it, and a model that has
+                # answered often closes the document and starts a new story on the same line
+                outs = generate(model, prompts[i : i + 32], MAX_NEW, temperature=0, pad_token_id=tok.pad_token_id,
+                                eos_token_id=tok.eos_token_id)
                 preds += [tok.decode(o, skip_special_tokens=True).split("\n")[0].strip() for o in outs]
-            hits = [exact_match(p, r) for p, r in zip(preds, refs)]
-            table[(task, k)] = sum(hits) / len(hits)
-            if k == 3:
-                shown.append((task, tok.decode(prompts[0])[-160:], preds[0], refs[0]))
+            table[(task, k)] = [int(exact_match(p, r)) for p, r in zip(preds, refs)]
+            if task.startswith("qa"):  # English and Chinese questions behave differently: one row each too
+                for lang in ("en", "zh"):
+                    hits = [h for h, t in zip(table[(task, k)], tests) if t[2] == lang]
+                    if hits:
+                        table[(f"{task} · {lang}", k)] = hits
+            if k in (0, 3):
+                shown.append((task, k, tok.decode(prompts[0])[-160:], preds[0], refs[0]))
     return table, shown
+
+
+def mean_and_stderr(hits: list) -> tuple[float, float]:
+    """The hit rate and its binomial standard error sqrt(p (1 - p) / n)."""
+    p = sum(hits) / len(hits)
+    return p, (p * (1 - p) / len(hits)) ** 0.5
 
 
 def format_table(table: dict) -> str:
     tasks = list(dict.fromkeys(t for t, _ in table))
-    lines = ["| task | " + " | ".join(f"{k}-shot" for k in SHOTS) + " |", "|---|" + "---:|" * len(SHOTS)]
+    lines = ["| task | n | " + " | ".join(f"{k}-shot" for k in SHOTS) + " |", "|---|---:|" + "---:|" * len(SHOTS)]
     for t in tasks:
-        lines.append(f"| {t} | " + " | ".join(f"{100 * table[(t, k)]:.0f}%" for k in SHOTS) + " |")
+        cells = [mean_and_stderr(table[(t, k)]) for k in SHOTS]
+        lines.append(f"| {t} | {len(table[(t, 0)])} | " + " | ".join(f"{100 * p:.1f} ± {100 * se:.1f} %" for p, se in cells) + " |")
     return "\n".join(lines)
 
 
@@ -172,13 +194,14 @@ def main(argv=None):
 
     print("\n=== 3. zero-, one- and few-shot prompting (exact match on held-out items) ===", flush=True)
     table, shown = evaluate_few_shot(model, tok, args.n_eval, args.seed, args.block_size)
-    for task, prompt, pred, ref in shown:
-        print(f"  [{task}, 3-shot] …{prompt!r}\n      model: {pred!r}   reference: {ref!r}")
-    print(f"\n{args.n_eval} held-out items per task:\n" + format_table(table))
+    for task, k, prompt, pred, ref in shown:
+        print(f"  [{task}, {k}-shot] …{prompt!r}\n      model: {pred!r}   reference: {ref!r}")
+    print(f"\n{args.n_eval} held-out items per task (exact match ± standard error):\n" + format_table(table))
 
     save_model(model, os.path.join(args.out_dir, "model"))
     report = {"args": vars(args), "val_loss": ev["val_loss"], "val_ppl": ev["val_ppl"], "steps": trainer.step,
-              "few_shot_exact_match": {f"{t}|{k}": v for (t, k), v in table.items()}, "seconds": time.time() - t0}
+              "few_shot_exact_match": {f"{t}|{k}": mean_and_stderr(v)[0] for (t, k), v in table.items()},
+              "few_shot_stderr": {f"{t}|{k}": mean_and_stderr(v)[1] for (t, k), v in table.items()}, "seconds": time.time() - t0}
     with open(os.path.join(args.out_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, ensure_ascii=False)
     print(f"\nsaved to {args.out_dir} in {time.time() - t0:.0f}s")

@@ -1,20 +1,27 @@
 """Train a tiny T5 on your CPU: span-corruption pretraining, then multi-task fine-tuning with
 task prefixes, then held-out exact match per task (Happy LLM 3.2.1).
 
-    python examples/train_t5.py            # the default run
-    python examples/train_t5.py --quick    # a ~1 minute smoke run
+    python examples/train_t5.py            # the default run (see docs/chapter3.md for its time and numbers)
+    python examples/train_t5.py --quick    # a smoke run of seconds
+    python examples/train_t5.py --finetune-steps 200 600   # several fine-tuning budgets, one pretraining
 
 Steps:
   1. the built-in world corpus, and a Unigram LM tokenizer (SentencePiece's algorithm, the one
      T5 uses; ``minillm.tokenizers.UnigramTokenizer``) whose special tokens are T5's:
      <pad> = 0 (also the decoder's start token), </s> = 1, <unk> = 2, <extra_id_0..31>;
   2. span-corruption pretraining of ``minillm.models.t5.T5ForConditionalGeneration`` on the
-     pretraining texts (``minillm.data.t5_tasks.span_corruption``: 15 % noise, mean span 3);
+     pretraining texts, packed end to end into 128-token pieces as T5's pipeline does
+     (``minillm.data.t5_tasks``: ``pack_documents``, ``span_corruption``: 15 % noise, mean span 3);
   3. multi-task fine-tuning on prefixed world tasks, all mixed in one stream
      ("question: … context: …", "translate English to Chinese: …", "translate Chinese to English: …",
-     "calculate: …") -- one model, one loss, the task named in the input;
-  4. greedy decoding (KV cache) on held-out examples and exact match per task, compared with the
-     same fine-tuning from random weights (``--no-pretrain-baseline`` skips that run).
+     "calculate: …") -- one model, one loss, the task named in the input -- for each budget in
+     ``--finetune-steps``, from the pretrained weights and (the control) from the same random
+     init without pretraining (``--no-pretrain-baseline`` skips the control);
+  4. greedy decoding (KV cache) on held-out examples: exact match per task with its standard
+     error, and each run's fine-tuning validation loss.
+
+The default fine-tuning budget is short on purpose: that is where what pretraining taught
+(the words, the stories' language) can show before the task data alone teaches it.
 """
 import argparse
 import json
@@ -27,9 +34,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm._files import atomic_write  # noqa: E402
 from minillm.data import DataLoader, read_pretrain_texts  # noqa: E402
 from minillm.data.t5_tasks import (  # noqa: E402
-    TASKS, Seq2SeqDataset, SpanCorruptionDataset, collate_seq2seq, sentinel_tokens, world_tasks,
+    TASKS, Seq2SeqDataset, SpanCorruptionDataset, collate_seq2seq, pack_documents, sentinel_tokens, world_tasks,
 )
 from minillm.eval import exact_match  # noqa: E402
 from minillm.io import save_model  # noqa: E402
@@ -37,10 +45,10 @@ from minillm.models.t5 import PRESETS, T5Config, T5ForConditionalGeneration, gre
 from minillm.tokenizers import UnigramTokenizer  # noqa: E402
 from minillm.train import Trainer, TrainConfig  # noqa: E402
 
-DEFAULTS = dict(n_stories=30_000, vocab_size=1024, tokenizer_docs=10_000, pretrain_docs=6000, pretrain_steps=300, finetune_examples=6000,
-                finetune_steps=500, batch_size=16, lr=1e-3, n_eval=200)
-QUICK = dict(n_stories=2_000, vocab_size=700, tokenizer_docs=1_000, pretrain_docs=300, pretrain_steps=20, finetune_examples=400,
-             finetune_steps=20, batch_size=8, lr=1e-3, n_eval=24)
+DEFAULTS = dict(n_stories=30_000, vocab_size=1024, tokenizer_docs=10_000, pretrain_docs=30_000, pretrain_len=128, pretrain_steps=1500,
+                finetune_examples=6000, finetune_steps=(200,), batch_size=16, lr=1e-3, pretrain_lr=1e-3, n_eval=400)
+QUICK = dict(n_stories=2_000, vocab_size=700, tokenizer_docs=1_000, pretrain_docs=300, pretrain_len=64, pretrain_steps=20,
+             finetune_examples=400, finetune_steps=(20,), batch_size=8, lr=1e-3, pretrain_lr=1e-3, n_eval=24)
 SPECIALS = ("<pad>", "</s>", "<unk>", *sentinel_tokens(32))
 
 
@@ -50,7 +58,10 @@ def parse_args(argv=None):
     p.add_argument("--out-dir", default="runs/tiny_t5", help="where everything is written (default: %(default)s)")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     for name in DEFAULTS:
-        p.add_argument("--" + name.replace("_", "-"), type=type(DEFAULTS[name]), default=None)
+        if name == "finetune_steps":  # several budgets: each fine-tunes the same pretrained weights and a fresh init
+            p.add_argument("--finetune-steps", type=int, nargs="+", default=None)
+        else:
+            p.add_argument("--" + name.replace("_", "-"), type=type(DEFAULTS[name]), default=None)
     p.add_argument("--no-pretrain-baseline", action="store_true", help="skip fine-tuning from random weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -65,12 +76,12 @@ def seq2seq_forward(model, batch):
     return model(batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
 
 
-def train(model, dataset, steps, args, out_dir, pad_id):
+def train(model, dataset, steps, lr, args, out_dir, pad_id):
     n_val = max(args.batch_size, len(dataset) // 20)
     val = [dataset[i] for i in range(n_val)]
     train_items = [dataset[i] for i in range(n_val, len(dataset))]
     collate = partial(collate_seq2seq, pad_id=pad_id)
-    cfg = TrainConfig(out_dir=out_dir, max_steps=steps, lr=args.lr, min_lr=args.lr / 10, warmup_steps=max(1, steps // 20),
+    cfg = TrainConfig(out_dir=out_dir, max_steps=steps, lr=lr, min_lr=lr / 10, warmup_steps=max(1, steps // 20),
                       eval_interval=max(1, steps // 3), eval_batches=4, checkpoint_interval=0, keep_last=1, seed=args.seed,
                       progress=not args.no_progress)
     trainer = Trainer(model, None, DataLoader(train_items, args.batch_size, shuffle=True, seed=args.seed, collate_fn=collate),
@@ -115,40 +126,54 @@ def main(argv=None):
     ft_train = world_tasks(args.finetune_examples, "train", seed=args.seed)
     ft_eval = world_tasks(args.n_eval, "val", seed=args.seed)
 
-    print(f"\n=== 2. span-corruption pretraining ({args.pretrain_steps} steps) ===", flush=True)
+    print(f"\n=== 2. span-corruption pretraining ({args.pretrain_steps} steps, lr {args.pretrain_lr:g}) ===", flush=True)
     model = T5ForConditionalGeneration(config)
     print(f"{model.num_parameters():,} parameters")
-    docs = [tok.encode(t) for t in texts[: args.pretrain_docs]]
-    sc = SpanCorruptionDataset(docs, sentinels, eos_id=1, max_len=96, seed=args.seed)
+    # documents packed end to end into pieces of pretrain_len tokens, as T5's pipeline does:
+    # the world's documents average ~48 tokens, so unpacked each would carry only ~7 noise tokens
+    docs = pack_documents([tok.encode(t) for t in texts[: args.pretrain_docs]], args.pretrain_len, eos_id=1)
+    sc = SpanCorruptionDataset(docs, sentinels, eos_id=1, max_len=args.pretrain_len, seed=args.seed)
     src, tgt = sc[0]
+    print(f"{len(docs)} packed pieces of {args.pretrain_len} tokens from {min(args.pretrain_docs, len(texts))} documents")
     print("  inputs :", tok.decode(src)[:150].replace("\n", " "))
     print("  targets:", tok.decode(tgt)[:150].replace("\n", " "))
-    tr = train(model, sc, args.pretrain_steps, args, os.path.join(args.out_dir, "pretrain"), 0)
+    tr = train(model, sc, args.pretrain_steps, args.pretrain_lr, args, os.path.join(args.out_dir, "pretrain"), 0)
     report["span_corruption_val_loss"] = tr.evaluate()["val_loss"]
     print(f"span-corruption validation loss {report['span_corruption_val_loss']:.3f}")
+    pretrained = {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
-    print(f"\n=== 3. multi-task fine-tuning ({args.finetune_steps} steps) ===", flush=True)
     ds = Seq2SeqDataset(ft_train, tok, eos_id=1, max_len=192)
-    train(model, ds, args.finetune_steps, args, os.path.join(args.out_dir, "finetune"), 0)
+    rows, losses = {}, {}
+    for steps in args.finetune_steps:
+        starts = [("span corruption + fine-tuning", pretrained)]
+        if not args.no_pretrain_baseline:
+            starts.append(("fine-tuning only (random init)", None))
+        for name, state in starts:
+            print(f"\n=== 3. multi-task fine-tuning, {steps} steps, lr {args.lr:g}: {name} ===", flush=True)
+            mi.manual_seed(args.seed)  # the same random init for the baseline whatever ran before
+            model = T5ForConditionalGeneration(config)
+            if state is not None:
+                model.load_state_dict(state)
+            kind = "finetune" if state is not None else "baseline"
+            ft = train(model, ds, steps, args.lr, args, os.path.join(args.out_dir, f"{kind}_{steps}"), 0)
+            losses[(name, steps)] = ft.evaluate()["val_loss"]
+            rows[(name, steps)], preds = evaluate(model, tok, ft_eval)
+            for e, p in list(zip(ft_eval, preds))[:4]:
+                print(f"  {'✓' if exact_match(p, e['target']) else '✗'} {e['source'][:70]!r} -> {p!r} (reference {e['target']!r})")
+            if state is not None and steps == args.finetune_steps[-1]:
+                save_model(model, os.path.join(args.out_dir, "model"))  # the pretrained + longest fine-tuned model
 
-    print("\n=== 4. held-out exact match per task ===", flush=True)
-    res, preds = evaluate(model, tok, ft_eval)
-    for e, p in list(zip(ft_eval, preds))[:6]:
-        print(f"  {'✓' if exact_match(p, e['target']) else '✗'} {e['source'][:70]!r} -> {p!r} (reference {e['target']!r})")
-    rows = {"span corruption + fine-tuning": res}
-    if not args.no_pretrain_baseline:
-        mi.manual_seed(args.seed)
-        base = T5ForConditionalGeneration(config)
-        train(base, ds, args.finetune_steps, args, os.path.join(args.out_dir, "baseline"), 0)
-        rows["fine-tuning only (random init)"] = evaluate(base, tok, ft_eval)[0]
-    print("\n| model | " + " | ".join(TASKS) + " | all |\n|---|" + "---:|" * (len(TASKS) + 1))
-    for name, r in rows.items():
-        print(f"| {name} | " + " | ".join(f"{100 * r[t][0]:.0f}% (n={r[t][1]})" for t in (*TASKS, "all")) + " |")
-    report["exact_match"] = {name: {t: v[0] for t, v in r.items()} for name, r in rows.items()}
-    save_model(model, os.path.join(args.out_dir, "model"))
+    print(f"\n=== 4. held-out exact match per task ± standard error sqrt(p(1-p)/n); fine-tuning validation loss ===")
+    print("\n| model | fine-tuning steps | " + " | ".join(TASKS) + " | all | val loss |\n|---|---:|" + "---:|" * (len(TASKS) + 2))
+    for (name, steps), r in rows.items():
+        cells = [f"{100 * r[t][0]:.1f} ± {100 * (r[t][0] * (1 - r[t][0]) / max(1, r[t][1])) ** 0.5:.1f} % (n={r[t][1]})"
+                 for t in (*TASKS, "all")]
+        print(f"| {name} | {steps} | " + " | ".join(cells) + f" | {losses[(name, steps)]:.3f} |")
+    report["exact_match"] = {f"{name}|{steps}": {t: v[0] for t, v in r.items()} for (name, steps), r in rows.items()}
+    report["n_eval"] = {t: v[1] for t, v in next(iter(rows.values())).items()}
+    report["finetune_val_loss"] = {f"{name}|{steps}": v for (name, steps), v in losses.items()}
     tok.save(os.path.join(args.out_dir, "tokenizer"))
-    with open(os.path.join(args.out_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
+    atomic_write(os.path.join(args.out_dir, "metrics.json"), json.dumps(report, indent=2, ensure_ascii=False))
     print(f"\nsaved to {args.out_dir} in {time.time() - t0:.0f}s")
     return report
 

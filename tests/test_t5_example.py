@@ -14,9 +14,9 @@ def test_example_runs_at_toy_size(tmp_path):
                             "--vocab-size", "700", "--pretrain-docs", "40", "--pretrain-steps", "3",
                             "--finetune-examples", "40", "--finetune-steps", "3", "--batch-size", "4", "--n-eval", "6",
                             "--no-pretrain-baseline"])
-    em = report["exact_match"]["span corruption + fine-tuning"]
+    em = report["exact_match"]["span corruption + fine-tuning|3"]
     assert set(em) == {"qa", "en2zh", "zh2en", "math", "all"} and 0.0 <= em["all"] <= 1.0
-    assert report["span_corruption_val_loss"] > 0
+    assert report["span_corruption_val_loss"] > 0 and set(report["finetune_val_loss"]) == {"span corruption + fine-tuning|3"}
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert saved["model_type"] == "minillm-t5"
     from minillm.tokenizers import Tokenizer, UnigramTokenizer

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from minillm.data.t5_tasks import (
-    TASKS, Seq2SeqDataset, SpanCorruptionDataset, apply_noise_mask, collate_seq2seq, random_spans_noise_mask,
-    sentinel_tokens, span_corruption, world_tasks,
+    TASKS, Seq2SeqDataset, SpanCorruptionDataset, apply_noise_mask, collate_seq2seq, pack_documents,
+    random_spans_noise_mask, sentinel_tokens, span_corruption, world_tasks,
 )
 
 WORDS = "Thank you for inviting me to your party last week .".split()
@@ -93,6 +93,14 @@ def test_span_corruption_dataset_is_reproducible_and_collates():
     b = collate_seq2seq([ds[0], ds[1]], pad_id=0)
     assert b["input_ids"].shape == b["attention_mask"].shape and b["labels"].shape[0] == 2
     assert (b["labels"][b["labels"] != -100] > 0).all() and b["attention_mask"][1].sum() == len(ds[1][0])
+
+
+def test_pack_documents_joins_with_eos_and_cuts_to_length():
+    assert pack_documents([[5, 6, 7], [8], [9, 10]], 3, eos_id=1) == [[5, 6, 7], [1, 8, 1], [9, 10, 1]]
+    assert pack_documents([[5, 6, 7], [8]], 4, eos_id=1) == [[5, 6, 7, 1], [8, 1]]
+    assert pack_documents([[5, 6, 7]], 3, eos_id=1) == [[5, 6, 7]]  # a 1-token tail (just EOS) is dropped
+    with pytest.raises(ValueError, match="length must be >= 2, got 1"):
+        pack_documents([[5]], 1, eos_id=1)
 
 
 def test_world_tasks_have_prefixes_and_clean_inputs():

@@ -36,7 +36,7 @@ import numpy as np
 from .world import WorldConfig, generate_sft
 
 __all__ = [
-    "sentinel_tokens", "random_spans_noise_mask", "span_corruption", "apply_noise_mask", "world_tasks", "TASKS",
+    "sentinel_tokens", "random_spans_noise_mask", "span_corruption", "apply_noise_mask", "pack_documents", "world_tasks", "TASKS",
     "SpanCorruptionDataset", "Seq2SeqDataset", "collate_seq2seq",
 ]
 
@@ -111,6 +111,18 @@ def span_corruption(tokens: Sequence[int], sentinel_ids: Sequence[int], eos_id: 
     """One T5 pretraining example from ``tokens``: ``(inputs, targets)`` token-id lists."""
     mask = random_spans_noise_mask(len(tokens), noise_density, mean_noise_span_length, rng)
     return apply_noise_mask(tokens, mask, sentinel_ids, eos_id)
+
+
+def pack_documents(token_docs: Sequence[Sequence[int]], length: int, eos_id: int) -> list[list[int]]:
+    """Documents joined end to end (each followed by ``eos_id``) and cut into pieces of ``length``
+    tokens (the last one may be shorter): the reference pipeline's ``reduce_concat_tokens`` +
+    ``split_tokens``. Span corruption on packed pieces sees ``length`` tokens per example however
+    short the documents are (the world's average ~48 tokens), so each step corrupts -- and
+    teaches -- more tokens for the same padded batch size."""
+    if int(length) < 2:
+        raise ValueError(f"pack_documents: length must be >= 2, got {length!r}")
+    stream = [t for d in token_docs for t in (*d, eos_id)]
+    return [stream[i : i + length] for i in range(0, len(stream), length) if len(stream) - i >= 2]
 
 
 def _qa_parts(user: str, lang: str) -> tuple[str, str]:
