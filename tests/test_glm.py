@@ -291,6 +291,71 @@ def test_cached_infill_equals_the_no_cache_loop_and_padding_changes_nothing():
     assert any(len(g) > 0 for g in got)
 
 
+class RecordingGLM(GLM):
+    """A GLM that keeps the logits of every forward call (to read what ``infill`` computed)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.calls = []
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        self.calls.append(out.logits.data.copy())
+        return out
+
+
+def test_infill_logits_equal_the_teacher_forced_training_layout():
+    """The decisive train/inference check: ``infill``'s logits at every decoding step (left-padded
+    batch, KV cache, Part A with two [MASK]s) equal, row for row, the teacher-forced forward of
+    ``blank_infilling``'s layout for the same tokens -- the layout the loss is computed on. Any
+    mismatch in 2-D positions, the Part A keys, the mask or the [START]/[MASK] ids breaks it."""
+    m = RecordingGLM(cfg(max_seq_len=40))
+    m.load_state_dict(scramble(GLM(cfg(max_seq_len=40)), 0.5).state_dict())
+    m = m.double()
+    rng = np.random.default_rng(5)
+    texts = [list(rng.integers(10, V, n)) for n in (12, 7, 16)]
+    spans = [[(3, 5), (8, 10)], [(1, 2), (4, 6)], [(6, 9), (12, 13)]]
+    # Part A of each text: its spans replaced by [MASK]; infill fills the first [MASK] (span 0)
+    parts_a = [blank_infilling(x, sp, MASK, SOP, EOP, rng=Order([0, 1])) for x, sp in zip(texts, spans)]
+    ctxs = [ex["input_ids"][: ex["sep"]].tolist() for ex in parts_a]
+    max_new = 5
+    got = infill(m, ctxs, MASK, SOP, EOP, max_new_tokens=max_new, pad_id=0)
+    steps = np.concatenate([c[:, -1:] for c in m.calls[1:]], axis=1)  # (B, steps, V): call 0 is Part A
+    assert any(len(g) >= 2 for g in got), "the test needs spans of 2+ tokens to compare"
+    for b, (x, sp, g) in enumerate(zip(texts, spans, got)):
+        # the same text with the generated tokens as span 0 (span 1 keeps its tokens: it comes
+        # after span 0 in Part B, so the causal mask hides it from span 0's rows)
+        (s0, e0), (s1, e1) = sp
+        x2 = x[:s0] + (g or [EOP]) + x[e0:]
+        shift = len(g or [EOP]) - (e0 - s0)
+        ex = blank_infilling(x2, [(s0, s0 + len(g or [EOP])), (s1 + shift, e1 + shift)], MASK, SOP, EOP, rng=Order([0, 1]))
+        assert ex["input_ids"][: ex["sep"]].tolist() == ctxs[b]  # the same Part A
+        tf = m(ex["input_ids"][None], position_ids=ex["position_ids"][None], sep=ex["sep"]).logits.data[0]
+        n = len(g) + 1 if len(g) < max_new else max_new  # rows read: [START] + each token fed back
+        np.testing.assert_allclose(steps[b, :n], tf[ex["sep"] : ex["sep"] + n], rtol=1e-9, atol=1e-10,
+                                   err_msg=f"context {b}: infill's step logits differ from the training layout's")
+        # and the greedy tokens are the argmax of those rows, stopping at [END]
+        assert [int(t) for t in tf[ex["sep"] : ex["sep"] + n].argmax(-1)][: len(g)] == g
+
+
+def test_loss_is_on_the_right_positions_by_brute_force():
+    """The loss of a two-span worked example equals, label by label, -log p(label) read from a
+    separate forward of only the tokens before it (so no label sees its own or a later token)."""
+    m = scramble(GLM(cfg()).double(), 0.5)
+    x = [11, 12, 13, 14, 15, 16, 17, 18]
+    ex = blank_infilling(x, [(1, 3), (5, 6)], MASK, SOP, EOP, rng=Order([1, 0]))
+    ids, pos, sep, lab = ex["input_ids"], ex["position_ids"], ex["sep"], ex["labels"]
+    # Part B = [S] 16 [S] 12 13, so the labels are 16 [E] 12 13 [E], each at the token before it
+    assert ids[sep:].tolist() == [SOP, 16, SOP, 12, 13] and lab[sep:].tolist() == [16, EOP, 12, 13, EOP]
+    nll = []
+    for t in range(sep, len(ids)):
+        logits = m(ids[None, : t + 1], position_ids=pos[None, :, : t + 1], sep=sep).logits.data[0, -1]
+        logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+        nll.append(-logp[lab[t]])
+    loss = m(ids[None], position_ids=pos[None], sep=sep, targets=lab[None]).loss.data
+    assert float(loss) == pytest.approx(np.mean(nll), rel=1e-10)
+
+
 def test_model_bad_input():
     m = GLM(cfg())
     with pytest.raises(ValueError, match=r"position_ids must have shape \(1, 2, 3\)"):
