@@ -10,7 +10,7 @@ import minillm as mi
 import minillm.nn as nn
 from minillm.data.glm_tasks import BlankInfillingDataset, blank_infilling, collate_glm, sample_spans, world_blanks
 from minillm.io import load_model, save_model
-from minillm.models.glm import GLM, GLMBlock, GLMConfig, glm_attention_mask, infill
+from minillm.models.glm import GLM, GLMBlock, GLMConfig, glm_attention_mask, infill, rotary_2d
 from minillm.testing import gradcheck
 
 V, MASK, SOP, EOP = 31, 1, 2, 3
@@ -175,6 +175,11 @@ def test_config_validation_names_the_field():
     assert GLMConfig.from_dict(cfg().to_dict()) == cfg()
     with pytest.raises(TypeError, match="expected a GLMConfig"):
         GLM({"hidden_size": 8})
+    with pytest.raises(ValueError, match="position_encoding must be 'rotary' or 'learned', got 'alibi'"):
+        cfg(position_encoding="alibi")
+    with pytest.raises(ValueError, match=r"head_dim .*\(6\) must be divisible by 4"):
+        cfg(hidden_size=12)
+    assert cfg(hidden_size=12, position_encoding="learned").head_dim == 6  # learned tables have no such need
 
 
 def test_structure_post_norm_single_linear_head_gelu():
@@ -184,8 +189,39 @@ def test_structure_post_norm_single_linear_head_gelu():
     assert sum(n in ("lm_head.weight", "word_embeddings.weight") for n, _ in m.named_parameters()) == 1  # trained once
     assert not any("dense" in n or "pooler" in n for n in names)  # no MLP head (BERT's has dense + LN)
     assert m.transformer.layers[0].mlp.activation == "gelu"
-    assert {"transformer.block_position_embeddings.embedding.weight", "transformer.layers.1.input_layernorm.bias",
-            "transformer.final_layernorm.weight"} <= names
+    assert {"transformer.layers.1.input_layernorm.bias", "transformer.final_layernorm.weight"} <= names
+    assert not any("position" in n for n in names)  # 2-D rotary positions have no parameters
+    learned = set(GLM(cfg(position_encoding="learned")).state_dict())
+    assert learned - names == {"transformer.position_embeddings.embedding.weight",
+                               "transformer.block_position_embeddings.embedding.weight"}
+
+
+def test_rotary_2d_is_chatglm_formula_and_sees_only_offsets():
+    """Each head's first half turns by the text position, its second half by the span position:
+    pair (2i, 2i+1) of a half of width h by angle t·theta^(-2i/h), written here as a 2x2 rotation."""
+    rng = np.random.default_rng(0)
+    B, H, T, D = 2, 3, 5, 8
+    q, k = mi.tensor(rng.normal(size=(B, H, T, D))), mi.tensor(rng.normal(size=(B, H, T, D)))
+    pos = rng.integers(0, 20, size=(B, 2, T))
+    rq, rk = rotary_2d(pos, D, theta=100.0)(q, k)
+    ref = np.empty((B, H, T, D))
+    h = D // 2
+    for b in range(B):
+        for t in range(T):
+            for half, row in ((0, 0), (1, 1)):
+                for i in range(h // 2):
+                    a = pos[b, row, t] * 100.0 ** (-2 * i / h)
+                    c0 = half * h + 2 * i
+                    x0, x1 = q.data[b, :, t, c0], q.data[b, :, t, c0 + 1]
+                    ref[b, :, t, c0], ref[b, :, t, c0 + 1] = x0 * np.cos(a) - x1 * np.sin(a), x0 * np.sin(a) + x1 * np.cos(a)
+    np.testing.assert_allclose(rq.data, ref, rtol=1e-12, atol=1e-12)
+    # scores depend only on the offsets: shifting every position of a row (either row) changes nothing
+    s = rq.data @ rk.data.transpose(0, 1, 3, 2)
+    for row in (0, 1):
+        p2 = pos.copy()
+        p2[:, row] += 7
+        rq2, rk2 = rotary_2d(p2, D, theta=100.0)(q, k)
+        np.testing.assert_allclose(rq2.data @ rk2.data.transpose(0, 1, 3, 2), s, rtol=1e-9, atol=1e-10)
 
 
 def test_block_is_post_norm_by_formula():
@@ -205,9 +241,9 @@ def test_block_is_post_norm_by_formula():
     np.testing.assert_allclose(blk(x, mask).data, ref, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("flash", [True, False])
-def test_model_loss_gradcheck_with_mask_and_2d_positions(backend, flash):
-    m = scramble(GLM(cfg(hidden_size=8, num_layers=1, max_seq_len=12, flash_attn=flash)).double(), 0.4)
+@pytest.mark.parametrize("flash, positions", [(True, "rotary"), (False, "learned")])
+def test_model_loss_gradcheck_with_mask_and_2d_positions(backend, flash, positions):
+    m = scramble(GLM(cfg(hidden_size=8, num_layers=1, max_seq_len=12, flash_attn=flash, position_encoding=positions)).double(), 0.4)
     ex = collate_glm([blank_infilling([5, 6, 7, 8, 9, 10], [(1, 3), (4, 5)], MASK, SOP, EOP, np.random.default_rng(0)),
                       blank_infilling([5, 6, 7, 8], [(2, 3)], MASK, SOP, EOP)])
     gradcheck(lambda *p: m(ex["input_ids"], position_ids=ex["position_ids"], sep=ex["sep"], targets=ex["labels"]).loss,
@@ -239,8 +275,9 @@ def test_who_sees_whom_in_the_model():
         np.testing.assert_array_equal(changed, expected, err_msg=f"token {t} (sep={sep})")
 
 
-def test_positions_matter_both_rows():
-    m = scramble(GLM(cfg()).double())
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_positions_matter_both_rows(positions):
+    m = scramble(GLM(cfg(position_encoding=positions)).double())
     ex = blank_infilling(list(range(10, 20)), [(3, 6)], MASK, SOP, EOP)
     ids, pos = ex["input_ids"][None], ex["position_ids"][None]
     base = m(ids, position_ids=pos, sep=ex["sep"]).logits.data
@@ -289,6 +326,72 @@ def test_cached_infill_equals_the_no_cache_loop_and_padding_changes_nothing():
         assert g == naive_infill(m, ctx, 6)
         assert infill(m, [ctx], MASK, SOP, EOP, max_new_tokens=6) == [g]  # alone = in a left-padded batch
     assert any(len(g) > 0 for g in got)
+
+
+class RecordingGLM(GLM):
+    """A GLM that keeps the logits of every forward call (to read what ``infill`` computed)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.calls = []
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        self.calls.append(out.logits.data.copy())
+        return out
+
+
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_infill_logits_equal_the_teacher_forced_training_layout(positions):
+    """The decisive train/inference check: ``infill``'s logits at every decoding step (left-padded
+    batch, KV cache, Part A with two [MASK]s) equal, row for row, the teacher-forced forward of
+    ``blank_infilling``'s layout for the same tokens -- the layout the loss is computed on. Any
+    mismatch in 2-D positions, the Part A keys, the mask or the [START]/[MASK] ids breaks it."""
+    m = RecordingGLM(cfg(max_seq_len=40, position_encoding=positions))
+    m.load_state_dict(scramble(GLM(cfg(max_seq_len=40, position_encoding=positions)), 0.5).state_dict())
+    m = m.double()
+    rng = np.random.default_rng(5)
+    texts = [list(rng.integers(10, V, n)) for n in (12, 7, 16)]
+    spans = [[(3, 5), (8, 10)], [(1, 2), (4, 6)], [(6, 9), (12, 13)]]
+    # Part A of each text: its spans replaced by [MASK]; infill fills the first [MASK] (span 0)
+    parts_a = [blank_infilling(x, sp, MASK, SOP, EOP, rng=Order([0, 1])) for x, sp in zip(texts, spans)]
+    ctxs = [ex["input_ids"][: ex["sep"]].tolist() for ex in parts_a]
+    max_new = 5
+    got = infill(m, ctxs, MASK, SOP, EOP, max_new_tokens=max_new, pad_id=0)
+    steps = np.concatenate([c[:, -1:] for c in m.calls[1:]], axis=1)  # (B, steps, V): call 0 is Part A
+    assert any(len(g) >= 2 for g in got), "the test needs spans of 2+ tokens to compare"
+    for b, (x, sp, g) in enumerate(zip(texts, spans, got)):
+        # the same text with the generated tokens as span 0 (span 1 keeps its tokens: it comes
+        # after span 0 in Part B, so the causal mask hides it from span 0's rows)
+        (s0, e0), (s1, e1) = sp
+        x2 = x[:s0] + (g or [EOP]) + x[e0:]
+        shift = len(g or [EOP]) - (e0 - s0)
+        ex = blank_infilling(x2, [(s0, s0 + len(g or [EOP])), (s1 + shift, e1 + shift)], MASK, SOP, EOP, rng=Order([0, 1]))
+        assert ex["input_ids"][: ex["sep"]].tolist() == ctxs[b]  # the same Part A
+        tf = m(ex["input_ids"][None], position_ids=ex["position_ids"][None], sep=ex["sep"]).logits.data[0]
+        n = len(g) + 1 if len(g) < max_new else max_new  # rows read: [START] + each token fed back
+        np.testing.assert_allclose(steps[b, :n], tf[ex["sep"] : ex["sep"] + n], rtol=1e-9, atol=1e-10,
+                                   err_msg=f"context {b}: infill's step logits differ from the training layout's")
+        # and the greedy tokens are the argmax of those rows, stopping at [END]
+        assert [int(t) for t in tf[ex["sep"] : ex["sep"] + n].argmax(-1)][: len(g)] == g
+
+
+def test_loss_is_on_the_right_positions_by_brute_force():
+    """The loss of a two-span worked example equals, label by label, -log p(label) read from a
+    separate forward of only the tokens before it (so no label sees its own or a later token)."""
+    m = scramble(GLM(cfg()).double(), 0.5)
+    x = [11, 12, 13, 14, 15, 16, 17, 18]
+    ex = blank_infilling(x, [(1, 3), (5, 6)], MASK, SOP, EOP, rng=Order([1, 0]))
+    ids, pos, sep, lab = ex["input_ids"], ex["position_ids"], ex["sep"], ex["labels"]
+    # Part B = [S] 16 [S] 12 13, so the labels are 16 [E] 12 13 [E], each at the token before it
+    assert ids[sep:].tolist() == [SOP, 16, SOP, 12, 13] and lab[sep:].tolist() == [16, EOP, 12, 13, EOP]
+    nll = []
+    for t in range(sep, len(ids)):
+        logits = m(ids[None, : t + 1], position_ids=pos[None, :, : t + 1], sep=sep).logits.data[0, -1]
+        logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+        nll.append(-logp[lab[t]])
+    loss = m(ids[None], position_ids=pos[None], sep=sep, targets=lab[None]).loss.data
+    assert float(loss) == pytest.approx(np.mean(nll), rel=1e-10)
 
 
 def test_model_bad_input():

@@ -70,12 +70,12 @@ def test_bert_family_shapes_equal_the_model(arch, heads, layers, inner, position
 
 @settings(max_examples=10, deadline=None)
 @given(heads=st.integers(1, 3), layers=st.integers(1, 3), inner=st.one_of(st.none(), st.integers(1, 12)),
-       positions=st.integers(2, 20))
-def test_glm_shapes_equal_the_model(heads, layers, inner, positions):
+       positions=st.integers(2, 20), encoding=st.sampled_from(["rotary", "learned"]))
+def test_glm_shapes_equal_the_model(heads, layers, inner, positions, encoding):
     from minillm.models.glm import GLM, GLMConfig
 
     cfg = GLMConfig(vocab_size=30, max_seq_len=positions, hidden_size=4 * heads, num_layers=layers,
-                    num_attention_heads=heads, intermediate_size=inner)
+                    num_attention_heads=heads, intermediate_size=inner, position_encoding=encoding)
     assert STATE_SHAPES[GLM](cfg) == _unique_shapes(GLM(cfg))
 
 

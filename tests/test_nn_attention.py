@@ -125,6 +125,35 @@ def test_kv_cache_decoding_equals_full_causal_pass(backend, flash):
     np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-10, atol=1e-12)
 
 
+def test_rotary_hook_turns_queries_and_keys_before_the_scores_and_the_cache():
+    """``rotary`` sees (B, H, T, D) queries and keys: the result is the NumPy reference run on the
+    turned q/k, and the cache stores turned keys (each step turns only its own tokens)."""
+    m = mha()
+    x = rand(2, 5, 8, seed=3)
+    turn = np.random.default_rng(4).normal(size=(5, 4, 4))  # one (D, D) matrix per position
+
+    def rotary_for(t0, t1):
+        return lambda q, k: tuple(mi.tensor(np.einsum("bhtd,ted->bhte", a.data, turn[t0:t1])) for a in (q, k))
+
+    full = m(x, is_causal=True, rotary=rotary_for(0, 5)).data
+    # reference: the same attention with wq/wk outputs turned per position by hand
+    def lin(z, layer):
+        return z @ layer.weight.data.T + layer.bias.data
+    Q = np.einsum("bhtd,ted->bhte", lin(x.data, m.wq).reshape(2, 5, 2, 4).transpose(0, 2, 1, 3), turn)
+    K = np.einsum("bhtd,ted->bhte", lin(x.data, m.wk).reshape(2, 5, 2, 4).transpose(0, 2, 1, 3), turn)
+    V = lin(x.data, m.wv).reshape(2, 5, 2, 4).transpose(0, 2, 1, 3)
+    s = np.where(np.tril(np.ones((5, 5), bool)), Q @ K.transpose(0, 1, 3, 2) / 2.0, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    ref = lin((p @ V).transpose(0, 2, 1, 3).reshape(2, 5, 8), m.wo)
+    np.testing.assert_allclose(full, ref, rtol=1e-10, atol=1e-12)
+    cache = nn.KVCache(2, m.n_heads, m.head_dim, 5, dtype=np.float64)
+    with mi.no_grad():
+        steps = [m(x[:, :2], is_causal=True, kv_cache=cache, rotary=rotary_for(0, 2)).data]
+        steps += [m(x[:, t : t + 1], is_causal=True, kv_cache=cache, rotary=rotary_for(t, t + 1)).data for t in range(2, 5)]
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-10, atol=1e-12)
+
+
 def test_need_weights_are_the_attention_probabilities(backend):
     fused, book = mha(flash=True), mha(flash=False)
     book.load_state_dict(fused.state_dict())

@@ -15,8 +15,9 @@ __all__ = ["glm_state_shapes", "deepseek_state_shapes"]
 def _glm_entries(c: GLMConfig):
     H, I = c.hidden_size, c.hidden_dim
     yield "word_embeddings.weight", (c.vocab_size, H)  # the output layer is tied to it: listed once
-    yield "transformer.position_embeddings.embedding.weight", (c.max_seq_len, H)
-    yield "transformer.block_position_embeddings.embedding.weight", (c.max_seq_len, H)
+    if c.position_encoding == "learned":  # 2-D rotary positions have no parameters
+        yield "transformer.position_embeddings.embedding.weight", (c.max_seq_len, H)
+        yield "transformer.block_position_embeddings.embedding.weight", (c.max_seq_len, H)
     for i in range(c.num_layers):
         p = f"transformer.layers.{i}."
         for name, shape in (("input_layernorm", (H,)), ("attention.wq", (H, H)), ("attention.wk", (H, H)),

@@ -155,7 +155,8 @@ class MultiHeadAttention(Module):
 
     # ------------------------------------------------------------------ forward
     def forward(self, query: Tensor, key: Tensor | None = None, value: Tensor | None = None, key_padding_mask=None,
-                attn_mask=None, is_causal: bool | None = None, kv_cache: KVCache | None = None, need_weights: bool = False):
+                attn_mask=None, is_causal: bool | None = None, kv_cache: KVCache | None = None, need_weights: bool = False,
+                rotary=None):
         """query: (B, Tq, C); key, value: (B, Tk, kdim|vdim), default ``query`` (self-attention).
 
         key_padding_mask: (B, Tk) bool, True = padding (with ``kv_cache``: Tk = cached + new).
@@ -164,6 +165,9 @@ class MultiHeadAttention(Module):
         kv_cache: a ``KVCache`` for self-attention decoding (inference, under ``mi.no_grad()``):
             this step's keys/values are appended and the queries attend to all of them.
         need_weights: also return the attention probabilities (B, H, Tq, Tk).
+        rotary: a function ``(q, k) -> (q, k)`` on the (B, H, T, D) queries and keys, applied
+            before the KV cache and the scores: rotary positions with the caller's own position
+            ids (GLM's 2-D RoPE), so the cache holds keys already rotated.
         Returns (B, Tq, C), or (output, weights) with ``need_weights``.
         """
         key = query if key is None else key
@@ -184,6 +188,8 @@ class MultiHeadAttention(Module):
         q = self._heads(query, self.wq)  # (B, H, Tq, D)
         k = self._heads(key, self.wk)  # (B, H, Tk, D)
         v = self._heads(value, self.wv)  # (B, H, Tk, D)
+        if rotary is not None:
+            q, k = rotary(q, k)  # (B, H, Tq, D), (B, H, Tk, D): rotated by their positions
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)  # -> (B, H, P+Tk, D): earlier steps' keys/values + this step's
         Tk = k.shape[2]
