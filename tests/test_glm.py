@@ -417,6 +417,21 @@ def test_save_and_load_round_trip(tmp_path):
     np.testing.assert_array_equal(m(ids, sep=3).logits.data, m2(ids, sep=3).logits.data)
 
 
+def test_a_config_saved_before_rotary_became_the_default_still_loads(tmp_path):
+    import json
+
+    m = scramble(GLM(cfg(position_encoding="learned")))
+    save_model(m, tmp_path / "old")
+    path = tmp_path / "old" / "config.json"
+    raw = json.loads(path.read_text())
+    del raw["position_encoding"]  # what files written before the field existed look like
+    path.write_text(json.dumps(raw))
+    m2 = load_model(tmp_path / "old")
+    assert m2.config.position_encoding == "learned"
+    ids = np.array([[4, MASK, 6, SOP, 7]])
+    np.testing.assert_array_equal(m(ids, sep=3).logits.data, m2(ids, sep=3).logits.data)
+
+
 def test_world_blanks_are_held_out_words_of_the_story():
     from minillm.data.world import NAMES, PLACES
 

@@ -136,6 +136,15 @@ class GLMConfig(ConfigMixin):
         if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
             raise ValueError(f"GLMConfig.rope_theta must be > 0, got {self.rope_theta!r}")
 
+    @classmethod
+    def from_dict(cls, d: dict):
+        """As ``ConfigMixin.from_dict``, except that a config without ``position_encoding`` is read
+        as ``"learned"``: files saved before 2-D RoPE became the default used the learned tables,
+        and must keep loading."""
+        if "position_encoding" not in d:
+            d = {**d, "position_encoding": "learned"}
+        return super().from_dict(d)
+
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
