@@ -12,11 +12,15 @@ import train_t5  # noqa: E402
 def test_example_runs_at_toy_size(tmp_path):
     report = train_t5.main(["--quick", "--no-progress", "--out-dir", str(tmp_path / "run"), "--n-stories", "300",
                             "--vocab-size", "700", "--pretrain-docs", "40", "--pretrain-steps", "3",
-                            "--finetune-examples", "40", "--finetune-steps", "3", "--batch-size", "4", "--n-eval", "6",
-                            "--no-pretrain-baseline"])
+                            "--finetune-examples", "40", "--finetune-steps", "3", "--batch-size", "4", "--n-eval", "6"])
     em = report["exact_match"]["span corruption + fine-tuning|3"]
     assert set(em) == {"qa", "en2zh", "zh2en", "math", "all"} and 0.0 <= em["all"] <= 1.0
-    assert report["span_corruption_val_loss"] > 0 and set(report["finetune_val_loss"]) == {"span corruption + fine-tuning|3"}
+    assert report["span_corruption_val_loss"] > 0
+    assert set(report["finetune_val_loss"]) == {"span corruption + fine-tuning|3", "fine-tuning only (random init)|3"}
+    paired = report["paired_gain"]["3"]["all"]  # the same 6 examples scored by both arms
+    assert paired["n"] == 6 and abs(paired["gain"] * 6 - (paired["only_pretrained"] - paired["only_control"])) < 1e-9
+    ctl = report["exact_match"]["fine-tuning only (random init)|3"]["all"]
+    assert abs(paired["gain"] - (em["all"] - ctl)) < 1e-9
     saved = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert saved["model_type"] == "minillm-t5"
     from minillm.tokenizers import Tokenizer, UnigramTokenizer

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..eval.metrics import paired_difference  # re-exported: preference results use it most
 from .preference import MISTAKES, _check_record, label_reply
 from .rollout import generate_replies
 
@@ -67,13 +68,3 @@ def correctness(model, tokenizer, records: Sequence[dict], temperature: float = 
         "skills": {s: float(per_prompt[[x == s for x in skills]].mean()) for s in sorted(set(skills) - {None})},
     }
 
-
-def paired_difference(after, before) -> tuple:
-    """``(mean, standard error)`` of ``after - before`` over the same prompts (per-prompt scores,
-    e.g. ``correctness(...)["per_prompt"]`` of two models on one set): the paired error is much
-    smaller than the two separate errors when most prompts do not change."""
-    a, b = np.asarray(after, dtype=np.float64), np.asarray(before, dtype=np.float64)
-    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
-        raise ValueError(f"paired_difference: after {a.shape} and before {b.shape} must be the same (N,) shape, N >= 2")
-    d = a - b
-    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))

@@ -23,6 +23,8 @@ The SFT records come from ``minillm.data`` (``generate_sft(split="val")`` or a u
 from __future__ import annotations
 
 import unicodedata
+
+import numpy as np
 from typing import Optional, Sequence
 
 __all__ = ["normalize_answer", "exact_match", "exact_match_accuracy", "score_sft"]
@@ -119,3 +121,18 @@ def score_sft(records: Sequence[dict], predictions: Sequence[str]) -> dict:
         references.append(replies[-1])
     groups = [(rec.get("meta") or {}).get("skill") for rec in records]
     return exact_match_accuracy(predictions, references, groups)
+
+
+def paired_difference(after, before) -> tuple:
+    """``(mean, standard error)`` of ``after - before`` over the same examples: per-example scores
+    of two models on one test set (0/1 exact matches, or ``align.correctness(...)["per_prompt"]``).
+    The paired error is much smaller than the two separate errors when most examples do not change.
+
+    >>> paired_difference([1, 1, 0, 1], [1, 0, 0, 1])
+    (0.25, 0.25)
+    """
+    a, b = np.asarray(after, dtype=np.float64), np.asarray(before, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or len(a) < 2:
+        raise ValueError(f"paired_difference: after {a.shape} and before {b.shape} must be the same (N,) shape, N >= 2")
+    d = a - b
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
