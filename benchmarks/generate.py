@@ -87,68 +87,18 @@ from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
 
 # ------------------------------------------------------------------------------ PyTorch baseline
 def torch_llama(model):
-    """A plain PyTorch LLaMA holding ``model``'s weights, with a greedy KV-cache decoding loop."""
-    import torch
-    import torch.nn.functional as TF
-
-    a = model.args
-    W = {k: torch.from_numpy(v.data.copy()) for k, v in model.state_dict().items()}
-    cos = torch.from_numpy(model.freqs_cos.data.copy())  # (max_seq_len, D/2)
-    sin = torch.from_numpy(model.freqs_sin.data.copy())
-    H, Hkv, D = a.n_heads, a.n_kv_heads, a.head_dim
-
-    def rms(x, w):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + a.norm_eps) * w
-
-    def rope(x, c, s):  # x (B, T, H, D), adjacent pairs as in the book
-        xr, xi = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
-        c, s = c[None, :, None, :], s[None, :, None, :]
-        return torch.stack([xr * c - xi * s, xr * s + xi * c], dim=-1).flatten(3)
-
-    def forward(ids, cache, start):
-        B, T = ids.shape
-        h = W["tok_embeddings.weight"][ids]
-        c, s = cos[start : start + T], sin[start : start + T]
-        for i in range(a.n_layers):
-            p = f"layers.{i}."
-            x = rms(h, W[p + "attention_norm.weight"])
-            q = TF.linear(x, W[p + "attention.wq.weight"]).view(B, T, H, D)
-            k = TF.linear(x, W[p + "attention.wk.weight"]).view(B, T, Hkv, D)
-            v = TF.linear(x, W[p + "attention.wv.weight"]).view(B, T, Hkv, D)
-            q, k = rope(q, c, s).transpose(1, 2), rope(k, c, s).transpose(1, 2)
-            kc, vc = cache[i]
-            kc[:, :, start : start + T] = k
-            vc[:, :, start : start + T] = v.transpose(1, 2)
-            o = TF.scaled_dot_product_attention(q, kc[:, :, : start + T], vc[:, :, : start + T], is_causal=T > 1, enable_gqa=True)
-            h = h + TF.linear(o.transpose(1, 2).reshape(B, T, H * D), W[p + "attention.wo.weight"])
-            x = rms(h, W[p + "ffn_norm.weight"])
-            gate = TF.silu(TF.linear(x, W[p + "feed_forward.w1.weight"])) * TF.linear(x, W[p + "feed_forward.w3.weight"])
-            h = h + TF.linear(gate, W[p + "feed_forward.w2.weight"])
-        h = rms(h[:, -1:], W["norm.weight"])
-        return TF.linear(h, W["output.weight"])  # (B, 1, V)
-
-    @torch.inference_mode()
-    def run(prompt, n_new):
-        cache = [(torch.zeros(1, Hkv, a.max_seq_len, D), torch.zeros(1, Hkv, a.max_seq_len, D)) for _ in range(a.n_layers)]
-        ids = torch.tensor([prompt])
-        logits = forward(ids, cache, 0)
-        pos, out = len(prompt), []
-        for _ in range(n_new):
-            nxt = int(logits[0, -1].argmax())
-            out.append(nxt)
-            if len(out) == n_new:
-                break
-            logits = forward(torch.tensor([[nxt]]), cache, pos)
-            pos += 1
-        return out
-
-    return run
+    """A plain PyTorch LLaMA holding ``model``'s weights, with a greedy KV-cache decoding loop:
+    ``run(prompt, n)`` -> n new ids (``torch_llama_batched`` with one row: no padding, so no mask)."""
+    batched = torch_llama_batched(model)
+    return lambda prompt, n_new: batched([prompt], n_new)[0]
 
 
 def torch_llama_batched(model):
-    """Like ``torch_llama`` for a batch of prompts of different lengths, left-padded as
-    ``generate`` pads them: a padding mask on the keys, RoPE positions counted from each row's
-    first real token. ``run(prompts, n)`` -> n new ids per prompt."""
+    """A plain PyTorch LLaMA holding ``model``'s weights, greedy with a KV cache, for a batch of
+    prompts of different lengths, left-padded as ``generate`` pads them: a padding mask on the
+    keys, RoPE positions counted from each row's first real token. Without padding (one prompt,
+    or equal lengths) no mask is built and SDPA runs with ``is_causal``, its fastest path.
+    ``run(prompts, n)`` -> n new ids per prompt."""
     import torch
     import torch.nn.functional as TF
 
@@ -180,7 +130,8 @@ def torch_llama_batched(model):
             kc, vc = cache[i]
             kc[:, :, start : start + T] = k
             vc[:, :, start : start + T] = v.transpose(1, 2)
-            o = TF.scaled_dot_product_attention(q, kc[:, :, : start + T], vc[:, :, : start + T], attn_mask=attn_mask, enable_gqa=True)
+            o = TF.scaled_dot_product_attention(q, kc[:, :, : start + T], vc[:, :, : start + T], attn_mask=attn_mask,
+                                                is_causal=attn_mask is None and T > 1, enable_gqa=True)
             h = h + TF.linear(o.transpose(1, 2).reshape(B, T, H * D), W[p + "attention.wo.weight"])
             x = rms(h, W[p + "ffn_norm.weight"])
             gate = TF.silu(TF.linear(x, W[p + "feed_forward.w1.weight"])) * TF.linear(x, W[p + "feed_forward.w3.weight"])
@@ -201,7 +152,8 @@ def torch_llama_batched(model):
         # padded query rows see themselves, so no row is all -inf (their outputs are never used)
         mask = (causal[None] & valid[:, None, :]) | torch.eye(T, dtype=torch.bool)[None]  # (B, T, T)
         cache = [(torch.zeros(B, Hkv, a.max_seq_len, D), torch.zeros(B, Hkv, a.max_seq_len, D)) for _ in range(a.n_layers)]
-        logits = forward(ids, pos, mask[:, None], cache, 0)
+        padded = not bool(valid.all())
+        logits = forward(ids, pos, mask[:, None] if padded else None, cache, 0)
         last, out = pos[:, -1], []
         for step in range(n_new):
             nxt = logits[:, -1].argmax(-1)  # (B,)
@@ -210,7 +162,7 @@ def torch_llama_batched(model):
                 break
             valid = torch.cat([valid, torch.ones(B, 1, dtype=torch.bool)], dim=1)
             last = last + 1
-            logits = forward(nxt[:, None], last[:, None], valid[:, None, None, :], cache, T + step)
+            logits = forward(nxt[:, None], last[:, None], valid[:, None, None, :] if padded else None, cache, T + step)
         return torch.stack(out, 1).tolist()
 
     return run
