@@ -27,6 +27,7 @@ collective a copy), so the same code runs with and without MPI.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from abc import ABC, abstractmethod
 from typing import Optional
@@ -201,6 +202,12 @@ class MPIProcessGroup(ProcessGroup):
         return self.comm.allgather(obj)
 
     def abort(self, code: int = 1) -> None:
+        # mpiexec forwards each rank's stdout/stderr through pipes, and Abort kills the job at once:
+        # on a busy machine the launcher had not yet read the failing rank's message and the user saw
+        # nothing (a test run under load lost it). Flush, then give the forwarder a moment.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(0.5)
         self.comm.Abort(int(code))
 
 

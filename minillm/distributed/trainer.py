@@ -100,11 +100,6 @@ class DistributedTrainer(Trainer):
                 print(f"rank {self.group.rank}: {type(e).__name__}: {e} -- aborting all {self.group.world_size} ranks",
                       file=sys.stderr, flush=True)
                 traceback.print_exc()
-                sys.stderr.flush()
-                # mpiexec forwards each rank's stderr through a pipe, and Abort kills the job at
-                # once: on a busy machine the launcher had not read the message yet and the user
-                # saw nothing (a test run under load lost it). Give the forwarder a moment.
-                time.sleep(0.5)
                 self.group.abort(1)
             raise
 
