@@ -92,19 +92,21 @@ def train(model, dataset, steps, lr, args, out_dir, pad_id):
     return trainer
 
 
-def evaluate(model, tok, examples, max_new_tokens=16, batch_size=32) -> dict:
-    """Greedy answers to held-out examples -> exact match per task and overall."""
+def evaluate(model, tok, examples, max_new_tokens=16, batch_size=32):
+    """Greedy answers to held-out examples -> ({task: (exact match, n)} per task and "all",
+    the answers, each example's 0/1 hit for paired comparisons)."""
     preds = []
     for i in range(0, len(examples), batch_size):
         chunk = examples[i : i + batch_size]
         batch = collate_seq2seq([(tok.encode(e["source"]) + [1], [1]) for e in chunk], pad_id=0)
         outs = greedy_generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens)
         preds += [tok.decode(o, skip_special_tokens=True).strip() for o in outs]
+    hits = [float(exact_match(p, e["target"])) for p, e in zip(preds, examples)]
     res = {}
     for task in (*TASKS, "all"):
-        hits = [exact_match(p, e["target"]) for p, e in zip(preds, examples) if task in ("all", e["task"])]
-        res[task] = (sum(hits) / len(hits) if hits else float("nan"), len(hits))
-    return res, preds
+        mine = [h for h, e in zip(hits, examples) if task in ("all", e["task"])]
+        res[task] = (sum(mine) / len(mine) if mine else float("nan"), len(mine))
+    return res, preds, hits
 
 
 def paired_gains(hits, examples, budgets):
@@ -183,10 +185,9 @@ def main(argv=None):
             kind = "finetune" if state is not None else "baseline"
             ft = train(model, ds, steps, args.lr, args, os.path.join(args.out_dir, f"{kind}_{steps}"), 0)
             losses[(name, steps)] = ft.evaluate()["val_loss"]
-            rows[(name, steps)], preds = evaluate(model, tok, ft_eval)
-            hits[(name, steps)] = [float(exact_match(p, e["target"])) for p, e in zip(preds, ft_eval)]
-            for e, p in list(zip(ft_eval, preds))[:4]:
-                print(f"  {'✓' if exact_match(p, e['target']) else '✗'} {e['source'][:70]!r} -> {p!r} (reference {e['target']!r})")
+            rows[(name, steps)], preds, hits[(name, steps)] = evaluate(model, tok, ft_eval)
+            for e, p, h in list(zip(ft_eval, preds, hits[(name, steps)]))[:4]:
+                print(f"  {'✓' if h else '✗'} {e['source'][:70]!r} -> {p!r} (reference {e['target']!r})")
             if state is not None and steps == args.finetune_steps[-1]:
                 save_model(model, os.path.join(args.out_dir, "model"))  # the pretrained + longest fine-tuned model
 
