@@ -127,7 +127,37 @@ def basic_tokenize(text: str, lowercase: bool = True, strip_accents: bool | None
     return words
 
 
-class WordPieceTokenizer(ListVocabTokenizer):
+class ClsSepTemplate:
+    """What the tokenizers of BERT-style encoders share (BERT's WordPiece, RoBERTa's byte-level BPE);
+    each supplies ``cls_token_id``, ``sep_token_id``, ``encode_with_offsets`` and its own
+    ``encode_plus`` template around the segments this class cuts."""
+
+    def encode(self, text: str, add_special_tokens: bool = False, allowed_special="none_raise") -> list[int]:
+        """Text -> ids; ``add_special_tokens=True`` gives ``[CLS] text [SEP]`` (BERT's single-sequence
+        form; RoBERTa's ``<s> text </s>``)."""
+        ids = super().encode(text, add_special_tokens=False, allowed_special=allowed_special)
+        return [self.cls_token_id, *ids, self.sep_token_id] if add_special_tokens else ids
+
+    def _encode_segments(self, text: str, text_pair: str | None, max_length: int | None, n_special: int) -> tuple:
+        """``((ids, offsets), (pair_ids, pair_offsets))`` of ``text`` and ``text_pair`` (empty lists
+        without a pair), cut to fit ``max_length`` together with ``n_special`` special tokens:
+        "longest_first", HF's default, drops the last token of the longer segment (of the first on
+        a tie) until the whole fits. A ``max_length`` that cannot keep one token of each segment is
+        refused."""
+        a, oa = self.encode_with_offsets(text)
+        b, ob = self.encode_with_offsets(text_pair) if text_pair is not None else ([], [])
+        if max_length is not None:
+            if max_length < n_special + (2 if text_pair is not None else 1):
+                raise ValueError(f"encode_plus: max_length={max_length} leaves no room for the tokens of each segment")
+            while len(a) + len(b) + n_special > max_length:
+                if len(a) >= len(b):
+                    a, oa = a[:-1], oa[:-1]
+                else:
+                    b, ob = b[:-1], ob[:-1]
+        return (a, oa), (b, ob)
+
+
+class WordPieceTokenizer(ClsSepTemplate, ListVocabTokenizer):
     """WordPiece over BERT's basic pre-tokenizer.
 
     ``vocab``: the ordinary tokens in id order (word-initial pieces bare, continuations with
@@ -249,28 +279,13 @@ class WordPieceTokenizer(ListVocabTokenizer):
                 pos += n
         return ids, offsets
 
-    def encode(self, text: str, add_special_tokens: bool = False, allowed_special="none_raise") -> list[int]:
-        """Text -> ids; ``add_special_tokens=True`` gives ``[CLS] text [SEP]`` (BERT's single-sequence form)."""
-        ids = super().encode(text, add_special_tokens=False, allowed_special=allowed_special)
-        return [self.cls_token_id, *ids, self.sep_token_id] if add_special_tokens else ids
-
     def encode_plus(self, text: str, text_pair: str | None = None, max_length: int | None = None,
                     return_offsets_mapping: bool = False) -> dict:
         """``[CLS] text [SEP]`` or ``[CLS] text [SEP] text_pair [SEP]`` as HF's tokenizer call returns it:
         ``{"input_ids", "token_type_ids", "attention_mask"}`` (+ ``"offset_mapping"``: (start, end)
         per token, (0, 0) for specials). ``max_length`` truncates the longer segment first, token
         by token ("longest_first"), until the whole fits."""
-        a, oa = self.encode_with_offsets(text)
-        b, ob = self.encode_with_offsets(text_pair) if text_pair is not None else ([], [])
-        n_special = 3 if text_pair is not None else 2
-        if max_length is not None:
-            if max_length < n_special + (2 if text_pair is not None else 1):
-                raise ValueError(f"encode_plus: max_length={max_length} leaves no room for the tokens of each segment")
-            while len(a) + len(b) + n_special > max_length:
-                if len(a) >= len(b):
-                    a, oa = a[:-1], oa[:-1]
-                else:
-                    b, ob = b[:-1], ob[:-1]
+        (a, oa), (b, ob) = self._encode_segments(text, text_pair, max_length, n_special=3 if text_pair is not None else 2)
         cls, sep = self.cls_token_id, self.sep_token_id
         ids = [cls, *a, sep]
         offsets = [(0, 0), *oa, (0, 0)]
