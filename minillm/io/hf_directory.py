@@ -7,7 +7,8 @@ rename tensors and translate configs):
 * ``write_hf_directory``: the tensors as ``model.safetensors`` (``{"format": "pt"}`` metadata,
   as ``save_pretrained`` writes it) and the config as indented JSON;
 * ``hf_weights_path``: the single ``model.safetensors`` of a directory; a ``.bin`` checkpoint is
-  never read, since unpickling one can run code;
+  never read, since unpickling one can run code (``read_hf_directory``: the config, translated
+  by the family's reader, and that path);
 * ``load_checked_state``: ``load_state_dict(strict=True)`` with a mismatch reported as a
   ``ValueError`` naming the file it came from.
 """
@@ -17,9 +18,10 @@ import json
 import os
 
 from .._files import atomic_write
+from .jsonfile import read_json_object
 from .safetensors import save_safetensors
 
-__all__ = ["write_hf_directory", "hf_weights_path", "load_checked_state"]
+__all__ = ["write_hf_directory", "hf_weights_path", "read_hf_directory", "load_checked_state"]
 
 
 def write_hf_directory(directory, tensors: dict, config: dict) -> None:
@@ -36,6 +38,13 @@ def hf_weights_path(directory) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{os.fspath(directory)}: no model.safetensors (.bin checkpoints are not read: they can run code when loaded)")
     return path
+
+
+def read_hf_directory(directory, config_from_hf) -> tuple:
+    """``(config, weights path)``: ``config_from_hf(config.json's dict, its path)`` (the family's
+    checked translation into our config) and ``hf_weights_path(directory)``."""
+    cfg_path = os.path.join(os.fspath(directory), "config.json")
+    return config_from_hf(read_json_object(cfg_path), cfg_path), hf_weights_path(directory)
 
 
 def load_checked_state(model, state: dict, source: str) -> None:

@@ -18,16 +18,14 @@ HF's GPT-2 keeps OpenAI's ``Conv1D`` layers, y = x·W + b with W (in, out), wher
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 
 from ..models.gpt import GPT, GPTConfig
 from . import checkpoint
-from .hf_directory import hf_weights_path, write_hf_directory
+from .hf_directory import read_hf_directory, write_hf_directory
 from .guards import (bounded_shapes, check_float_sources, check_weights_file, json_bool, json_float, json_int,
                      refuse_lora_layers)
-from .jsonfile import read_json_object
 from .safetensors import load_safetensors
 
 __all__ = ["export_hf_gpt2", "import_hf_gpt2", "gpt2_hf_config", "to_hf_gpt2_state_dict", "from_hf_gpt2_state_dict",
@@ -162,10 +160,7 @@ def config_from_hf_gpt2(c: dict, where: str) -> GPTConfig:
 
 def import_hf_gpt2(directory, dtype=np.float32) -> GPT:
     """Read a Hugging Face GPT-2 directory (config.json + model.safetensors) into our ``GPT``."""
-    directory = os.fspath(directory)
-    cfg_path = os.path.join(directory, "config.json")
-    config = config_from_hf_gpt2(read_json_object(cfg_path), cfg_path)
-    path = hf_weights_path(directory)
+    config, path = read_hf_directory(directory, config_from_hf_gpt2)
     def to_file(name, shape):  # HF's name; Conv1D stores (in, out)
         hf = _to_hf_name(name)
         return hf, (shape[::-1] if hf.endswith(_CONV1D) else shape)

@@ -13,16 +13,14 @@ through our files and transformers 4.x, but transformers 5.x would tie its head 
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 
 from ..models.t5 import T5Config, T5ForConditionalGeneration
 from . import checkpoint
-from .hf_directory import hf_weights_path, load_checked_state, write_hf_directory
+from .hf_directory import load_checked_state, read_hf_directory, write_hf_directory
 from .guards import (bounded_shapes, check_float_sources, check_weights_file, json_bool, json_float, json_int,
                      refuse_lora_layers)
-from .jsonfile import read_json_object
 from .safetensors import load_safetensors
 
 __all__ = ["export_hf_t5", "import_hf_t5", "t5_hf_config", "t5_state_shapes"]
@@ -140,10 +138,7 @@ def config_from_hf_t5(c: dict, where: str) -> T5Config:
 
 def import_hf_t5(directory, dtype=np.float32) -> T5ForConditionalGeneration:
     """Read a Hugging Face T5 directory (config.json + model.safetensors) into our model."""
-    directory = os.fspath(directory)
-    cfg_path = os.path.join(directory, "config.json")
-    config = config_from_hf_t5(read_json_object(cfg_path), cfg_path)
-    path = hf_weights_path(directory)
+    config, path = read_hf_directory(directory, config_from_hf_t5)
     check_weights_file(path, functools.partial(t5_state_shapes, config),  # T5 keeps HF's names: no renaming
                        ignore=lambda k: k in _TIED or (k == "lm_head.weight" and config.tie_word_embeddings))
     tensors = load_safetensors(path)
