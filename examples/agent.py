@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm.pipeline import banner  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
 from minillm.agent import Agent, ChatModel, calculate  # noqa: E402
 from minillm.agent.tasks import (  # noqa: E402
@@ -78,10 +79,6 @@ def parse_args(argv=None):
     if args.copy_drills < 0:
         p.error("--copy-drills must be >= 0")
     return args
-
-
-def banner(text):
-    print(f"\n=== {text} ===", flush=True)
 
 
 def main(argv=None):

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm.pipeline import banner  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
 from minillm.data import DataLoader, SFTDataset, collate_sft, read_sft_conversations  # noqa: E402
 from minillm.io import load_model, save_model  # noqa: E402
@@ -84,10 +85,6 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------------- the base model
-def banner(text):
-    print(f"\n=== {text} ===", flush=True)
-
-
 def get_base(args, paths, show):
     """(model directory, tokenizer): --base, or a small model pretrained here once and reused."""
     if args.base:

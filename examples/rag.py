@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm.pipeline import banner  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
 from minillm.data.world import WorldConfig  # noqa: E402
 from minillm.eval import exact_match, mean_reciprocal_rank, recall_at_k  # noqa: E402
@@ -85,10 +86,6 @@ def load_reader(directory, max_seq_len):
         longer.load_state_dict(model.state_dict(), strict=True)
         model = longer
     return model, tok
-
-
-def banner(text):
-    print(f"\n=== {text} ===", flush=True)
 
 
 def story_of_chunks(store, texts):

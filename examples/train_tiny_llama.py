@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm.pipeline import banner  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
 from minillm.distributed import init_process_group  # noqa: E402
 from minillm.eval import exact_match  # noqa: E402
@@ -81,10 +82,6 @@ def parse_args(argv=None):
     if (args.sft_data is None) != (args.sft_val is None):
         p.error("--sft-data and --sft-val go together")
     return args
-
-
-def banner(text):
-    print(f"\n=== {text} ===", flush=True)
 
 
 def main(argv=None):

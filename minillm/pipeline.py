@@ -36,7 +36,7 @@ from .train import Trainer, TrainConfig, check_out_dir, make_sample_fn
 
 __all__ = [
     "prepare_corpus", "train_tokenizer", "pretrain", "sft", "evaluate_sft", "read_sft_records", "make_trainer",
-    "world_preference_pairs", "DEFAULT_PROMPTS", "example_parser", "add_setting_flags", "apply_defaults",
+    "world_preference_pairs", "DEFAULT_PROMPTS", "example_parser", "add_setting_flags", "apply_defaults", "banner",
 ]
 
 # Continuations printed while pretraining: one English, one Chinese story opening. Each ends
@@ -287,3 +287,9 @@ def apply_defaults(args: argparse.Namespace, defaults: dict) -> argparse.Namespa
         if getattr(args, name, None) is None:
             setattr(args, name, value)
     return args
+
+
+def banner(text: str) -> None:
+    """An example's section heading: ``=== text ===`` after a blank line, flushed (so it shows up in
+    order with progress bars and in logs)."""
+    print(f"\n=== {text} ===", flush=True)
