@@ -36,7 +36,8 @@ import unicodedata
 from collections import Counter, defaultdict
 from typing import Iterable, Mapping, Sequence
 
-from .base import ListVocabTokenizer
+from .base import ListVocabTokenizer, training_texts
+from .bpe import merge
 from .hf_json import file_skeleton, parse_added_tokens
 
 __all__ = ["WordPieceTokenizer", "basic_tokenize", "BERT_SPECIAL_TOKENS", "is_cjk", "is_punctuation", "train_naive"]
@@ -399,7 +400,7 @@ class WordPieceTokenizer(ClsSepTemplate, ListVocabTokenizer):
                     touched.add(p)
                     if p != best:
                         where[p].discard(k)
-                merged = _merge_word(s, a, b, new)
+                merged = merge(s, (a, b), new)  # BPE's merge step, on ## units
                 splits[k] = merged
                 for u in merged:  # ... and add its new ones
                     unit[u] += f
@@ -509,12 +510,8 @@ def _training_state(cls, texts, vocab_size, min_frequency, special_tokens, lower
     """What both trainers start from: (probe tokenizer, each word's units, word counts, the
     alphabet as an ordered dict, room for ordinary tokens)."""
     probe = cls((), special_tokens, lowercase=lowercase, strip_accents=strip_accents, **kwargs)
-    if isinstance(texts, str):
-        texts = [texts]
     chunks: Counter = Counter()
-    for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(f"WordPieceTokenizer.train: training texts must be str, got {type(text).__name__}")
+    for text in training_texts(texts, "WordPieceTokenizer.train"):
         chunks.update(text.split())  # whitespace ends every word, so pre-tokenize each distinct chunk once
     counts: Counter = Counter()
     for chunk, c in chunks.items():
@@ -532,23 +529,6 @@ def _training_state(cls, texts, vocab_size, min_frequency, special_tokens, lower
         raise ValueError(f"WordPieceTokenizer.train: vocab_size={vocab_size} is smaller than the "
                          f"{len(probe._special_tokens)} special tokens + {len(vocab)} characters of the alphabet")
     return probe, splits, freq, vocab, room
-
-
-def _merge_word(s: list[str], a: str, b: str, new: str) -> list[str]:
-    """Replace every adjacent (a, b) of ``s``, left to right, by ``new``.
-
-    >>> _merge_word(["h", "##u", "##g", "##u", "##g"], "##u", "##g", "##ug")
-    ['h', '##ug', '##ug']
-    """
-    merged, i = [], 0
-    while i < len(s):
-        if i + 1 < len(s) and s[i] == a and s[i + 1] == b:
-            merged.append(new)
-            i += 2
-        else:
-            merged.append(s[i])
-            i += 1
-    return merged
 
 
 def train_naive(
@@ -578,7 +558,7 @@ def train_naive(
             break
         a, b = max(pair, key=lambda p: (pair[p] / (unit[p[0]] * unit[p[1]]), pair[p], _neg(p)))
         new = a + b[len(PREFIX):]
-        splits = [_merge_word(s, a, b, new) for s in splits]
+        splits = [merge(s, (a, b), new) for s in splits]
         vocab.setdefault(new, None)
     return WordPieceTokenizer(list(vocab), probe._special_tokens, lowercase=lowercase, strip_accents=strip_accents,
                               **kwargs)
