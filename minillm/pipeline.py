@@ -2,7 +2,9 @@
 corpus → tokenizer → pretraining → SFT → evaluation.
 
 ``examples/train_tiny_llama.py`` and ``python -m minillm ...`` are thin command lines over
-these; read this file to see every step of the pipeline in order.
+these; read this file to see every step of the pipeline in order. At its end, the command-line
+pattern every example shares (``example_parser``, ``add_setting_flags``, ``apply_defaults``: a
+default run of minutes, ``--quick`` in seconds) and its section ``banner``.
 
     paths = prepare_corpus("out/data")                            # 5.3.1 the data
     tok = train_tokenizer(paths["pretrain_train"], 2048, "out/tokenizer")   # 5.2 BPE
