@@ -107,15 +107,27 @@ def _time(fn):
     return time.perf_counter() - t, out
 
 
-def _hf_train(corpus_path: str, vocab: int, pattern: str, specials, threads: int | None, out: str) -> float:
+def _hf_seconds(script: str, *script_args: str, threads: int | None = None) -> float:
+    """Run one of the ``tokenizers`` trainer scripts above in a fresh Python (its threads and memory
+    never meet ours; ``threads`` caps its Rayon pool) and return the training seconds it printed."""
     env = dict(os.environ)
     if threads is not None:
         env["RAYON_NUM_THREADS"] = str(threads)
-    r = subprocess.run(
-        [sys.executable, "-c", _HF_TRAIN, corpus_path, str(vocab), pattern, "\x1f".join(specials), out],
-        env=env, capture_output=True, text=True, check=True,
-    )
+    r = subprocess.run([sys.executable, "-c", script, *script_args], env=env, capture_output=True, text=True, check=True)
     return float(r.stdout.strip().splitlines()[-1])
+
+
+def _hf_train_text(script: str, folder: str, text: str, vocab: int) -> tuple[str, float]:
+    """Train ``script`` (``_HF_WORDPIECE``, ``_HF_UNIGRAM``) on ``text``, written into ``folder``:
+    (the tokenizer.json it saved, its training seconds)."""
+    path = os.path.join(folder, "train.txt")
+    Path(path).write_text(text, encoding="utf-8")
+    hf_file = os.path.join(folder, "hf.json")
+    return hf_file, _hf_seconds(script, path, str(vocab), hf_file)
+
+
+def _hf_train(corpus_path: str, vocab: int, pattern: str, specials, threads: int | None, out: str) -> float:
+    return _hf_seconds(_HF_TRAIN, corpus_path, str(vocab), pattern, "\x1f".join(specials), out, threads=threads)
 
 
 def run(args) -> dict:
@@ -239,17 +251,13 @@ def run(args) -> dict:
             tokenizers = None
         if tokenizers is not None:
             with tempfile.TemporaryDirectory() as d:
-                path = os.path.join(d, "slice.txt")
-                Path(path).write_text("\n\n".join(udocs), encoding="utf-8")
-                hf_file = os.path.join(d, "hf.json")
-                r = subprocess.run([sys.executable, "-c", _HF_UNIGRAM, path, str(args.unigram_vocab_size - 256), hf_file],
-                                   capture_output=True, text=True, check=True)
+                hf_file, hf_seconds = _hf_train_text(_HF_UNIGRAM, d, "\n\n".join(udocs), args.unigram_vocab_size - 256)
                 hf = Tokenizer.from_file(hf_file)
                 hf_tokens = sum(len(hf.encode(x).ids) for x in udocs)
                 uni.save(d)
                 ours_in_hf = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
                 same = all(ours_in_hf.encode(x).ids == uni.encode(x, allowed_special="all") for x in udocs)
-            res["unigram"]["tokenizers"] = {"train_s": float(r.stdout.strip().splitlines()[-1]), "tokens": hf_tokens,
+            res["unigram"]["tokenizers"] = {"train_s": hf_seconds, "tokens": hf_tokens,
                                             "tokens_per_word": hf_tokens / n_words, "loads_our_file_same_ids": same}
 
     # ---------------- textbook trainer on a slice ----------------
@@ -295,18 +303,14 @@ def wordpiece_rows(docs: list[str], args) -> dict:
         tokenizers = None
     if tokenizers is not None:
         with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "train.txt")
-            Path(path).write_text(train_text, encoding="utf-8")
-            hf_file = os.path.join(d, "hf.json")
-            r = subprocess.run([sys.executable, "-c", _HF_WORDPIECE, path, str(vocab_size), hf_file],
-                               capture_output=True, text=True, check=True)
+            hf_file, hf_seconds = _hf_train_text(_HF_WORDPIECE, d, train_text, vocab_size)
             hf = Tokenizer.load(hf_file)  # their vocabulary read into our WordPiece: the same coverage code scores both
             ours.save(d)
             from tokenizers import Tokenizer as HFTokenizer
 
             ours_in_hf = HFTokenizer.from_file(os.path.join(d, "tokenizer.json"))
             same = all(ours_in_hf.encode(x, add_special_tokens=False).ids == ours.encode(x) for x in held[:300])
-        out["rows"]["tokenizers"] = {"version": tokenizers.__version__, "train_s": float(r.stdout.strip().splitlines()[-1]),
+        out["rows"]["tokenizers"] = {"version": tokenizers.__version__, "train_s": hf_seconds,
                                      "vocab": hf.vocab_size, **hf.coverage(held)}
         out["loads_our_file_same_ids"] = same
     if args.naive_kb > 0:
@@ -323,70 +327,81 @@ def _fmt(x, spec):
     return "—" if x is None else format(x, spec)
 
 
+def _row(cells, widths) -> str:
+    """One Markdown table row: the first cell left-aligned, the others right-aligned, each padded to its width."""
+    return "| " + " | ".join(format(c, ("<" if i == 0 else ">") + str(w)) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+
+def _print_header(names, widths) -> None:
+    print(_row(names, widths))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def _naive_line(n: dict, what: str, learned: str, same: str) -> str:
+    """A textbook trainer (recount every merge) against ours on the same slice."""
+    return (f"{what} (recount every merge) on a {n['slice_kb']:g} KB slice, {learned}: {n['naive_s']:.2f} s vs minillm "
+            f"{n['minillm_s']:.3f} s -> {n['speedup']:.0f}x faster ({same})")
+
+
 def print_table(res: dict) -> None:
     print(f"corpus: {res['corpus']}: {res['corpus_mb']:.2f} MB, {res['documents']} documents; "
           f"vocab {res['vocab_size']}; {res['machine']}")
     print()
-    print(f"| {'tokenizer':<22} | {'train (s)':>9} | {'encode MB/s':>11} | {'tokens':>9} | {'bytes/token':>11} |")
-    print(f"|{'-' * 24}|{'-' * 11}|{'-' * 13}|{'-' * 11}|{'-' * 13}|")
+    widths = (22, 9, 11, 9, 11)
+    _print_header(("tokenizer", "train (s)", "encode MB/s", "tokens", "bytes/token"), widths)
     rows = res["rows"]
     m = rows["minillm"]
-    print(f"| {'minillm (cold cache)':<22} | {m['train_s']:>9.2f} | {m['encode_mbps']:>11.2f} | {m['tokens']:>9} | "
-          f"{m['bytes_per_token']:>11.3f} |")
-    print(f"| {'minillm (warm cache)':<22} | {'':>9} | {m['encode_warm_mbps']:>11.2f} | {'':>9} | {'':>11} |")
+    print(_row(("minillm (cold cache)", f"{m['train_s']:.2f}", f"{m['encode_mbps']:.2f}", m["tokens"],
+                f"{m['bytes_per_token']:.3f}"), widths))
+    print(_row(("minillm (warm cache)", "", f"{m['encode_warm_mbps']:.2f}", "", ""), widths))
     if "tokenizers" in rows:
         h = rows["tokenizers"]
-        print(f"| {'tokenizers ' + h['version']:<22} | {h['train_s']:>9.2f} | {h['encode_mbps']:>11.2f} | "
-              f"{h['tokens']:>9} | {h['bytes_per_token']:>11.3f} |")
-        print(f"| {'  (1 thread; batch)':<22} | {h['train_1thread_s']:>9.2f} | {h['encode_batch_mbps']:>11.2f} | "
-              f"{'':>9} | {'':>11} |")
+        print(_row(("tokenizers " + h["version"], f"{h['train_s']:.2f}", f"{h['encode_mbps']:.2f}", h["tokens"],
+                    f"{h['bytes_per_token']:.3f}"), widths))
+        print(_row(("  (1 thread; batch)", f"{h['train_1thread_s']:.2f}", f"{h['encode_batch_mbps']:.2f}", "", ""), widths))
     if "tiktoken" in rows:
         t = rows["tiktoken"]
-        print(f"| {'tiktoken ' + t['version']:<22} | {_fmt(t['train_s'], '>9.2f'):>9} | {t['encode_mbps']:>11.2f} | "
-              f"{t['tokens']:>9} | {t['bytes_per_token']:>11.3f} |")
+        print(_row(("tiktoken " + t["version"], _fmt(t["train_s"], ".2f"), f"{t['encode_mbps']:.2f}", t["tokens"],
+                    f"{t['bytes_per_token']:.3f}"), widths))
     if "naive" in res:
         n = res["naive"]
         print()
-        print(f"textbook trainer (recount every merge) on a {n['slice_kb']:g} KB slice, {n['merges']} merges: "
-              f"{n['naive_s']:.2f} s vs minillm {n['minillm_s']:.3f} s -> {n['speedup']:.0f}x faster "
-              f"(same merges: {n['same_merges']})")
+        print(_naive_line(n, "textbook trainer", f"{n['merges']} merges", f"same merges: {n['same_merges']}"))
     if "wordpiece" in res:
         w = res["wordpiece"]
         print()
         print(f"WordPiece, trained on {w['train_mb']:.2f} MB, scored on {w['held_out_documents']} held-out documents:")
-        print(f"| {'trainer':<22} | {'train (s)':>9} | {'vocab':>6} | {'words covered':>13} | {'tokens/word':>11} |")
-        print(f"|{'-' * 24}|{'-' * 11}|{'-' * 8}|{'-' * 15}|{'-' * 13}|")
+        widths = (22, 9, 6, 13, 11)
+        _print_header(("trainer", "train (s)", "vocab", "words covered", "tokens/word"), widths)
         for name, r in w["rows"].items():
             label = name if name == "minillm" else f"tokenizers {r['version']}"
-            print(f"| {label:<22} | {r['train_s']:>9.2f} | {r['vocab']:>6} | {100 * r['covered']:>12.2f}% | "
-                  f"{r['tokens_per_word']:>11.3f} |")
+            print(_row((label, f"{r['train_s']:.2f}", r["vocab"], f"{100 * r['covered']:.2f}%", f"{r['tokens_per_word']:.3f}"),
+                       widths))
         if "loads_our_file_same_ids" in w:
             print(f"tokenizers loads our WordPiece file with identical ids: {w['loads_our_file_same_ids']}")
         if "naive" in w:
             n = w["naive"]
-            print(f"textbook WordPiece trainer (recount every merge) on a {n['slice_kb']:g} KB slice, vocab {n['vocab']}: "
-                  f"{n['naive_s']:.2f} s vs minillm {n['minillm_s']:.3f} s -> {n['speedup']:.0f}x faster "
-                  f"(same vocabulary: {n['same_vocab']})")
+            print(_naive_line(n, "textbook WordPiece trainer", f"vocab {n['vocab']}", f"same vocabulary: {n['same_vocab']}"))
 
     if "unigram" in res:
         u = res["unigram"]
         print()
         print(f"Unigram LM on a {u['slice_mb']:g} MB slice ({u['words']} words), vocab {u['vocab_size']} "
               f"(256 byte pieces; tokenizers gets the same number of learned pieces):")
-        print(f"| {'tokenizer':<22} | {'train (s)':>9} | {'tokens':>9} | {'tokens/word':>11} |")
-        print(f"|{'-' * 24}|{'-' * 11}|{'-' * 11}|{'-' * 13}|")
+        widths = (22, 9, 9, 11)
+        _print_header(("tokenizer", "train (s)", "tokens", "tokens/word"), widths)
         for name, r in (("minillm Unigram", u["minillm"]), ("tokenizers Unigram", u.get("tokenizers"))):
             if r is not None:
-                print(f"| {name:<22} | {r['train_s']:>9.2f} | {r['tokens']:>9} | {r['tokens_per_word']:>11.3f} |")
+                print(_row((name, f"{r['train_s']:.2f}", r["tokens"], f"{r['tokens_per_word']:.3f}"), widths))
         print(f"round trip on every document: {u['minillm']['round_trip']}"
               + (f"; tokenizers loads our file with identical ids: {u['tokenizers']['loads_our_file_same_ids']}"
                  if "tokenizers" in u else ""))
     print()
     print("targets:")
+    h = rows.get("tokenizers")
     if "naive" in res:
         print(f"  training >= 100x faster than the textbook trainer: {res['naive']['speedup']:.0f}x")
-    if "tokenizers" in rows:
-        h = rows["tokenizers"]
+    if h:
         print(f"  training within 5x of tokenizers: {m['train_s'] / h['train_s']:.2f}x its time "
               f"({m['train_s'] / h['train_1thread_s']:.2f}x its 1-thread time)")
         print(f"  compression vs tokenizers ByteLevel BPE: {100 * (m['tokens'] / h['tokens'] - 1):+.2f}% tokens; "
@@ -396,8 +411,7 @@ def print_table(res: dict) -> None:
         t = rows["tiktoken"]
         print(f"  encode >= 0.75x tiktoken with our merges: {m['encode_mbps'] / t['encode_mbps']:.2f}x cold cache, "
               f"{m['encode_warm_mbps'] / t['encode_mbps']:.2f}x warm; identical ids: {t['same_ids']}")
-    if "tokenizers" in rows:
-        h = rows["tokenizers"]
+    if h:
         print(f"  training no slower than tokenizers at the same thread count (1): {h['train_1thread_s'] / m['train_s']:.2f}x "
               f"its speed ({h['train_s'] / m['train_s']:.2f}x its default-thread speed)")
     print(f"  load average during the run: {res['load_average']}")

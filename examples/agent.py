@@ -24,7 +24,6 @@ Most of the agent's work is copying numbers (question -> call, result -> answer)
 model learns to copy digits late: the loss falls slowly for a long time before it can (see
 docs/chapter7.md, 7.3 "Measured"), which is why the default trains a small model for many steps.
 """
-import argparse
 import functools
 import json
 import os
@@ -34,6 +33,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import minillm as mi  # noqa: E402
+from minillm import pipeline  # noqa: E402
+from minillm.pipeline import banner  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
 from minillm.agent import Agent, ChatModel, calculate  # noqa: E402
 from minillm.agent.tasks import (  # noqa: E402
@@ -55,9 +56,8 @@ QUICK = dict(copy_drills=20, n_train=300, n_eval=2, vocab_size=400, dim=32, n_la
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a smoke run in seconds (tiny model, few steps)")
-    p.add_argument("--out-dir", default="runs/agent", help="where the model and results go (default: %(default)s)")
+    p = pipeline.example_parser(__doc__, out_dir="runs/agent", quick_help="a smoke run in seconds (tiny model, few steps)",
+                                out_help="where the model and results go")
     g = p.add_argument_group("sizes (defaults depend on --quick)")
     g.add_argument("--n-train", type=int, help="SFT conversations to generate")
     g.add_argument("--n-eval", type=int, help="held-out questions per category")
@@ -71,22 +71,14 @@ def parse_args(argv=None):
     p.add_argument("--init", metavar="DIR", help="fine-tune this chat model directory (weights + tokenizer.json, e.g. "
                    "runs/tiny_llama/model) instead of training a new tokenizer and model from scratch; --vocab-size, "
                    "--dim and --n-layers are then ignored")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     args = p.parse_args(argv)
-    for k, v in ((QUICK if args.quick else DEFAULTS) | (FINETUNE if args.init and not args.quick else {})).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    pipeline.apply_defaults(args, (QUICK if args.quick else DEFAULTS) | (FINETUNE if args.init and not args.quick else {}))
     for k in ("n_train", "n_eval", "steps", "batch_size", "dim", "n_layers"):
         if getattr(args, k) < 1:
             p.error(f"--{k.replace('_', '-')} must be >= 1")
     if args.copy_drills < 0:
         p.error("--copy-drills must be >= 0")
     return args
-
-
-def banner(text):
-    print(f"\n=== {text} ===", flush=True)
 
 
 def main(argv=None):

@@ -16,7 +16,6 @@ intermediate result stays below the world's max_number (20), so each step is a o
 problem the SFT model was trained on: the steps turn one hard problem into two known ones.
 Writes OUT/report.json (and the two fine-tuned models under OUT/direct, OUT/steps).
 """
-import argparse
 import copy
 import json
 import os
@@ -45,21 +44,16 @@ MAX_NUMBER = 20  # the world's default: one-step operands are 0..19
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a smoke run in seconds on an untrained micro model")
+    p = pipeline.example_parser(__doc__, out_dir="runs/chain_of_thought", quick_help="a smoke run in seconds on an untrained micro model",
+                                progress=False, overwrite_help="replace an earlier run in --out-dir")
     p.add_argument("--sft-model", default="runs/tiny_llama/model", metavar="DIR", help="(default: %(default)s)")
     p.add_argument("--n-train", type=int, help="two-step training questions")
     p.add_argument("--n-eval", type=int, help="held-out two-step questions")
     p.add_argument("--steps", type=int, help="fine-tuning steps of each variant")
     p.add_argument("--lr", type=float, help="peak learning rate of each variant")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out-dir", default="runs/chain_of_thought")
-    p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    pipeline.apply_defaults(args, QUICK if args.quick else DEFAULTS)
     if min(args.n_train, args.n_eval, args.steps, args.batch_size) < 1:
         p.error("--n-train, --n-eval, --steps and --batch-size must be >= 1")
     return args

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm.pipeline import banner  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
 from minillm.classic import segment, vectors  # noqa: E402
 from minillm.classic import word2vec as w2v  # noqa: E402
@@ -46,10 +47,6 @@ FULL = dict(seg_train=3000, seg_heldout=500, tfidf_docs=2000, tfidf_queries=500,
 QUICK = dict(seg_train=300, seg_heldout=60, tfidf_docs=200, tfidf_queries=60, n_stories=2_000, vocab_size=512,
              max_n=3, w2v_docs=1_500, w2v_epochs=2, w2v_dim=24, bench_docs=20, elmo_train=60, elmo_steps=12,
              elmo_dim=16, probe_stories=30, probe_steps=40)
-
-
-def banner(text):
-    print(f"\n=== {text} ===", flush=True)
 
 
 def table(header, rows):

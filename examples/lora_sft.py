@@ -18,7 +18,6 @@ the merged model as a normal checkpoint.
 Without ``--base`` a small base model is pretrained first (with minillm/pipeline.py, as in
 examples/train_tiny_llama.py) and kept in OUT_DIR/base, so a second run skips that step.
 """
-import argparse
 import functools
 import json
 import os
@@ -31,6 +30,7 @@ import numpy as np  # noqa: E402
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm.pipeline import banner  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
 from minillm.data import DataLoader, SFTDataset, collate_sft, read_sft_conversations  # noqa: E402
 from minillm.io import load_model, save_model  # noqa: E402
@@ -50,9 +50,9 @@ QUICK = dict(
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a < 1 minute run with a small corpus and few steps")
-    p.add_argument("--out-dir", default="runs/lora_sft", help="where everything is written (default: %(default)s)")
+    p = pipeline.example_parser(__doc__, out_dir="runs/lora_sft", quick_help="a < 1 minute run with a small corpus and few steps",
+                                overwrite_help="replace the SFT runs of an earlier run in --out-dir (else they are refused; "
+                                               "a matching pretrained base model is reused either way)")
     p.add_argument("--base", default=None, help="a pretrained model directory written by minillm.io.save_model "
                                                  "(default: pretrain one into OUT_DIR/base)")
     p.add_argument("--tokenizer", default=None, help="tokenizer.json (or its directory) of --base (default: BASE/tokenizer.json)")
@@ -75,23 +75,13 @@ def parse_args(argv=None):
     g.add_argument("--lora-lr", type=float, help="peak learning rate of LoRA SFT (LoRA likes a larger one)")
     g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay of both SFT runs (default: %(default)s)")
     g.add_argument("--eval-limit", type=int, help="held-out questions answered by each model")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
-    p.add_argument("--overwrite", action="store_true", help="replace the SFT runs of an earlier run in --out-dir "
-                   "(else they are refused; a matching pretrained base model is reused either way)")
     args = p.parse_args(argv)
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    pipeline.apply_defaults(args, QUICK if args.quick else DEFAULTS)
     if args.tokenizer and not args.base:
         p.error("--tokenizer goes with --base")
     if args.sft_steps < 1:
         p.error("--sft-steps must be >= 1")
     return args
-
-
-def banner(text):
-    print(f"\n=== {text} ===", flush=True)
 
 
 # ---------------------------------------------------------------------- the base model

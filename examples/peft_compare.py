@@ -28,7 +28,6 @@ Before the runs it measures weight-only quantization of the base (int8, NF4, NF4
 quantization): the per-layer reconstruction error, the size on disk, the held-out loss and
 perplexity, and greedy decode speed against float32.
 """
-import argparse
 import functools
 import json
 import os
@@ -67,9 +66,8 @@ PROMPT_INIT_TEXT = "Answer the question in a few words."
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a small corpus and a few steps")
-    p.add_argument("--out-dir", default="runs/peft_compare", help="where everything is written (default: %(default)s)")
+    p = pipeline.example_parser(__doc__, out_dir="runs/peft_compare", quick_help="a small corpus and a few steps",
+                                overwrite_help="replace the runs of an earlier call in --out-dir")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of %(default)s")
     p.add_argument("--sft-steps", type=int, help="optimizer steps of each run")
     p.add_argument("--eval-limit", type=int, help="held-out questions answered by each model")
@@ -85,13 +83,8 @@ def parse_args(argv=None):
                         + ", ".join(f"{k}={v:g}" for k, v in LR.items()))
     p.add_argument("--skip-quantization", action="store_true", help="no quantization table (section 2)")
     p.add_argument("--skip-base-eval", action="store_true", help="do not answer the held-out questions with the base model")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
-    p.add_argument("--overwrite", action="store_true", help="replace the runs of an earlier call in --out-dir")
     args = p.parse_args(argv)
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
+    pipeline.apply_defaults(args, QUICK if args.quick else DEFAULTS)
     args.tokenizer = None  # get_base (from lora_sft.py): --base, or pretrain one into OUT_DIR/base
     args.lrs = dict(LR)
     for item in args.lr:

@@ -23,7 +23,6 @@ Steps:
   6. answer exact match: closed book, BM25-, dense- and hybrid-RAG with the top 1 and top --k chunks,
      and the oracle passage
 """
-import argparse
 import dataclasses
 import json
 import os
@@ -36,6 +35,7 @@ import numpy as np  # noqa: E402
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm.pipeline import banner  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
 from minillm.data.world import WorldConfig  # noqa: E402
 from minillm.eval import exact_match, mean_reciprocal_rank, recall_at_k  # noqa: E402
@@ -56,11 +56,8 @@ QUICK = dict(kb_stories=40, n_corpus=600, vocab_size=400, enc_stories=100, enc_s
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a smoke run in seconds")
-    p.add_argument("--out-dir", default="runs/rag", help="where everything is written (default: %(default)s)")
-    for name in DEFAULTS:
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=None)
+    p = pipeline.example_parser(__doc__, out_dir="runs/rag", overwrite_help="replace an earlier run in --out-dir")
+    pipeline.add_setting_flags(p, DEFAULTS)  # --kb-stories, --n-corpus, ...
     p.add_argument("--encoder", default=None, metavar="DIR",
                    help="reuse a bi-encoder saved by an earlier run (OUT/encoder) instead of training one")
     p.add_argument("--reader-init", "--reader", dest="reader_init", default=None, metavar="DIR",
@@ -69,17 +66,11 @@ def parse_args(argv=None):
                    "run; then --sft-steps of RAG fine-tuning (default %d). Its tokenizer is used everywhere. "
                    "Pass the --seed it was trained with, so the knowledge base is data it never saw"
                    % READER_INIT_SFT_STEPS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
     args = p.parse_args(argv)
     defaults = dict(QUICK if args.quick else DEFAULTS)
     if args.reader_init and not args.quick:
         defaults["sft_steps"] = READER_INIT_SFT_STEPS
-    for k, v in defaults.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    return args
+    return pipeline.apply_defaults(args, defaults)
 
 
 MAX_LEN = 384  # tokens: a question and 3 passages of about 50 tokens fit with room to spare
@@ -95,10 +86,6 @@ def load_reader(directory, max_seq_len):
         longer.load_state_dict(model.state_dict(), strict=True)
         model = longer
     return model, tok
-
-
-def banner(text):
-    print(f"\n=== {text} ===", flush=True)
 
 
 def story_of_chunks(store, texts):

@@ -9,7 +9,6 @@ checked equal to the modules). A power law L(C) = a·C^(-b) is fitted to the com
 (the best loss reached at each budget) and saved with every run as OUT/scaling.png
 (log10 C across, log10 L up; one colour per model size, the fit in grey... see the legend printed).
 """
-import argparse
 import json
 import os
 import sys
@@ -37,18 +36,11 @@ QUICK = dict(sizes=["d32", "d64"], steps=[4, 8], n_stories=400, vocab_size=320, 
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a smoke run in seconds")
-    p.add_argument("--out-dir", default="runs/scaling")
+    p = pipeline.example_parser(__doc__, out_dir="runs/scaling", progress=False, overwrite_help="replace an earlier run in --out-dir")
     p.add_argument("--sizes", nargs="+", choices=sorted(SIZES), help="model sizes to train")
     p.add_argument("--steps", nargs="+", type=int, help="token budgets, in optimizer steps of batch×block tokens")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k, None) is None:
-            setattr(args, k, v)
-    return args
+    return pipeline.apply_defaults(args, QUICK if args.quick else DEFAULTS)  # and the settings without a flag
 
 
 def main(argv=None):

@@ -19,7 +19,6 @@ Steps:
   4. the per-token KV-cache bytes of MHA, GQA, MQA and MLA at this model size, by formula and as
      allocated by the models' ``new_kv_cache``.
 """
-import argparse
 import json
 import os
 import sys
@@ -31,6 +30,7 @@ import numpy as np  # noqa: E402
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm._files import atomic_write  # noqa: E402
 from minillm.models.deepseek import DeepseekConfig, DeepseekForCausalLM, kv_cache_bytes_per_token  # noqa: E402
 from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
 from minillm.plot import heatmap_rgb, write_png  # noqa: E402
@@ -41,18 +41,10 @@ QUICK = dict(n_stories=600, vocab_size=320, block_size=64, batch_size=4, steps=4
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a smoke run in seconds")
-    p.add_argument("--out-dir", default="runs/tiny_deepseek", help="where everything is written (default: %(default)s)")
-    for name in DEFAULTS:
-        p.add_argument("--" + name.replace("_", "-"), type=type(DEFAULTS[name]), default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p = pipeline.example_parser(__doc__, out_dir="runs/tiny_deepseek")  # --quick, --out-dir, --seed, --no-progress
+    pipeline.add_setting_flags(p, DEFAULTS)  # --n-stories, --vocab-size, ...
     args = p.parse_args(argv)
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    return args
+    return pipeline.apply_defaults(args, QUICK if args.quick else DEFAULTS)  # what the command line left out
 
 
 def configs(vocab_size: int, max_seq_len: int, alpha: float) -> dict:
@@ -161,8 +153,7 @@ def main(argv=None):
 
     report = {"args": vars(args), "models": results, "kv_cache_bytes_per_token": [list(r) for r in table],
               "seconds": time.time() - t0}
-    with open(os.path.join(args.out_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
+    atomic_write(os.path.join(args.out_dir, "metrics.json"), json.dumps(report, indent=2, ensure_ascii=False))
     print(f"\nsaved to {args.out_dir} in {time.time() - t0:.0f}s")
     return report
 

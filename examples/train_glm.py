@@ -24,7 +24,6 @@ Scoring: GLM's span is right if it equals the removed word. GPT's continuation i
 begins with the removed word followed by the story's next character (GPT does not know where
 the blank ends, so it must also stop there).
 """
-import argparse
 import json
 import os
 import sys
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm._files import atomic_write  # noqa: E402
 from minillm.data import DataLoader, read_pretrain_texts  # noqa: E402
 from minillm.data.glm_tasks import GLM_SPECIAL_TOKENS, BlankInfillingDataset, collate_glm, world_blanks  # noqa: E402
 from minillm.eval import exact_match  # noqa: E402
@@ -58,18 +58,10 @@ MAX_SPAN = 8
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a smoke run in seconds")
-    p.add_argument("--out-dir", default="runs/tiny_glm", help="where everything is written (default: %(default)s)")
-    for name in DEFAULTS:
-        p.add_argument("--" + name.replace("_", "-"), type=type(DEFAULTS[name]), default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    p = pipeline.example_parser(__doc__, out_dir="runs/tiny_glm")  # --quick, --out-dir, --seed, --no-progress
+    pipeline.add_setting_flags(p, DEFAULTS)  # --n-stories, --vocab-size, ...
     args = p.parse_args(argv)
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    return args
+    return pipeline.apply_defaults(args, QUICK if args.quick else DEFAULTS)  # what the command line left out
 
 
 def glm_forward(model, batch):
@@ -219,8 +211,7 @@ def main(argv=None):
     save_model(glm, os.path.join(args.out_dir, "glm_model"))
     report = {"args": vars(args), "glm_val_loss": glm_loss, "gpt_val_loss": gpt_loss, "infilling": rows,
               "parameters": {"glm": glm.num_parameters(), "gpt": gpt.num_parameters()}, "seconds": time.time() - t0}
-    with open(os.path.join(args.out_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
+    atomic_write(os.path.join(args.out_dir, "metrics.json"), json.dumps(report, indent=2, ensure_ascii=False))
     print(f"\nsaved to {args.out_dir} in {time.time() - t0:.0f}s")
     return report
 

@@ -22,7 +22,6 @@ few-shot (a few solved examples first, "in-context learning"). This script:
 Demonstrations come from the training split, in the test item's language; test items from the
 held-out split (stories never seen in pretraining). The qa rows are also split by language. Everything is written to ``--out-dir`` (model, tokenizer, metrics).
 """
-import argparse
 import json
 import os
 import random
@@ -33,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm._files import atomic_write  # noqa: E402
 from minillm.data.world import WorldConfig, generate_sft  # noqa: E402
 from minillm.eval import exact_match  # noqa: E402
 from minillm.generation import generate  # noqa: E402
@@ -47,9 +47,7 @@ MAX_NEW = 12
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a ~1 minute run on a small corpus (smoke test)")
-    p.add_argument("--out-dir", default="runs/tiny_gpt", help="where everything is written (default: %(default)s)")
+    p = pipeline.example_parser(__doc__, out_dir="runs/tiny_gpt", quick_help="a ~1 minute run on a small corpus (smoke test)")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default: %(default)s)")
     p.add_argument("--n-stories", type=int, help="pretraining documents to generate")
     p.add_argument("--vocab-size", type=int, help="BPE vocabulary size")
@@ -58,13 +56,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, help="pretraining optimizer steps")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--n-eval", type=int, help="held-out items per task")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     args = p.parse_args(argv)
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    return args
+    return pipeline.apply_defaults(args, QUICK if args.quick else DEFAULTS)
 
 
 # ----------------------------------------------------------------------------- the tasks
@@ -202,8 +195,7 @@ def main(argv=None):
     report = {"args": vars(args), "val_loss": ev["val_loss"], "val_ppl": ev["val_ppl"], "steps": trainer.step,
               "few_shot_exact_match": {f"{t}|{k}": mean_and_stderr(v)[0] for (t, k), v in table.items()},
               "few_shot_stderr": {f"{t}|{k}": mean_and_stderr(v)[1] for (t, k), v in table.items()}, "seconds": time.time() - t0}
-    with open(os.path.join(args.out_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, ensure_ascii=False)
+    atomic_write(os.path.join(args.out_dir, "metrics.json"), json.dumps(report, indent=2, ensure_ascii=False))
     print(f"\nsaved to {args.out_dir} in {time.time() - t0:.0f}s")
     return report
 

@@ -25,7 +25,6 @@ at which pretraining showed in exact match, not only in the fine-tuning loss: wi
 pretraining steps the two arms tie on exact match (docs/chapter3.md 3.2.1). The example prints
 the gain paired on the same held-out examples.
 """
-import argparse
 import json
 import os
 import sys
@@ -55,23 +54,14 @@ SPECIALS = ("<pad>", "</s>", "<unk>", *sentinel_tokens(32))
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a ~1 minute smoke run")
-    p.add_argument("--out-dir", default="runs/tiny_t5", help="where everything is written (default: %(default)s)")
+    p = pipeline.example_parser(__doc__, out_dir="runs/tiny_t5", quick_help="a ~1 minute smoke run")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    for name in DEFAULTS:
-        if name == "finetune_steps":  # several budgets: each fine-tunes the same pretrained weights and a fresh init
-            p.add_argument("--finetune-steps", type=int, nargs="+", default=None)
-        else:
-            p.add_argument("--" + name.replace("_", "-"), type=type(DEFAULTS[name]), default=None)
+    pipeline.add_setting_flags(p, DEFAULTS, skip=["finetune_steps"])  # --n-stories, --vocab-size, ...
+    # several budgets: each fine-tunes the same pretrained weights and a fresh init
+    p.add_argument("--finetune-steps", type=int, nargs="+", default=None)
     p.add_argument("--no-pretrain-baseline", action="store_true", help="skip fine-tuning from random weights")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    return args
+    return pipeline.apply_defaults(args, QUICK if args.quick else DEFAULTS)
 
 
 def seq2seq_forward(model, batch):

@@ -24,7 +24,6 @@ ones), the gradients are averaged, and rank 0 alone prints and writes files (cor
 models, report). The result equals the 1-process run up to float32 summation order
 (tests/test_distributed.py). On one 2-core machine it is not faster: see docs/chapter6.md.
 """
-import argparse
 import contextlib
 import json
 import os
@@ -35,6 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minillm as mi  # noqa: E402
 from minillm import pipeline  # noqa: E402
+from minillm.pipeline import banner  # noqa: E402
 from minillm._files import atomic_write  # noqa: E402
 from minillm.distributed import init_process_group  # noqa: E402
 from minillm.eval import exact_match  # noqa: E402
@@ -54,11 +54,8 @@ QUICK = dict(
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--quick", action="store_true", help="a ~20-second run on a small corpus (smoke test)")
-    p.add_argument("--out-dir", default="runs/tiny_llama", help="where everything is written (default: %(default)s)")
+    p = pipeline.example_parser(__doc__, out_dir="runs/tiny_llama", quick_help="a ~20-second run on a small corpus (smoke test)",
+                                overwrite_help="replace an earlier run in --out-dir (else it is refused)")
     p.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default: %(default)s)")
     p.add_argument("--data-dir", default=None, help="corpus directory (default: OUT_DIR/data, generated if missing)")
     p.add_argument("--pretrain-data", nargs="+", default=None,
@@ -77,24 +74,14 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, help="peak pretraining learning rate")
     p.add_argument("--sft-lr", type=float, help="peak SFT learning rate")
     p.add_argument("--eval-limit", type=int, help="held-out questions to answer")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kernels", choices=["numba", "numpy"], default=None, help="kernel backend (default: numba)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir (else it is refused)")
     args = p.parse_args(argv)
-    base = QUICK if args.quick else DEFAULTS
-    for k, v in base.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    pipeline.apply_defaults(args, QUICK if args.quick else DEFAULTS)
     if (args.pretrain_data is None) != (args.pretrain_val is None):
         p.error("--pretrain-data and --pretrain-val go together")
     if (args.sft_data is None) != (args.sft_val is None):
         p.error("--sft-data and --sft-val go together")
     return args
-
-
-def banner(text):
-    print(f"\n=== {text} ===", flush=True)
 
 
 def main(argv=None):

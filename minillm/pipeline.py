@@ -2,7 +2,9 @@
 corpus → tokenizer → pretraining → SFT → evaluation.
 
 ``examples/train_tiny_llama.py`` and ``python -m minillm ...`` are thin command lines over
-these; read this file to see every step of the pipeline in order.
+these; read this file to see every step of the pipeline in order. At its end, the command-line
+pattern every example shares (``example_parser``, ``add_setting_flags``, ``apply_defaults``: a
+default run of minutes, ``--quick`` in seconds) and its section ``banner``.
 
     paths = prepare_corpus("out/data")                            # 5.3.1 the data
     tok = train_tokenizer(paths["pretrain_train"], 2048, "out/tokenizer")   # 5.2 BPE
@@ -13,6 +15,7 @@ these; read this file to see every step of the pipeline in order.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import json
 import os
@@ -35,7 +38,7 @@ from .train import Trainer, TrainConfig, check_out_dir, make_sample_fn
 
 __all__ = [
     "prepare_corpus", "train_tokenizer", "pretrain", "sft", "evaluate_sft", "read_sft_records", "make_trainer",
-    "world_preference_pairs", "DEFAULT_PROMPTS",
+    "world_preference_pairs", "DEFAULT_PROMPTS", "example_parser", "add_setting_flags", "apply_defaults", "banner",
 ]
 
 # Continuations printed while pretraining: one English, one Chinese story opening. Each ends
@@ -248,3 +251,47 @@ def format_accuracy(result: dict) -> str:
     parts = [f"{100 * result['all']:.1f}% of {result['n']}"] + [f"{k} {100 * result[k]:.0f}%" for k in sorted(skills)]
     return ", ".join(parts)
 
+
+# ----------------------------------------------------------------------------- the examples' command lines
+# Every example under examples/ runs with no arguments (a run of minutes: its DEFAULTS) and with
+# --quick (seconds: its QUICK settings, the example's end-to-end test); any setting given on the
+# command line wins over both. These three helpers are that pattern, written once.
+def example_parser(description: str, out_dir: str, quick_help: str = "a smoke run in seconds",
+                   out_help: str = "where everything is written", progress: bool = True,
+                   overwrite_help: str | None = None) -> argparse.ArgumentParser:
+    """An ``ArgumentParser`` with the flags every example has: ``--quick``, ``--out-dir`` (default
+    ``out_dir``), ``--seed`` (0), ``--no-progress`` (unless ``progress=False``) and, given its help
+    text, ``--overwrite``. The example adds its own flags, then parses."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--out-dir", default=out_dir, help=out_help + " (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    if progress:
+        p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    if overwrite_help is not None:
+        p.add_argument("--overwrite", action="store_true", help=overwrite_help)
+    return p
+
+
+def add_setting_flags(parser, defaults: dict, skip=()) -> None:
+    """One flag per setting of ``defaults`` (``n_stories`` -> ``--n-stories``), typed like its
+    default value and defaulting to None, so ``apply_defaults`` can tell "not given" from a value.
+    Settings named in ``skip`` get no flag here (the example declares those itself)."""
+    for name, value in defaults.items():
+        if name not in skip:
+            parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None)
+
+
+def apply_defaults(args: argparse.Namespace, defaults: dict) -> argparse.Namespace:
+    """Give every setting of ``defaults`` that the command line left out (None, or no such flag)
+    its value there: the example passes ``QUICK if args.quick else DEFAULTS``. Returns ``args``."""
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    return args
+
+
+def banner(text: str) -> None:
+    """An example's section heading: ``=== text ===`` after a blank line, flushed (so it shows up in
+    order with progress bars and in logs)."""
+    print(f"\n=== {text} ===", flush=True)

@@ -1,7 +1,6 @@
 """minillm/agent (Happy LLM 7.3): tool schemas, the calculator, the parser on broken model
 output, the safe loop, the confined file reader, the training traces and the example."""
 import datetime as dt
-import importlib.util
 import json
 import os
 import random
@@ -22,6 +21,7 @@ from minillm.agent.tasks import (
 )
 from minillm.data import world as W
 from minillm.tokenizers.chat import format_tool_call
+from _helpers import load_example
 
 
 # ----------------------------------------------------------------------------- schemas
@@ -571,10 +571,7 @@ def test_chat_model_cuts_the_prompt_only_when_the_reply_needs_the_room(monkeypat
 
 # ----------------------------------------------------------------------------- the example
 def test_example_quick_run(tmp_path, capsys):
-    path = os.path.join(os.path.dirname(__file__), "..", "examples", "agent.py")
-    spec = importlib.util.spec_from_file_location("agent_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("agent")
     results = module.main(["--quick", "--out-dir", str(tmp_path / "run"), "--no-progress"])
     out = capsys.readouterr().out
     assert "| category | n | with tools | without tools |" in out and "well-formed tool calls" in out

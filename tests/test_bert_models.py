@@ -251,13 +251,9 @@ def test_import_rejects_unknown_architecture_and_missing_tensors(tmp_path):
 
 
 # ----------------------------------------------------------------------------- HF parity (optional)
-@pytest.mark.parametrize("name, cfg_cls, extra", [
-    ("BertForMaskedLM", BertConfig, {}), ("RobertaForMaskedLM", RobertaConfig, {}),
-    ("AlbertForMaskedLM", AlbertConfig, {"num_hidden_layers": 3}),
-    ("AlbertForMaskedLM", AlbertConfig, {"num_hidden_layers": 2, "share_layers": False}),
-])
-def test_hf_parity_mlm_logits_with_padding(tmp_path, name, cfg_cls, extra):
-    torch = pytest.importorskip("torch")
+def _hf_twins_and_padded_batch(tmp_path, name, cfg_cls, **extra):
+    """(config, our model ``name`` with random weights, Hugging Face's class of that name loaded from
+    our export, ids (3, 10) whose rows 1 and 2 end in padding, their attention mask)."""
     transformers = pytest.importorskip("transformers")
     from minillm.io.hf_bert import HF_ARCHITECTURES
 
@@ -273,6 +269,17 @@ def test_hf_parity_mlm_logits_with_padding(tmp_path, name, cfg_cls, extra):
     mask[1, 6:] = 0
     mask[2, 3:] = 0
     ids[mask == 0] = cfg.pad_token_id
+    return cfg, model, hf, ids, mask
+
+
+@pytest.mark.parametrize("name, cfg_cls, extra", [
+    ("BertForMaskedLM", BertConfig, {}), ("RobertaForMaskedLM", RobertaConfig, {}),
+    ("AlbertForMaskedLM", AlbertConfig, {"num_hidden_layers": 3}),
+    ("AlbertForMaskedLM", AlbertConfig, {"num_hidden_layers": 2, "share_layers": False}),
+])
+def test_hf_parity_mlm_logits_with_padding(tmp_path, name, cfg_cls, extra):
+    torch = pytest.importorskip("torch")
+    cfg, model, hf, ids, mask = _hf_twins_and_padded_batch(tmp_path, name, cfg_cls, **extra)
     types = np.zeros_like(ids)
     if cfg.type_vocab_size > 1:
         types[:, 4:] = 1
@@ -302,22 +309,8 @@ def test_roberta_heads_use_a_roberta_encoder_with_the_position_offset():
                                   "RobertaForQuestionAnswering", "BertForTokenClassification"])
 def test_hf_parity_fine_tuning_heads_with_padding(tmp_path, name):
     torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    from minillm.io.hf_bert import HF_ARCHITECTURES
-
     cfg_cls = RobertaConfig if name.startswith("Roberta") else BertConfig
-    cfg = tiny(cfg_cls, vocab_size=60, hidden_size=32, num_attention_heads=4, intermediate_size=64)
-    model = HF_ARCHITECTURES[name](cfg)
-    rng = np.random.default_rng(0)
-    for p in model.parameters():
-        p.data[...] = rng.normal(0, 0.2, p.shape)
-    export_hf_bert(model, tmp_path)
-    hf = getattr(transformers, name).from_pretrained(tmp_path).eval()
-    ids = rng.integers(3, 60, (3, 10))
-    mask = np.ones_like(ids)
-    mask[1, 6:] = 0
-    mask[2, 3:] = 0
-    ids[mask == 0] = cfg.pad_token_id
+    cfg, model, hf, ids, mask = _hf_twins_and_padded_batch(tmp_path, name, cfg_cls)
     with mi.no_grad(), model.mode(training=False):
         ours = model(ids, mask)
     with torch.no_grad():

@@ -11,6 +11,7 @@ from minillm.io import load_model, save_model
 from minillm.models.deepseek import DeepseekConfig, DeepseekForCausalLM, DeepseekMoE, MoEGate, kv_cache_bytes_per_token
 from minillm.models.llama import ModelConfig, Transformer
 from minillm.testing import gradcheck
+from _helpers import scramble as _scramble
 
 V = 37
 
@@ -23,9 +24,7 @@ def cfg(**kw):
 
 
 def scramble(model, std=0.4):
-    for p in model.parameters():
-        nn.init.normal_(p, 0.0, std if p.ndim >= 2 else 0.1)
-    return model
+    return _scramble(model, std, vectors=0.1)
 
 
 def ids(B, T, seed=0):

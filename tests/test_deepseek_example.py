@@ -1,11 +1,8 @@
 """examples/train_deepseek.py end to end at a toy size."""
-import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
+from _helpers import load_example
 
-import train_deepseek  # noqa: E402
+train_deepseek = load_example("train_deepseek")
 
 
 def test_example_runs_at_toy_size(tmp_path):

@@ -31,6 +31,22 @@ def test_example_help():
     assert proc.returncode == 0 and "--quick" in proc.stdout and "--out-dir" in proc.stdout
 
 
+def test_example_command_line_helpers():
+    """pipeline's example_parser / add_setting_flags / apply_defaults: what every example's parse_args does."""
+    from minillm import pipeline
+
+    defaults = {"n_stories": 100, "lr": 1e-3, "sizes": ["d32"]}  # "sizes" has no flag here: filled all the same
+    p = pipeline.example_parser("doc", out_dir="runs/x", overwrite_help="replace an earlier run")
+    pipeline.add_setting_flags(p, defaults, skip=["sizes"])
+    a = pipeline.apply_defaults(p.parse_args(["--lr", "0.5", "--n-stories", "0"]), defaults)
+    assert (a.n_stories, a.lr, a.sizes) == (0, 0.5, ["d32"])  # a given 0 is kept: only what was left out is filled
+    assert (a.out_dir, a.seed, a.quick, a.no_progress, a.overwrite) == ("runs/x", 0, False, False, False)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--n-stories", "1.5"])  # typed like its default
+    quiet = pipeline.example_parser("doc", out_dir="runs/y", progress=False)
+    assert not hasattr(quiet.parse_args([]), "no_progress") and not hasattr(quiet.parse_args([]), "overwrite")
+
+
 def _write_jsonl(path, rows):
     with open(path, "w", encoding="utf-8") as f:
         for r in rows:

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 import minillm as mi
-import minillm.nn as nn
 from minillm.generation import generate, left_pad, sample_next_token, stream_generate
 from minillm.models.llama import ModelConfig, Transformer
+from _helpers import scramble
 
 V = 64
 
@@ -16,10 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_numba_thread")  # thousands of tiny pa
 def make_model(flash=True, max_seq_len=24, seed=0):
     mi.manual_seed(seed)
     model = Transformer(ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=V, max_seq_len=max_seq_len, flash_attn=flash))
-    for p in model.parameters():  # larger weights than the init: varied, prompt-dependent greedy outputs
-        if p.ndim == 2:
-            nn.init.normal_(p, 0.0, 0.3)
-    return model
+    return scramble(model, 0.3)  # larger weights than the init: varied, prompt-dependent greedy outputs
 
 
 @pytest.fixture(scope="module")

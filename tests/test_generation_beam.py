@@ -14,6 +14,7 @@ import minillm.nn.functional as F
 from minillm.generation import GenerationConfig, generate
 from minillm.models.llama import ModelConfig, Transformer
 from minillm.nn.kv_cache import KVCache
+from _helpers import scramble
 
 
 # ----------------------------------------------------------------------------- models
@@ -22,10 +23,7 @@ def llama(V=4, seed=0, std=0.8, dtype=np.float64, **kw):
     cfg = dict(dim=16, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=V, max_seq_len=24)
     cfg.update(kw)
     model = Transformer(ModelConfig(**cfg))
-    for p in model.parameters():  # large weights: peaked, prompt-dependent distributions
-        if p.ndim == 2:
-            nn.init.normal_(p, 0.0, std)
-    return model.to(dtype).eval()
+    return scramble(model, std).to(dtype).eval()  # large weights: peaked, prompt-dependent distributions
 
 
 class TinySeq2Seq(nn.Module):
@@ -238,12 +236,7 @@ def test_beam_search_matches_transformers(tmp_path, settings):
     mi.manual_seed(0)
     V = 48
     model = Transformer(ModelConfig(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=V, max_seq_len=64))
-    for p in model.parameters():
-        if p.ndim == 2:
-            nn.init.normal_(p, 0.0, 0.1)
-        else:
-            nn.init.uniform_(p, 0.5, 1.5)
-    model.eval()
+    scramble(model, 0.1, vectors=(0.5, 1.5)).eval()
     export_hf(model, tmp_path)
     hf = transformers.LlamaForCausalLM.from_pretrained(tmp_path).eval()
     settings = {"num_return_sequences": 4, **settings}  # compare every returned hypothesis, in order

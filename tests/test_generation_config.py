@@ -3,19 +3,16 @@ import numpy as np
 import pytest
 
 import minillm as mi
-import minillm.nn as nn
 from minillm.generation import GenerationConfig, generate, stream_generate
 from minillm.models.llama import ModelConfig, Transformer
+from _helpers import scramble
 
 
 @pytest.fixture(scope="module")
 def model():
     mi.manual_seed(0)
     m = Transformer(ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=40, max_seq_len=32))
-    for p in m.parameters():
-        if p.ndim == 2:
-            nn.init.normal_(p, 0.0, 0.3)
-    return m
+    return scramble(m, 0.3)
 
 
 @pytest.mark.parametrize(

@@ -7,22 +7,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minillm as mi
-import minillm.nn as nn
 from minillm.generation import generate, left_pad
 from minillm.kernels import _decode, reference
 from minillm.models.llama import ModelConfig, Transformer
 from minillm.generation.fused import FusedDecoder, fused_decode_unsupported
 from minillm.peft import LoraConfig, get_peft_model
+from _helpers import scramble
 
 
 def make_model(dtype=np.float32, **overrides):
     cfg = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=50, max_seq_len=24)
     cfg.update(overrides)
     model = Transformer(ModelConfig(**cfg)).eval()
-    for p in model.parameters():  # larger than the init: logits that differ clearly between tokens
-        if p.ndim == 2:
-            nn.init.normal_(p, 0.0, 0.3)
-    return model.to(dtype)
+    return scramble(model, 0.3).to(dtype)  # larger than the init: logits that differ clearly between tokens
 
 
 def positions_of(mask):

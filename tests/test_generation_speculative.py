@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import minillm as mi
-import minillm.nn as nn
 from minillm.generation import AssistedStats, generate, next_token_probs, stream_generate
 from minillm.generation.config import GenerationConfig
 from minillm.generation.speculative import assisted_decode, speculative_accept
 from minillm.models.llama import ModelConfig, Transformer
+from _helpers import scramble
 
 
 def make(V=40, seed=0, std=0.4, **kw):
@@ -19,10 +19,7 @@ def make(V=40, seed=0, std=0.4, **kw):
     cfg = dict(dim=16, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=V, max_seq_len=48)
     cfg.update(kw)
     model = Transformer(ModelConfig(**cfg))
-    for p in model.parameters():
-        if p.ndim == 2:
-            nn.init.normal_(p, 0.0, std)
-    return model.eval()
+    return scramble(model, std).eval()
 
 
 def copy_of(model):

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import minillm as mi
-import minillm.nn as nn
 from minillm.data.glm_tasks import BlankInfillingDataset, blank_infilling, collate_glm, sample_spans, world_blanks
 from minillm.io import load_model, save_model
 from minillm.models.glm import GLM, GLMBlock, GLMConfig, glm_attention_mask, infill, rotary_2d
 from minillm.testing import gradcheck
+from _helpers import scramble as _scramble
 
 V, MASK, SOP, EOP = 31, 1, 2, 3
 
@@ -22,9 +22,7 @@ def cfg(**kw):
 
 
 def scramble(model, std=0.3):
-    for p in model.parameters():
-        nn.init.normal_(p, 0.0, std if p.ndim == 2 else 0.1)
-    return model
+    return _scramble(model, std, vectors=0.1)
 
 
 class Order:

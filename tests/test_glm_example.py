@@ -1,12 +1,9 @@
 """examples/train_glm.py end to end at a toy size."""
 import json
-import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
+from _helpers import load_example
 
-import train_glm  # noqa: E402
+train_glm = load_example("train_glm")
 
 
 def test_example_runs_at_toy_size(tmp_path):

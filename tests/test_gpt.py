@@ -11,6 +11,7 @@ import minillm.nn as nn
 from minillm.generation import generate
 from minillm.models.gpt import GPT, Block, CausalSelfAttention, GPTConfig
 from minillm.testing import gradcheck
+from _helpers import scramble as _scramble
 
 V = 23
 
@@ -21,12 +22,7 @@ def cfg(**kw):
 
 
 def scramble(model, std=0.3):
-    for p in model.parameters():
-        if p.ndim == 2:
-            nn.init.normal_(p, 0.0, std)
-        else:
-            nn.init.normal_(p, 0.0, 0.1)
-    return model
+    return _scramble(model, std, vectors=0.1)
 
 
 def ids(B, T, seed=0):

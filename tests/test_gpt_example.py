@@ -1,12 +1,9 @@
 """examples/train_gpt.py end to end at a toy size, and its prompt formats."""
 import json
-import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "examples"))
+from _helpers import load_example
 
-import train_gpt  # noqa: E402
+train_gpt = load_example("train_gpt")
 
 
 def test_prompt_formats():

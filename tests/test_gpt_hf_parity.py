@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import minillm as mi
-import minillm.nn as nn
 from minillm.generation import generate
 from minillm.io.hf_gpt2 import export_hf_gpt2, import_hf_gpt2, to_hf_gpt2_state_dict
 from minillm.models.gpt import GPT, GPTConfig
+from _helpers import scramble
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -24,9 +24,7 @@ V = 61
 def _model():
     mi.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=V, max_seq_len=32, n_embd=32, n_layer=2, n_head=4))
-    for p in m.parameters():  # larger than the init, and non-zero biases/LayerNorms, so every weight matters
-        nn.init.normal_(p, 0.0, 0.2 if p.ndim == 2 else 0.1)
-    return m
+    return scramble(m, 0.2, vectors=0.1)  # non-zero biases/LayerNorms too, so every weight matters
 
 
 def _ours_in_hf(tmp_path):
@@ -34,6 +32,13 @@ def _ours_in_hf(tmp_path):
     export_hf_gpt2(m, tmp_path / "hf", eos_token_id=0, pad_token_id=0)
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
     return m, hf
+
+
+def _max_logit_diff(ours, hf, x) -> float:
+    """Largest |our logit - Hugging Face's| on the ids ``x`` (B, T), no padding."""
+    with torch.no_grad():
+        ref = hf(torch.tensor(x)).logits.numpy()
+    return float(np.abs(ours(x).logits.data - ref).max())
 
 
 def test_conv1d_weights_are_transposed_on_export():
@@ -47,10 +52,7 @@ def test_conv1d_weights_are_transposed_on_export():
 
 def test_export_logits_match_hf(tmp_path):
     m, hf = _ours_in_hf(tmp_path)
-    x = np.random.default_rng(0).integers(0, V, (3, 12))
-    with torch.no_grad():
-        ref = hf(torch.tensor(x)).logits.numpy()
-    diff = np.abs(m(x).logits.data - ref).max()
+    diff = _max_logit_diff(m, hf, np.random.default_rng(0).integers(0, V, (3, 12)))
     assert diff <= 1e-4, diff
 
 
@@ -92,10 +94,7 @@ def test_import_hf_model_built_from_config(tmp_path):
     hf.save_pretrained(tmp_path / "hf", safe_serialization=True)
     m = import_hf_gpt2(tmp_path / "hf")
     assert m.config.n_inner == 40 and m.config.max_seq_len == 24
-    x = np.random.default_rng(2).integers(0, V, (2, 9))
-    with torch.no_grad():
-        ref = hf(torch.tensor(x)).logits.numpy()
-    diff = np.abs(m(x).logits.data - ref).max()
+    diff = _max_logit_diff(m, hf, np.random.default_rng(2).integers(0, V, (2, 9)))
     assert diff <= 1e-4, diff
 
 

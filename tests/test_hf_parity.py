@@ -11,10 +11,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 import minillm as mi  # noqa: E402
-import minillm.nn as nn  # noqa: E402
 from minillm.generation import generate  # noqa: E402
 from minillm.io import export_hf, import_hf  # noqa: E402
 from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
+from _helpers import scramble  # noqa: E402
 
 V = 128
 
@@ -22,13 +22,7 @@ V = 128
 def random_model(**kw):
     mi.manual_seed(0)
     cfg = ModelConfig(**{**dict(dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=V, max_seq_len=64), **kw})
-    model = Transformer(cfg)
-    for p in model.parameters():  # random, not the 0.02 init: every weight matters for the logits
-        if p.ndim == 2:
-            nn.init.normal_(p, 0.0, 0.1)
-        else:
-            nn.init.uniform_(p, 0.5, 1.5)
-    return model.eval()
+    return scramble(Transformer(cfg), 0.1, vectors=(0.5, 1.5)).eval()  # every weight matters for the logits
 
 
 def hf_logits(hf, ids):

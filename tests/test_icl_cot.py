@@ -1,23 +1,19 @@
 """4.1.2's emergent abilities, measured by two examples: in-context learning (examples/in_context.py)
 and chain-of-thought (examples/chain_of_thought.py). Their prompt / data builders are checked on
 hand-made cases; --quick runs each end to end on an untrained micro model."""
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from _helpers import example_path, load_example
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _example(name):
-    path = os.path.join(ROOT, "examples", name + ".py")
-    spec = importlib.util.spec_from_file_location(name + "_example", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module, path
+    return load_example(name), example_path(name)
 
 
 def _quick(path, out):

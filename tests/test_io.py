@@ -9,15 +9,14 @@ import minillm.nn as nn
 from minillm.io import export_hf, import_hf, load_model, load_safetensors, save_model, save_safetensors
 from minillm.io.hf import permute_rope_rows_from_hf, permute_rope_rows_to_hf
 from minillm.models.llama import ModelConfig, Transformer
+from _helpers import scramble
 
 V = 64
 
 
 def make_model(**kw):
     model = Transformer(ModelConfig(**{**dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=V, max_seq_len=32), **kw}))
-    for p in model.parameters():
-        nn.init.normal_(p, 0.0, 0.2)
-    return model
+    return scramble(model, 0.2, vectors=0.2)
 
 
 X = np.random.default_rng(0).integers(0, V, size=(2, 9))

@@ -7,13 +7,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import minillm as mi
-import minillm.nn as nn
 import minillm.nn.functional as F
 from minillm.models.llama import (
     MLP, PRESETS, Attention, DecoderLayer, ModelConfig, RMSNorm, Transformer, apply_rotary_emb, precompute_freqs_cis,
     repeat_kv,
 )
 from minillm.testing import gradcheck
+from _helpers import scramble as _scramble
 
 V = 64
 
@@ -28,10 +28,7 @@ def cfg(**kw):
 
 def scramble(model, std=0.3):
     """Larger random weights than the 0.02 init, so outputs depend strongly on every input."""
-    for p in model.parameters():
-        if p.ndim == 2:
-            nn.init.normal_(p, 0.0, std)
-    return model
+    return _scramble(model, std)
 
 
 def ids(B, T, vocab=V, seed=0):

@@ -1,22 +1,13 @@
 """examples/lora_sft.py runs end to end (a very small --quick run) and reports what it promises."""
-import importlib.util
 import json
 import os
 
 import pytest
-
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "lora_sft.py")
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("lora_sft_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _helpers import load_example
 
 
 def test_help_lists_the_lora_options(capsys):
-    example = _load_example()
+    example = load_example("lora_sft")
     with pytest.raises(SystemExit) as e:
         example.parse_args(["--help"])
     assert e.value.code == 0
@@ -26,7 +17,7 @@ def test_help_lists_the_lora_options(capsys):
 
 
 def test_quick_run_end_to_end(tmp_path, capsys):
-    example = _load_example()
+    example = load_example("lora_sft")
     out_dir = str(tmp_path / "run")
     report = example.main([
         "--quick", "--out-dir", out_dir, "--no-progress", "--n-stories", "200", "--n-sft", "60", "--vocab-size", "300",

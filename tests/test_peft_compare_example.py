@@ -1,19 +1,10 @@
 """examples/peft_compare.py --quick runs end to end and reports what it promises."""
-import importlib.util
 import os
-
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "peft_compare.py")
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("peft_compare_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _helpers import load_example
 
 
 def test_quick_run_end_to_end(tmp_path, capsys):
-    report = _load_example().main(["--quick", "--out-dir", str(tmp_path / "run"), "--no-progress"])
+    report = load_example("peft_compare").main(["--quick", "--out-dir", str(tmp_path / "run"), "--no-progress"])
     text = capsys.readouterr().out
     assert "the comparison" in text and "held-out exact match" in text and "decode tok/s" in text and "<|im_end|> greedy" in text
     runs = {r["method"]: r for r in report["runs"]}

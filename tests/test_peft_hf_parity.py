@@ -15,13 +15,13 @@ transformers = pytest.importorskip("transformers")
 peft = pytest.importorskip("peft")
 
 import minillm as mi  # noqa: E402
-import minillm.nn as nn  # noqa: E402
 from minillm.io import export_hf  # noqa: E402
 from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
 from minillm.peft import (  # noqa: E402
     LLAMA_ALL_LINEAR_TARGETS, BottleneckConfig, LoraConfig, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig,
     export_hf_adapter, get_peft_model, import_hf_adapter,
 )
+from _helpers import scramble  # noqa: E402
 
 
 V, TOL = 96, 1e-4
@@ -30,12 +30,7 @@ V, TOL = 96, 1e-4
 def random_model():
     mi.manual_seed(0)
     model = Transformer(ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=V, max_seq_len=48))
-    for p in model.parameters():  # random, not the 0.02 init: every weight matters for the logits
-        if p.ndim == 2:
-            nn.init.normal_(p, 0.0, 0.2)
-        else:
-            nn.init.uniform_(p, 0.5, 1.5)
-    return model.eval()
+    return scramble(model, 0.2, vectors=(0.5, 1.5)).eval()  # every weight matters for the logits
 
 
 def randomize(peft_model, std=0.3):

@@ -1,26 +1,17 @@
 """examples/rag.py runs end to end (--quick) and reports every table it promises; the CLI indexes and answers."""
-import importlib.util
 import os
 
 import pytest
 
 from minillm.cli import main as cli_main
-
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "rag.py")
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("rag_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _helpers import load_example
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("rag") / "run")
     with pytest.warns(RuntimeWarning, match="broken.jsonl"):
-        report = _load_example().main(["--quick", "--out-dir", out, "--no-progress", "--questions", "6"])
+        report = load_example("rag").main(["--quick", "--out-dir", out, "--no-progress", "--questions", "6"])
     return out, report
 
 
@@ -61,7 +52,7 @@ def test_cli_index_and_ask(quick_run, tmp_path, capsys):
 def test_continue_from_a_saved_reader_and_encoder(quick_run, tmp_path):
     out, _ = quick_run
     with pytest.warns(RuntimeWarning, match="broken.jsonl"):
-        report = _load_example().main(["--quick", "--out-dir", str(tmp_path / "again"), "--no-progress",
+        report = load_example("rag").main(["--quick", "--out-dir", str(tmp_path / "again"), "--no-progress",
                                        "--questions", "3", "--encoder", os.path.join(out, "encoder"),
                                        "--reader-init", os.path.join(out, "reader"), "--sft-steps", "0"])
     assert not os.path.exists(tmp_path / "again" / "pretrain")  # the reader was continued, not pretrained
@@ -85,7 +76,7 @@ def test_load_reader_grows_the_rope_table_and_keeps_the_weights(tmp_path):
     save_model(small, tmp_path)
     tok = CharTokenizer(sorted(set("Tom went to the park.")))
     tok.save(str(tmp_path))
-    model, loaded_tok = _load_example().load_reader(str(tmp_path), max_seq_len=40)
+    model, loaded_tok = load_example("rag").load_reader(str(tmp_path), max_seq_len=40)
     assert model.args.max_seq_len == 40 and loaded_tok.get_vocab() == tok.get_vocab()
     ids = np.array([[1, 5, 9, 7]])
     with small.mode(training=False), model.mode(training=False):

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import minillm as mi
-import minillm.nn as nn
 from minillm.cli import main
 from minillm.data import DataFormatError, read_sft_records
 from minillm.io import save_model
 from minillm.models.llama import ModelConfig, Transformer
 from minillm.tokenizers import BPETokenizer
+from _helpers import scramble
 
 TEXTS = ["In the morning, Tom walks to the river. What is 2 + 3? 5. 早上，汤姆去河边。"] * 30
 QA = [{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "5"}]
@@ -31,9 +31,7 @@ def model_dir(tmp_path_factory):
     mi.manual_seed(0)
     model = Transformer(ModelConfig(dim=32, n_layers=1, n_heads=4, n_kv_heads=2, vocab_size=tok.vocab_size,
                                     max_seq_len=64))
-    for p in model.parameters():
-        nn.init.normal_(p, 0.0, 0.05)
-    save_model(model, d)
+    save_model(scramble(model, 0.05, vectors=0.05), d)
     tok.save(d)
     return d
 

@@ -61,3 +61,12 @@ def test_exporting_a_model_with_lora_layers_is_refused(tmp_path, family):
     inject_adapter_in_model(LoraConfig(r=2, target_modules=[target]), model)
     with pytest.raises(ValueError, match="LoRA layers injected"):
         export(model, tmp_path)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5", "bert"])
+def test_a_bin_checkpoint_is_never_read(tmp_path, family):
+    model, export, load = _models()[family]
+    export(model, tmp_path)
+    (tmp_path / "model.safetensors").rename(tmp_path / "pytorch_model.bin")  # unpickling one can run code
+    with pytest.raises(FileNotFoundError, match=r"no model\.safetensors \(\.bin checkpoints are not read"):
+        load(tmp_path)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import minillm as mi
-import minillm.nn as nn
 from minillm.io import export_hf, import_hf, load_model, load_safetensors, save_model, save_safetensors
 from minillm.io.guards import resolve_inside
 from minillm.models.llama import ModelConfig, Transformer
 from minillm.peft import LoraConfig, get_peft_model
+from _helpers import scramble
 
 V = 64
 SMALL = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=V, max_seq_len=32)
@@ -21,9 +21,7 @@ SMALL = dict(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=V, max_seq_
 
 def make_model(**kw):
     model = Transformer(ModelConfig(**{**SMALL, **kw}))
-    for p in model.parameters():
-        nn.init.normal_(p, 0.0, 0.2)
-    return model
+    return scramble(model, 0.2, vectors=0.2)
 
 
 def write_raw_safetensors(path, header: dict, data: bytes):

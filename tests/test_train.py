@@ -15,6 +15,7 @@ from minillm.train import (
     CheckpointMismatchError, TrainConfig, Trainer, latest_checkpoint, list_checkpoints, read_checkpoint,
     read_metrics,
 )
+from _helpers import affine_sequences
 
 VOCAB, DIM, T = 64, 32, 16
 
@@ -45,15 +46,7 @@ class TinyLM(nn.Module):
 
 def make_data(n, seed):
     """Sequences where the next token is (token * 3 + 1) mod VOCAB: learnable, so the loss falls."""
-    rng = np.random.default_rng(seed)
-    items = []
-    for _ in range(n):
-        seq = [int(rng.integers(VOCAB))]
-        for _ in range(T):
-            seq.append((seq[-1] * 3 + 1) % VOCAB)
-        seq = np.array(seq, dtype=np.int64)
-        items.append((seq[:-1], seq[1:]))
-    return items
+    return affine_sequences(n, seed, VOCAB, T)
 
 
 def setup(out_dir, seed=0, **overrides):

@@ -5,6 +5,7 @@ import pytest
 import minillm as mi
 from minillm.data import DataLoader
 from minillm.train import TrainConfig, Trainer, make_sample_fn, read_metrics
+from _helpers import affine_sequences
 
 llama = pytest.importorskip("minillm.models.llama")
 
@@ -12,15 +13,7 @@ VOCAB, T = 64, 16
 
 
 def make_data(n, seed, vocab=VOCAB):
-    rng = np.random.default_rng(seed)
-    items = []
-    for _ in range(n):
-        seq = [int(rng.integers(vocab))]
-        for _ in range(T):
-            seq.append((seq[-1] * 3 + 1) % vocab)
-        seq = np.array(seq, dtype=np.int64)
-        items.append((seq[:-1], seq[1:]))
-    return items
+    return affine_sequences(n, seed, vocab, T)
 
 
 def setup(out_dir, vocab=VOCAB, sample_fn=None, **overrides):

@@ -22,18 +22,17 @@ unchanged, and Hugging Face's rotation of pair (i, i+D/2) is exactly our rotatio
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 
 import numpy as np
 
-from .._files import atomic_write
 from ..models.llama import ModelConfig, Transformer  # the one family-specific file in io: LLaMA <-> HF Llama
 from . import checkpoint
+from .hf_directory import load_checked_state, write_hf_directory
 from .guards import check_float_sources, check_header_shapes, json_bool, json_float, json_int, refuse_lora_layers, resolve_inside
 from .jsonfile import read_json_object
-from .safetensors import load_safetensors, read_safetensors_shapes, save_safetensors
+from .safetensors import load_safetensors, read_safetensors_shapes
 
 __all__ = ["export_hf", "import_hf", "permute_rope_rows_to_hf", "permute_rope_rows_from_hf", "hf_config",
            "llama_state_shapes"]
@@ -151,8 +150,6 @@ def export_hf(model: Transformer, directory, bos_token_id=None, eos_token_id=Non
     if not isinstance(model, Transformer):
         raise TypeError(f"export_hf: expected a minillm.models.llama.Transformer, got {type(model).__name__}")
     cfg = model.args
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
     tensors = {}
     for name, p in model.named_parameters():  # a tied output head is listed once, as tok_embeddings.weight
         w = p.data
@@ -161,10 +158,7 @@ def export_hf(model: Transformer, directory, bos_token_id=None, eos_token_id=Non
         elif name.endswith("attention.wk.weight"):
             w = permute_rope_rows_to_hf(w, cfg.n_kv_heads)
         tensors[_to_hf_name(name)] = w
-    dtype = str(model.output.weight.dtype)
-    save_safetensors(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-    config = hf_config(cfg, dtype, bos_token_id, eos_token_id, pad_token_id)
-    atomic_write(os.path.join(directory, "config.json"), json.dumps(config, indent=2) + "\n")
+    write_hf_directory(directory, tensors, hf_config(cfg, str(model.output.weight.dtype), bos_token_id, eos_token_id, pad_token_id))
 
 
 def _read_hf_config(directory) -> tuple[ModelConfig, dict]:
@@ -290,8 +284,5 @@ def import_hf(directory, dtype=np.float32) -> Transformer:
             w = permute_rope_rows_from_hf(w, cfg.n_kv_heads)
         state[name] = w
     check_float_sources(state, model, path)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: {e}") from None
+    load_checked_state(model, state, path)
     return model

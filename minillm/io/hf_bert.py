@@ -27,22 +27,21 @@ no RoPE). The tied MLM decoder is not written: HF ties it to the word embeddings
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 
 import numpy as np
 
-from .._files import atomic_write
 from ..models.albert import AlbertConfig, AlbertForMaskedLM, AlbertForPreTraining
 from ..models.bert import (BertConfig, BertForMaskedLM, BertForPreTraining, BertForQuestionAnswering,
                            BertForSequenceClassification, BertForTokenClassification)
 from ..models.roberta import (RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
                               RobertaForSequenceClassification, RobertaForTokenClassification)
 from . import checkpoint
+from .hf_directory import hf_weights_path, load_checked_state, write_hf_directory
 from .guards import bounded_shapes, check_float_sources, check_weights_file, refuse_lora_layers
 from .jsonfile import read_json_object
-from .safetensors import load_safetensors, save_safetensors
+from .safetensors import load_safetensors
 
 __all__ = ["export_hf_bert", "import_hf_bert", "to_hf_name", "HF_ARCHITECTURES", "bert_state_shapes"]
 
@@ -197,11 +196,8 @@ def export_hf_bert(model, directory) -> None:
         raise TypeError(f"export_hf_bert: expected one of {sorted(HF_ARCHITECTURES)}, got {type(model).__name__}")
     refuse_lora_layers(model, "export_hf_bert")
     family = _family(model.config)
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
     tensors = {to_hf_name(n, family): p.data for n, p in model.named_parameters()}
-    save_safetensors(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-    atomic_write(os.path.join(directory, "config.json"), json.dumps(hf_bert_config(model), indent=2) + "\n")
+    write_hf_directory(directory, tensors, hf_bert_config(model))
 
 
 def _our_config(c: dict, path: str):
@@ -251,9 +247,7 @@ def import_hf_bert(directory, dtype=np.float32):
     config = _our_config(c, path)
     if not isinstance(config, cls.config_class):
         raise ValueError(f"{path}: model_type {c.get('model_type')!r} does not match architecture {arch}")
-    wpath = os.path.join(directory, "model.safetensors")
-    if not os.path.exists(wpath):
-        raise FileNotFoundError(f"{directory}: no model.safetensors (.bin checkpoints are not read: loading them can run code)")
+    wpath = hf_weights_path(directory)
     family = _family(config)
     check_weights_file(wpath, functools.partial(bert_state_shapes, cls, config),
                        to_file=lambda n, shape: (to_hf_name(n, family), shape), ignore=lambda k: k.endswith(_HF_EXTRAS))
@@ -268,8 +262,5 @@ def import_hf_bert(directory, dtype=np.float32):
     if missing or unexpected:
         raise ValueError(f"{wpath}: missing tensors {missing}; unexpected tensors {unexpected}")
     check_float_sources(tensors, model, wpath, names)  # an int or bool tensor is refused, never cast
-    try:
-        model.load_state_dict({n: tensors[h] for h, n in names.items()}, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{wpath}: {e}") from None
+    load_checked_state(model, {n: tensors[h] for h, n in names.items()}, wpath)
     return model

@@ -18,18 +18,15 @@ HF's GPT-2 keeps OpenAI's ``Conv1D`` layers, y = x·W + b with W (in, out), wher
 from __future__ import annotations
 
 import functools
-import json
-import os
 
 import numpy as np
 
-from .._files import atomic_write
 from ..models.gpt import GPT, GPTConfig
 from . import checkpoint
+from .hf_directory import read_hf_directory, write_hf_directory
 from .guards import (bounded_shapes, check_float_sources, check_weights_file, json_bool, json_float, json_int,
                      refuse_lora_layers)
-from .jsonfile import read_json_object
-from .safetensors import load_safetensors, save_safetensors
+from .safetensors import load_safetensors
 
 __all__ = ["export_hf_gpt2", "import_hf_gpt2", "gpt2_hf_config", "to_hf_gpt2_state_dict", "from_hf_gpt2_state_dict",
            "gpt_state_shapes"]
@@ -135,11 +132,8 @@ def export_hf_gpt2(model: GPT, directory, bos_token_id=None, eos_token_id=None, 
     """Write ``config.json`` + ``model.safetensors`` in Hugging Face's GPT-2 layout."""
     tensors = to_hf_gpt2_state_dict(model)  # checks it is a GPT
     refuse_lora_layers(model, "export_hf_gpt2")
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    save_safetensors(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-    cfg = gpt2_hf_config(model.config, str(model.lm_head.weight.dtype), bos_token_id, eos_token_id, pad_token_id)
-    atomic_write(os.path.join(directory, "config.json"), json.dumps(cfg, indent=2) + "\n")
+    write_hf_directory(directory, tensors, gpt2_hf_config(model.config, str(model.lm_head.weight.dtype), bos_token_id,
+                                                          eos_token_id, pad_token_id))
 
 
 def config_from_hf_gpt2(c: dict, where: str) -> GPTConfig:
@@ -166,12 +160,7 @@ def config_from_hf_gpt2(c: dict, where: str) -> GPTConfig:
 
 def import_hf_gpt2(directory, dtype=np.float32) -> GPT:
     """Read a Hugging Face GPT-2 directory (config.json + model.safetensors) into our ``GPT``."""
-    directory = os.fspath(directory)
-    cfg_path = os.path.join(directory, "config.json")
-    config = config_from_hf_gpt2(read_json_object(cfg_path), cfg_path)
-    path = os.path.join(directory, "model.safetensors")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{directory}: no model.safetensors (.bin checkpoints are not read: they can run code when loaded)")
+    config, path = read_hf_directory(directory, config_from_hf_gpt2)
     def to_file(name, shape):  # HF's name; Conv1D stores (in, out)
         hf = _to_hf_name(name)
         return hf, (shape[::-1] if hf.endswith(_CONV1D) else shape)

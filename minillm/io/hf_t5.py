@@ -13,18 +13,15 @@ through our files and transformers 4.x, but transformers 5.x would tie its head 
 from __future__ import annotations
 
 import functools
-import json
-import os
 
 import numpy as np
 
-from .._files import atomic_write
 from ..models.t5 import T5Config, T5ForConditionalGeneration
 from . import checkpoint
+from .hf_directory import load_checked_state, read_hf_directory, write_hf_directory
 from .guards import (bounded_shapes, check_float_sources, check_weights_file, json_bool, json_float, json_int,
                      refuse_lora_layers)
-from .jsonfile import read_json_object
-from .safetensors import load_safetensors, save_safetensors
+from .safetensors import load_safetensors
 
 __all__ = ["export_hf_t5", "import_hf_t5", "t5_hf_config", "t5_state_shapes"]
 
@@ -106,11 +103,7 @@ def export_hf_t5(model: T5ForConditionalGeneration, directory) -> None:
         raise TypeError(f"export_hf_t5: expected a minillm.models.t5.T5ForConditionalGeneration, got {type(model).__name__}")
     refuse_lora_layers(model, "export_hf_t5")
     tensors = {name: p.data for name, p in model.named_parameters()}  # tied tensors are listed once (shared.weight)
-    directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
-    save_safetensors(tensors, os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
-    cfg = t5_hf_config(model.config, str(model.shared.weight.dtype))
-    atomic_write(os.path.join(directory, "config.json"), json.dumps(cfg, indent=2) + "\n")
+    write_hf_directory(directory, tensors, t5_hf_config(model.config, str(model.shared.weight.dtype)))
 
 
 def config_from_hf_t5(c: dict, where: str) -> T5Config:
@@ -145,12 +138,7 @@ def config_from_hf_t5(c: dict, where: str) -> T5Config:
 
 def import_hf_t5(directory, dtype=np.float32) -> T5ForConditionalGeneration:
     """Read a Hugging Face T5 directory (config.json + model.safetensors) into our model."""
-    directory = os.fspath(directory)
-    cfg_path = os.path.join(directory, "config.json")
-    config = config_from_hf_t5(read_json_object(cfg_path), cfg_path)
-    path = os.path.join(directory, "model.safetensors")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{directory}: no model.safetensors (.bin checkpoints are not read: they can run code when loaded)")
+    config, path = read_hf_directory(directory, config_from_hf_t5)
     check_weights_file(path, functools.partial(t5_state_shapes, config),  # T5 keeps HF's names: no renaming
                        ignore=lambda k: k in _TIED or (k == "lm_head.weight" and config.tie_word_embeddings))
     tensors = load_safetensors(path)
@@ -165,8 +153,5 @@ def import_hf_t5(directory, dtype=np.float32) -> T5ForConditionalGeneration:
         raise ValueError(f"{path}: missing tensors {missing[:8]}; unexpected tensors {unexpected[:8]}")
     check_float_sources({k: tensors[k] for k in want}, model, path)  # an int or bool tensor is refused, never cast
     state = {k: np.asarray(tensors[k]).astype(dtype, copy=False) for k in want}
-    try:
-        model.load_state_dict(state, strict=True)  # tied aliases (lm_head when tied) follow their parameter
-    except RuntimeError as e:
-        raise ValueError(f"{path}: {e}") from None
+    load_checked_state(model, state, path)  # tied aliases (lm_head when tied) follow their parameter
     return model

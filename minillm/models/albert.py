@@ -20,8 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import nn
-from .bert import (BertConfig, BertLMPredictionHead, BertModel, MaskedLMOutput, PreTrainingOutput, _ce, _init_weights,
-                   _labels, _PreTrainedBert)
+from .bert import (BertConfig, BertLMPredictionHead, BertModel, MaskedLMOutput, PreTrainingOutput, _add_losses,
+                   _init_weights, _PreTrainedBert)
 
 __all__ = ["AlbertConfig", "AlbertModel", "AlbertForPreTraining", "AlbertForMaskedLM"]
 
@@ -97,12 +97,7 @@ class AlbertForPreTraining(_AlbertBase):
         out = self._encode(input_ids, attention_mask, token_type_ids)
         logits = self.predictions(out.last_hidden_state, self.get_input_embeddings().weight)  # (B, T, V)
         sop = self.sop_classifier(out.pooler_output)  # (B, 2)
-        loss = None
-        if labels is not None:
-            loss = _ce(logits, _labels(labels, logits.shape[:2], type(self).__name__))
-        if sentence_order_label is not None:
-            sop_loss = _ce(sop, _labels(sentence_order_label, sop.shape[:1], type(self).__name__, "sentence_order_label"))
-            loss = sop_loss if loss is None else loss + sop_loss
+        loss = _add_losses(self._loss(logits, labels), self._loss(sop, sentence_order_label, "sentence_order_label"))
         return PreTrainingOutput(loss, logits, sop)
 
 
@@ -120,5 +115,5 @@ class AlbertForMaskedLM(_AlbertBase):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> MaskedLMOutput:
         out = self._encode(input_ids, attention_mask, token_type_ids)
         logits = self.predictions(out.last_hidden_state, self.get_input_embeddings().weight)  # (B, T, V)
-        loss = None if labels is None else _ce(logits, _labels(labels, logits.shape[:2], type(self).__name__))
+        loss = self._loss(logits, labels)
         return MaskedLMOutput(loss, logits)

@@ -240,6 +240,11 @@ def _labels(labels, shape: tuple, who: str, name: str = "labels") -> Tensor:
     return Tensor._wrap(np.ascontiguousarray(y))
 
 
+def _add_losses(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    """``a + b`` where both are given, else the one that is (pretraining: MLM loss + NSP/SOP loss)."""
+    return b if a is None else a if b is None else a + b
+
+
 def _ce(logits: Tensor, y: Tensor) -> Tensor:
     """Mean cross-entropy over targets != -100; 0 (not NaN) when every target is ignored."""
     if not (y.data != -100).any():
@@ -411,6 +416,13 @@ class _PreTrainedBert(nn.Module):
     def _encode(self, input_ids, attention_mask, token_type_ids) -> BaseModelOutput:
         return self._base()(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
 
+    def _loss(self, logits: Tensor, labels, name: str = "labels") -> Tensor | None:
+        """Every head's loss: cross-entropy of ``logits`` (..., C) against ``labels`` shaped like
+        ``logits`` without its last axis (-100 = ignored); None when no labels are given."""
+        if labels is None:
+            return None
+        return _ce(logits, _labels(labels, logits.shape[:-1], type(self).__name__, name))
+
     def get_input_embeddings(self) -> nn.Embedding:
         return self._base().embeddings.word_embeddings
 
@@ -437,12 +449,7 @@ class BertForPreTraining(_PreTrainedBert):
         out = self._encode(input_ids, attention_mask, token_type_ids)
         logits = self.cls.predictions(out.last_hidden_state, self.get_input_embeddings().weight)  # (B, T, V)
         nsp = self.cls.seq_relationship(out.pooler_output)  # (B, H) -> (B, 2)
-        loss = None
-        if labels is not None:
-            loss = _ce(logits, _labels(labels, logits.shape[:2], type(self).__name__))
-        if next_sentence_label is not None:
-            nsp_loss = _ce(nsp, _labels(next_sentence_label, nsp.shape[:1], type(self).__name__, "next_sentence_label"))
-            loss = nsp_loss if loss is None else loss + nsp_loss
+        loss = _add_losses(self._loss(logits, labels), self._loss(nsp, next_sentence_label, "next_sentence_label"))
         return PreTrainingOutput(loss, logits, nsp)
 
 
@@ -459,7 +466,7 @@ class BertForMaskedLM(_PreTrainedBert):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> MaskedLMOutput:
         out = self._encode(input_ids, attention_mask, token_type_ids)
         logits = self.cls.predictions(out.last_hidden_state, self.get_input_embeddings().weight)  # (B, T, V)
-        loss = None if labels is None else _ce(logits, _labels(labels, logits.shape[:2], type(self).__name__))
+        loss = self._loss(logits, labels)
         return MaskedLMOutput(loss, logits)
 
 
@@ -478,7 +485,7 @@ class BertForSequenceClassification(_PreTrainedBert):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> SequenceClassifierOutput:
         out = self._encode(input_ids, attention_mask, token_type_ids)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, H) -> (B, num_labels)
-        loss = None if labels is None else _ce(logits, _labels(labels, logits.shape[:1], type(self).__name__))
+        loss = self._loss(logits, labels)
         return SequenceClassifierOutput(loss, logits)
 
 
@@ -496,7 +503,7 @@ class BertForTokenClassification(_PreTrainedBert):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> TokenClassifierOutput:
         out = self._encode(input_ids, attention_mask, token_type_ids)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, H) -> (B, T, num_labels)
-        loss = None if labels is None else _ce(logits, _labels(labels, logits.shape[:2], type(self).__name__))
+        loss = self._loss(logits, labels)
         return TokenClassifierOutput(loss, logits)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from .. import nn
 from .bert import (BertConfig, BertForQuestionAnswering, BertForTokenClassification, BertLMPredictionHead, BertModel,
-                   MaskedLMOutput, SequenceClassifierOutput, _ce, _init_weights, _labels, _PreTrainedBert)
+                   MaskedLMOutput, SequenceClassifierOutput, _init_weights, _PreTrainedBert)
 
 __all__ = ["RobertaConfig", "RobertaModel", "RobertaForMaskedLM", "RobertaClassificationHead",
            "RobertaForSequenceClassification", "RobertaForTokenClassification", "RobertaForQuestionAnswering"]
@@ -55,13 +55,17 @@ class RobertaModel(BertModel):
     """BertModel with RoBERTa's position offset (from the config)."""
 
 
-class RobertaForMaskedLM(_PreTrainedBert):
-    """``roberta`` (no pooler) + ``lm_head`` (dense -> GELU -> LayerNorm -> tied embeddings + bias)."""
+class _OnRoberta:
+    """What makes a head a RoBERTa head (put first among the bases): its encoder is
+    ``self.roberta``, a ``RobertaModel`` built from a ``RobertaConfig`` (``_PreTrainedBert._make_base``)."""
 
     base_prefix = "roberta"
     config_class = RobertaConfig
-
     base_model_class = RobertaModel
+
+
+class RobertaForMaskedLM(_OnRoberta, _PreTrainedBert):
+    """``roberta`` (no pooler) + ``lm_head`` (dense -> GELU -> LayerNorm -> tied embeddings + bias)."""
 
     def __init__(self, config: RobertaConfig):
         super().__init__()
@@ -72,7 +76,7 @@ class RobertaForMaskedLM(_PreTrainedBert):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> MaskedLMOutput:
         out = self._encode(input_ids, attention_mask, token_type_ids)
         logits = self.lm_head(out.last_hidden_state, self.get_input_embeddings().weight)  # (B, T, V)
-        loss = None if labels is None else _ce(logits, _labels(labels, logits.shape[:2], type(self).__name__))
+        loss = self._loss(logits, labels)
         return MaskedLMOutput(loss, logits)
 
 
@@ -92,12 +96,8 @@ class RobertaClassificationHead(nn.Module):
         return self.out_proj(x)  # (B, H) -> (B, num_labels)
 
 
-class RobertaForSequenceClassification(_PreTrainedBert):
+class RobertaForSequenceClassification(_OnRoberta, _PreTrainedBert):
     """Text classification (1.3.4): ``classifier`` on the ``<s>`` token; labels (B,) class ids."""
-
-    base_prefix = "roberta"
-    config_class = RobertaConfig
-    base_model_class = RobertaModel
 
     def __init__(self, config: RobertaConfig):
         super().__init__()
@@ -108,21 +108,13 @@ class RobertaForSequenceClassification(_PreTrainedBert):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> SequenceClassifierOutput:
         out = self._encode(input_ids, attention_mask, token_type_ids)
         logits = self.classifier(out.last_hidden_state)  # (B, T, H) -> (B, num_labels)
-        loss = None if labels is None else _ce(logits, _labels(labels, logits.shape[:1], type(self).__name__))
+        loss = self._loss(logits, labels)
         return SequenceClassifierOutput(loss, logits)
 
 
-class RobertaForTokenClassification(BertForTokenClassification):
+class RobertaForTokenClassification(_OnRoberta, BertForTokenClassification):
     """BERT's token head (1.3.3 POS, 1.3.5 NER) on a ``roberta`` encoder."""
 
-    base_prefix = "roberta"
-    config_class = RobertaConfig
-    base_model_class = RobertaModel
 
-
-class RobertaForQuestionAnswering(BertForQuestionAnswering):
+class RobertaForQuestionAnswering(_OnRoberta, BertForQuestionAnswering):
     """BERT's span head (1.3.9) on a ``roberta`` encoder (``<s> question </s></s> context </s>``)."""
-
-    base_prefix = "roberta"
-    config_class = RobertaConfig
-    base_model_class = RobertaModel

@@ -66,6 +66,15 @@ def _read_json(path: Path) -> dict:
     return data
 
 
+def training_texts(texts, who: str):
+    """The texts a trainer reads, one at a time (a single ``str`` is one text); anything else than a
+    ``str`` is refused with a TypeError naming ``who`` when it is reached."""
+    for text in [texts] if isinstance(texts, str) else texts:
+        if not isinstance(text, str):
+            raise TypeError(f"{who}: training texts must be str, got {type(text).__name__}")
+        yield text
+
+
 def config_path_for(file: Path) -> Path:
     """The config file that belongs to the tokenizer file ``file``.
 

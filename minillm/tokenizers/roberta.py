@@ -23,15 +23,17 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .bpe import BPETokenizer
+from .wordpiece import ClsSepTemplate
 
 __all__ = ["RobertaTokenizer", "ROBERTA_SPECIAL_TOKENS"]
 
 ROBERTA_SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
 
-class RobertaTokenizer(BPETokenizer):
+class RobertaTokenizer(ClsSepTemplate, BPETokenizer):
     """``BPETokenizer`` + RoBERTa's specials (``<s> <pad> </s> <unk> <mask>`` = ids 0-4), the
-    ``<s> A </s></s> B </s>`` template and character offsets. Train with
+    ``<s> A </s></s> B </s>`` template (``encode`` and the truncation of ``encode_plus`` are
+    ``ClsSepTemplate``'s, shared with BERT's WordPiece) and character offsets. Train with
     ``RobertaTokenizer.train(texts, vocab_size)``."""
 
     def __init__(self, merges: Sequence[Sequence[int]] = (),
@@ -89,27 +91,12 @@ class RobertaTokenizer(BPETokenizer):
             pos += n
         return ids, offsets
 
-    def encode(self, text: str, add_special_tokens: bool = False, allowed_special="none_raise") -> list[int]:
-        """Text -> ids; ``add_special_tokens=True`` gives ``<s> text </s>``."""
-        ids = super().encode(text, add_special_tokens=False, allowed_special=allowed_special)
-        return [self.cls_token_id, *ids, self.sep_token_id] if add_special_tokens else ids
-
     def encode_plus(self, text: str, text_pair: str | None = None, max_length: int | None = None,
                     return_offsets_mapping: bool = False) -> dict:
         """``<s> text </s>`` or ``<s> text </s></s> text_pair </s>`` -> ``{"input_ids",
         "token_type_ids" (all 0), "attention_mask", "sequence_ids"}`` (+ ``"offset_mapping"``,
         (0, 0) for specials). ``max_length`` truncates the longer segment first."""
-        a, oa = self.encode_with_offsets(text)
-        b, ob = self.encode_with_offsets(text_pair) if text_pair is not None else ([], [])
-        n_special = 4 if text_pair is not None else 2
-        if max_length is not None:
-            if max_length < n_special + (2 if text_pair is not None else 1):
-                raise ValueError(f"encode_plus: max_length={max_length} leaves no room for the tokens of each segment")
-            while len(a) + len(b) + n_special > max_length:
-                if len(a) >= len(b):
-                    a, oa = a[:-1], oa[:-1]
-                else:
-                    b, ob = b[:-1], ob[:-1]
+        (a, oa), (b, ob) = self._encode_segments(text, text_pair, max_length, n_special=4 if text_pair is not None else 2)
         cls, sep = self.cls_token_id, self.sep_token_id
         ids, offsets, seq = [cls, *a, sep], [(0, 0), *oa, (0, 0)], [None, *[0] * len(a), None]
         if text_pair is not None:

@@ -51,7 +51,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .base import ListVocabTokenizer
+from .base import ListVocabTokenizer, training_texts
 from .hf_json import file_skeleton, parse_added_tokens
 from .wordpiece import is_cjk
 
@@ -394,14 +394,9 @@ class UnigramTokenizer(ListVocabTokenizer):
         if room < 1:
             raise ValueError(f"UnigramTokenizer.train: vocab_size={vocab_size} leaves no room for learned pieces after "
                              f"{len(probe._special_tokens)} special tokens" + (" and 256 byte pieces" if byte_fallback else ""))
-        if isinstance(texts, str):
-            texts = [texts]
-
         # -- words and their script chunks, with counts
         words: Counter = Counter()
-        for text in texts:
-            if not isinstance(text, str):
-                raise TypeError(f"UnigramTokenizer.train: training texts must be str, got {type(text).__name__}")
+        for text in training_texts(texts, "UnigramTokenizer.train"):
             cls._check_text(text)
             words.update(split_words(text))
         chunk_counts: Counter = Counter()

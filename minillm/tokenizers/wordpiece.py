@@ -36,7 +36,8 @@ import unicodedata
 from collections import Counter, defaultdict
 from typing import Iterable, Mapping, Sequence
 
-from .base import ListVocabTokenizer
+from .base import ListVocabTokenizer, training_texts
+from .bpe import merge
 from .hf_json import file_skeleton, parse_added_tokens
 
 __all__ = ["WordPieceTokenizer", "basic_tokenize", "BERT_SPECIAL_TOKENS", "is_cjk", "is_punctuation", "train_naive"]
@@ -127,7 +128,37 @@ def basic_tokenize(text: str, lowercase: bool = True, strip_accents: bool | None
     return words
 
 
-class WordPieceTokenizer(ListVocabTokenizer):
+class ClsSepTemplate:
+    """What the tokenizers of BERT-style encoders share (BERT's WordPiece, RoBERTa's byte-level BPE);
+    each supplies ``cls_token_id``, ``sep_token_id``, ``encode_with_offsets`` and its own
+    ``encode_plus`` template around the segments this class cuts."""
+
+    def encode(self, text: str, add_special_tokens: bool = False, allowed_special="none_raise") -> list[int]:
+        """Text -> ids; ``add_special_tokens=True`` gives ``[CLS] text [SEP]`` (BERT's single-sequence
+        form; RoBERTa's ``<s> text </s>``)."""
+        ids = super().encode(text, add_special_tokens=False, allowed_special=allowed_special)
+        return [self.cls_token_id, *ids, self.sep_token_id] if add_special_tokens else ids
+
+    def _encode_segments(self, text: str, text_pair: str | None, max_length: int | None, n_special: int) -> tuple:
+        """``((ids, offsets), (pair_ids, pair_offsets))`` of ``text`` and ``text_pair`` (empty lists
+        without a pair), cut to fit ``max_length`` together with ``n_special`` special tokens:
+        "longest_first", HF's default, drops the last token of the longer segment (of the first on
+        a tie) until the whole fits. A ``max_length`` that cannot keep one token of each segment is
+        refused."""
+        a, oa = self.encode_with_offsets(text)
+        b, ob = self.encode_with_offsets(text_pair) if text_pair is not None else ([], [])
+        if max_length is not None:
+            if max_length < n_special + (2 if text_pair is not None else 1):
+                raise ValueError(f"encode_plus: max_length={max_length} leaves no room for the tokens of each segment")
+            while len(a) + len(b) + n_special > max_length:
+                if len(a) >= len(b):
+                    a, oa = a[:-1], oa[:-1]
+                else:
+                    b, ob = b[:-1], ob[:-1]
+        return (a, oa), (b, ob)
+
+
+class WordPieceTokenizer(ClsSepTemplate, ListVocabTokenizer):
     """WordPiece over BERT's basic pre-tokenizer.
 
     ``vocab``: the ordinary tokens in id order (word-initial pieces bare, continuations with
@@ -249,28 +280,13 @@ class WordPieceTokenizer(ListVocabTokenizer):
                 pos += n
         return ids, offsets
 
-    def encode(self, text: str, add_special_tokens: bool = False, allowed_special="none_raise") -> list[int]:
-        """Text -> ids; ``add_special_tokens=True`` gives ``[CLS] text [SEP]`` (BERT's single-sequence form)."""
-        ids = super().encode(text, add_special_tokens=False, allowed_special=allowed_special)
-        return [self.cls_token_id, *ids, self.sep_token_id] if add_special_tokens else ids
-
     def encode_plus(self, text: str, text_pair: str | None = None, max_length: int | None = None,
                     return_offsets_mapping: bool = False) -> dict:
         """``[CLS] text [SEP]`` or ``[CLS] text [SEP] text_pair [SEP]`` as HF's tokenizer call returns it:
         ``{"input_ids", "token_type_ids", "attention_mask"}`` (+ ``"offset_mapping"``: (start, end)
         per token, (0, 0) for specials). ``max_length`` truncates the longer segment first, token
         by token ("longest_first"), until the whole fits."""
-        a, oa = self.encode_with_offsets(text)
-        b, ob = self.encode_with_offsets(text_pair) if text_pair is not None else ([], [])
-        n_special = 3 if text_pair is not None else 2
-        if max_length is not None:
-            if max_length < n_special + (2 if text_pair is not None else 1):
-                raise ValueError(f"encode_plus: max_length={max_length} leaves no room for the tokens of each segment")
-            while len(a) + len(b) + n_special > max_length:
-                if len(a) >= len(b):
-                    a, oa = a[:-1], oa[:-1]
-                else:
-                    b, ob = b[:-1], ob[:-1]
+        (a, oa), (b, ob) = self._encode_segments(text, text_pair, max_length, n_special=3 if text_pair is not None else 2)
         cls, sep = self.cls_token_id, self.sep_token_id
         ids = [cls, *a, sep]
         offsets = [(0, 0), *oa, (0, 0)]
@@ -384,7 +400,7 @@ class WordPieceTokenizer(ListVocabTokenizer):
                     touched.add(p)
                     if p != best:
                         where[p].discard(k)
-                merged = _merge_word(s, a, b, new)
+                merged = merge(s, (a, b), new)  # BPE's merge step, on ## units
                 splits[k] = merged
                 for u in merged:  # ... and add its new ones
                     unit[u] += f
@@ -494,12 +510,8 @@ def _training_state(cls, texts, vocab_size, min_frequency, special_tokens, lower
     """What both trainers start from: (probe tokenizer, each word's units, word counts, the
     alphabet as an ordered dict, room for ordinary tokens)."""
     probe = cls((), special_tokens, lowercase=lowercase, strip_accents=strip_accents, **kwargs)
-    if isinstance(texts, str):
-        texts = [texts]
     chunks: Counter = Counter()
-    for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(f"WordPieceTokenizer.train: training texts must be str, got {type(text).__name__}")
+    for text in training_texts(texts, "WordPieceTokenizer.train"):
         chunks.update(text.split())  # whitespace ends every word, so pre-tokenize each distinct chunk once
     counts: Counter = Counter()
     for chunk, c in chunks.items():
@@ -517,23 +529,6 @@ def _training_state(cls, texts, vocab_size, min_frequency, special_tokens, lower
         raise ValueError(f"WordPieceTokenizer.train: vocab_size={vocab_size} is smaller than the "
                          f"{len(probe._special_tokens)} special tokens + {len(vocab)} characters of the alphabet")
     return probe, splits, freq, vocab, room
-
-
-def _merge_word(s: list[str], a: str, b: str, new: str) -> list[str]:
-    """Replace every adjacent (a, b) of ``s``, left to right, by ``new``.
-
-    >>> _merge_word(["h", "##u", "##g", "##u", "##g"], "##u", "##g", "##ug")
-    ['h', '##ug', '##ug']
-    """
-    merged, i = [], 0
-    while i < len(s):
-        if i + 1 < len(s) and s[i] == a and s[i + 1] == b:
-            merged.append(new)
-            i += 2
-        else:
-            merged.append(s[i])
-            i += 1
-    return merged
 
 
 def train_naive(
@@ -563,7 +558,7 @@ def train_naive(
             break
         a, b = max(pair, key=lambda p: (pair[p] / (unit[p[0]] * unit[p[1]]), pair[p], _neg(p)))
         new = a + b[len(PREFIX):]
-        splits = [_merge_word(s, a, b, new) for s in splits]
+        splits = [merge(s, (a, b), new) for s in splits]
         vocab.setdefault(new, None)
     return WordPieceTokenizer(list(vocab), probe._special_tokens, lowercase=lowercase, strip_accents=strip_accents,
                               **kwargs)
