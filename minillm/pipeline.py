@@ -278,8 +278,12 @@ def add_setting_flags(parser, defaults: dict, skip=()) -> None:
     default value and defaulting to None, so ``apply_defaults`` can tell "not given" from a value.
     Settings named in ``skip`` get no flag here (the example declares those itself)."""
     for name, value in defaults.items():
-        if name not in skip:
-            parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None)
+        if name in skip:
+            continue
+        if type(value) not in (int, float, str):  # type=bool would read "False" as True; tuples need nargs
+            raise TypeError(f"add_setting_flags: setting {name!r} is a {type(value).__name__}; only int, float "
+                            "and str settings get a flag here: declare it yourself and pass skip=[...]")
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=None)
 
 
 def apply_defaults(args: argparse.Namespace, defaults: dict) -> argparse.Namespace:

@@ -45,6 +45,8 @@ def test_example_command_line_helpers():
         p.parse_args(["--n-stories", "1.5"])  # typed like its default
     quiet = pipeline.example_parser("doc", out_dir="runs/y", progress=False)
     assert not hasattr(quiet.parse_args([]), "no_progress") and not hasattr(quiet.parse_args([]), "overwrite")
+    with pytest.raises(TypeError, match="'sizes' is a list"):
+        pipeline.add_setting_flags(quiet, defaults)  # a list (or bool) setting needs a flag of its own
 
 
 def _write_jsonl(path, rows):
