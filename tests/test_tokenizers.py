@@ -186,6 +186,29 @@ def test_plain_python_kernels_match_numba(corpus):
         mi.set_kernels(before)
 
 
+def test_merge_table_finds_every_pair_at_its_first_rank():
+    """``build_merge_table`` (NumPy, a round of linear probing at a time) answers every lookup
+    as one-by-one insertion would: each listed pair at its lowest rank, absent pairs -1. Few
+    distinct ids make long probe chains; one pair listed three times keeps its first rank."""
+    rng = np.random.default_rng(0)
+    for n, hi in [(0, 5), (1, 5), (300, 12), (3000, 1 << 20)]:
+        left, right = rng.integers(0, hi, n), rng.integers(0, hi, n)
+        if n > 10:
+            left[[3, 7, 9]], right[[3, 7, 9]] = 4, 5  # (4, 5) at ranks 3, 7 and 9
+        keys, ranks, mask = K.build_merge_table(left, right, np.arange(n) + 256)
+        assert keys.dtype == ranks.dtype == np.int64 and isinstance(mask, np.int64) and len(keys) >= 2 * n + 2
+        first = {}
+        for r, (a, b) in enumerate(zip(left.tolist(), right.tolist())):
+            first.setdefault((a, b), r)
+        assert int((keys >= 0).sum()) == len(first)
+        for (a, b), r in first.items():
+            assert K._lookup(keys, ranks, mask, a, b) == r
+        for a, b in zip(rng.integers(0, hi + 3, 200).tolist(), rng.integers(hi, hi + 3, 200).tolist()):
+            assert K._lookup(keys, ranks, mask, a, b) == -1  # right id >= hi: never listed
+        if n > 10:
+            assert K._lookup(keys, ranks, mask, 4, 5) == 3
+
+
 def test_training_is_deterministic_across_processes(tmp_path, corpus):
     text = corpus[:50_000]
     (tmp_path / "c.txt").write_text(text, encoding="utf-8")

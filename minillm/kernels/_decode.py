@@ -147,8 +147,10 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
     scores = np.empty((B * H, P), emb.dtype)
     one = typed(emb, 1.0)
 
-    for b in range(B):
-        h[b] = emb[tokens[b]]  # embedding lookup
+    for b in range(B):  # embedding lookup (element loop: a row assignment `h[b] = emb[t]` compiles a
+        t = tokens[b]        # shape check whose error message alone costs ~1.5 CPU s of compiling)
+        for c in range(dim):
+            h[b, c] = emb[t, c]
     for layer in range(L):
         # ---- attention branch
         _rmsnorm(h, attention_norm[layer], eps, x)

@@ -12,10 +12,11 @@ pure-Python loops are too slow for real corpora:
 Everything here works on flat NumPy arrays (no Python objects), so the same
 code runs compiled, or as plain Python under ``NUMBA_DISABLE_JIT=1`` or on the
 "numpy" kernel backend (``minillm.set_kernels("numpy")`` / ``MINILLM_KERNELS=numpy``,
-the library's one switch; see :func:`kernel`).  The four entry points are
+the library's one switch; see :func:`kernel`).  The entry points are
 ``@njit``; the helpers they call are ``@register_jitable``, which compiles them
 into a compiled caller but leaves them plain Python for a Python caller, so
-the plain run compiles nothing.  All arithmetic is done in int64 on purpose,
+the plain run compiles nothing.  ``build_merge_table`` is plain NumPy: it runs
+once per tokenizer, where compiling it cost more than it saves.  All arithmetic is done in int64 on purpose,
 so that the plain-Python run (NumPy scalars, NEP 50 rules) never overflows
 int32 where the compiled run would not.
 
@@ -124,6 +125,42 @@ def initial_pair_stats(ids, starts, lens, freqs):
     return ukeys[:nu].copy(), counts[:nu].copy(), offsets[: nu + 1].copy(), words[:nw].copy()
 
 
+@register_jitable
+def _merge_word(ids, s, n, a, b, new_id, changes):
+    """Replace every ``(a, b)`` by ``new_id`` in the word ``ids[s:s + n]``, compacting it
+    in place, left to right.  Returns ``(new length, c)``: the word lost one token per
+    occurrence, and ``changes[:c]`` are the pairs around the occurrences, each as
+    ``(pair that lost an occurrence, pair that gained one)``: with ``p`` the (already
+    merged) token before an occurrence and ``nx`` the token after it, ``(p, a) -> (p, new_id)``
+    and ``(b, nx) -> (new_id, nx)``.  ``changes`` needs room for ``n`` rows.
+
+    The one copy of the merge step, shared by ``merge_pair_in_words`` and ``train_step``.
+    """
+    i = 0
+    j = 0  # write position: the word is compacted in place (j <= i always)
+    c = 0
+    while i < n:
+        if i < n - 1 and ids[s + i] == a and ids[s + i + 1] == b:
+            if j > 0:
+                p = ids[s + j - 1]  # the token before, possibly just merged
+                changes[c, 0] = pair_key(p, a)
+                changes[c, 1] = pair_key(p, new_id)
+                c += 1
+            if i + 2 < n:
+                nx = ids[s + i + 2]  # still the old token: we only wrote up to j
+                changes[c, 0] = pair_key(b, nx)
+                changes[c, 1] = pair_key(new_id, nx)
+                c += 1
+            ids[s + j] = new_id
+            j += 1
+            i += 2
+        else:
+            ids[s + j] = ids[s + i]
+            j += 1
+            i += 1
+    return j, c
+
+
 @njit(cache=CACHE)
 def merge_pair_in_words(ids, starts, lens, freqs, words, a, b, new_id):
     """Replace every ``(a, b)`` by ``new_id`` inside ``words`` (in place) and
@@ -147,55 +184,35 @@ def merge_pair_in_words(ids, starts, lens, freqs, words, a, b, new_id):
     occurrences (they all contain ``new_id``) the sorted words where it now occurs.
     """
     total = 0
+    maxlen = 1
     for t in range(len(words)):
         total += lens[words[t]]
+        maxlen = max(maxlen, lens[words[t]])
     cap = 3 * total + 8  # an occurrence covers 2 tokens and makes at most 5 changes
     ch_key = np.empty(cap, np.int64)
     ch_delta = np.empty(cap, np.int64)
     ch_word = np.empty(cap, np.int64)  # -1 for a decrease, the word for an increase
+    changes = np.empty((maxlen, 2), np.int64)  # one word's (old pair, new pair) changes
     m = 0
     merged = pair_key(a, b)
     for t in range(len(words)):
         w = words[t]
-        s = starts[w]
-        n = lens[w]
         f = freqs[w]
-        i = 0
-        j = 0  # write position: the word is compacted in place (j <= i always)
-        while i < n:
-            if i < n - 1 and ids[s + i] == a and ids[s + i + 1] == b:
-                ch_key[m] = merged
-                ch_delta[m] = -f
-                ch_word[m] = -1
-                m += 1
-                if j > 0:
-                    p = ids[s + j - 1]  # the token before, possibly just merged
-                    ch_key[m] = pair_key(p, a)
-                    ch_delta[m] = -f
-                    ch_word[m] = -1
-                    m += 1
-                    ch_key[m] = pair_key(p, new_id)
-                    ch_delta[m] = f
-                    ch_word[m] = w
-                    m += 1
-                if i + 2 < n:
-                    nx = ids[s + i + 2]  # still the old token: we only wrote up to j
-                    ch_key[m] = pair_key(b, nx)
-                    ch_delta[m] = -f
-                    ch_word[m] = -1
-                    m += 1
-                    ch_key[m] = pair_key(new_id, nx)
-                    ch_delta[m] = f
-                    ch_word[m] = w
-                    m += 1
-                ids[s + j] = new_id
-                j += 1
-                i += 2
-            else:
-                ids[s + j] = ids[s + i]
-                j += 1
-                i += 1
-        lens[w] = j
+        n, n_changes = _merge_word(ids, starts[w], lens[w], a, b, new_id, changes)
+        for _ in range(lens[w] - n):  # each occurrence removed one token
+            ch_key[m] = merged
+            ch_delta[m] = -f
+            ch_word[m] = -1
+            m += 1
+        for c in range(n_changes):
+            ch_key[m] = changes[c, 0]
+            ch_delta[m] = -f
+            ch_word[m] = -1
+            ch_key[m + 1] = changes[c, 1]
+            ch_delta[m + 1] = f
+            ch_word[m + 1] = w
+            m += 2
+        lens[w] = n
 
     # Sum the changes per pair; stable sort keeps each pair's words in order.
     order = np.argsort(ch_key[:m], kind="mergesort")
@@ -253,14 +270,23 @@ def _slot(a, b, mask):
     return h & mask
 
 
-@njit(cache=CACHE)
 def build_merge_table(left, right, new_ids):
     """An open-addressing hash table ``(a, b) -> (rank, new id)`` in three arrays.
 
     ``rank`` is the position in the merge list (lower merges first).  Returns
     ``(keys, ranks, mask)``; ``keys == -1`` marks an empty slot.  The new id of
-    rank ``r`` is ``new_ids[r]``.
+    rank ``r`` is ``new_ids[r]``.  A pair listed twice keeps its first (lowest) rank.
+
+    Plain NumPy, not a kernel: it runs once per tokenizer, and compiling it cost more
+    (~0.5 CPU s on a cold start) than building a 50,000-merge table this way (~15 ms).
+    Linear probing, inserted a round at a time: every pair not yet placed looks at
+    its next slot, and of the pairs that look at the same empty slot the lowest rank
+    takes it.  A pair only moves past a slot that is taken, so every slot between its
+    home and its place stays full and ``_lookup`` (probe from the home slot until the
+    key or an empty slot) finds it, as after one-by-one insertion.
     """
+    left = np.asarray(left, np.int64)
+    right = np.asarray(right, np.int64)
     n = len(left)
     cap = 16
     while cap < 2 * n + 2:
@@ -268,14 +294,20 @@ def build_merge_table(left, right, new_ids):
     mask = np.int64(cap - 1)
     keys = np.full(cap, -1, np.int64)
     ranks = np.full(cap, -1, np.int64)
-    for r in range(n):
-        key = pair_key(left[r], right[r])
-        h = _slot(left[r], right[r], mask)
-        while keys[h] != -1 and keys[h] != key:
-            h = (h + 1) & mask
-        if keys[h] == -1:  # keep the first (lowest-rank) merge of a duplicate pair
-            keys[h] = key
-            ranks[h] = r
+    pair = pair_key(left, right)  # (n,) the helpers work on arrays too
+    _, first = np.unique(pair, return_index=True)
+    todo = np.sort(first)  # ranks still to place, each distinct pair once, lowest first
+    h = _slot(left[todo], right[todo], mask)  # the slot each looks at
+    while len(todo):
+        free = np.flatnonzero(keys[h] == -1)
+        slots, winner = np.unique(h[free], return_index=True)  # todo is in rank order: the first is the lowest
+        placed = free[winner]
+        keys[slots] = pair[todo[placed]]
+        ranks[slots] = todo[placed]
+        left_over = np.ones(len(todo), bool)
+        left_over[placed] = False
+        todo = todo[left_over]
+        h = (h[left_over] + 1) & mask
     return keys, ranks, mask
 
 
@@ -605,45 +637,26 @@ def train_step(ids, starts, lens, freqs, slots, pairs, where, heap, meta, min_fr
         stamp = meta[4]
         gained = np.empty(bound + 1, np.int64)  # the pairs that gained occurrences, each once
         n_gained = 0
+        changes = np.empty((bound + 1, 2), np.int64)  # one word's changes (_merge_word): at most 2 per occurrence
         e = pairs[pm, _P_HEAD]
         pairs[pm, _P_HEAD] = -1  # the list is used up (where.pop(key))
         pairs[pm, _P_LAST] = -1
         while e >= 0:
             w = where[e, 0]
             e = where[e, 1]
-            s = starts[w]
-            n = lens[w]
             f = freqs[w]
-            i = 0
-            j = 0  # write position: the word is compacted in place (j <= i always)
-            while i < n:
-                if i < n - 1 and ids[s + i] == a and ids[s + i + 1] == b:
-                    pairs[pm, _P_COUNT] -= f
-                    for side in range(2):  # the pair before the occurrence, then the one after
-                        if side == 0 and j > 0:
-                            old_key = pair_key(ids[s + j - 1], a)  # the token before, possibly just merged
-                            new_key = pair_key(ids[s + j - 1], new_id)
-                        elif side == 1 and i + 2 < n:
-                            old_key = pair_key(b, ids[s + i + 2])  # still the old token: we only wrote up to j
-                            new_key = pair_key(new_id, ids[s + i + 2])
-                        else:
-                            continue
-                        pairs[_pair_add(slots, pairs, meta, old_key), _P_COUNT] -= f
-                        q = _pair_add(slots, pairs, meta, new_key)
-                        pairs[q, _P_COUNT] += f
-                        _where_add(pairs, where, meta, q, w)
-                        if pairs[q, _P_STAMP] != stamp:
-                            pairs[q, _P_STAMP] = stamp
-                            gained[n_gained] = q
-                            n_gained += 1
-                    ids[s + j] = new_id
-                    j += 1
-                    i += 2
-                else:
-                    ids[s + j] = ids[s + i]
-                    j += 1
-                    i += 1
-            lens[w] = j
+            n, n_changes = _merge_word(ids, starts[w], lens[w], a, b, new_id, changes)
+            pairs[pm, _P_COUNT] -= f * (lens[w] - n)  # each occurrence removed one token
+            lens[w] = n
+            for c in range(n_changes):
+                pairs[_pair_add(slots, pairs, meta, changes[c, 0]), _P_COUNT] -= f
+                q = _pair_add(slots, pairs, meta, changes[c, 1])
+                pairs[q, _P_COUNT] += f
+                _where_add(pairs, where, meta, q, w)
+                if pairs[q, _P_STAMP] != stamp:
+                    pairs[q, _P_STAMP] = stamp
+                    gained[n_gained] = q
+                    n_gained += 1
         for t in range(n_gained):  # each pair that gained, once, with its final count
             q = gained[t]
             if pairs[q, _P_COUNT] >= min_frequency:

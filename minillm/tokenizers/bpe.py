@@ -337,7 +337,7 @@ class BPETokenizer(Tokenizer):
         self._merge_new = np.array([t[2] for t in triples], dtype=np.int64)
         left = np.array([t[0] for t in triples], dtype=np.int64)
         right = np.array([t[1] for t in triples], dtype=np.int64)
-        self._table = K.kernel(K.build_merge_table)(left, right, self._merge_new)
+        self._table = K.build_merge_table(left, right, self._merge_new)
         # decode tables: id -> bytes, with special tokens spelled out or skipped
         self._decode_bytes = [
             b if b is not None else self._special_ids[i].encode("utf-8") for i, b in enumerate(self._id_to_bytes)
