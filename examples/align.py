@@ -14,12 +14,14 @@ Steps:
      answer) "chosen"; one pair per distinct wrong reply (up to --pairs-per-prompt 4). Written to
      OUT/pairs_{train,val}.jsonl ({"prompt","chosen","rejected"})
   3. reward model: the SFT backbone + a scalar head, Bradley-Terry loss; held-out pairwise accuracy
-  4. online (iterative) DPO, 3 rounds: sample the *current* policy 4 times on 2,000 new training
-     questions, pair its own right and wrong replies to the same question, train one epoch of DPO
-     against the policy at the round's start, repeat; with --rpo-alpha 1 (the chosen replies' NLL,
-     which keeps their likelihood from falling: without it, arithmetic collapses). The control is
-     the same loop with only that NLL (no preference term), so "DPO − NLL" is what the preference
-     term itself adds. --online-rounds 0: offline DPO on the pairs of step 2 instead
+  4. DPO against the frozen SFT model (its log-probs precomputed once), with --rpo-alpha 1 (the
+     chosen replies' NLL, which keeps their likelihood from falling), and its control: the same
+     pairs and steps with only that NLL (no preference term), so "DPO − NLL" below is what the
+     preference term itself adds (--no-nll-control skips it). --online-rounds 3: online (iterative)
+     DPO instead: each round samples the *current* policy 4 times on 2,000 new training questions,
+     pairs its own right and wrong replies to the same question and trains one epoch against the
+     policy at the round's start (the control then runs the same loop). --quick runs 2 tiny online
+     rounds, so the smoke test covers the online loop
   5. PPO (RLHF as in InstructGPT): rollouts from the policy, +1/-1 from the world's answer (or, with
      --ppo-reward rm, the reward model's score), a per-token KL penalty to the SFT model, GAE,
      clipped policy and value losses
@@ -65,7 +67,7 @@ from minillm.train.metrics import read_metrics  # noqa: E402
 # world's answer); PPO lowered greedy correctness with either reward (reward model -4.3 points, rule -2.1 on 1,000).
 DEFAULTS = dict(n_prompts=6000, n_val_prompts=200, samples=4, pairs_per_prompt=4, eval_limit=300, eval_samples=8,
                 rm_steps=280, batch_size=16, rm_lr=1e-4, dpo_steps=280, beta=0.1, max_new_tokens=24,
-                ppo_iters=30, ppo_lr=5e-5, ppo_batch=32, kl_coef=0.05, rpo_alpha=1.0, online_rounds=3,
+                ppo_iters=30, ppo_lr=5e-5, ppo_batch=32, kl_coef=0.05, rpo_alpha=1.0, online_rounds=0,
                 prompts_per_round=2000)
 QUICK = dict(n_prompts=48, n_val_prompts=16, samples=2, pairs_per_prompt=2, eval_limit=16, eval_samples=2, rm_steps=4,
              dpo_steps=4, batch_size=4, rm_lr=5e-4, dpo_lr=2e-4, beta=0.1, max_new_tokens=12, ppo_iters=2, ppo_lr=2e-5,
@@ -325,21 +327,28 @@ def main(argv=None):
                    ["train_loss", "rewards/chosen", "rewards/rejected", "rewards/margins"])
     else:
         banner("4. DPO (offline: the pairs of step 2)")
-        dpo_cfg = TrainConfig(out_dir=os.path.join(args.out_dir, "dpo"), max_steps=args.dpo_steps, lr=args.dpo_lr,
-                              min_lr=args.dpo_lr / 10, warmup_steps=max(1, args.dpo_steps // 10),
-                              eval_interval=max(1, args.dpo_steps // 5), eval_batches=None, checkpoint_interval=0,
-                              keep_last=1, progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
-        dpo_trainer = train_dpo(policy, tok, pairs["train"], pairs["val"], dpo_cfg, beta=args.beta,
-                                batch_size=args.batch_size, rpo_alpha=args.rpo_alpha, loss_type=args.loss_type,
-                                label_smoothing=args.label_smoothing)
-        last = [r for r in read_metrics(dpo_trainer.metrics.path) if "val_rewards/margins" in r][-1]
-        start = "ln 2 = 0.693 at the start" if not args.rpo_alpha else "DPO's ln 2 = 0.693 at the start + α·NLL of the chosen"
-        print(f"held-out pairs after DPO: loss {last['val_loss']:.3f} ({start}), "
-              f"reward accuracy {last['val_rewards/accuracies']:.1%}, margin {last['val_rewards/margins']:.3f}")
-        curves_png([dpo_trainer.metrics.path], os.path.join(args.out_dir, "dpo_curves.png"),
-                   ["train_loss", "rewards/chosen", "rewards/rejected", "rewards/margins"])
-        save_model(policy, os.path.join(args.out_dir, "dpo", "model"))
-        tok.save(os.path.join(args.out_dir, "dpo", "model"))
+        runs = [("DPO", policy, dict(beta=args.beta, rpo_alpha=args.rpo_alpha, loss_type=args.loss_type,
+                                     label_smoothing=args.label_smoothing))]
+        if args.nll_control:  # β -> 0 leaves only rpo_alpha·NLL of the chosen replies: SFT on them
+            control = copy.deepcopy(sft_model)
+            runs.append(("NLL", control, dict(beta=1e-4, rpo_alpha=args.rpo_alpha or 1.0)))
+        for name, model, loss in runs:
+            sub = "dpo" if name == "DPO" else "nll_control"
+            print("DPO" + (f" + {args.rpo_alpha:g}·NLL of the chosen (RPO)" if args.rpo_alpha else "") if name == "DPO"
+                  else "the control: only the NLL of the same chosen replies (no preference term)")
+            dpo_cfg = TrainConfig(out_dir=os.path.join(args.out_dir, sub), max_steps=args.dpo_steps, lr=args.dpo_lr,
+                                  min_lr=args.dpo_lr / 10, warmup_steps=max(1, args.dpo_steps // 10),
+                                  eval_interval=max(1, args.dpo_steps // 5), eval_batches=None, checkpoint_interval=0,
+                                  keep_last=1, progress=show, plot=False, overwrite=args.overwrite, seed=args.seed)
+            trainer = train_dpo(model, tok, pairs["train"], pairs["val"], dpo_cfg, batch_size=args.batch_size, **loss)
+            last = [r for r in read_metrics(trainer.metrics.path) if "val_rewards/margins" in r][-1]
+            print(f"  held-out pairs: loss {last['val_loss']:.3f}, reward accuracy {last['val_rewards/accuracies']:.1%}, "
+                  f"margin {last['val_rewards/margins']:.3f}")
+            if name == "DPO":
+                curves_png([trainer.metrics.path], os.path.join(args.out_dir, "dpo_curves.png"),
+                           ["train_loss", "rewards/chosen", "rewards/rejected", "rewards/margins"])
+            save_model(model, os.path.join(args.out_dir, sub, "model"))
+            tok.save(os.path.join(args.out_dir, sub, "model"))
 
     banner("5. PPO (RLHF)")
     ppo_policy = None
