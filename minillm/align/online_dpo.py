@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 from ..train import TrainConfig
 from ..train.metrics import read_metrics
-from .dpo import train_dpo
+from .dpo import LOSS_TYPES, train_dpo
 from .preference import MISTAKES, _check_record, on_policy_pairs
 from .rollout import generate_replies
 
@@ -78,6 +78,11 @@ class OnlineDPOConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"OnlineDPOConfig: {name} must be a number > 0, got {v!r}")
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"OnlineDPOConfig: loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
+        ls = self.label_smoothing
+        if isinstance(ls, bool) or not isinstance(ls, (int, float)) or not 0 <= ls < 0.5 or (ls and self.loss_type == "ipo"):
+            raise ValueError(f"OnlineDPOConfig: label_smoothing must be in [0, 0.5) (and 0 for IPO), got {ls!r}")
         if isinstance(self.rpo_alpha, bool) or not isinstance(self.rpo_alpha, (int, float)) or self.rpo_alpha < 0:
             raise ValueError(f"OnlineDPOConfig: rpo_alpha must be a number >= 0, got {self.rpo_alpha!r}")
 
@@ -126,8 +131,9 @@ def train_online_dpo(model, tokenizer, records: Sequence[dict], config: OnlineDP
                "replies": stats}
         if len(pairs) < cfg.batch_size:
             raise ValueError(f"train_online_dpo: round {r + 1} gave {len(pairs)} pairs, fewer than one batch of "
-                             f"{cfg.batch_size}: the policy got every prompt all right or all wrong; raise "
-                             "prompts_per_round or samples")
+                             f"{cfg.batch_size}: the policy got (nearly) every prompt all right or all wrong"
+                             + (f", or few mistakes were of kinds {cfg.kinds}" if cfg.kinds else "")
+                             + "; raise prompts_per_round or samples")
         steps = max(1, cfg.epochs * (len(pairs) // cfg.batch_size))
         tc = TrainConfig(out_dir=os.path.join(out_dir, f"round{r + 1}"), max_steps=steps, lr=cfg.lr,
                          min_lr=cfg.lr / 10, warmup_steps=max(1, steps // 10), eval_interval=0,
