@@ -448,7 +448,7 @@ def test_online_dpo_refuses_bad_settings(tok, tmp_path, monkeypatch):
     for bad, match in ((dict(samples=1), "samples must be >= 2"), (dict(reference="start"), "'round' or 'sft'"),
                        (dict(rounds=0), "rounds must be an int >= 1, got 0"), (dict(beta=0), "beta must be"),
                        (dict(rpo_alpha=-1), "rpo_alpha"), (dict(loss_type="hinge"), "loss_type must be one of"),
-                       (dict(loss_type="ipo", label_smoothing=0.1), "0 for IPO")):
+                       (dict(loss_type="ipo", label_smoothing=0.1), "IPO has no labels")):
         with pytest.raises(ValueError, match=match):
             OnlineDPOConfig(**bad)
     _fake_policy_samples(monkeypatch, [])

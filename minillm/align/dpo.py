@@ -67,6 +67,18 @@ def sequence_logps(model, input_ids, attention_mask, prompt_lens) -> Tensor:
 LOSS_TYPES = ("sigmoid", "ipo")
 
 
+def check_loss_settings(beta, loss_type: str, label_smoothing, who: str = "dpo_loss") -> None:
+    """ValueError naming the bad value of DPO's β, ``loss_type`` or ``label_smoothing``."""
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
+        raise ValueError(f"{who}: beta must be a number > 0, got {beta!r}")
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"{who}: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 0.5:
+        raise ValueError(f"{who}: label_smoothing must be a number in [0, 0.5), got {label_smoothing!r}")
+    if loss_type == "ipo" and label_smoothing:
+        raise ValueError(f"{who}: label_smoothing is for loss_type='sigmoid' (cDPO); IPO has no labels to smooth")
+
+
 def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps, ref_rejected_logps,
              beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> tuple:
     """The DPO loss and the implicit rewards, as TRL's ``DPOTrainer.dpo_loss``.
@@ -84,14 +96,7 @@ def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_cho
     Returns ``(loss, chosen_rewards, rejected_rewards)``: the mean loss (scalar Tensor) and
     β·(log π - log π_ref) of each side ((B,) arrays).
     """
-    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
-        raise ValueError(f"dpo_loss: beta must be a number > 0, got {beta!r}")
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"dpo_loss: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 0.5:
-        raise ValueError(f"dpo_loss: label_smoothing must be a number in [0, 0.5), got {label_smoothing!r}")
-    if loss_type == "ipo" and label_smoothing:
-        raise ValueError("dpo_loss: label_smoothing is for loss_type='sigmoid' (cDPO); IPO has no labels to smooth")
+    check_loss_settings(beta, loss_type, label_smoothing, "dpo_loss")
     ref_c = np.asarray(ref_chosen_logps.data if isinstance(ref_chosen_logps, Tensor) else ref_chosen_logps)
     ref_r = np.asarray(ref_rejected_logps.data if isinstance(ref_rejected_logps, Tensor) else ref_rejected_logps)
     shapes = {tuple(policy_chosen_logps.shape), tuple(policy_rejected_logps.shape), ref_c.shape, ref_r.shape}
@@ -176,8 +181,7 @@ def train_dpo(model, tokenizer, train_pairs, val_pairs, config: TrainConfig, bet
     max_length = min(max_length, model.args.max_seq_len)
     pad = tokenizer.pad_token_id
     reference = model if ref_model is None else ref_model
-    dpo_loss(Tensor._wrap(np.zeros(1)), Tensor._wrap(np.zeros(1)), np.zeros(1), np.zeros(1), beta, loss_type,
-             label_smoothing)  # bad settings fail here, before the reference log-probs are computed
+    check_loss_settings(beta, loss_type, label_smoothing, "train_dpo")  # before the reference log-probs are computed
     train_ds = PreferenceDataset(train_pairs, tokenizer, max_length)
     if len(train_ds) < batch_size:
         raise ValueError(f"train_dpo: {len(train_ds)} training pairs is fewer than one batch of {batch_size}")

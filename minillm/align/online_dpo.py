@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 from ..train import TrainConfig
 from ..train.metrics import read_metrics
-from .dpo import LOSS_TYPES, train_dpo
+from .dpo import check_loss_settings, train_dpo
 from .preference import MISTAKES, _check_record, on_policy_pairs
 from .rollout import generate_replies
 
@@ -74,15 +74,11 @@ class OnlineDPOConfig:
                 raise ValueError(f"OnlineDPOConfig: kinds must be some of {MISTAKES}, got {self.kinds!r}")
         if self.reference not in ("round", "sft"):
             raise ValueError(f"OnlineDPOConfig: reference must be 'round' or 'sft', got {self.reference!r}")
-        for name in ("temperature", "beta", "lr"):
+        for name in ("temperature", "lr"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
                 raise ValueError(f"OnlineDPOConfig: {name} must be a number > 0, got {v!r}")
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"OnlineDPOConfig: loss_type must be one of {LOSS_TYPES}, got {self.loss_type!r}")
-        ls = self.label_smoothing
-        if isinstance(ls, bool) or not isinstance(ls, (int, float)) or not 0 <= ls < 0.5 or (ls and self.loss_type == "ipo"):
-            raise ValueError(f"OnlineDPOConfig: label_smoothing must be in [0, 0.5) (and 0 for IPO), got {ls!r}")
+        check_loss_settings(self.beta, self.loss_type, self.label_smoothing, "OnlineDPOConfig")
         if isinstance(self.rpo_alpha, bool) or not isinstance(self.rpo_alpha, (int, float)) or self.rpo_alpha < 0:
             raise ValueError(f"OnlineDPOConfig: rpo_alpha must be a number >= 0, got {self.rpo_alpha!r}")
 
