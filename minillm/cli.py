@@ -152,8 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rpo-alpha", type=float, default=1.0,
                    help="add this much NLL of the chosen replies (TRL's rpo_alpha); 0 = pure DPO, which lowered "
                    "held-out correctness on the tiny models (docs/chapter4.md) (default: %(default)s)")
+    d.add_argument("--loss-type", choices=["sigmoid", "ipo"], default="sigmoid",
+                   help="TRL's loss_type: sigmoid = DPO (cDPO with --label-smoothing), ipo = IPO (default: %(default)s)")
+    d.add_argument("--label-smoothing", type=float, default=0.0,
+                   help="cDPO: the chance ε that a pair's label is wrong (TRL's label_smoothing) (default: %(default)s)")
+    d.add_argument("--online-rounds", type=int, default=0,
+                   help="online (iterative) DPO: this many rounds of sampling the current policy on --n-prompts new "
+                   "world questions, pairing its own right and wrong replies, and one epoch of DPO on them (then "
+                   "--steps is not used); 0 = offline DPO on pairs sampled once (default: %(default)s)")
+    d.add_argument("--ref-model", choices=["round", "sft"], default="round",
+                   help="online DPO's reference: the policy at the start of each round, or the SFT model (default: %(default)s)")
     d.add_argument("--eval-limit", type=int, default=200, help="held-out world questions to score (0: skip)")
-    _add_training_args(d, steps=150, lr=2e-4, batch_size=16)
+    _add_training_args(d, steps=150, lr=2e-4, batch_size=16, lr_note="; 1e-4 with --online-rounds")
 
     pp = sub.add_parser("ppo", help="RLHF with PPO (4.2.3): rollouts, reward, KL penalty, GAE, clipped losses",
                         description="PPO on the built-in world's questions; writes OUT/model/ and OUT/metrics.jsonl.")
@@ -510,10 +520,14 @@ def cmd_dpo(args):
     from .data.world import generate_sft
 
     mi.manual_seed(args.seed)
-    args.lr = 2e-4 if args.lr is None else args.lr
+    if args.online_rounds < 0:
+        raise ValueError(f"--online-rounds must be >= 0, got {args.online_rounds}")
+    if args.online_rounds and args.pairs:
+        raise ValueError("--online-rounds samples its pairs from the policy each round; it takes no --pairs")
+    args.lr = (1e-4 if args.online_rounds else 2e-4) if args.lr is None else args.lr
     _claim_out_dir(args)
     model, tok = _load_model_dir(args.model)
-    train, val = _preference_data(args, model, tok)
+    train, val = _preference_data(args, model, tok) if not args.online_rounds else (None, None)
     eval_records = generate_sft(args.eval_limit, seed=args.world_seed, split="val") if args.eval_limit else None
     before = pipeline.evaluate_sft(model, tok, eval_records) if eval_records else None
     policy = model
@@ -522,8 +536,23 @@ def cmd_dpo(args):
 
         policy = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, lora_dropout=0.0,
                                                   target_modules=["wq", "wk", "wv", "wo", "w1", "w2", "w3"]))
-    train_dpo(policy, tok, train, val, _train_config(args, args.out), beta=args.beta, batch_size=args.batch_size,
-              max_length=args.max_length, rpo_alpha=args.rpo_alpha)
+    if args.online_rounds:
+        from .align.online_dpo import OnlineDPOConfig, train_online_dpo
+
+        if args.lora and args.ref_model == "round":
+            raise ValueError("--lora: the reference is the base with the adapters off, the SFT model: give --ref-model sft")
+        records = generate_sft(6_000 + args.online_rounds * args.n_prompts, seed=args.world_seed, split="train")[6_000:]
+        cfg = OnlineDPOConfig(rounds=args.online_rounds, prompts_per_round=args.n_prompts, samples=args.samples,
+                              max_pairs_per_prompt=args.pairs_per_prompt, beta=args.beta, loss_type=args.loss_type,
+                              label_smoothing=args.label_smoothing, rpo_alpha=args.rpo_alpha, reference=args.ref_model,
+                              lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+        train_online_dpo(policy, tok, records, cfg, args.out, progress=not args.no_progress, overwrite=True, log=lambda h: print(
+            f"round {h['round']}: {h['sampled_correct']:.1%} of the sampled replies right -> {h['pairs']} pairs, "
+            f"{h['steps']} steps, margin {h['rewards/margins']:.3f}", flush=True))
+    else:
+        train_dpo(policy, tok, train, val, _train_config(args, args.out), beta=args.beta, batch_size=args.batch_size,
+                  max_length=args.max_length, rpo_alpha=args.rpo_alpha, loss_type=args.loss_type,
+                  label_smoothing=args.label_smoothing)
     if args.lora:
         policy.save_pretrained(os.path.join(args.out, "adapter"))
         model = policy.merge_and_unload()

@@ -1,5 +1,6 @@
 """Chapter 4.2.3: preference pairs, the reward model and DPO (minillm/align/)."""
 import copy
+import dataclasses
 import json
 import math
 
@@ -101,6 +102,9 @@ def test_on_policy_pairs_prefer_a_right_sample_else_the_reference():
     assert stats["correct"] == 4 and sum(stats.values()) == 7
     with pytest.raises(ValueError, match="3 records but 2"):
         on_policy_pairs(records, replies[:2])
+    # online DPO: both sides must be the model's own samples, so the never-right prompt gives no pair
+    own, own_stats = on_policy_pairs(records, replies, seed=0, sampled_chosen_only=True)
+    assert [(p.chosen, p.rejected) for p in own] == [(refs[0], "zzz")] and own_stats == stats
 
 
 def test_on_policy_pairs_reject_the_greedy_mistake_first():
@@ -275,6 +279,66 @@ def test_dpo_loss_equals_trls_formula_in_torch():
     np.testing.assert_allclose(cr, beta * (pc - rc))
 
 
+def test_cdpo_and_ipo_losses_on_hand_computed_numbers():
+    beta = 0.5  # the numbers of the test above: h = [1, -2]
+    pc, pr = mi.tensor([-1.0, -3.0], dtype=mi.float64), mi.tensor([-2.0, -1.0], dtype=mi.float64)
+    rc, rr = np.array([-1.5, -2.0]), np.array([-1.5, -2.0])
+    # cDPO, ε = 0.1: -(0.9)·log σ(β h) - 0.1·log σ(-β h); -log σ(x) = log(1 + e^-x)
+    # pair 0: 0.9·0.474077 + 0.1·0.974077 = 0.524077; pair 1: 0.9·1.313262 + 0.1·0.313262 = 1.213262
+    loss, _, _ = dpo_loss(pc, pr, rc, rr, beta=beta, label_smoothing=0.1)
+    assert loss.item() == pytest.approx((0.5240769841801067 + 1.2132616875182228) / 2, rel=1e-12)
+    # IPO: (h - 1/(2β))² = (1 - 1)² and (-2 - 1)² -> mean 4.5
+    loss, cr, _ = dpo_loss(pc, pr, rc, rr, beta=beta, loss_type="ipo")
+    assert loss.item() == pytest.approx(4.5, rel=1e-12)
+    np.testing.assert_allclose(cr, [0.25, -0.5])
+    for kw in (dict(label_smoothing=0.1), dict(loss_type="ipo")):
+        gradcheck(lambda a, b: dpo_loss(a, b, rc, rr, beta, **kw)[0], [np.array([-1.0, -3.0]), np.array([-2.0, -1.0])])
+    with pytest.raises(ValueError, match="loss_type must be one of"):
+        dpo_loss(pc, pr, rc, rr, beta, loss_type="hinge")
+    with pytest.raises(ValueError, match=r"label_smoothing must be a number in \[0, 0.5\), got 0.5"):
+        dpo_loss(pc, pr, rc, rr, beta, label_smoothing=0.5)
+    with pytest.raises(ValueError, match="IPO has no labels"):
+        dpo_loss(pc, pr, rc, rr, beta, loss_type="ipo", label_smoothing=0.1)
+
+
+def test_cdpo_and_ipo_equal_trls_formulas_in_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    pc, pr, rc, rr = (rng.normal(-2, 1, size=16) for _ in range(4))
+    beta, eps = 0.1, 0.2
+    for loss_type in ("sigmoid", "ipo"):  # trl/trainer/dpo_trainer.py, DPOTrainer.dpo_loss
+        t = [torch.tensor(v, requires_grad=i < 2) for i, v in enumerate((pc, pr, rc, rr))]
+        logits = (t[0] - t[1]) - (t[2] - t[3])
+        if loss_type == "sigmoid":
+            ref = (-torch.nn.functional.logsigmoid(beta * logits) * (1 - eps)
+                   - torch.nn.functional.logsigmoid(-beta * logits) * eps).mean()
+        else:
+            ref = ((logits - 1 / (2 * beta)) ** 2).mean()
+        ref.backward()
+        a, b = mi.tensor(pc, requires_grad=True), mi.tensor(pr, requires_grad=True)
+        loss, _, _ = dpo_loss(a, b, rc, rr, beta, loss_type, eps if loss_type == "sigmoid" else 0.0)
+        loss.backward()
+        assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+        np.testing.assert_allclose(a.grad.numpy(), t[0].grad.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(b.grad.numpy(), t[1].grad.numpy(), rtol=1e-10)
+
+
+def test_ipo_step_uses_per_token_mean_logps(tok):
+    from minillm.align.dpo import dpo_forward
+    pairs = _pairs(4)
+    model = _model(tok.vocab_size)
+    ds = PreferenceDataset(pairs, tok, 128)
+    ds.ref_chosen_logps[:] = -3.0
+    ds.ref_rejected_logps[:] = -5.0
+    batch = collate_pairs([ds[i] for i in range(4)], tok.pad_token_id)
+    lp = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["prompt_lens"]).numpy()
+    n = (response_targets(batch["input_ids"], batch["attention_mask"], batch["prompt_lens"])[1] != -100).sum(1)
+    h = (lp[:4] / n[:4] - lp[4:] / n[4:]) - (-3.0 / n[:4] - -5.0 / n[4:])  # TRL averages the log-probs for IPO
+    out = dpo_forward(model, batch, beta=0.25, loss_type="ipo")
+    assert out.loss.item() == pytest.approx(np.mean((h - 2.0) ** 2), rel=1e-5)
+    assert n[0] != n[4] or n[1] != n[5]  # replies of different lengths: the averaging matters
+
+
 def test_sequence_logps_sum_the_reply_tokens_only():
     model = _model(64)
     ids = np.array([[5, 6, 7, 8, 9], [5, 6, 7, 0, 0]])
@@ -321,6 +385,84 @@ def test_dpo_raises_the_chosen_over_the_rejected(tok, tmp_path):
         assert key in train_rows[-1]
     assert val_rows[-1]["val_rewards/margins"] > 0.1 and val_rows[-1]["val_rewards/accuracies"] > 0.6
     assert val_rows[-1]["val_loss"] < math.log(2)  # below the loss of a policy equal to its reference
+
+
+# ----------------------------------------------------------------------------- online DPO
+def _fake_policy_samples(monkeypatch, calls):
+    """generate_replies for online DPO: prompt i gets a right and a wrong reply, except every
+    third prompt, which is always wrong (no pair: nothing of the policy's own to prefer)."""
+    from minillm.align import online_dpo
+    from minillm.align.rollout import Reply
+
+    def fake(model, tokenizer, prompts, n, temperature, max_new_tokens, seed):
+        calls.append({"n": n, "temperature": temperature, "seed": seed, "first": prompts[0][-1]["content"]})
+        refs = {r["messages"][-2]["content"]: r["messages"][-1]["content"] for r in generate_sft(40, seed=0, split="train")}
+        out = []
+        for i, p in enumerate(prompts):
+            ref = refs[p[-1]["content"]]
+            right = [ref] if i % 3 else ["wrong 0"]
+            out.append([Reply(t, [1], [0], True) for t in (right + [f"wrong {k}" for k in range(1, n)])])
+        return out
+    monkeypatch.setattr(online_dpo, "generate_replies", fake)
+
+
+def test_online_dpo_samples_the_current_policy_each_round(tok, tmp_path, monkeypatch):
+    from minillm.align import online_dpo
+    from minillm.align.online_dpo import OnlineDPOConfig, train_online_dpo
+    calls, trained = [], []
+    _fake_policy_samples(monkeypatch, calls)
+    real_train = real_train_dpo = online_dpo.train_dpo
+
+    def spy(model, tokenizer, pairs, val, cfg, **kw):
+        trained.append({"pairs": pairs, "ref_model": kw["ref_model"], "out": cfg.out_dir, "steps": cfg.max_steps})
+        return real_train(model, tokenizer, pairs, val, cfg, **kw)
+    monkeypatch.setattr(online_dpo, "train_dpo", spy)
+    records = generate_sft(40, seed=0, split="train")
+    model = _model(tok.vocab_size)
+    cfg = OnlineDPOConfig(rounds=2, prompts_per_round=12, samples=3, max_pairs_per_prompt=1, batch_size=4, lr=1e-3)
+    hist = train_online_dpo(model, tok, records, cfg, str(tmp_path))
+    assert [c["first"] for c in calls] == [records[0]["messages"][-2]["content"], records[12]["messages"][-2]["content"]]
+    assert [c["seed"] for c in calls] == [0, 1000] and calls[0]["n"] == 3 and calls[0]["temperature"] == 1.0
+    assert [h["pairs"] for h in hist] == [8, 8]  # 12 prompts, every third never right: 8 pairs per round
+    assert hist[0]["sampled_correct"] == pytest.approx(8 / 36) and hist[0]["steps"] == 2
+    for t in trained:  # chosen = the policy's own right sample, rejected = its own wrong one; reference = the policy
+        assert all(p.meta["chosen_sampled"] and p.rejected.startswith("wrong") for p in t["pairs"])
+        assert t["ref_model"] is None and t["steps"] == 2
+    assert trained[1]["out"].endswith("round2") and hist[1]["rewards/margins"] is not None
+
+    trained.clear()
+    real_train = lambda model, tokenizer, pairs, val, cfg, **kw: real_train_dpo(  # noqa: E731  (one step: only the reference is checked)
+        model, tokenizer, pairs[:4], val, dataclasses.replace(cfg, max_steps=1), **kw)
+    sft_ref = OnlineDPOConfig(rounds=2, prompts_per_round=12, samples=3, max_pairs_per_prompt=1, batch_size=4,
+                              reference="sft")
+    before = copy.deepcopy(model.state_dict())
+    train_online_dpo(model, tok, records, sft_ref, str(tmp_path / "sft_ref"))
+    ref = trained[0]["ref_model"]
+    assert ref is trained[1]["ref_model"] and ref is not model  # one frozen copy of the starting model
+    for k, v in ref.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k].numpy())
+
+
+def test_online_dpo_refuses_bad_settings(tok, tmp_path, monkeypatch):
+    from minillm.align.online_dpo import OnlineDPOConfig, train_online_dpo
+    for bad, match in ((dict(samples=1), "samples must be >= 2"), (dict(reference="start"), "'round' or 'sft'"),
+                       (dict(rounds=0), "rounds must be an int >= 1, got 0"), (dict(beta=0), "beta must be"),
+                       (dict(rpo_alpha=-1), "rpo_alpha"), (dict(loss_type="hinge"), "loss_type must be one of"),
+                       (dict(loss_type="ipo", label_smoothing=0.1), "IPO has no labels")):
+        with pytest.raises(ValueError, match=match):
+            OnlineDPOConfig(**bad)
+    _fake_policy_samples(monkeypatch, [])
+    records = generate_sft(40, seed=0, split="train")
+    with pytest.raises(ValueError, match="round 1 gave 2 pairs, fewer than one batch of 16"):
+        train_online_dpo(_model(tok.vocab_size), tok, records, OnlineDPOConfig(prompts_per_round=3, samples=2),
+                         str(tmp_path))
+    with pytest.raises(ValueError, match="record 0"):
+        train_online_dpo(None, tok, [{"messages": []}], OnlineDPOConfig(), str(tmp_path))
+    with pytest.raises(ValueError, match="kinds must be some of"):
+        OnlineDPOConfig(kinds=("typo",))
+    peft = get_peft_model(_model(tok.vocab_size), LoraConfig(r=2, target_modules=["wq"]))
+    with pytest.raises(ValueError, match="use reference='sft'"):  # LoRA's reference is the base: the starting model
+        train_online_dpo(peft, tok, records, OnlineDPOConfig(), str(tmp_path))
 
 
 # ----------------------------------------------------------------------------- PPO

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -21,7 +23,11 @@ def test_align_quick_runs_end_to_end(tmp_path):
     for name in ("dpo", "ppo"):
         assert 0 <= report["eval"][name]["win_rate_truth"] <= 1
         assert report["eval"][name]["exact_match"]["n"] == 16
-    for name in ("SFT", "DPO", "PPO"):  # greedy and sampled correctness, with the change against SFT
+    assert [h["round"] for h in report["online_dpo"]] == [1, 2] and len(report["online_nll_control"]) == 2
+    assert report["online_nll_control"][-1]["rewards/margins"] == pytest.approx(0, abs=1e-3)  # β ≈ 0: no preference term
+    assert set(report["dpo_minus_nll"]) == {"greedy", "T=1.0", "T=0.7"} and "DPO − NLL control" in proc.stdout
+    assert (out / "nll_control" / "model" / "model.safetensors").exists()
+    for name in ("SFT", "DPO", "NLL", "PPO"):  # greedy and sampled correctness, with the change against SFT
         row = report["correctness"][name]
         assert set(row) == {"greedy", "T=1.0", "T=0.7"} and row["T=1.0"]["samples"] == 2, row.keys()
         assert all(0 <= r["acc"] <= 1 and abs(sum(r["kinds"].values()) - 1) < 1e-9 for r in row.values())
@@ -55,6 +61,10 @@ def test_align_quick_runs_end_to_end(tmp_path):
             "--iters", "1", "--batch-size", "4", "--n-prompts", "8", "--eval-limit", "4")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "iteration 1" in r.stdout and (tmp_path / "ppo" / "metrics.jsonl").exists()
+    # online DPO from the command line: the micro model is never right, so no pair of its own replies exists
+    r = cli("dpo", "--model", model, "--out", str(tmp_path / "odpo"), "--online-rounds", "1", "--n-prompts", "8",
+            "--samples", "2", "--batch-size", "2", "--eval-limit", "0", "--no-progress")
+    assert r.returncode == 2 and "round 1 gave 0 pairs, fewer than one batch of 2" in r.stderr, r.stderr[-2000:]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "q", "chosen": "a"}\n', encoding="utf-8")
     r = cli("dpo", "--model", model, "--out", str(tmp_path / "dpo2"), "--pairs", str(bad), "--val", str(bad))

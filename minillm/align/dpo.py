@@ -64,17 +64,39 @@ def sequence_logps(model, input_ids, attention_mask, prompt_lens) -> Tensor:
     return -nll.view(B, T).sum(dim=1)  # (B,)
 
 
-def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps, ref_rejected_logps,
-             beta: float = 0.1) -> tuple:
-    """The DPO loss and the implicit rewards, as TRL's ``DPOTrainer.dpo_loss`` ("sigmoid" loss).
+LOSS_TYPES = ("sigmoid", "ipo")
 
-    policy_*: (B,) summed log-probs of the replies under the policy (Tensors, with grad);
+
+def check_loss_settings(beta, loss_type: str, label_smoothing, who: str = "dpo_loss") -> None:
+    """ValueError naming the bad value of DPO's β, ``loss_type`` or ``label_smoothing``."""
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
+        raise ValueError(f"{who}: beta must be a number > 0, got {beta!r}")
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"{who}: loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 0.5:
+        raise ValueError(f"{who}: label_smoothing must be a number in [0, 0.5), got {label_smoothing!r}")
+    if loss_type == "ipo" and label_smoothing:
+        raise ValueError(f"{who}: label_smoothing is for loss_type='sigmoid' (cDPO); IPO has no labels to smooth")
+
+
+def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps, ref_rejected_logps,
+             beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> tuple:
+    """The DPO loss and the implicit rewards, as TRL's ``DPOTrainer.dpo_loss``.
+
+    With h = (log π(y_w) - log π_ref(y_w)) - (log π(y_l) - log π_ref(y_l)):
+
+    * ``loss_type="sigmoid"`` (DPO): -log σ(β·h); with ``label_smoothing`` ε > 0 it is
+      conservative DPO (cDPO: the labels are wrong with probability ε),
+      -(1 - ε)·log σ(β·h) - ε·log σ(-β·h), whose optimum is a *finite* margin.
+    * ``loss_type="ipo"`` (IPO, Azar et al. 2023, eq. 17): (h - 1/(2β))², a squared loss that
+      pulls the margin to 1/(2β) instead of pushing the rejected reply's log-prob to -∞.
+
+    policy_*: (B,) log-probs of the replies under the policy (Tensors, with grad);
     ref_*: (B,) the same under the frozen reference (arrays or Tensors; no grad flows there).
     Returns ``(loss, chosen_rewards, rejected_rewards)``: the mean loss (scalar Tensor) and
     β·(log π - log π_ref) of each side ((B,) arrays).
     """
-    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
-        raise ValueError(f"dpo_loss: beta must be a number > 0, got {beta!r}")
+    check_loss_settings(beta, loss_type, label_smoothing, "dpo_loss")
     ref_c = np.asarray(ref_chosen_logps.data if isinstance(ref_chosen_logps, Tensor) else ref_chosen_logps)
     ref_r = np.asarray(ref_rejected_logps.data if isinstance(ref_rejected_logps, Tensor) else ref_rejected_logps)
     shapes = {tuple(policy_chosen_logps.shape), tuple(policy_rejected_logps.shape), ref_c.shape, ref_r.shape}
@@ -85,7 +107,12 @@ def dpo_loss(policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_cho
     dtype = policy_chosen_logps.dtype
     ref_margin = Tensor._wrap((ref_c - ref_r).astype(dtype))  # (B,) constant
     logits = (policy_chosen_logps - policy_rejected_logps) - ref_margin  # (B,) the log-ratio difference
-    loss = -F.logsigmoid(beta * logits).mean()
+    if loss_type == "ipo":
+        loss = ((logits - 1.0 / (2.0 * beta)) ** 2).mean()
+    elif label_smoothing:
+        loss = (-(1.0 - label_smoothing) * F.logsigmoid(beta * logits) - label_smoothing * F.logsigmoid(-beta * logits)).mean()
+    else:
+        loss = -F.logsigmoid(beta * logits).mean()
     chosen_rewards = beta * (policy_chosen_logps.data - ref_c)  # (B,)
     rejected_rewards = beta * (policy_rejected_logps.data - ref_r)
     return loss, chosen_rewards, rejected_rewards
@@ -117,20 +144,26 @@ class DPOOutput:
     metrics: dict
 
 
-def dpo_forward(model, batch: dict, beta: float = 0.1, rpo_alpha: float = 0.0) -> DPOOutput:
+def dpo_forward(model, batch: dict, beta: float = 0.1, rpo_alpha: float = 0.0, loss_type: str = "sigmoid",
+                label_smoothing: float = 0.0) -> DPOOutput:
     """One DPO step on a ``collate_pairs`` batch (chosen rows first, reference log-probs filled).
 
     ``rpo_alpha`` > 0 adds that much of the chosen replies' mean token NLL (TRL's ``rpo_alpha``,
-    "RPO"): it keeps the likelihood of the preferred answers from drifting down.
+    "RPO"): it keeps the likelihood of the preferred answers from drifting down. ``loss_type``
+    and ``label_smoothing``: see ``dpo_loss``; for "ipo" the log-probs (policy and reference)
+    are per-token means, as in TRL, so the target margin 1/(2β) does not depend on length.
     """
     logps = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["prompt_lens"])  # (2B,)
     B = logps.shape[0] // 2
     ref = batch["ref_logps"]
-    loss, rc, rr = dpo_loss(logps[:B], logps[B:], ref[:B], ref[B:], beta)
+    n_tokens = (response_targets(batch["input_ids"], batch["attention_mask"], batch["prompt_lens"])[1]
+                != IGNORE_INDEX).sum(axis=1)  # (2B,) reply tokens per row
+    policy = logps
+    if loss_type == "ipo":
+        policy, ref = logps / Tensor._wrap(n_tokens.astype(logps.dtype)), ref / n_tokens
+    loss, rc, rr = dpo_loss(policy[:B], policy[B:], ref[:B], ref[B:], beta, loss_type, label_smoothing)
     if rpo_alpha:
-        n_tokens = (response_targets(batch["input_ids"], batch["attention_mask"], batch["prompt_lens"])[1][:B]
-                    != IGNORE_INDEX).sum()
-        loss = loss + rpo_alpha * (-logps[:B].sum() / float(n_tokens))
+        loss = loss + rpo_alpha * (-logps[:B].sum() / float(n_tokens[:B].sum()))
     metrics = {
         "rewards/chosen": float(rc.mean()), "rewards/rejected": float(rr.mean()),
         "rewards/accuracies": float((rc > rr).mean()), "rewards/margins": float((rc - rr).mean()),
@@ -140,21 +173,28 @@ def dpo_forward(model, batch: dict, beta: float = 0.1, rpo_alpha: float = 0.0) -
 
 
 def train_dpo(model, tokenizer, train_pairs, val_pairs, config: TrainConfig, beta: float = 0.1,
-              batch_size: int = 16, max_length: int = 256, rpo_alpha: float = 0.0) -> Trainer:
-    """DPO with the Trainer: tokenize, precompute the reference log-probs with ``model`` as it is
-    now (the SFT model, or a PeftModel's base), then train ``model`` (in place)."""
+              batch_size: int = 16, max_length: int = 256, rpo_alpha: float = 0.0, ref_model=None,
+              loss_type: str = "sigmoid", label_smoothing: float = 0.0) -> Trainer:
+    """DPO with the Trainer: tokenize, precompute the reference log-probs with ``ref_model``
+    (default: ``model`` as it is now, i.e. the SFT model, or a PeftModel's base), then train
+    ``model`` (in place). ``val_pairs`` may be None or empty: no held-out evaluation."""
     max_length = min(max_length, model.args.max_seq_len)
     pad = tokenizer.pad_token_id
+    reference = model if ref_model is None else ref_model
+    check_loss_settings(beta, loss_type, label_smoothing, "train_dpo")  # before the reference log-probs are computed
     train_ds = PreferenceDataset(train_pairs, tokenizer, max_length)
-    val_ds = PreferenceDataset(val_pairs, tokenizer, max_length)
     if len(train_ds) < batch_size:
         raise ValueError(f"train_dpo: {len(train_ds)} training pairs is fewer than one batch of {batch_size}")
-    precompute_reference_logps(model, train_ds, pad)
-    precompute_reference_logps(model, val_ds, pad)
+    precompute_reference_logps(reference, train_ds, pad)
     collate = functools.partial(collate_pairs, pad_id=pad)
     train_loader = DataLoader(train_ds, batch_size, shuffle=True, seed=config.seed, drop_last=True, collate_fn=collate)
-    val_loader = DataLoader(val_ds, min(batch_size, len(val_ds)), shuffle=False, drop_last=True, collate_fn=collate)
-    forward = functools.partial(dpo_forward, beta=beta, rpo_alpha=rpo_alpha)
+    val_loader = None
+    if val_pairs:
+        val_ds = PreferenceDataset(val_pairs, tokenizer, max_length)
+        precompute_reference_logps(reference, val_ds, pad)
+        val_loader = DataLoader(val_ds, min(batch_size, len(val_ds)), shuffle=False, drop_last=True, collate_fn=collate)
+    forward = functools.partial(dpo_forward, beta=beta, rpo_alpha=rpo_alpha, loss_type=loss_type,
+                                label_smoothing=label_smoothing)
     trainer = Trainer(model, None, train_loader, val_loader, config, forward_fn=forward)
     trainer.train()
     return trainer

@@ -322,14 +322,17 @@ def label_reply(reply: str, reference: str, prompt_text: str = "", stopped: bool
 
 
 def on_policy_pairs(records: Sequence[dict], replies: Sequence[Sequence[str]], seed: int = 0,
-                    max_pairs_per_prompt: int = 1, greedy: Optional[Sequence] = None) -> tuple:
+                    max_pairs_per_prompt: int = 1, greedy: Optional[Sequence] = None,
+                    sampled_chosen_only: bool = False) -> tuple:
     """Pairs from the model's own samples: ``replies[i]`` are the samples for ``records[i]``
     (strings, or ``minillm.align.rollout.Reply`` objects, which also say whether it stopped).
 
     Each sample is labelled by ``label_reply`` against the record's reference answer. For a
     prompt with a wrong sample, the rejected reply is a wrong sample and the chosen one a
     right sample if the model produced one, else the reference answer. Prompts the model
-    always answers right give no pair (there is nothing to fix).
+    always answers right give no pair (there is nothing to fix). ``sampled_chosen_only=True``
+    drops the reference fallback: a prompt gives pairs only when the model wrote both a right and
+    a wrong reply, so both sides are the policy's own samples (online / iterative DPO).
 
     ``greedy[i]`` (optional) is the model's greedy reply to ``records[i]``: the answer it gives
     when asked, which is what exact match scores. A wrong greedy reply is then always the
@@ -355,6 +358,8 @@ def on_policy_pairs(records: Sequence[dict], replies: Sequence[Sequence[str]], s
             stats[lab] += 1
         right = list(dict.fromkeys(s for s, lab in zip(texts, labels) if lab == "correct"))
         wrong = list(dict.fromkeys((s, lab) for s, lab in zip(texts, labels) if lab != "correct"))
+        if sampled_chosen_only and not right:
+            continue
         greedy_wrong = bool(first) and labels[0] != "correct"
         head, rest = (wrong[:1], wrong[1:]) if greedy_wrong else ([], wrong)
         rng.shuffle(rest)
