@@ -50,7 +50,7 @@ KERNELS = {
     "rope_forward": 0, "rope_backward": 0, "swiglu_forward": 0, "swiglu_backward": 0, "erf": None,
     "embedding_backward": 1, "attention_forward": 0, "attention_backward": 0, "adamw_step": 0,
     "llama_decode_step": None,
-    "nf4_dequantize": 0,
+    "nf4_dequantize": 0, "matmul": None,
 }
 
 
@@ -105,9 +105,46 @@ def test_matmul_numba_equals_reference(dtype, seed, m, k, n, ta, tb, batch):
     assert_close(K.matmul(a, b, ta, tb), expected, dtype, scale=k, what="matmul dispatch")
 
 
-def test_matmul_is_blas_on_both_backends():
-    # benchmarks/kernels.py: OpenBLAS beat the Numba GEMM on every shape class, so no dispatch
-    assert K.matmul is R.matmul
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta, tb", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_matmul_split_over_threads_equals_one_blas_call(monkeypatch, dtype, ta, tb, batch):
+    """The "numba" matmul splits C's rows over the kernel threads, OpenBLAS single-threaded in each
+    share: the same bits as np.matmul (each row is the same dot products in the same order), and
+    OpenBLAS's thread count is back to the user's afterwards."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    monkeypatch.setattr(_matmul, "SPLIT_MIN", 0)
+    previous = numba.get_num_threads()
+    a, b = rng_arrays(1, dtype, batch + ((33, 67) if ta else (67, 33)), (45, 33) if tb else (33, 45))
+    shares, real = [], _matmul._gemm_rows
+
+    def spy(*args):  # records (first, step) and OpenBLAS's thread counts inside the share
+        shares.append((args[-2:], [get() for get, _ in _matmul._controls]))
+        real(*args)
+
+    monkeypatch.setattr(_matmul, "_gemm_rows", spy)
+    before = [get() for get, _ in _matmul.blas_controls()]
+    try:
+        numba.set_num_threads(2)
+        with backend("numba"):
+            got = K.matmul(a, b, trans_a=ta, trans_b=tb)
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(got, R.matmul(a, b, ta, tb))
+    if _matmul._controls:  # NumPy on OpenBLAS: split, single-threaded inside, the user's count restored
+        assert sorted(s[0] for s in shares) == [(0, 2), (1, 2)]
+        assert all(n == 1 for s in shares for n in s[1])
+        assert [get() for get, _ in _matmul._controls] == before
+
+
+def test_matmul_keeps_float16_and_vectors_on_numpy():
+    a = np.arange(6, dtype=np.float16).reshape(2, 3)
+    with backend("numba"):
+        np.testing.assert_array_equal(K.matmul(a, a, trans_b=True), a @ a.T)
+        np.testing.assert_array_equal(K.matmul(np.ones(3), np.ones((3, 2))), np.full(2, 3.0))
 
 
 # -------------------------------------------------------------------- softmax

@@ -1,8 +1,8 @@
-"""The parallel variants of the RMSNorm / RoPE / SwiGLU / cross-entropy / AdamW kernels.
+"""The thread-pool variants of the RMSNorm / RoPE / SwiGLU / cross-entropy / AdamW kernels.
 
-The wrappers run these only above PARALLEL_MIN elements (millions: below that the serial
-kernel wins), far beyond the arrays the other tests use. Here the threshold is lowered to 0
-so the parallel kernels run on small hypothesis shapes with 2 threads, and must equal both
+The wrappers run these only above PARALLEL_MIN elements (~100k and more: below that the serial
+kernel wins), beyond the arrays the other tests use. Here the threshold is lowered to 0 (and
+the work items shrunk) so the pool kernels run on small hypothesis shapes with 2 threads, and must equal both
 the NumPy reference and the serial kernel (RMSNorm: bit for bit, since both add the same
 row blocks in the same order)."""
 import os
@@ -33,6 +33,10 @@ def parallel(monkeypatch):
     monkeypatch.setattr(_elementwise, "PARALLEL_MIN", {k: 0 for k in _elementwise.PARALLEL_MIN})
     monkeypatch.setattr(_softmax, "CE_PARALLEL_MIN", 0)
     monkeypatch.setattr(_optim, "PARALLEL_MIN", 0)
+    # work items of a few elements, so the small shapes below still make several items per thread
+    monkeypatch.setattr(_elementwise, "SPAN", 8)
+    monkeypatch.setattr(_elementwise, "ROPE_SPAN", 2)
+    monkeypatch.setattr(_optim, "SPAN", 16)
 
     def serial():
         monkeypatch.setattr(_norms, "PARALLEL_MIN", {k: 10**18 for k in _norms.PARALLEL_MIN})

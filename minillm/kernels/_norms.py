@@ -3,23 +3,21 @@
 Each pass reads every input once from memory and writes every output once: a row
 (C <= a few thousand floats) stays in L1 between its two loops.
 
-Serial or parallel.  Waking Numba's worker threads costs 30-110 us per parallel launch
-here ("workqueue" layer, 2 vCPUs), while the whole forward of the tiny model's
-(8, 256, 128) activations takes ~20 us on one core.  So the wrappers run the serial
-kernel below PARALLEL_MIN elements and the parallel one above it.  Both call the same
-row-block function on the same blocks of ROW_BLOCK rows and add the blocks' weight
-gradients in the same order, so the result depends neither on the thread count nor on
-the path (checked bit-identical for float32 / float64 up to 5000 x 1000); the tests,
-whose inputs are small, exercise the block code through the serial path.
+Serial or split.  The wrappers run the serial kernel below PARALLEL_MIN elements and
+otherwise the `nogil` pool kernel (`_threads.run_items`: blocks first, first + step, ...
+on each thread).  Both call the same row-block function on the same blocks of ROW_BLOCK
+rows and add the blocks' weight gradients in the same order, so the result depends
+neither on the thread count nor on the path (tests/test_kernels_parallel.py: bit for bit).
 """
 import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import typed
+from ._threads import run_items
 
 # Reductions (sum of squares, dot products) vectorise only if LLVM may reassociate them;
 # "contract" allows fused multiply-adds.  No nnan/ninf: infinities and NaNs propagate.
@@ -29,12 +27,11 @@ REDUCE = {"reassoc", "nsz", "contract"}
 OPTS = dict(cache=CACHE, error_model="numpy", fastmath=REDUCE)
 
 ROW_BLOCK = 128  # rows per block: a fixed count, so the weight-gradient sum order is fixed
-# Below this many elements the serial kernel wins.  Measured with 2 threads (C = 128-512):
-# the tiny / small models' (8, 256, 128) / (8, 256, 288) activations run 2-5x faster serial
-# (forward 0.02 / 0.05 ms; the parallel launch alone costs 30-110 us); the parallel kernels
-# pay from ~3M elements, when the arrays outgrow the 32 MB L3 and one core cannot keep up
-# with memory (forward 0.52 -> 0.32 ms at 3M elements).
-PARALLEL_MIN = {"forward": 3_000_000, "backward": 3_000_000}
+# Below this many elements the serial kernel wins.  Round 2 kept everything below 3M elements
+# serial: a `prange` launch cost 30-110 us, more than a tiny-model forward (~0.02-0.05 ms at
+# (8, 256, 128) on an idle core).  A pool share starts in ~5-10 us (`_threads.py`), so the split
+# pays from a few hundred thousand elements (benchmarks/README.md, "Round 4").
+PARALLEL_MIN = {"forward": 262_144, "backward": 262_144}
 
 
 # ------------------------------------------------------------------------- forward
@@ -58,11 +55,11 @@ def rmsnorm_forward_serial(x, w, eps, y, rstd):
     _forward_block(x, w, eps, y, rstd, 0, x.shape[0])
 
 
-@njit(parallel=True, **OPTS)
-def rmsnorm_forward_parallel(x, w, eps, y, rstd):
-    """x, y (N, C); w (C,); rstd (N,).  Blocks of ROW_BLOCK rows spread over the threads."""
+@njit(nogil=True, **OPTS)
+def rmsnorm_forward_items(x, w, eps, y, rstd, first, step):
+    """x, y (N, C); w (C,); rstd (N,).  Blocks of ROW_BLOCK rows first, first + step, ..."""
     N = x.shape[0]
-    for blk in prange((N + ROW_BLOCK - 1) // ROW_BLOCK):
+    for blk in range(first, (N + ROW_BLOCK - 1) // ROW_BLOCK, step):
         _forward_block(x, w, eps, y, rstd, blk * ROW_BLOCK, min(N, (blk + 1) * ROW_BLOCK))
 
 
@@ -88,7 +85,7 @@ def _backward_block(x, w, rstd, gy, gx, gw_part, r0, r1):
 
 @njit(**OPTS)
 def rmsnorm_backward_serial(x, w, rstd, gy, gx, gw):
-    """x, gy, gx (N, C); w, gw (C,); rstd (N,).  One thread; same block sums as the parallel kernel."""
+    """x, gy, gx (N, C); w, gw (C,); rstd (N,).  One thread; same block sums as the pool kernel."""
     N, C = x.shape
     part = np.empty(C, x.dtype)  # (C,): one block's share, reused
     gw[:] = 0
@@ -98,23 +95,27 @@ def rmsnorm_backward_serial(x, w, rstd, gy, gx, gw):
             gw[c] += part[c]
 
 
-@njit(parallel=True, **OPTS)
-def rmsnorm_backward_parallel(x, w, rstd, gy, gx, gw):
-    """x, gy, gx (N, C); w, gw (C,); rstd (N,).  Blocks spread over the threads, each with its
-    own weight-gradient row, then folded in block order (as the serial kernel adds them)."""
-    N, C = x.shape
-    nblk = (N + ROW_BLOCK - 1) // ROW_BLOCK
-    parts = np.empty((nblk, C), x.dtype)  # (nblk, C): a few KB, no zeroing needed
-    for blk in prange(nblk):
+@njit(nogil=True, **OPTS)
+def rmsnorm_backward_items(x, w, rstd, gy, gx, parts, first, step):
+    """x, gy, gx (N, C); w (C,); rstd (N,); parts (nblk, C).  Blocks first, first + step, ...,
+    each writing its own weight-gradient row parts[blk] (folded afterwards by `_fold_parts`)."""
+    N = x.shape[0]
+    for blk in range(first, parts.shape[0], step):
         _backward_block(x, w, rstd, gy, gx, parts[blk], blk * ROW_BLOCK, min(N, (blk + 1) * ROW_BLOCK))
+
+
+@njit(**OPTS)
+def _fold_parts(parts, gw):
+    """gw = the blocks' rows added in block order, exactly as the serial kernel adds them."""
     gw[:] = 0
-    for blk in range(nblk):  # in block order, exactly as the serial kernel adds them
-        for c in range(C):
+    for blk in range(parts.shape[0]):
+        for c in range(parts.shape[1]):
             gw[c] += parts[blk, c]
 
 
 # ------------------------------------------------------------------------ wrappers
-def _parallel(size, which):
+def _split(size, which):
+    """Run on the thread pool (True) or serial (False)?"""
     return size >= PARALLEL_MIN[which] and numba.get_num_threads() > 1
 
 
@@ -124,10 +125,12 @@ def rmsnorm_forward(x, weight, eps):
     C = x.shape[-1]
     y = np.empty_like(x)
     rstd = np.empty(x.shape[:-1], x.dtype)
-    kernel = rmsnorm_forward_parallel if _parallel(x.size, "forward") else rmsnorm_forward_serial
     w = np.ascontiguousarray(weight, dtype=x.dtype)
-    # (..., C) -> (N, C); rstd (...) -> (N,)
-    kernel(x.reshape(-1, C), w, x.dtype.type(eps), y.reshape(-1, C), rstd.reshape(-1))
+    args = (x.reshape(-1, C), w, x.dtype.type(eps), y.reshape(-1, C), rstd.reshape(-1))  # (..., C) -> (N, C); rstd (...) -> (N,)
+    if _split(x.size, "forward"):
+        run_items(rmsnorm_forward_items, (args[0].shape[0] + ROW_BLOCK - 1) // ROW_BLOCK, *args)
+    else:
+        rmsnorm_forward_serial(*args)
     return y, rstd
 
 
@@ -138,10 +141,16 @@ def rmsnorm_backward(x, weight, rstd, gy):
     C = x.shape[-1]
     gx = np.empty_like(x)
     gw = np.empty(C, dt)
-    kernel = rmsnorm_backward_parallel if _parallel(x.size, "backward") else rmsnorm_backward_serial
-    kernel(x.reshape(-1, C), np.ascontiguousarray(weight, dtype=dt),  # (..., C) -> (N, C)
-           np.ascontiguousarray(rstd, dtype=dt).reshape(-1),  # (...) -> (N,)
-           np.ascontiguousarray(gy, dtype=dt).reshape(-1, C), gx.reshape(-1, C), gw)  # (..., C) -> (N, C)
+    args = (x.reshape(-1, C), np.ascontiguousarray(weight, dtype=dt),  # (..., C) -> (N, C)
+            np.ascontiguousarray(rstd, dtype=dt).reshape(-1),  # (...) -> (N,)
+            np.ascontiguousarray(gy, dtype=dt).reshape(-1, C), gx.reshape(-1, C))  # (..., C) -> (N, C)
+    if _split(x.size, "backward"):
+        nblk = (args[0].shape[0] + ROW_BLOCK - 1) // ROW_BLOCK
+        parts = np.empty((nblk, C), dt)  # (nblk, C): one weight-gradient row per block, every row written
+        run_items(rmsnorm_backward_items, nblk, *args, parts)
+        _fold_parts(parts, gw)
+    else:
+        rmsnorm_backward_serial(*args, gw)
     return gx, gw
 
 
