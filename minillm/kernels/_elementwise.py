@@ -1,9 +1,9 @@
 """Numba kernels: RoPE, SwiGLU, erf, embedding backward (one pass over memory each).
 
-Serial or split.  RoPE and SwiGLU come as a serial kernel and a `nogil` pool kernel that
-runs the same span function on spans first, first + step, ... (`_threads.run_items` starts
-one share per thread, ~5-10 us); the wrappers split only from PARALLEL_MIN elements
-(measured).  Elementwise results do not depend on how the work is cut, so they are the same
+Serial or split.  RoPE and SwiGLU are `nogil` kernels that run a span function on spans
+first, first + step, ...: on the thread pool (`_threads.run_items` starts one share per
+thread, ~5-10 us) from PARALLEL_MIN elements (measured), else as one span on the calling
+thread.  Elementwise results do not depend on how the work is cut, so they are the same
 whatever the thread count.
 """
 import math
@@ -51,12 +51,6 @@ def _rope_span(x, cos, sin, y, bt0, bt1):
                 y[b, t, h, 2 * i + 1] = x0 * s + x1 * c
 
 
-@njit(**OPTS)
-def rope_serial(x, cos, sin, y):
-    """x, y (B, T, H, D); cos, sin (T, D/2).  One thread."""
-    _rope_span(x, cos, sin, y, 0, x.shape[0] * x.shape[1])
-
-
 @njit(nogil=True, **OPTS)
 def rope_items(x, cos, sin, y, span, first, step):
     """x, y (B, T, H, D); cos, sin (T, D/2).  Spans of `span` positions first, first + step, ..."""
@@ -78,12 +72,6 @@ def _swiglu_forward_span(a, b, y):
         y[i] = a[i] / (one + fast_exp(-a[i])) * b[i]
 
 
-@njit(**OPTS)
-def swiglu_forward_serial(a, b, y):
-    """a, b, y (n,), contiguous.  One thread."""
-    _swiglu_forward_span(a, b, y)
-
-
 @njit(nogil=True, **OPTS)
 def swiglu_forward_items(a, b, y, span, first, step):
     """a, b, y (n,), contiguous.  Spans of `span` elements first, first + step, ..."""
@@ -103,12 +91,6 @@ def _swiglu_backward_span(a, b, gy, ga, gb):
         gs = gy[i] * sig
         ga[i] = gs * b[i] * (one + a[i] * (one - sig))
         gb[i] = gs * a[i]
-
-
-@njit(**OPTS)
-def swiglu_backward_serial(a, b, gy, ga, gb):
-    """a, b, gy, ga, gb (n,), contiguous.  One thread."""
-    _swiglu_backward_span(a, b, gy, ga, gb)
 
 
 @njit(nogil=True, **OPTS)
@@ -146,18 +128,19 @@ def embedding_backward_kernel(ids, gout, gw, first, step):
 
 
 # -------------------------------------------------------------------------- wrappers
-def _split(size, which):
-    """Run on the thread pool (True) or serial (False)?"""
-    return size >= PARALLEL_MIN[which] and numba.get_num_threads() > 1
+def _run(kernel, which, n, span, *args):
+    """kernel(*args, span, first, step) over n elements / positions: its spans on the thread pool
+    from PARALLEL_MIN[which] elements, else one span on this thread (a serial call is the same
+    compiled function with first = 0, step = 1: one function to compile, not two)."""
+    if args[0].size >= PARALLEL_MIN[which] and numba.get_num_threads() > 1:
+        run_items(kernel, (n + span - 1) // span, *args, span)
+    else:
+        kernel(*args, max(n, 1), 0, 1)
 
 
 def _rope(x, cos, sin):
     y = np.empty_like(x)
-    if _split(x.size, "rope"):
-        n = x.shape[0] * x.shape[1]
-        run_items(rope_items, (n + ROPE_SPAN - 1) // ROPE_SPAN, x, cos, sin, y, ROPE_SPAN)
-    else:
-        rope_serial(x, cos, sin, y)
+    _run(rope_items, "rope", x.shape[0] * x.shape[1], ROPE_SPAN, x, cos, sin, y)
     return y
 
 
@@ -178,10 +161,7 @@ def swiglu_forward(a, b):
     a = np.ascontiguousarray(a)
     y = np.empty_like(a)
     flat = (a.reshape(-1), np.ascontiguousarray(b, dtype=a.dtype).reshape(-1), y.reshape(-1))  # (...) -> (n,)
-    if _split(a.size, "swiglu_forward"):
-        run_items(swiglu_forward_items, (a.size + SPAN - 1) // SPAN, *flat, SPAN)
-    else:
-        swiglu_forward_serial(*flat)
+    _run(swiglu_forward_items, "swiglu_forward", a.size, SPAN, *flat)
     return y
 
 
@@ -192,10 +172,7 @@ def swiglu_backward(a, b, gy):
     gb = np.empty_like(a)
     flat = (a.reshape(-1), np.ascontiguousarray(b, dtype=a.dtype).reshape(-1),  # (...) -> (n,)
             np.ascontiguousarray(gy, dtype=a.dtype).reshape(-1), ga.reshape(-1), gb.reshape(-1))
-    if _split(a.size, "swiglu_backward"):
-        run_items(swiglu_backward_items, (a.size + SPAN - 1) // SPAN, *flat, SPAN)
-    else:
-        swiglu_backward_serial(*flat)
+    _run(swiglu_backward_items, "swiglu_backward", a.size, SPAN, *flat)
     return ga, gb
 
 

@@ -3,11 +3,11 @@
 Each pass reads every input once from memory and writes every output once: a row
 (C <= a few thousand floats) stays in L1 between its two loops.
 
-Serial or split.  The wrappers run the serial kernel below PARALLEL_MIN elements and
-otherwise the `nogil` pool kernel (`_threads.run_items`: blocks first, first + step, ...
-on each thread).  Both call the same row-block function on the same blocks of ROW_BLOCK
-rows and add the blocks' weight gradients in the same order, so the result depends
-neither on the thread count nor on the path (tests/test_kernels_parallel.py: bit for bit).
+Serial or split.  Each kernel does blocks of ROW_BLOCK rows first, first + step, ...: on the
+thread pool (`_threads.run_items`) from PARALLEL_MIN elements, else every block on the
+calling thread (first = 0, step = 1: one compiled function either way).  The blocks'
+weight-gradient rows are added in block order afterwards, so the result depends neither on
+the thread count nor on the path (tests/test_kernels_parallel.py: bit for bit).
 """
 import math
 
@@ -49,12 +49,6 @@ def _forward_block(x, w, eps, y, rstd, r0, r1):
             y[r, c] = x[r, c] * rs * w[c]
 
 
-@njit(**OPTS)
-def rmsnorm_forward_serial(x, w, eps, y, rstd):
-    """x, y (N, C); w (C,); rstd (N,).  One thread."""
-    _forward_block(x, w, eps, y, rstd, 0, x.shape[0])
-
-
 @njit(nogil=True, **OPTS)
 def rmsnorm_forward_items(x, w, eps, y, rstd, first, step):
     """x, y (N, C); w (C,); rstd (N,).  Blocks of ROW_BLOCK rows first, first + step, ..."""
@@ -83,18 +77,6 @@ def _backward_block(x, w, rstd, gy, gx, gw_part, r0, r1):
             gx[r, c] = rs * (gy[r, c] * w[c] - x[r, c] * rs * m)
 
 
-@njit(**OPTS)
-def rmsnorm_backward_serial(x, w, rstd, gy, gx, gw):
-    """x, gy, gx (N, C); w, gw (C,); rstd (N,).  One thread; same block sums as the pool kernel."""
-    N, C = x.shape
-    part = np.empty(C, x.dtype)  # (C,): one block's share, reused
-    gw[:] = 0
-    for blk in range((N + ROW_BLOCK - 1) // ROW_BLOCK):
-        _backward_block(x, w, rstd, gy, gx, part, blk * ROW_BLOCK, min(N, (blk + 1) * ROW_BLOCK))
-        for c in range(C):
-            gw[c] += part[c]
-
-
 @njit(nogil=True, **OPTS)
 def rmsnorm_backward_items(x, w, rstd, gy, gx, parts, first, step):
     """x, gy, gx (N, C); w (C,); rstd (N,); parts (nblk, C).  Blocks first, first + step, ...,
@@ -106,7 +88,7 @@ def rmsnorm_backward_items(x, w, rstd, gy, gx, parts, first, step):
 
 @njit(**OPTS)
 def _fold_parts(parts, gw):
-    """gw = the blocks' rows added in block order, exactly as the serial kernel adds them."""
+    """gw = the blocks' rows added in block order (the same sums whichever thread did each block)."""
     gw[:] = 0
     for blk in range(parts.shape[0]):
         for c in range(parts.shape[1]):
@@ -127,10 +109,11 @@ def rmsnorm_forward(x, weight, eps):
     rstd = np.empty(x.shape[:-1], x.dtype)
     w = np.ascontiguousarray(weight, dtype=x.dtype)
     args = (x.reshape(-1, C), w, x.dtype.type(eps), y.reshape(-1, C), rstd.reshape(-1))  # (..., C) -> (N, C); rstd (...) -> (N,)
+    nblk = (args[0].shape[0] + ROW_BLOCK - 1) // ROW_BLOCK
     if _split(x.size, "forward"):
-        run_items(rmsnorm_forward_items, (args[0].shape[0] + ROW_BLOCK - 1) // ROW_BLOCK, *args)
+        run_items(rmsnorm_forward_items, nblk, *args)
     else:
-        rmsnorm_forward_serial(*args)
+        rmsnorm_forward_items(*args, 0, 1)  # every block on this thread
     return y, rstd
 
 
@@ -144,13 +127,13 @@ def rmsnorm_backward(x, weight, rstd, gy):
     args = (x.reshape(-1, C), np.ascontiguousarray(weight, dtype=dt),  # (..., C) -> (N, C)
             np.ascontiguousarray(rstd, dtype=dt).reshape(-1),  # (...) -> (N,)
             np.ascontiguousarray(gy, dtype=dt).reshape(-1, C), gx.reshape(-1, C))  # (..., C) -> (N, C)
+    nblk = (args[0].shape[0] + ROW_BLOCK - 1) // ROW_BLOCK
+    parts = np.empty((nblk, C), dt)  # (nblk, C): one weight-gradient row per block, every row written
     if _split(x.size, "backward"):
-        nblk = (args[0].shape[0] + ROW_BLOCK - 1) // ROW_BLOCK
-        parts = np.empty((nblk, C), dt)  # (nblk, C): one weight-gradient row per block, every row written
         run_items(rmsnorm_backward_items, nblk, *args, parts)
-        _fold_parts(parts, gw)
     else:
-        rmsnorm_backward_serial(*args, gw)
+        rmsnorm_backward_items(*args, parts, 0, 1)  # every block on this thread
+    _fold_parts(parts, gw)  # in block order, whichever thread did each block
     return gx, gw
 
 

@@ -2,9 +2,10 @@
 
 A kernel written for this takes two extra arguments, ``first`` and ``step``, and does the work
 items ``first, first + step, first + 2 * step, ...`` of its ``n_items``; it is compiled with
-``nogil=True``, so while it runs the other threads run theirs. ``run_items`` starts one share
-per thread (``numba.get_num_threads()``, which ``numba.set_num_threads`` and NUMBA_NUM_THREADS
-set) and waits for all of them.
+``nogil=True``, so while it runs the other threads run theirs. ``run_items`` cuts the items into
+``step`` such chunks, a few per thread (``numba.get_num_threads()``, which
+``numba.set_num_threads`` and NUMBA_NUM_THREADS set), lets every thread claim chunks until none
+is left, and waits for all of them.
 
 Why not ``prange``: Numba's parallel compiler types and lowers a ``parallel=True`` function's
 loop body a second time (as a "gufunc"), so a big kernel costs about twice its serial compile
@@ -30,39 +31,70 @@ attention forward 2.3 -> 4.4, backward 3.4 -> 9.2 CPU s on a fresh cache, most o
 """
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 
 import numba
 
 
+# Work is cut into up to CHUNKS_PER_THREAD chunks per thread, and each thread (the caller
+# included) claims the next chunk until none is left: a worker that the OS schedules late (other
+# jobs on the cores) then gets fewer chunks instead of holding everyone up, and a worker that
+# is not awake at all by the time the caller has done every chunk gets none.
+CHUNKS_PER_THREAD = 4
+
+
+class _Job:
+    """One run_items call: `n` chunks, chunk i = kernel(*args, i, n), claimed in order by any thread."""
+
+    __slots__ = ("kernel", "args", "n", "claim", "left", "lock", "finished", "error")
+
+    def __init__(self, kernel, args, n):
+        self.kernel, self.args, self.n = kernel, args, n
+        self.claim = itertools.count().__next__  # atomic under the GIL: each chunk index is handed out once
+        self.left = n
+        self.lock = threading.Lock()
+        self.finished = threading.Lock()
+        self.finished.acquire()  # released when the last chunk is done
+        self.error = None
+
+    def work(self):
+        while True:
+            i = self.claim()
+            if i >= self.n:
+                return
+            try:
+                self.kernel(*self.args, i, self.n)
+            except BaseException as e:  # handed to the caller of run_items
+                self.error = e
+            with self.lock:
+                self.left -= 1
+                last = self.left == 0
+            if last:
+                self.finished.release()
+
+
 class _Worker:
-    """One pool thread. It waits on ``go`` (a lock held by the pool), runs ``job``, releases ``done``."""
+    """One pool thread: it sleeps on `go` (a lock, no spinning), works on `job`, releases `idle`."""
 
     def __init__(self, index: int):
         self.go = threading.Lock()
         self.go.acquire()
-        self.done = threading.Lock()
-        self.done.acquire()
+        self.idle = threading.Lock()  # held while the worker has a job it has not finished
         self.job = None
-        self.error = None
         threading.Thread(target=self._loop, name=f"minillm-kernel-{index}", daemon=True).start()
 
     def _loop(self):
         while True:
-            self.go.acquire()  # sleeps (no spinning) until run_items hands over a share
-            kernel, args = self.job
-            self.job = None
-            try:
-                kernel(*args)
-            except BaseException as e:  # handed to the caller of run_items
-                self.error = e
-            finally:
-                self.done.release()
+            self.go.acquire()
+            job, self.job = self.job, None
+            job.work()
+            self.idle.release()
 
 
 _workers: list = []
-_busy = threading.Lock()  # held while one run_items call owns the workers
+_busy = threading.Lock()  # held while one run_items call hands out work
 
 
 def _forget_pool():
@@ -78,36 +110,32 @@ if hasattr(os, "register_at_fork"):
 
 
 def run_items(kernel, n_items: int, *args) -> None:
-    """kernel(*args, first, step) for first = 0 .. threads - 1, in parallel; step = threads.
+    """Every work item of kernel once: kernel(*args, first, step) for first = 0 .. step - 1, spread
+    over min(numba.get_num_threads(), n_items) threads, the calling thread included.
 
-    threads = min(numba.get_num_threads(), n_items). The calling thread runs share 0. A call made
-    while another thread's call owns the pool (two models trained from two threads) runs its
-    shares itself, one after the other, so each output is the same whichever way it ran."""
+    step is the number of chunks (up to CHUNKS_PER_THREAD per thread), not the thread count: a
+    kernel must only rely on doing items first, first + step, ... A worker still busy with an
+    earlier call (it woke late) is skipped. A call made while another thread's call is handing
+    out work (two models trained from two threads) does every item on its own thread. Each item
+    is computed the same way whichever thread runs it, so the results do not depend on threads."""
     threads = max(1, min(numba.get_num_threads(), n_items))
-    if threads == 1:
+    if threads == 1 or not _busy.acquire(blocking=False):
         kernel(*args, 0, 1)
-        return
-    if not _busy.acquire(blocking=False):
-        for first in range(threads):
-            kernel(*args, first, threads)
         return
     try:
         while len(_workers) < threads - 1:
             _workers.append(_Worker(len(_workers) + 1))
-        helpers = _workers[: threads - 1]
-        for first, w in enumerate(helpers, start=1):
-            w.job = (kernel, args + (first, threads))
+        helpers = [w for w in _workers[: threads - 1] if w.idle.acquire(blocking=False)]
+        if not helpers:
+            kernel(*args, 0, 1)
+            return
+        job = _Job(kernel, args, min(n_items, CHUNKS_PER_THREAD * (len(helpers) + 1)))
+        for w in helpers:
+            w.job = job
             w.go.release()
-        error = None
-        try:
-            kernel(*args, 0, threads)  # this thread takes share 0
-        except BaseException as e:
-            error = e
-        for w in helpers:  # wait for every share, even after an error (they write into our arrays)
-            w.done.acquire()
-            if w.error is not None:
-                error, w.error = error or w.error, None
-        if error is not None:
-            raise error
+        job.work()  # this thread claims chunks too
+        job.finished.acquire()  # every chunk done (at once, if this thread did the last one)
     finally:
         _busy.release()
+    if job.error is not None:
+        raise job.error
