@@ -107,36 +107,50 @@ def test_matmul_numba_equals_reference(dtype, seed, m, k, n, ta, tb, batch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ta, tb", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize("shape", [(67, 33, 45), (20, 33, 45), (3, 5, 200)])  # M > N: rows split; M < N: columns
 @pytest.mark.parametrize("batch", [(), (3,)])
-def test_matmul_split_over_threads_equals_one_blas_call(monkeypatch, dtype, ta, tb, batch):
-    """The "numba" matmul splits C's rows over the kernel threads, OpenBLAS single-threaded in each
-    share: the same bits as np.matmul (each row is the same dot products in the same order), and
-    OpenBLAS's thread count is back to the user's afterwards."""
+def test_matmul_split_over_threads(monkeypatch, dtype, ta, tb, shape, batch):
+    """The "numba" matmul splits C's rows (or columns) over the kernel threads, OpenBLAS
+    single-threaded in each chunk: equal to np.matmul up to rounding, the same bits on every call
+    (also when the pool is busy and the caller does every chunk itself), and OpenBLAS's thread
+    count is back to the user's afterwards."""
     import numba
+
+    from minillm.kernels import _threads
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here")
     monkeypatch.setattr(_matmul, "SPLIT_MIN", 0)
-    previous = numba.get_num_threads()
-    a, b = rng_arrays(1, dtype, batch + ((33, 67) if ta else (67, 33)), (45, 33) if tb else (33, 45))
-    shares, real = [], _matmul._gemm_rows
+    m, k, n = shape
+    a, b = rng_arrays(1, dtype, batch + ((k, m) if ta else (m, k)), (n, k) if tb else (k, n))
+    chunks, real = [], {f: getattr(_matmul, f) for f in ("_gemm_rows", "_gemm_cols")}
 
-    def spy(*args):  # records (first, step) and OpenBLAS's thread counts inside the share
-        shares.append((args[-2:], [get() for get, _ in _matmul._controls]))
-        real(*args)
+    def spy(name):
+        def chunk(*args):  # records (first, step) and OpenBLAS's thread counts inside the chunk
+            chunks.append((name, args[-2:], [get() for get, _ in _matmul._controls]))
+            real[name](*args)
+        return chunk
 
-    monkeypatch.setattr(_matmul, "_gemm_rows", spy)
+    for name in real:
+        monkeypatch.setattr(_matmul, name, spy(name))
     before = [get() for get, _ in _matmul.blas_controls()]
+    previous = numba.get_num_threads()
     try:
         numba.set_num_threads(2)
         with backend("numba"):
             got = K.matmul(a, b, trans_a=ta, trans_b=tb)
+            again = K.matmul(a, b, trans_a=ta, trans_b=tb)
+            with _threads._busy:  # as if another thread's call held the pool
+                busy = K.matmul(a, b, trans_a=ta, trans_b=tb)
     finally:
         numba.set_num_threads(previous)
-    np.testing.assert_array_equal(got, R.matmul(a, b, ta, tb))
+    assert_close(got, R.matmul(a, b, ta, tb), dtype, scale=k, what="split matmul")
+    np.testing.assert_array_equal(got, again)
+    np.testing.assert_array_equal(got, busy)
     if _matmul._controls:  # NumPy on OpenBLAS: split, single-threaded inside, the user's count restored
-        assert sorted(s[0] for s in shares) == [(0, 2), (1, 2)]
-        assert all(n == 1 for s in shares for n in s[1])
+        expect = "_gemm_rows" if m >= n else "_gemm_cols"
+        assert sorted(c[:2] for c in chunks) == sorted([(expect, (0, 2)), (expect, (1, 2))] * 3)
+        assert all(n == 1 for c in chunks for n in c[2])
         assert [get() for get, _ in _matmul._controls] == before
 
 

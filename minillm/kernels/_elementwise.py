@@ -23,11 +23,12 @@ from ._threads import run_items
 # vectorising the 1 / (1 + exp(-a)) loop.
 OPTS = dict(cache=CACHE, error_model="numpy", fastmath={"contract"})
 
-# Below this many elements the serial kernel wins.  Round 2 measured a `prange` launch at
-# 30-110 us and kept everything below 3-4M elements serial; on the thread pool (no OpenBLAS
-# thread spinning on the other core any more, `_matmul.py`) a share starts in ~5-10 us, and
-# splitting pays from ~100k elements (benchmarks/README.md, "Round 4").
-PARALLEL_MIN = {"rope": 131_072, "swiglu_forward": 131_072, "swiglu_backward": 131_072}
+# Below this many elements the calling thread does every span.  Round 2 measured a `prange`
+# launch at 30-110 us and kept everything below 3-4M elements serial; a pool hand-off costs
+# ~5-10 us on an idle machine (`_threads.py`; milliseconds when the worker waits for a core
+# under other jobs' load).  SwiGLU (exp-bound, ~0.5 ms at the tiny model's 786k elements on one
+# core) is split; RoPE (~0.1 ms at 262k) only from 1M elements.
+PARALLEL_MIN = {"rope": 1_048_576, "swiglu_forward": 262_144, "swiglu_backward": 262_144}
 SPAN = 16_384  # elements per work item (SwiGLU), passed to the kernel (the tests shrink it)
 ROPE_SPAN = 32  # positions per work item (RoPE)
 

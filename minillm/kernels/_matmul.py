@@ -99,8 +99,13 @@ def matmul_numba(a, b, trans_a=False, trans_b=False):
 # always busy spinning while our other kernels (attention, norms, ...) started their second share
 # on it; under other jobs' load a 2-thread step ran 4x slower than a 1-thread step (the spinning
 # thread also waits for a descheduled partner). With one pool whose idle workers sleep, every
-# kernel gets both cores. Splitting C's rows gives the same bits as one call (each row is the
-# same dot products in the same order; tested).
+# kernel gets both cores. One chunk per thread: C's rows in as many ranges (its columns when C
+# is wider than tall: the weight gradients of an (out, in) = (128, 384) layer); more, smaller
+# BLAS calls cost 10-40 % more work (B re-packed per call; 8 row ranges of a (128, 2048) x
+# (2048, 384) product took 6.6x one call, 1 thread). The ranges depend only on the shape and the
+# thread count, so the bits are the same on every call at a thread count; they may differ from
+# one unsplit np.matmul in the last place (OpenBLAS's edge tiles), as OpenBLAS's own threading
+# does.
 import ctypes  # noqa: E402
 import glob  # noqa: E402
 import os  # noqa: E402
@@ -197,10 +202,17 @@ _blas_serial = _BlasSerial()
 
 
 def _gemm_rows(a, b, c, first, step):
-    """Share `first` of `step`: C[..., lo:hi, :] = A[..., lo:hi, :] @ B, a contiguous range of rows."""
+    """Chunk `first` of `step`: C[..., lo:hi, :] = A[..., lo:hi, :] @ B, a contiguous range of rows."""
     M = c.shape[-2]
     lo, hi = first * M // step, (first + 1) * M // step
     np.matmul(a[..., lo:hi, :], b, out=c[..., lo:hi, :])  # (..., hi-lo, K) @ (..., K, N) -> (..., hi-lo, N)
+
+
+def _gemm_cols(a, b, c, first, step):
+    """Chunk `first` of `step`: C[..., :, lo:hi] = A @ B[..., :, lo:hi], a contiguous range of columns."""
+    N = c.shape[-1]
+    lo, hi = first * N // step, (first + 1) * N // step
+    np.matmul(a, b[..., :, lo:hi], out=c[..., :, lo:hi])  # (..., M, K) @ (..., K, hi-lo) -> (..., M, hi-lo)
 
 
 def matmul(a, b, trans_a=False, trans_b=False):
@@ -218,10 +230,12 @@ def matmul(a, b, trans_a=False, trans_b=False):
     N = b.shape[-1]
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     c = np.empty(batch + (M, N), a.dtype)  # (..., M, N)
-    threads = min(numba.get_num_threads(), M)
+    threads = numba.get_num_threads()
     with _blas_serial:
         if threads < 2 or int(np.prod(batch)) * M * N * K < SPLIT_MIN:
             np.matmul(a, b, out=c)
+        elif M >= N:
+            run_items(_gemm_rows, min(threads, M), a, b, c)  # one chunk per thread
         else:
-            run_items(_gemm_rows, threads, a, b, c)
+            run_items(_gemm_cols, min(threads, N), a, b, c)
     return c

@@ -27,11 +27,11 @@ REDUCE = {"reassoc", "nsz", "contract"}
 OPTS = dict(cache=CACHE, error_model="numpy", fastmath=REDUCE)
 
 ROW_BLOCK = 128  # rows per block: a fixed count, so the weight-gradient sum order is fixed
-# Below this many elements the serial kernel wins.  Round 2 kept everything below 3M elements
-# serial: a `prange` launch cost 30-110 us, more than a tiny-model forward (~0.02-0.05 ms at
-# (8, 256, 128) on an idle core).  A pool share starts in ~5-10 us (`_threads.py`), so the split
-# pays from a few hundred thousand elements (benchmarks/README.md, "Round 4").
-PARALLEL_MIN = {"forward": 262_144, "backward": 262_144}
+# Below this many elements the calling thread does every block.  A forward over the tiny /
+# small models' (8, 256, 128) / (8, 256, 288) activations takes ~0.05-0.2 ms on one core: half
+# of that is not worth a hand-off (~5-10 us on an idle machine, milliseconds when the worker
+# waits for a core under other jobs' load, benchmarks/README.md "Round 4"), so both stay serial.
+PARALLEL_MIN = {"forward": 1_048_576, "backward": 1_048_576}
 
 
 # ------------------------------------------------------------------------- forward

@@ -41,8 +41,12 @@ import numba
 # Work is cut into up to CHUNKS_PER_THREAD chunks per thread, and each thread (the caller
 # included) claims the next chunk until none is left: a worker that the OS schedules late (other
 # jobs on the cores) then gets fewer chunks instead of holding everyone up, and a worker that
-# is not awake at all by the time the caller has done every chunk gets none.
-CHUNKS_PER_THREAD = 4
+# is not awake at all by the time the caller has done every chunk gets none. More chunks
+# balance better but cost a call each (~1-2 us) and, for the GEMMs, efficiency (_matmul.py
+# asks for one chunk per thread). The number of chunks depends only on the thread count, never
+# on which workers happen to be free, so a kernel whose result depends on how the work is cut
+# (a GEMM split into row ranges) gives the same bits on every call at a given thread count.
+CHUNKS_PER_THREAD = 2
 
 
 class _Job:
@@ -113,26 +117,27 @@ def run_items(kernel, n_items: int, *args) -> None:
     """Every work item of kernel once: kernel(*args, first, step) for first = 0 .. step - 1, spread
     over min(numba.get_num_threads(), n_items) threads, the calling thread included.
 
-    step is the number of chunks (up to CHUNKS_PER_THREAD per thread), not the thread count: a
-    kernel must only rely on doing items first, first + step, ... A worker still busy with an
+    step is the number of chunks, min(n_items, CHUNKS_PER_THREAD * threads), not the thread count:
+    a kernel must only rely on doing items first, first + step, ... A worker still busy with an
     earlier call (it woke late) is skipped. A call made while another thread's call is handing
-    out work (two models trained from two threads) does every item on its own thread. Each item
-    is computed the same way whichever thread runs it, so the results do not depend on threads."""
+    out work (two models trained from two threads) does every chunk on its own thread."""
     threads = max(1, min(numba.get_num_threads(), n_items))
-    if threads == 1 or not _busy.acquire(blocking=False):
+    if threads == 1:
         kernel(*args, 0, 1)
+        return
+    n_chunks = min(n_items, CHUNKS_PER_THREAD * threads)
+    if not _busy.acquire(blocking=False):
+        for first in range(n_chunks):  # the same chunks, one after the other
+            kernel(*args, first, n_chunks)
         return
     try:
         while len(_workers) < threads - 1:
             _workers.append(_Worker(len(_workers) + 1))
-        helpers = [w for w in _workers[: threads - 1] if w.idle.acquire(blocking=False)]
-        if not helpers:
-            kernel(*args, 0, 1)
-            return
-        job = _Job(kernel, args, min(n_items, CHUNKS_PER_THREAD * (len(helpers) + 1)))
-        for w in helpers:
-            w.job = job
-            w.go.release()
+        job = _Job(kernel, args, n_chunks)
+        for w in _workers[: threads - 1]:
+            if w.idle.acquire(blocking=False):
+                w.job = job
+                w.go.release()
         job.work()  # this thread claims chunks too
         job.finished.acquire()  # every chunk done (at once, if this thread did the last one)
     finally:
