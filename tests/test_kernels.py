@@ -121,6 +121,7 @@ def test_matmul_split_over_threads(monkeypatch, dtype, ta, tb, shape, batch):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here")
     monkeypatch.setattr(_matmul, "SPLIT_MIN", 0)
+    monkeypatch.setattr(_matmul, "BLAS_SERIAL_MAX", 0)
     m, k, n = shape
     a, b = rng_arrays(1, dtype, batch + ((k, m) if ta else (m, k)), (n, k) if tb else (k, n))
     chunks, real = [], {f: getattr(_matmul, f) for f in ("_gemm_rows", "_gemm_cols")}

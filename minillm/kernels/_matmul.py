@@ -116,8 +116,12 @@ import numba  # noqa: E402
 from ._threads import run_items  # noqa: E402
 
 # Below this many multiply-adds (M·N·K, all batches) one thread does the GEMM: starting the
-# second share costs ~5-10 µs, a GEMM of 2M multiply-adds ~15 µs on one core.
+# second chunk costs ~5-10 µs, a GEMM of 2M multiply-adds ~15 µs on one core.
 SPLIT_MIN = 2_000_000
+# Below this many OpenBLAS runs a GEMM on the calling thread by itself (its threshold,
+# 65536 x GEMM_MULTITHREAD_THRESHOLD 4), so np.matmul is called as it is: no thread-count
+# switch, and the ~4 µs this wrapper costs stays off the small products of decoding.
+BLAS_SERIAL_MAX = 262_144
 _BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -224,15 +228,16 @@ def matmul(a, b, trans_a=False, trans_b=False):
         b = b.swapaxes(-1, -2)  # (..., N, K) -> (..., K, N)
     if a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype not in _BLAS_DTYPES:
         return np.matmul(a, b)  # vectors, mixed or non-BLAS dtypes (float16): NumPy's own loops
-    if not (_controls or blas_controls()):  # not OpenBLAS: that library's own threads
-        return np.matmul(a, b)
     M, K = a.shape[-2:]
     N = b.shape[-1]
+    work = max(a.size // max(M * K, 1), b.size // max(K * N, 1)) * M * N * K  # multiply-adds, all batches
+    if work < BLAS_SERIAL_MAX or not (_controls or blas_controls()):  # small, or not OpenBLAS (its own threads)
+        return np.matmul(a, b)
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     c = np.empty(batch + (M, N), a.dtype)  # (..., M, N)
     threads = numba.get_num_threads()
     with _blas_serial:
-        if threads < 2 or int(np.prod(batch)) * M * N * K < SPLIT_MIN:
+        if threads < 2 or work < SPLIT_MIN:
             np.matmul(a, b, out=c)
         elif M >= N:
             run_items(_gemm_rows, min(threads, M), a, b, c)  # one chunk per thread
