@@ -184,10 +184,11 @@ class _BlasSerial:
 
     def __enter__(self):
         global _serial_depth, _saved_threads
+        controls = blas_controls()
         with _serial_lock:
             if _serial_depth == 0:
-                _saved_threads = [get() for get, _ in _controls]
-                for (_, set_), n in zip(_controls, _saved_threads):
+                _saved_threads = [get() for get, _ in controls]
+                for (_, set_), n in zip(controls, _saved_threads):
                     if n != 1:
                         set_(1)
             _serial_depth += 1
