@@ -18,7 +18,7 @@ Each section warms up first (Numba compilation, caches), then profiles ``--steps
 steps or ``--tokens`` decoded tokens and prints the functions with the most *own* time
 (``tottime``: time inside the function itself, not in what it calls) plus the share of the
 total. A Numba kernel shows up as one entry (its compiled code has no Python frames), so the
-table separates array work (kernels, BLAS inside ``reference.matmul``) from Python overhead
+table separates array work (kernels, BLAS inside ``_matmul.matmul``) from Python overhead
 (``autograd``, ``ops``, ``Tensor`` bookkeeping). benchmarks/README.md discusses a run.
 """
 from __future__ import annotations
