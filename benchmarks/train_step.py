@@ -79,7 +79,9 @@ def model_flops_per_token(c: dict, n_params: int) -> float:
 
 def timed_step(compute_loss, opt, timings: list) -> float:
     """One training step, the same for every contender: appends (forward, backward, optimizer)
-    seconds to ``timings`` and returns the loss."""
+    seconds and the process's CPU seconds (every thread's, spinning included) to ``timings`` and
+    returns the loss."""
+    c0 = time.process_time()
     t0 = time.perf_counter()
     loss = compute_loss()
     t1 = time.perf_counter()
@@ -88,7 +90,7 @@ def timed_step(compute_loss, opt, timings: list) -> float:
     opt.step()
     opt.zero_grad(set_to_none=True)
     t3 = time.perf_counter()
-    timings.append((t1 - t0, t2 - t1, t3 - t2))
+    timings.append((t1 - t0, t2 - t1, t3 - t2, time.process_time() - c0))
     return float(loss.item())
 
 
@@ -262,7 +264,7 @@ def make_torch(c: dict, sdpa: bool):
 
 
 # ----------------------------------------------------------------------------- driver
-def run(name: str, c: dict, contenders: list, steps: int, warmup: int, peak: float) -> list:
+def run(name: str, c: dict, contenders: list, steps: int, warmup: int, peak: float, rounds: int = 2) -> list:
     contenders = [(label, f) for label, f, arch in contenders if arch == c.get("arch", "llama")]
     rng = np.random.default_rng(0)
     tokens = c["batch_size"] * c["seq_len"]
@@ -283,25 +285,26 @@ def run(name: str, c: dict, contenders: list, steps: int, warmup: int, peak: flo
             step(b[:, :-1].copy(), b[:, 1:].copy(), timings)
         results.append(dict(config=name, contender=label, first_step_s=time.perf_counter() - t0))
     # Each contender runs its timed steps as one block (thread pools of different libraries
-    # spin after their work and would slow a neighbour's very next step), in two rounds of
-    # opposite order, so a slow patch of the machine hits every contender alike.
+    # spin after their work and would slow a neighbour's very next step), in `rounds` rounds of
+    # alternating order, so a slow patch of the machine hits every contender alike.
     per = {label: [] for label, _, _ in built}
-    for order in (built, built[::-1]):
-        for label, step, _ in order:
+    for r in range(rounds):
+        for label, step, _ in (built if r % 2 == 0 else built[::-1]):
             b = batches[0]
             step(b[:, :-1].copy(), b[:, 1:].copy(), [])  # one untimed step after the switch
-            for i in range((steps + 1) // 2):
+            for i in range((steps + rounds - 1) // rounds):
                 b = batches[i % len(batches)]
                 step(b[:, :-1].copy(), b[:, 1:].copy(), per[label])
     for r, (label, _, n_params) in zip(results, built):
-        t = np.array(per[label])  # (steps, 3): forward, backward, optimizer
-        total = t.sum(axis=1)
+        t = np.array(per[label])  # (steps, 4): forward, backward, optimizer, CPU seconds
+        total = t[:, :3].sum(axis=1)
         med = float(statistics.median(total))
         tps = tokens / med
         r.update(
             n_params=n_params, tokens_per_step=tokens, median_step_s=med, tokens_per_s=tps,
             forward_s=float(np.median(t[:, 0])), backward_s=float(np.median(t[:, 1])),
-            optimizer_s=float(np.median(t[:, 2])),
+            optimizer_s=float(np.median(t[:, 2])), cpu_s=float(np.median(t[:, 3])),
+            step_q1_s=float(np.percentile(total, 25)), step_q3_s=float(np.percentile(total, 75)),
             mfu=model_flops_per_token(c, n_params) * tps / (peak * 1e9),
         )
     return results
@@ -311,6 +314,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=["tiny", "small", "gpt-tiny", "t5-tiny"], choices=sorted(CONFIGS))
     p.add_argument("--steps", type=int, default=10, help="timed steps per contender (median reported)")
+    p.add_argument("--rounds", type=int, default=2, help="blocks per contender, in alternating order (more: steadier on a busy machine)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compilation, caches)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--ghz", type=float, default=2.45, help="clock used for the FP32 peak")
@@ -334,12 +338,15 @@ def main(argv=None):
 
     all_results = []
     for name in args.configs:
-        all_results += run(name, CONFIGS[name], contenders, args.steps, args.warmup, peak)
+        all_results += run(name, CONFIGS[name], contenders, args.steps, args.warmup, peak, args.rounds)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if args.json:
-        print(json.dumps({"threads": args.threads, "peak_gflops": peak, "results": all_results}, indent=2))
+        print(json.dumps({"threads": args.threads, "peak_gflops": peak, "load_average": load, "results": all_results}, indent=2))
         return
-    print(f"training step, {args.threads} threads, FP32 peak {peak:.0f} GFLOP/s, median of {args.steps} steps")
-    head = f"{'config':8} {'contender':20} {'tokens/s':>9} {'step ms':>8} {'fwd ms':>7} {'bwd ms':>7} {'opt ms':>7} {'MFU':>6} {'vs best torch':>13}"
+    print(f"training step, {args.threads} threads, FP32 peak {peak:.0f} GFLOP/s, median of {args.steps} steps "
+          f"({args.rounds} alternating rounds), load average {load:.1f} at the end")
+    head = (f"{'config':8} {'contender':20} {'tokens/s':>9} {'step ms':>8} {'q1-q3 ms':>13} {'CPU ms':>7} {'fwd ms':>7} {'bwd ms':>7} "
+            f"{'opt ms':>7} {'MFU':>6} {'vs best torch':>13}")
     print(head)
     print("-" * len(head))
     for name in args.configs:
@@ -347,8 +354,10 @@ def main(argv=None):
         torch_best = max((r["tokens_per_s"] for r in rows if r["contender"].startswith(("torch", "transformers"))), default=None)
         for r in rows:
             ratio = f"{r['tokens_per_s'] / torch_best:.2f}x" if torch_best else "-"
+            spread = f"{1e3 * r['step_q1_s']:.0f}-{1e3 * r['step_q3_s']:.0f}"
             print(
                 f"{name:8} {r['contender']:20} {r['tokens_per_s']:9.0f} {1e3 * r['median_step_s']:8.1f} "
+                f"{spread:>13} {1e3 * r['cpu_s']:7.1f} "
                 f"{1e3 * r['forward_s']:7.1f} {1e3 * r['backward_s']:7.1f} {1e3 * r['optimizer_s']:7.1f} "
                 f"{100 * r['mfu']:5.1f}% {ratio:>13}"
             )

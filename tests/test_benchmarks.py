@@ -50,17 +50,28 @@ def _row(prof, pattern):
 
 
 def test_profile_script_finds_where_the_time_goes():
-    res = json.loads(run("profile_steps.py", "--steps", "1", "--tokens", "3", "--top", "40", "--json"))
+    # 1 thread: with 2, each GEMM's second share runs on a pool thread, which cProfile does not see
+    res = json.loads(run("profile_steps.py", "--steps", "1", "--tokens", "3", "--top", "40", "--threads", "1", "--json"))
     train, decode = res["profiles"]
     assert train["title"].startswith("tiny training step") and decode["title"].startswith("tiny greedy decoding")
     _check_table(train)
     _check_table(decode)
     # a training step is BLAS-bound: the GEMMs of the linear layers lead (58 % on an idle machine),
     # 3 per linear layer (forward, grad input, grad weight) x (7 per block x 4 blocks + the output)
-    matmul = _row(train, r"kernels/reference\.py:\d+\(matmul\)")
+    matmul = _row(train, r"kernels/_matmul\.py:\d+\(matmul\)")
     assert matmul is train["top"][0] and matmul["calls"] == 3 * (7 * 4 + 1)
     _row(train, r"kernels/_attention\.py:\d+\(attention_(forward|backward)_kernel\)")  # the Numba kernels show up by name
     _row(decode, r"kernels/_decode\.py:\d+\(llama_decode_step\)")
+
+
+def test_profile_script_times_ops_at_two_thread_counts():
+    out = run("profile_steps.py", "--what", "ops", "--threads", "1", "2", "--steps", "1", "--rounds", "2")
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.split() == ["op", "1", "thr", "2", "thr", "speed-up"])
+    rows = {line[:36].strip(): [float(v) for v in line[36:].split()] for line in lines[head + 1:] if line.strip()}
+    assert list(rows)[0] == "step" and all(len(v) == 3 and min(v) >= 0 for k, v in rows.items() if k != "rest: Python engine, glue")
+    assert {"Linear fwd", "Linear bwd", "SDPA fwd", "SDPA bwd", "CrossEntropy fwd", "optimizer (AdamW + zero_grad)"} <= set(rows)
+    assert 0 < rows["of which GEMMs (kernels.matmul)"][0] < rows["step"][0]
 
 
 def test_profile_script_prints_a_table():

@@ -50,7 +50,7 @@ KERNELS = {
     "rope_forward": 0, "rope_backward": 0, "swiglu_forward": 0, "swiglu_backward": 0, "erf": None,
     "embedding_backward": 1, "attention_forward": 0, "attention_backward": 0, "adamw_step": 0,
     "llama_decode_step": None,
-    "nf4_dequantize": 0,
+    "nf4_dequantize": 0, "matmul": None,
 }
 
 
@@ -105,9 +105,61 @@ def test_matmul_numba_equals_reference(dtype, seed, m, k, n, ta, tb, batch):
     assert_close(K.matmul(a, b, ta, tb), expected, dtype, scale=k, what="matmul dispatch")
 
 
-def test_matmul_is_blas_on_both_backends():
-    # benchmarks/kernels.py: OpenBLAS beat the Numba GEMM on every shape class, so no dispatch
-    assert K.matmul is R.matmul
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ta, tb", [(False, False), (False, True), (True, False)])
+@pytest.mark.parametrize("shape", [(67, 33, 45), (20, 33, 45), (3, 5, 200)])  # M > N: rows split; M < N: columns
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_matmul_split_over_threads(monkeypatch, dtype, ta, tb, shape, batch):
+    """The "numba" matmul splits C's rows (or columns) over the kernel threads, OpenBLAS
+    single-threaded in each chunk: equal to np.matmul up to rounding, the same bits on every call
+    (also when the pool is busy and the caller does every chunk itself), and OpenBLAS's thread
+    count is back to the user's afterwards."""
+    import numba
+
+    from minillm.kernels import _threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    monkeypatch.setattr(_matmul, "SPLIT_MIN", 0)
+    monkeypatch.setattr(_matmul, "BLAS_SERIAL_MAX", 0)
+    m, k, n = shape
+    a, b = rng_arrays(1, dtype, batch + ((k, m) if ta else (m, k)), (n, k) if tb else (k, n))
+    chunks, real = [], {f: getattr(_matmul, f) for f in ("_gemm_rows", "_gemm_cols")}
+
+    def spy(name):
+        def chunk(*args):  # records (first, step) and OpenBLAS's thread counts inside the chunk
+            chunks.append((name, args[-2:], [get() for get, _ in _matmul._controls]))
+            real[name](*args)
+        return chunk
+
+    for name in real:
+        monkeypatch.setattr(_matmul, name, spy(name))
+    before = [get() for get, _ in _matmul.blas_controls()]
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(2)
+        with backend("numba"):
+            got = K.matmul(a, b, trans_a=ta, trans_b=tb)
+            again = K.matmul(a, b, trans_a=ta, trans_b=tb)
+            with _threads._busy:  # as if another thread's call held the pool
+                busy = K.matmul(a, b, trans_a=ta, trans_b=tb)
+    finally:
+        numba.set_num_threads(previous)
+    assert_close(got, R.matmul(a, b, ta, tb), dtype, scale=k, what="split matmul")
+    np.testing.assert_array_equal(got, again)
+    np.testing.assert_array_equal(got, busy)
+    if _matmul._controls:  # NumPy on OpenBLAS: split, single-threaded inside, the user's count restored
+        expect = "_gemm_rows" if m >= n else "_gemm_cols"
+        assert sorted(c[:2] for c in chunks) == sorted([(expect, (0, 2)), (expect, (1, 2))] * 3)
+        assert all(n == 1 for c in chunks for n in c[2])
+        assert [get() for get, _ in _matmul._controls] == before
+
+
+def test_matmul_keeps_float16_and_vectors_on_numpy():
+    a = np.arange(6, dtype=np.float16).reshape(2, 3)
+    with backend("numba"):
+        np.testing.assert_array_equal(K.matmul(a, a, trans_b=True), a @ a.T)
+        np.testing.assert_array_equal(K.matmul(np.ones(3), np.ones((3, 2))), np.full(2, 3.0))
 
 
 # -------------------------------------------------------------------- softmax

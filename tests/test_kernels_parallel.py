@@ -1,8 +1,8 @@
-"""The parallel variants of the RMSNorm / RoPE / SwiGLU / cross-entropy / AdamW kernels.
+"""The thread-pool variants of the RMSNorm / RoPE / SwiGLU / cross-entropy / AdamW kernels.
 
-The wrappers run these only above PARALLEL_MIN elements (millions: below that the serial
-kernel wins), far beyond the arrays the other tests use. Here the threshold is lowered to 0
-so the parallel kernels run on small hypothesis shapes with 2 threads, and must equal both
+The wrappers run these only above PARALLEL_MIN elements (~100k and more: below that the serial
+kernel wins), beyond the arrays the other tests use. Here the threshold is lowered to 0 (and
+the work items shrunk) so the pool kernels run on small hypothesis shapes with 2 threads, and must equal both
 the NumPy reference and the serial kernel (RMSNorm: bit for bit, since both add the same
 row blocks in the same order)."""
 import os
@@ -33,6 +33,10 @@ def parallel(monkeypatch):
     monkeypatch.setattr(_elementwise, "PARALLEL_MIN", {k: 0 for k in _elementwise.PARALLEL_MIN})
     monkeypatch.setattr(_softmax, "CE_PARALLEL_MIN", 0)
     monkeypatch.setattr(_optim, "PARALLEL_MIN", 0)
+    # work items of a few elements, so the small shapes below still make several items per thread
+    monkeypatch.setattr(_elementwise, "SPAN", 8)
+    monkeypatch.setattr(_elementwise, "ROPE_SPAN", 2)
+    monkeypatch.setattr(_optim, "SPAN", 16)
 
     def serial():
         monkeypatch.setattr(_norms, "PARALLEL_MIN", {k: 10**18 for k in _norms.PARALLEL_MIN})
@@ -159,6 +163,53 @@ def test_thread_pool_kernels_do_every_item_once_whatever_the_thread_count():
     seen = []
     _threads.run_items(lambda n, first, step: seen.extend(range(first, n, step)), 7, 7)
     assert sorted(seen) == list(range(7))
+
+
+def test_thread_pool_chunks_errors_and_a_late_worker():
+    """run_items cuts the items into chunks that any thread may claim: every item runs exactly
+    once whoever claims it; an error in a chunk reaches the caller (after every other chunk is
+    done); a call made while another thread's call owns the pool runs on its own thread instead of waiting."""
+    import threading
+
+    from minillm.kernels import _threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    previous = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        for n in (1, 2, 7, 100):
+            seen = []
+            _threads.run_items(lambda n, first, step: seen.extend(range(first, n, step)), n, n)
+            assert sorted(seen) == list(range(n))
+
+        def fails(first, step):
+            if first == step - 1:
+                raise ValueError(f"chunk {first} of {step}")
+
+        with pytest.raises(ValueError, match="chunk"):
+            _threads.run_items(fails, 8)
+        # another thread's call holds the pool (its worker sits inside a chunk): ours must not wait
+        release, inside = threading.Event(), threading.Event()
+
+        def hold(first, step):
+            if threading.current_thread().name.startswith("minillm-kernel"):
+                inside.set()
+                release.wait(20)
+            else:  # the calling thread: leave the other chunk to the worker
+                inside.wait(20)
+
+        caller = threading.Thread(target=_threads.run_items, args=(hold, 2))
+        caller.start()
+        assert inside.wait(20)  # the worker claimed a chunk and sits in it; `caller` waits for it
+        seen = []
+        _threads.run_items(lambda n, first, step: seen.extend(range(first, n, step)), 5, 5)  # runs on this thread alone
+        assert sorted(seen) == list(range(5))
+        release.set()
+        caller.join(20)
+        assert not caller.is_alive()
+    finally:
+        numba.set_num_threads(previous)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -20,9 +20,10 @@ Every kernel below is a pair of functions with the same name and signature, one 
                          float16 inputs (fp16 mixed precision, train/amp.py) always take the
                          reference: Numba cannot compile float16 arithmetic.
 
-`matmul` is reference.matmul (np.matmul = OpenBLAS) on both backends: BLAS beat the blocked
-Numba kernel on every shape measured, 2-15x (docs/kernels.md). That kernel stays as
-`matmul_numba`, the readable blocked/packed GEMM.
+`matmul` is np.matmul (OpenBLAS) on both backends: BLAS beat the blocked Numba kernel on every
+shape measured, 2-15x (docs/kernels.md); that kernel stays as `matmul_numba`, the readable
+blocked/packed GEMM. On "numba", `_matmul.matmul` splits the GEMM's rows over the kernel thread
+pool with OpenBLAS single-threaded in each share (one pool for every kernel; why: _matmul.py).
 """
 import functools
 import os
@@ -33,6 +34,7 @@ import numba
 import numpy as np
 
 from . import _attention, _decode, _elementwise, _norms, _optim, _quant, _softmax, reference
+from . import _matmul
 from ._matmul import matmul_numba  # noqa: F401  (the teaching GEMM; not dispatched to, see above)
 
 BACKENDS = ("numba", "numpy")
@@ -66,8 +68,8 @@ def _dispatch(numba_fn, size_arg=0):
     name, numba_module = numba_fn.__name__, sys.modules[numba_fn.__module__]
 
     if size_arg is None:
-        def kernel(*args):
-            return getattr(numba_module if _use_numba else reference, name)(*args)
+        def kernel(*args, **kwargs):
+            return getattr(numba_module if _use_numba else reference, name)(*args, **kwargs)
     else:
         def kernel(*args):
             a = args[size_arg]
@@ -81,7 +83,7 @@ def _dispatch(numba_fn, size_arg=0):
 
 
 # ------------------------------------------------------------------ every kernel there is
-matmul = reference.matmul
+matmul = _dispatch(_matmul.matmul, size_arg=None)  # np.matmul either way; "numba" splits it over the kernel threads
 softmax_forward = _dispatch(_softmax.softmax_forward)
 softmax_backward = _dispatch(_softmax.softmax_backward)
 log_softmax_forward = _dispatch(_softmax.log_softmax_forward)

@@ -1,18 +1,16 @@
 """Numba kernels: RoPE, SwiGLU, erf, embedding backward (one pass over memory each).
 
-Serial or parallel.  Waking Numba's worker threads costs 30-110 us per parallel launch
-here ("workqueue" layer, 2 vCPUs), comparable to a whole pass over the tiny model's
-activations.  So RoPE and SwiGLU come as a serial kernel and a parallel one that calls
-the same span function on slices (the parallel kernel only cuts the work into spans for
-the threads); the wrappers pick one by size (PARALLEL_MIN, measured).  Elementwise
-results do not depend on how the work is cut, so they are the same whatever the thread
-count.
+Serial or split.  RoPE and SwiGLU are `nogil` kernels that run a span function on spans
+first, first + step, ...: on the thread pool (`_threads.run_items` starts one share per
+thread, ~5-10 us) from PARALLEL_MIN elements (measured), else as one span on the calling
+thread.  Elementwise results do not depend on how the work is cut, so they are the same
+whatever the thread count.
 """
 import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
@@ -25,12 +23,14 @@ from ._threads import run_items
 # vectorising the 1 / (1 + exp(-a)) loop.
 OPTS = dict(cache=CACHE, error_model="numpy", fastmath={"contract"})
 
-# Below this many elements the serial kernel wins.  Measured with 2 threads (/proc/cpuinfo:
-# AMD EPYC, AVX-512): a parallel launch costs 30-110 us, and the second thread speeds a
-# compute-bound SwiGLU up only ~1.4x (the two vCPUs behave like one core's hyperthreads), so
-# SwiGLU at 3M elements was still as fast serial (0.87 vs 0.97 ms) and RoPE broke even near 3M.
-# The tiny / small models' activations (0.26-1.6M elements) all run serial.
-PARALLEL_MIN = {"rope": 3_000_000, "swiglu_forward": 4_000_000, "swiglu_backward": 4_000_000}
+# Below this many elements the calling thread does every span.  Round 2 measured a `prange`
+# launch at 30-110 us and kept everything below 3-4M elements serial; a pool hand-off costs
+# ~5-10 us on an idle machine (`_threads.py`; milliseconds when the worker waits for a core
+# under other jobs' load).  SwiGLU (exp-bound, ~0.5 ms at the tiny model's 786k elements on one
+# core) is split; RoPE (~0.1 ms at 262k) only from 1M elements.
+PARALLEL_MIN = {"rope": 1_048_576, "swiglu_forward": 262_144, "swiglu_backward": 262_144}
+SPAN = 16_384  # elements per work item (SwiGLU), passed to the kernel (the tests shrink it)
+ROPE_SPAN = 32  # positions per work item (RoPE)
 
 
 # ------------------------------------------------------------------------------ RoPE
@@ -52,18 +52,12 @@ def _rope_span(x, cos, sin, y, bt0, bt1):
                 y[b, t, h, 2 * i + 1] = x0 * s + x1 * c
 
 
-@njit(**OPTS)
-def rope_serial(x, cos, sin, y):
-    """x, y (B, T, H, D); cos, sin (T, D/2).  One thread."""
-    _rope_span(x, cos, sin, y, 0, x.shape[0] * x.shape[1])
-
-
-@njit(parallel=True, **OPTS)
-def rope_parallel(x, cos, sin, y, nspan):
-    """x, y (B, T, H, D); cos, sin (T, D/2).  nspan spans of positions spread over the threads."""
+@njit(nogil=True, **OPTS)
+def rope_items(x, cos, sin, y, span, first, step):
+    """x, y (B, T, H, D); cos, sin (T, D/2).  Spans of `span` positions first, first + step, ..."""
     n = x.shape[0] * x.shape[1]
-    for k in prange(nspan):
-        _rope_span(x, cos, sin, y, k * n // nspan, (k + 1) * n // nspan)
+    for k in range(first, (n + span - 1) // span, step):
+        _rope_span(x, cos, sin, y, k * span, min(n, (k + 1) * span))
 
 
 # ---------------------------------------------------------------------------- SwiGLU
@@ -79,18 +73,12 @@ def _swiglu_forward_span(a, b, y):
         y[i] = a[i] / (one + fast_exp(-a[i])) * b[i]
 
 
-@njit(**OPTS)
-def swiglu_forward_serial(a, b, y):
-    """a, b, y (n,), contiguous.  One thread."""
-    _swiglu_forward_span(a, b, y)
-
-
-@njit(parallel=True, **OPTS)
-def swiglu_forward_parallel(a, b, y, nspan):
-    """a, b, y (n,), contiguous.  nspan spans spread over the threads."""
+@njit(nogil=True, **OPTS)
+def swiglu_forward_items(a, b, y, span, first, step):
+    """a, b, y (n,), contiguous.  Spans of `span` elements first, first + step, ..."""
     n = a.shape[0]
-    for k in prange(nspan):
-        lo, hi = k * n // nspan, (k + 1) * n // nspan
+    for k in range(first, (n + span - 1) // span, step):
+        lo, hi = k * span, min(n, (k + 1) * span)
         _swiglu_forward_span(a[lo:hi], b[lo:hi], y[lo:hi])
 
 
@@ -106,18 +94,12 @@ def _swiglu_backward_span(a, b, gy, ga, gb):
         gb[i] = gs * a[i]
 
 
-@njit(**OPTS)
-def swiglu_backward_serial(a, b, gy, ga, gb):
-    """a, b, gy, ga, gb (n,), contiguous.  One thread."""
-    _swiglu_backward_span(a, b, gy, ga, gb)
-
-
-@njit(parallel=True, **OPTS)
-def swiglu_backward_parallel(a, b, gy, ga, gb, nspan):
-    """a, b, gy, ga, gb (n,), contiguous.  nspan spans spread over the threads."""
+@njit(nogil=True, **OPTS)
+def swiglu_backward_items(a, b, gy, ga, gb, span, first, step):
+    """a, b, gy, ga, gb (n,), contiguous.  Spans of `span` elements first, first + step, ..."""
     n = a.shape[0]
-    for k in prange(nspan):
-        lo, hi = k * n // nspan, (k + 1) * n // nspan
+    for k in range(first, (n + span - 1) // span, step):
+        lo, hi = k * span, min(n, (k + 1) * span)
         _swiglu_backward_span(a[lo:hi], b[lo:hi], gy[lo:hi], ga[lo:hi], gb[lo:hi])
 
 
@@ -147,20 +129,19 @@ def embedding_backward_kernel(ids, gout, gw, first, step):
 
 
 # -------------------------------------------------------------------------- wrappers
-def _spans(size, which):
-    """0 for the serial kernel, else the number of spans for the parallel one: 2 per thread
-    (a thread slowed by another process then holds up less of the work)."""
-    threads = numba.get_num_threads()
-    return 2 * threads if threads > 1 and size >= PARALLEL_MIN[which] else 0
+def _run(kernel, which, n, span, *args):
+    """kernel(*args, span, first, step) over n elements / positions: its spans on the thread pool
+    from PARALLEL_MIN[which] elements, else one span on this thread (a serial call is the same
+    compiled function with first = 0, step = 1: one function to compile, not two)."""
+    if args[0].size >= PARALLEL_MIN[which] and numba.get_num_threads() > 1:
+        run_items(kernel, (n + span - 1) // span, *args, span)
+    else:
+        kernel(*args, max(n, 1), 0, 1)
 
 
 def _rope(x, cos, sin):
     y = np.empty_like(x)
-    nspan = _spans(x.size, "rope")
-    if nspan:
-        rope_parallel(x, cos, sin, y, nspan)
-    else:
-        rope_serial(x, cos, sin, y)
+    _run(rope_items, "rope", x.shape[0] * x.shape[1], ROPE_SPAN, x, cos, sin, y)
     return y
 
 
@@ -181,11 +162,7 @@ def swiglu_forward(a, b):
     a = np.ascontiguousarray(a)
     y = np.empty_like(a)
     flat = (a.reshape(-1), np.ascontiguousarray(b, dtype=a.dtype).reshape(-1), y.reshape(-1))  # (...) -> (n,)
-    nspan = _spans(a.size, "swiglu_forward")
-    if nspan:
-        swiglu_forward_parallel(*flat, nspan)
-    else:
-        swiglu_forward_serial(*flat)
+    _run(swiglu_forward_items, "swiglu_forward", a.size, SPAN, *flat)
     return y
 
 
@@ -196,11 +173,7 @@ def swiglu_backward(a, b, gy):
     gb = np.empty_like(a)
     flat = (a.reshape(-1), np.ascontiguousarray(b, dtype=a.dtype).reshape(-1),  # (...) -> (n,)
             np.ascontiguousarray(gy, dtype=a.dtype).reshape(-1), ga.reshape(-1), gb.reshape(-1))
-    nspan = _spans(a.size, "swiglu_backward")
-    if nspan:
-        swiglu_backward_parallel(*flat, nspan)
-    else:
-        swiglu_backward_serial(*flat)
+    _run(swiglu_backward_items, "swiglu_backward", a.size, SPAN, *flat)
     return ga, gb
 
 

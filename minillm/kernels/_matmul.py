@@ -90,3 +90,158 @@ def matmul_numba(a, b, trans_a=False, trans_b=False):
         return c
     matmul_kernel(a3, b3, c.reshape((-1, M, N)), bool(trans_a), bool(trans_b))
     return c
+
+
+# ----------------------------------------------------------- the GEMM a training step runs
+# np.matmul (OpenBLAS) on the kernel thread pool: each share multiplies a range of C's rows with
+# OpenBLAS single-threaded. Why not let OpenBLAS thread the GEMM itself: its workers spin ~0.1 s
+# after every threaded call, and a training step calls a GEMM every millisecond, so one core was
+# always busy spinning while our other kernels (attention, norms, ...) started their second share
+# on it; under other jobs' load a 2-thread step ran 4x slower than a 1-thread step (the spinning
+# thread also waits for a descheduled partner). With one pool whose idle workers sleep, every
+# kernel gets both cores. One chunk per thread: C's rows in as many ranges (its columns when C
+# is wider than tall: the weight gradients of an (out, in) = (128, 384) layer); more, smaller
+# BLAS calls cost 10-40 % more work (B re-packed per call; 8 row ranges of a (128, 2048) x
+# (2048, 384) product took 6.6x one call, 1 thread). The ranges depend only on the shape and the
+# thread count, so the bits are the same on every call at a thread count; they may differ from
+# one unsplit np.matmul in the last place (OpenBLAS's edge tiles), as OpenBLAS's own threading
+# does.
+import ctypes  # noqa: E402
+import glob  # noqa: E402
+import os  # noqa: E402
+import threading  # noqa: E402
+
+import numba  # noqa: E402
+
+from ._threads import run_items  # noqa: E402
+
+# Below this many multiply-adds (M·N·K, all batches) one thread does the GEMM: starting the
+# second chunk costs ~5-10 µs, a GEMM of 2M multiply-adds ~15 µs on one core.
+SPLIT_MIN = 2_000_000
+# Below this many OpenBLAS runs a GEMM on the calling thread by itself (its threshold,
+# 65536 x GEMM_MULTITHREAD_THRESHOLD 4), so np.matmul is called as it is: no thread-count
+# switch, and the ~4 µs this wrapper costs stays off the small products of decoding.
+BLAS_SERIAL_MAX = 262_144
+_BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _openblas_controls():
+    """(get, set) ctypes functions for each OpenBLAS loaded in this process (NumPy's wheels ship
+    one as libscipy_openblas, with prefixed names); [] if NumPy uses another BLAS (MKL,
+    Accelerate), in which case the GEMMs keep that library's own threading."""
+    paths = []
+    try:
+        with open("/proc/self/maps") as f:  # Linux: every mapped library
+            for line in f:
+                path = os.path.realpath(line.rstrip("\n").split(maxsplit=5)[-1])
+                if "openblas" in os.path.basename(path).lower() and path not in paths:
+                    paths.append(path)
+    except OSError:
+        pass
+    np_dir = os.path.dirname(np.__file__)
+    for pattern in (os.path.join(np_dir, os.pardir, "numpy.libs", "*openblas*"), os.path.join(np_dir, ".dylibs", "*openblas*")):
+        paths += [p for p in map(os.path.realpath, sorted(glob.glob(pattern))) if p not in paths]
+    controls = []
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)  # already loaded by NumPy: this returns the same library
+        except OSError:
+            continue
+        for prefix in ("scipy_", ""):
+            for suffix in ("64_", ""):
+                get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    get.restype, get.argtypes, set_.restype, set_.argtypes = ctypes.c_int, [], None, [ctypes.c_int]
+                    controls.append((get, set_))
+                    break
+            else:
+                continue
+            break
+    return controls
+
+
+_controls = None
+
+
+def blas_controls():
+    """The (get, set) thread-count functions of the OpenBLAS libraries in this process, found once."""
+    global _controls
+    if _controls is None:
+        _controls = _openblas_controls()
+    return _controls
+
+
+_serial_lock = threading.Lock()
+_serial_depth = 0
+_saved_threads: list = []
+
+
+class _BlasSerial:
+    """``with _BlasSerial():`` OpenBLAS runs single-threaded inside, and gets its thread count
+    back when the last such block (in any thread) ends; the user's own NumPy code outside keeps
+    its setting."""
+
+    def __enter__(self):
+        global _serial_depth, _saved_threads
+        controls = blas_controls()
+        with _serial_lock:
+            if _serial_depth == 0:
+                _saved_threads = [get() for get, _ in controls]
+                for (_, set_), n in zip(controls, _saved_threads):
+                    if n != 1:
+                        set_(1)
+            _serial_depth += 1
+
+    def __exit__(self, *exc):
+        global _serial_depth
+        with _serial_lock:
+            _serial_depth -= 1
+            if _serial_depth == 0:
+                for (_, set_), n in zip(_controls, _saved_threads):
+                    if n != 1:
+                        set_(n)
+
+
+_blas_serial = _BlasSerial()
+
+
+def _gemm_rows(a, b, c, first, step):
+    """Chunk `first` of `step`: C[..., lo:hi, :] = A[..., lo:hi, :] @ B, a contiguous range of rows."""
+    M = c.shape[-2]
+    lo, hi = first * M // step, (first + 1) * M // step
+    np.matmul(a[..., lo:hi, :], b, out=c[..., lo:hi, :])  # (..., hi-lo, K) @ (..., K, N) -> (..., hi-lo, N)
+
+
+def _gemm_cols(a, b, c, first, step):
+    """Chunk `first` of `step`: C[..., :, lo:hi] = A @ B[..., :, lo:hi], a contiguous range of columns."""
+    N = c.shape[-1]
+    lo, hi = first * N // step, (first + 1) * N // step
+    np.matmul(a, b[..., :, lo:hi], out=c[..., :, lo:hi])  # (..., M, K) @ (..., K, hi-lo) -> (..., M, hi-lo)
+
+
+def matmul(a, b, trans_a=False, trans_b=False):
+    """a @ b as `reference.matmul` (np.matmul semantics, trans_* transposes the last two axes, no
+    copy), its rows split over the kernel threads with OpenBLAS single-threaded in each share."""
+    if trans_a:
+        a = a.swapaxes(-1, -2)  # (..., K, M) -> (..., M, K)
+    if trans_b:
+        b = b.swapaxes(-1, -2)  # (..., N, K) -> (..., K, N)
+    if a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype not in _BLAS_DTYPES:
+        return np.matmul(a, b)  # vectors, mixed or non-BLAS dtypes (float16): NumPy's own loops
+    M, K = a.shape[-2:]
+    N = b.shape[-1]
+    work = max(a.size // max(M * K, 1), b.size // max(K * N, 1)) * M * N * K  # multiply-adds, all batches
+    if work < BLAS_SERIAL_MAX or not (_controls or blas_controls()):  # small, or not OpenBLAS (its own threads)
+        return np.matmul(a, b)
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    c = np.empty(batch + (M, N), a.dtype)  # (..., M, N)
+    threads = numba.get_num_threads()
+    with _blas_serial:
+        if threads < 2 or work < SPLIT_MIN:
+            np.matmul(a, b, out=c)
+        elif M >= N:
+            run_items(_gemm_rows, min(threads, M), a, b, c)  # one chunk per thread
+        else:
+            run_items(_gemm_cols, min(threads, N), a, b, c)
+    return c

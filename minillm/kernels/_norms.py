@@ -3,23 +3,21 @@
 Each pass reads every input once from memory and writes every output once: a row
 (C <= a few thousand floats) stays in L1 between its two loops.
 
-Serial or parallel.  Waking Numba's worker threads costs 30-110 us per parallel launch
-here ("workqueue" layer, 2 vCPUs), while the whole forward of the tiny model's
-(8, 256, 128) activations takes ~20 us on one core.  So the wrappers run the serial
-kernel below PARALLEL_MIN elements and the parallel one above it.  Both call the same
-row-block function on the same blocks of ROW_BLOCK rows and add the blocks' weight
-gradients in the same order, so the result depends neither on the thread count nor on
-the path (checked bit-identical for float32 / float64 up to 5000 x 1000); the tests,
-whose inputs are small, exercise the block code through the serial path.
+Serial or split.  Each kernel does blocks of ROW_BLOCK rows first, first + step, ...: on the
+thread pool (`_threads.run_items`) from PARALLEL_MIN elements, else every block on the
+calling thread (first = 0, step = 1: one compiled function either way).  The blocks'
+weight-gradient rows are added in block order afterwards, so the result depends neither on
+the thread count nor on the path (tests/test_kernels_parallel.py: bit for bit).
 """
 import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import typed
+from ._threads import run_items
 
 # Reductions (sum of squares, dot products) vectorise only if LLVM may reassociate them;
 # "contract" allows fused multiply-adds.  No nnan/ninf: infinities and NaNs propagate.
@@ -29,12 +27,11 @@ REDUCE = {"reassoc", "nsz", "contract"}
 OPTS = dict(cache=CACHE, error_model="numpy", fastmath=REDUCE)
 
 ROW_BLOCK = 128  # rows per block: a fixed count, so the weight-gradient sum order is fixed
-# Below this many elements the serial kernel wins.  Measured with 2 threads (C = 128-512):
-# the tiny / small models' (8, 256, 128) / (8, 256, 288) activations run 2-5x faster serial
-# (forward 0.02 / 0.05 ms; the parallel launch alone costs 30-110 us); the parallel kernels
-# pay from ~3M elements, when the arrays outgrow the 32 MB L3 and one core cannot keep up
-# with memory (forward 0.52 -> 0.32 ms at 3M elements).
-PARALLEL_MIN = {"forward": 3_000_000, "backward": 3_000_000}
+# Below this many elements the calling thread does every block.  A forward over the tiny /
+# small models' (8, 256, 128) / (8, 256, 288) activations takes ~0.05-0.2 ms on one core: half
+# of that is not worth a hand-off (~5-10 us on an idle machine, milliseconds when the worker
+# waits for a core under other jobs' load, benchmarks/README.md "Round 4"), so both stay serial.
+PARALLEL_MIN = {"forward": 1_048_576, "backward": 1_048_576}
 
 
 # ------------------------------------------------------------------------- forward
@@ -52,17 +49,11 @@ def _forward_block(x, w, eps, y, rstd, r0, r1):
             y[r, c] = x[r, c] * rs * w[c]
 
 
-@njit(**OPTS)
-def rmsnorm_forward_serial(x, w, eps, y, rstd):
-    """x, y (N, C); w (C,); rstd (N,).  One thread."""
-    _forward_block(x, w, eps, y, rstd, 0, x.shape[0])
-
-
-@njit(parallel=True, **OPTS)
-def rmsnorm_forward_parallel(x, w, eps, y, rstd):
-    """x, y (N, C); w (C,); rstd (N,).  Blocks of ROW_BLOCK rows spread over the threads."""
+@njit(nogil=True, **OPTS)
+def rmsnorm_forward_items(x, w, eps, y, rstd, first, step):
+    """x, y (N, C); w (C,); rstd (N,).  Blocks of ROW_BLOCK rows first, first + step, ..."""
     N = x.shape[0]
-    for blk in prange((N + ROW_BLOCK - 1) // ROW_BLOCK):
+    for blk in range(first, (N + ROW_BLOCK - 1) // ROW_BLOCK, step):
         _forward_block(x, w, eps, y, rstd, blk * ROW_BLOCK, min(N, (blk + 1) * ROW_BLOCK))
 
 
@@ -86,35 +77,27 @@ def _backward_block(x, w, rstd, gy, gx, gw_part, r0, r1):
             gx[r, c] = rs * (gy[r, c] * w[c] - x[r, c] * rs * m)
 
 
-@njit(**OPTS)
-def rmsnorm_backward_serial(x, w, rstd, gy, gx, gw):
-    """x, gy, gx (N, C); w, gw (C,); rstd (N,).  One thread; same block sums as the parallel kernel."""
-    N, C = x.shape
-    part = np.empty(C, x.dtype)  # (C,): one block's share, reused
-    gw[:] = 0
-    for blk in range((N + ROW_BLOCK - 1) // ROW_BLOCK):
-        _backward_block(x, w, rstd, gy, gx, part, blk * ROW_BLOCK, min(N, (blk + 1) * ROW_BLOCK))
-        for c in range(C):
-            gw[c] += part[c]
-
-
-@njit(parallel=True, **OPTS)
-def rmsnorm_backward_parallel(x, w, rstd, gy, gx, gw):
-    """x, gy, gx (N, C); w, gw (C,); rstd (N,).  Blocks spread over the threads, each with its
-    own weight-gradient row, then folded in block order (as the serial kernel adds them)."""
-    N, C = x.shape
-    nblk = (N + ROW_BLOCK - 1) // ROW_BLOCK
-    parts = np.empty((nblk, C), x.dtype)  # (nblk, C): a few KB, no zeroing needed
-    for blk in prange(nblk):
+@njit(nogil=True, **OPTS)
+def rmsnorm_backward_items(x, w, rstd, gy, gx, parts, first, step):
+    """x, gy, gx (N, C); w (C,); rstd (N,); parts (nblk, C).  Blocks first, first + step, ...,
+    each writing its own weight-gradient row parts[blk] (folded afterwards by `_fold_parts`)."""
+    N = x.shape[0]
+    for blk in range(first, parts.shape[0], step):
         _backward_block(x, w, rstd, gy, gx, parts[blk], blk * ROW_BLOCK, min(N, (blk + 1) * ROW_BLOCK))
+
+
+@njit(**OPTS)
+def _fold_parts(parts, gw):
+    """gw = the blocks' rows added in block order (the same sums whichever thread did each block)."""
     gw[:] = 0
-    for blk in range(nblk):  # in block order, exactly as the serial kernel adds them
-        for c in range(C):
+    for blk in range(parts.shape[0]):
+        for c in range(parts.shape[1]):
             gw[c] += parts[blk, c]
 
 
 # ------------------------------------------------------------------------ wrappers
-def _parallel(size, which):
+def _split(size, which):
+    """Run on the thread pool (True) or serial (False)?"""
     return size >= PARALLEL_MIN[which] and numba.get_num_threads() > 1
 
 
@@ -124,10 +107,13 @@ def rmsnorm_forward(x, weight, eps):
     C = x.shape[-1]
     y = np.empty_like(x)
     rstd = np.empty(x.shape[:-1], x.dtype)
-    kernel = rmsnorm_forward_parallel if _parallel(x.size, "forward") else rmsnorm_forward_serial
     w = np.ascontiguousarray(weight, dtype=x.dtype)
-    # (..., C) -> (N, C); rstd (...) -> (N,)
-    kernel(x.reshape(-1, C), w, x.dtype.type(eps), y.reshape(-1, C), rstd.reshape(-1))
+    args = (x.reshape(-1, C), w, x.dtype.type(eps), y.reshape(-1, C), rstd.reshape(-1))  # (..., C) -> (N, C); rstd (...) -> (N,)
+    nblk = (args[0].shape[0] + ROW_BLOCK - 1) // ROW_BLOCK
+    if _split(x.size, "forward"):
+        run_items(rmsnorm_forward_items, nblk, *args)
+    else:
+        rmsnorm_forward_items(*args, 0, 1)  # every block on this thread
     return y, rstd
 
 
@@ -138,10 +124,16 @@ def rmsnorm_backward(x, weight, rstd, gy):
     C = x.shape[-1]
     gx = np.empty_like(x)
     gw = np.empty(C, dt)
-    kernel = rmsnorm_backward_parallel if _parallel(x.size, "backward") else rmsnorm_backward_serial
-    kernel(x.reshape(-1, C), np.ascontiguousarray(weight, dtype=dt),  # (..., C) -> (N, C)
-           np.ascontiguousarray(rstd, dtype=dt).reshape(-1),  # (...) -> (N,)
-           np.ascontiguousarray(gy, dtype=dt).reshape(-1, C), gx.reshape(-1, C), gw)  # (..., C) -> (N, C)
+    args = (x.reshape(-1, C), np.ascontiguousarray(weight, dtype=dt),  # (..., C) -> (N, C)
+            np.ascontiguousarray(rstd, dtype=dt).reshape(-1),  # (...) -> (N,)
+            np.ascontiguousarray(gy, dtype=dt).reshape(-1, C), gx.reshape(-1, C))  # (..., C) -> (N, C)
+    nblk = (args[0].shape[0] + ROW_BLOCK - 1) // ROW_BLOCK
+    parts = np.empty((nblk, C), dt)  # (nblk, C): one weight-gradient row per block, every row written
+    if _split(x.size, "backward"):
+        run_items(rmsnorm_backward_items, nblk, *args, parts)
+    else:
+        rmsnorm_backward_items(*args, parts, 0, 1)  # every block on this thread
+    _fold_parts(parts, gw)  # in block order, whichever thread did each block
     return gx, gw
 
 

@@ -2,19 +2,20 @@
 import math
 
 import numpy as np
-from numba import njit, prange
+import numba
+from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
+from ._threads import run_items
 from . import reference
 
 
-# Serial below PARALLEL_MIN elements, as the norms (_norms.py): AdamW streams four arrays
-# through memory once, and a parallel launch costs 30-110 us here, more than one tiny-model
-# parameter takes serially (the tiny / small models' tensors are all below 1.2M elements, and
-# AdamW runs once per tensor: 29 launches a step).  A serial-only run never compiles the
-# parallel driver (benchmarks/compile_cost.py).  Elementwise: the same result either way.
-PARALLEL_MIN = 3_000_000
-SPAN = 65536
+# Serial below PARALLEL_MIN elements, as the norms (_norms.py); above, spans of SPAN elements
+# on the thread pool (`_threads.run_items`, a share starts in ~5-10 us; a `prange` launch cost
+# 30-110 us, which is why round 2 kept every tiny / small tensor serial).  AdamW streams four
+# arrays through memory once per tensor.  Elementwise: the same result either way.
+PARALLEL_MIN = 131_072
+SPAN = 16_384
 
 
 @njit(cache=CACHE)
@@ -26,12 +27,13 @@ def adamw_span(p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, step_s
         p[i] -= step_size * m[i] / (math.sqrt(v[i]) / bc2_sqrt + eps)
 
 
-@njit(cache=CACHE, parallel=True)
-def adamw_kernel(p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, step_size, bc2_sqrt, eps):
+@njit(cache=CACHE, nogil=True)
+def adamw_items(p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, step_size, bc2_sqrt, eps, span, first, step):
+    """Spans of `span` elements first, first + step, ... (one share of `run_items`)."""
     n = p.shape[0]
-    for blk in prange((n + SPAN - 1) // SPAN):
-        i0 = np.int64(blk) * SPAN  # int64: prange's index is uint64 inside the parallel region
-        adamw_span(p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, step_size, bc2_sqrt, eps, i0, min(i0 + SPAN, n))
+    for blk in range(first, (n + span - 1) // span, step):
+        i0 = blk * span
+        adamw_span(p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, step_size, bc2_sqrt, eps, i0, min(i0 + span, n))
 
 
 def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
@@ -45,7 +47,7 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
         t(1 - lr * weight_decay), t(beta1), t(1 - beta1), t(beta2), t(1 - beta2),
         t(lr / (1 - beta1**step)), t(math.sqrt(1 - beta2**step)), t(eps),
     )
-    if param.size >= PARALLEL_MIN:
-        adamw_kernel(*args)
+    if param.size >= PARALLEL_MIN and numba.get_num_threads() > 1:
+        run_items(adamw_items, (param.size + SPAN - 1) // SPAN, *args, SPAN)
     else:
         adamw_span(*args, 0, param.size)

@@ -13,6 +13,7 @@ from numba import njit, prange
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
+from ._threads import run_items
 
 REDUCE = {"reassoc", "nsz", "contract"}
 
@@ -78,13 +79,12 @@ def softmax_backward_rows(y, gy, gx, log):
                 gx[r, c] = y[r, c] * (gy[r, c] - s)
 
 
-# Cross-entropy: a row-span function (serial) and a parallel driver that runs spans of
-# ROW_SPAN rows on the threads.  The wrappers call the span function directly below
-# CE_PARALLEL_MIN logits: on these 2 vCPUs (one core's two hyperthreads) a second thread sped
-# exp-bound loops up only ~1.4x (SwiGLU, _elementwise.py) while a launch costs 30-110 us, and a
-# serial-only run (e.g. `train_tiny_llama.py --quick`, 0.5M logits) never compiles the parallel
-# driver (~3 CPU s each for Numba's parallel compiler: benchmarks/compile_cost.py).
-CE_PARALLEL_MIN = 4_000_000
+# Cross-entropy: a row-span function (serial) and a `nogil` driver that does the spans of ROW_SPAN
+# rows first, first + step, ... (`_threads.run_items` starts one share per thread). The wrappers
+# call the span function on all rows directly below CE_PARALLEL_MIN logits, where starting the
+# second share (~5-10 us) would cost more than half the work saves. The pool kernel compiles as
+# a small serial function, not a `prange` gufunc (~3 CPU s each: benchmarks/compile_cost.py).
+CE_PARALLEL_MIN = 65_536
 ROW_SPAN = 64
 
 
@@ -109,11 +109,12 @@ def cross_entropy_forward_span(x, target, ignore_index, eps, loss, lse, r0, r1):
             loss[r] = (one - eps) * (L - x[r, t]) + eps * (L - sx / typed(x, V))
 
 
-@njit(cache=CACHE, parallel=True)
-def cross_entropy_forward_rows(x, target, ignore_index, eps, loss, lse):
+@njit(cache=CACHE, nogil=True)
+def cross_entropy_forward_items(x, target, ignore_index, eps, loss, lse, first, step):
+    """Row spans first, first + step, ... of ROW_SPAN rows (one share of `run_items`)."""
     N = x.shape[0]
-    for i in prange((N + ROW_SPAN - 1) // ROW_SPAN):
-        r0 = np.int64(i) * ROW_SPAN  # int64: prange's index is uint64 inside the parallel region
+    for i in range(first, (N + ROW_SPAN - 1) // ROW_SPAN, step):
+        r0 = i * ROW_SPAN
         cross_entropy_forward_span(x, target, ignore_index, eps, loss, lse, r0, min(r0 + ROW_SPAN, N))
 
 
@@ -136,11 +137,12 @@ def cross_entropy_backward_span(x, target, lse, grad, ignore_index, eps, g, r0, 
         g[r, t] = (fast_exp(x[r, t] - L) - u - (one - eps)) * gr
 
 
-@njit(cache=CACHE, parallel=True)
-def cross_entropy_backward_rows(x, target, lse, grad, ignore_index, eps, g):
+@njit(cache=CACHE, nogil=True)
+def cross_entropy_backward_items(x, target, lse, grad, ignore_index, eps, g, first, step):
+    """Row spans first, first + step, ... of ROW_SPAN rows (one share of `run_items`)."""
     N = x.shape[0]
-    for i in prange((N + ROW_SPAN - 1) // ROW_SPAN):
-        r0 = np.int64(i) * ROW_SPAN
+    for i in range(first, (N + ROW_SPAN - 1) // ROW_SPAN, step):
+        r0 = i * ROW_SPAN
         cross_entropy_backward_span(x, target, lse, grad, ignore_index, eps, g, r0, min(r0 + ROW_SPAN, N))
 
 
@@ -187,7 +189,7 @@ def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
     lse = np.empty(x.shape[0], x.dtype)
     args = (x, t, int(ignore_index), x.dtype.type(label_smoothing), loss, lse)
     if x.size >= CE_PARALLEL_MIN:
-        cross_entropy_forward_rows(*args)
+        run_items(cross_entropy_forward_items, (x.shape[0] + ROW_SPAN - 1) // ROW_SPAN, *args)
     else:
         cross_entropy_forward_span(*args, 0, x.shape[0])
     return loss, lse
@@ -201,7 +203,7 @@ def cross_entropy_backward(logits, target, lse, grad_losses, ignore_index, label
     args = (x, t, np.ascontiguousarray(lse, dtype=dt), np.ascontiguousarray(grad_losses, dtype=dt),
             int(ignore_index), dt.type(label_smoothing), g)
     if x.size >= CE_PARALLEL_MIN:
-        cross_entropy_backward_rows(*args)
+        run_items(cross_entropy_backward_items, (x.shape[0] + ROW_SPAN - 1) // ROW_SPAN, *args)
     else:
         cross_entropy_backward_span(*args, 0, x.shape[0])
     return g

@@ -2,17 +2,28 @@
 
 A kernel written for this takes two extra arguments, ``first`` and ``step``, and does the work
 items ``first, first + step, first + 2 * step, ...`` of its ``n_items``; it is compiled with
-``nogil=True``, so while it runs the other threads run theirs. ``run_items`` starts one share
-per thread (``numba.get_num_threads()``, which ``numba.set_num_threads`` and NUMBA_NUM_THREADS
-set) and waits for all of them.
+``nogil=True``, so while it runs the other threads run theirs. ``run_items`` cuts the items into
+``step`` such chunks, a few per thread (``numba.get_num_threads()``, which
+``numba.set_num_threads`` and NUMBA_NUM_THREADS set), lets every thread claim chunks until none
+is left, and waits for all of them.
 
 Why not ``prange``: Numba's parallel compiler types and lowers a ``parallel=True`` function's
 loop body a second time (as a "gufunc"), so a big kernel costs about twice its serial compile
 time on a fresh install: the two attention kernels took ~24 of the ~47 CPU s that the first
 ``examples/train_tiny_llama.py --quick`` spent compiling (benchmarks/README.md, "Cold start").
-A thread pool costs ~20-50 µs per call to start the shares, nothing next to an attention call
-(milliseconds). Interleaved items (not halves) give each thread a fair share of causal
-attention, whose later query blocks see more keys.
+Starting the shares costs ~5-10 µs per call (one lock handed to each worker and one handed
+back; a ``concurrent.futures`` pool took ~13 µs with its futures and condition variables), so
+kernels of ~0.1 ms and more can be split: besides attention, the GEMMs (`_matmul.matmul`), the
+norms, RoPE, SwiGLU, cross-entropy and AdamW run their shares here above a size each.
+
+One pool for everything: an idle worker sleeps on its lock, it never spins. OpenBLAS's own
+workers spin ~0.1 s after each threaded GEMM, so a kernel that started a second thread right
+after a GEMM shared a core with the spinning BLAS thread, and on a machine with other jobs the
+spinning made a 2-thread training step 4x slower than a 1-thread one (benchmarks/README.md,
+"Round 4"). `_matmul.matmul` therefore runs OpenBLAS single-threaded inside each share.
+
+Interleaved items (not halves) give each thread a fair share of causal attention, whose later
+query blocks see more keys.
 
 Also tried: the serial kernel under a two-line ``prange`` driver (``for w in prange(n):
 kernel(..., w, n)``). With 2 threads Numba compiled the kernel again inside the driver's gufunc:
@@ -20,34 +31,82 @@ attention forward 2.3 -> 4.4, backward 3.4 -> 9.2 CPU s on a fresh cache, most o
 """
 from __future__ import annotations
 
-import concurrent.futures
+import itertools
 import os
 import threading
 
 import numba
 
-_pool, _pool_size = None, 0
-_pool_lock = threading.Lock()
+
+# Work is cut into up to CHUNKS_PER_THREAD chunks per thread, and each thread (the caller
+# included) claims the next chunk until none is left: a worker that the OS schedules late (other
+# jobs on the cores) then gets fewer chunks instead of holding everyone up, and a worker that
+# is not awake at all by the time the caller has done every chunk gets none. More chunks
+# balance better but cost a call each (~1-2 us) and, for the GEMMs, efficiency (_matmul.py
+# asks for one chunk per thread). The number of chunks depends only on the thread count, never
+# on which workers happen to be free, so a kernel whose result depends on how the work is cut
+# (a GEMM split into row ranges) gives the same bits on every call at a given thread count.
+CHUNKS_PER_THREAD = 2
 
 
-def _executor(workers: int):
-    """One process-wide pool, replaced by a bigger one when more threads are asked for."""
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool_size < workers:
-            old = _pool
-            _pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="minillm-kernel")
-            _pool_size = workers
-            if old is not None:
-                old.shutdown(wait=False)
-        return _pool
+class _Job:
+    """One run_items call: `n` chunks, chunk i = kernel(*args, i, n), claimed in order by any thread."""
+
+    __slots__ = ("kernel", "args", "n", "claim", "left", "lock", "finished", "error")
+
+    def __init__(self, kernel, args, n):
+        self.kernel, self.args, self.n = kernel, args, n
+        self.claim = itertools.count().__next__  # atomic under the GIL: each chunk index is handed out once
+        self.left = n
+        self.lock = threading.Lock()
+        self.finished = threading.Lock()
+        self.finished.acquire()  # released when the last chunk is done
+        self.error = None
+
+    def work(self):
+        while True:
+            i = self.claim()
+            if i >= self.n:
+                return
+            try:
+                self.kernel(*self.args, i, self.n)
+            except BaseException as e:  # handed to the caller of run_items
+                self.error = e
+            with self.lock:
+                self.left -= 1
+                last = self.left == 0
+            if last:
+                self.finished.release()
+
+
+class _Worker:
+    """One pool thread: it sleeps on `go` (a lock, no spinning), works on `job`, releases `idle`."""
+
+    def __init__(self, index: int):
+        self.go = threading.Lock()
+        self.go.acquire()
+        self.idle = threading.Lock()  # held while the worker has a job it has not finished
+        self.job = None
+        threading.Thread(target=self._loop, name=f"minillm-kernel-{index}", daemon=True).start()
+
+    def _loop(self):
+        while True:
+            self.go.acquire()
+            job, self.job = self.job, None
+            job.work()
+            self.idle.release()
+
+
+_workers: list = []
+_busy = threading.Lock()  # held while one run_items call hands out work
 
 
 def _forget_pool():
     """In a child made by fork(): the parent's pool threads do not exist here, so start afresh
-    (a pool copied from the parent would take work and never run it)."""
-    global _pool, _pool_size
-    _pool, _pool_size = None, 0
+    (a worker copied from the parent would take work and never run it; the lock may have been
+    held by a parent thread)."""
+    global _workers, _busy
+    _workers, _busy = [], threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -55,12 +114,33 @@ if hasattr(os, "register_at_fork"):
 
 
 def run_items(kernel, n_items: int, *args) -> None:
-    """kernel(*args, first, step) for first = 0 .. threads - 1, in parallel; step = threads."""
+    """Every work item of kernel once: kernel(*args, first, step) for first = 0 .. step - 1, spread
+    over min(numba.get_num_threads(), n_items) threads, the calling thread included.
+
+    step is the number of chunks, min(n_items, CHUNKS_PER_THREAD * threads), not the thread count:
+    a kernel must only rely on doing items first, first + step, ... A worker still busy with an
+    earlier call (it woke late) is skipped. A call made while another thread's call is handing
+    out work (two models trained from two threads) does every chunk on its own thread."""
     threads = max(1, min(numba.get_num_threads(), n_items))
     if threads == 1:
         kernel(*args, 0, 1)
         return
-    futures = [_executor(threads - 1).submit(kernel, *args, w, threads) for w in range(1, threads)]
-    kernel(*args, 0, threads)  # this thread takes share 0
-    for f in futures:
-        f.result()
+    n_chunks = min(n_items, CHUNKS_PER_THREAD * threads)
+    if not _busy.acquire(blocking=False):
+        for first in range(n_chunks):  # the same chunks, one after the other
+            kernel(*args, first, n_chunks)
+        return
+    try:
+        while len(_workers) < threads - 1:
+            _workers.append(_Worker(len(_workers) + 1))
+        job = _Job(kernel, args, n_chunks)
+        for w in _workers[: threads - 1]:
+            if w.idle.acquire(blocking=False):
+                w.job = job
+                w.go.release()
+        job.work()  # this thread claims chunks too
+        job.finished.acquire()  # every chunk done (at once, if this thread did the last one)
+    finally:
+        _busy.release()
+    if job.error is not None:
+        raise job.error
