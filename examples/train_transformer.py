@@ -27,25 +27,19 @@ import sys
 import time
 from functools import partial
 
-# One BLAS thread: this model's matrices are small (e.g. 1024×128 @ 128×512), where a second
-# OpenBLAS thread gains little, and on a busy machine OpenBLAS's spinning threads made every GEMM
-# ~10× slower (measured: 24 ms vs 2.6 ms per GEMM, 2.8 s vs 0.15 s per training step, at load 10
-# on 2 cores). Numba's kernels still use both cores. Set OPENBLAS_NUM_THREADS yourself to override.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402  (after the BLAS setting, which must precede numpy's import)
-
-import minillm as mi  # noqa: E402
-from minillm._files import atomic_write  # noqa: E402
-from minillm.plot import heatmap_rgb, write_png  # noqa: E402
-from minillm.data import DataLoader  # noqa: E402
-from minillm.data.translation import TranslationDataset, collate_translation, translation_pairs  # noqa: E402
-from minillm.eval.bleu import corpus_bleu  # noqa: E402
-from minillm.generation import generate  # noqa: E402
-from minillm.io.safetensors import save_safetensors  # noqa: E402
-from minillm.models.transformer import ModelArgs, Transformer  # noqa: E402
-from minillm.tokenizers import CharTokenizer, WordTokenizer  # noqa: E402
-from minillm.train import TrainConfig, Trainer  # noqa: E402
+import minillm as mi
+from minillm._files import atomic_write
+from minillm.plot import heatmap_rgb, write_png
+from minillm.data import DataLoader
+from minillm.data.translation import TranslationDataset, collate_translation, translation_pairs
+from minillm.eval.bleu import corpus_bleu
+from minillm.generation import generate
+from minillm.io.safetensors import save_safetensors
+from minillm.models.transformer import ModelArgs, Transformer
+from minillm.tokenizers import CharTokenizer, WordTokenizer
+from minillm.train import TrainConfig, Trainer
 
 
 def parse_args(argv=None):
