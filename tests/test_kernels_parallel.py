@@ -1,4 +1,4 @@
-"""The thread-pool variants of the RMSNorm / RoPE / SwiGLU / cross-entropy / AdamW kernels.
+"""The thread-pool variants of the RMSNorm / RoPE / SwiGLU / softmax / cross-entropy / AdamW kernels.
 
 The wrappers run these only above PARALLEL_MIN elements (~100k and more: below that the serial
 kernel wins), beyond the arrays the other tests use. Here the threshold is lowered to 0 (and
@@ -32,6 +32,7 @@ def parallel(monkeypatch):
     monkeypatch.setattr(_norms, "PARALLEL_MIN", {k: 0 for k in _norms.PARALLEL_MIN})
     monkeypatch.setattr(_elementwise, "PARALLEL_MIN", {k: 0 for k in _elementwise.PARALLEL_MIN})
     monkeypatch.setattr(_softmax, "CE_PARALLEL_MIN", 0)
+    monkeypatch.setattr(_softmax, "SOFTMAX_PARALLEL_MIN", 0)
     monkeypatch.setattr(_optim, "PARALLEL_MIN", 0)
     # work items of a few elements, so the small shapes below still make several items per thread
     monkeypatch.setattr(_elementwise, "SPAN", 8)
@@ -42,6 +43,7 @@ def parallel(monkeypatch):
         monkeypatch.setattr(_norms, "PARALLEL_MIN", {k: 10**18 for k in _norms.PARALLEL_MIN})
         monkeypatch.setattr(_elementwise, "PARALLEL_MIN", {k: 10**18 for k in _elementwise.PARALLEL_MIN})
         monkeypatch.setattr(_softmax, "CE_PARALLEL_MIN", 10**18)
+        monkeypatch.setattr(_softmax, "SOFTMAX_PARALLEL_MIN", 10**18)
         monkeypatch.setattr(_optim, "PARALLEL_MIN", 10**18)
 
     yield serial
@@ -112,6 +114,24 @@ def test_cross_entropy_parallel_equals_reference_and_serial(parallel, dtype, see
     sloss, slse = _softmax.cross_entropy_forward(x, t, -100, smoothing)
     for got, want in ((loss, sloss), (lse, slse), (g, _softmax.cross_entropy_backward(x, t, lse, gl, -100, smoothing))):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3 * _softmax.ROW_SPAN + 5), v=st.integers(1, 30),
+       log=st.booleans())
+def test_softmax_parallel_equals_reference_and_serial(parallel, dtype, seed, n, v, log):
+    x, gy = arrays(seed, dtype, (n, v), (n, v))
+    fwd, bwd = ((_softmax.log_softmax_forward, _softmax.log_softmax_backward) if log
+                else (_softmax.softmax_forward, _softmax.softmax_backward))
+    rfwd, rbwd = (R.log_softmax_forward, R.log_softmax_backward) if log else (R.softmax_forward, R.softmax_backward)
+    y = fwd(x)
+    g = bwd(y, gy)
+    assert_close(y, rfwd(x), dtype)
+    assert_close(g, rbwd(rfwd(x), gy), dtype)
+    parallel()  # the serial span over all rows: the same per-row code -> identical bits
+    np.testing.assert_array_equal(fwd(x), y)
+    np.testing.assert_array_equal(bwd(y, gy), g)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -190,6 +210,9 @@ def test_thread_pool_chunks_errors_and_a_late_worker():
         with pytest.raises(ValueError, match="chunk"):
             _threads.run_items(fails, 8)
         # another thread's call holds the pool (its worker sits inside a chunk): ours must not wait
+        worker = _threads._workers[0]  # first let the worker finish waking up for the call above:
+        assert worker.idle.acquire(timeout=20)  # a worker still busy is skipped, and `hold` below
+        worker.idle.release()  # needs it (that was a timing-dependent failure under load)
         release, inside = threading.Event(), threading.Event()
 
         def hold(first, step):

@@ -144,7 +144,7 @@ def test_kernel_cache_is_on_here_and_every_kernel_module_uses_it():
     from minillm.kernels import _attention, _cache, _softmax
 
     assert _cache.CACHE is True and _cache.writable(os.path.dirname(_cache.__file__))
-    for fn in (_attention.attention_forward_kernel, _attention.attention_backward_kernel, _softmax.softmax_rows):
+    for fn in (_attention.attention_forward_kernel, _attention.attention_backward_kernel, _softmax.softmax_items):
         assert fn._cache.__class__.__name__ == "FunctionCache"  # cache=True took effect (NullCache otherwise)
     assert isinstance(_attention.attention_forward_kernel, numba.core.registry.CPUDispatcher)
     # every jit decorator in the package takes cache=CACHE: a literal cache=True anywhere (the

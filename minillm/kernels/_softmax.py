@@ -1,6 +1,6 @@
 """Numba kernels: softmax, log-softmax and cross-entropy (row-wise, numerically stable).
 
-One row = one task for `prange`.  Each row is read at most three times
+Rows in spans, on the kernel thread pool above a size.  Each row is read at most three times
 (max, sum of exp, write) and no (N, V) temporary is allocated.
 Reductions use `fastmath=REDUCE` = reassociation only (no 'nnan'/'ninf', so
 +-inf and NaN keep their IEEE meaning): that lets LLVM vectorise the sums; the
@@ -9,7 +9,7 @@ tests against `reference.py` bound the rounding difference it causes.
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
@@ -38,11 +38,21 @@ def _row_max(x, r):
     return out
 
 
-@njit(cache=CACHE, parallel=True, fastmath=REDUCE)
-def softmax_rows(x, y, log):
-    """y = softmax(x) (log=False) or log_softmax(x) (log=True), rows of a 2-D array."""
-    N, C = x.shape
-    for r in prange(N):
+# Softmax and cross-entropy alike: a row-span function (serial) and a `nogil` driver that does the
+# spans of ROW_SPAN rows first, first + step, ... (`_threads.run_items` hands them out). The
+# wrappers call the span function on all rows directly below *_PARALLEL_MIN elements, where starting
+# the second share (~5-10 us) would cost more than half the work saves. Not `prange`: a parfor body
+# is compiled twice (~1.8 CPU s for the softmax kernel on a cold start).
+SOFTMAX_PARALLEL_MIN = 65_536
+CE_PARALLEL_MIN = 65_536
+ROW_SPAN = 64
+
+
+@njit(cache=CACHE, fastmath=REDUCE)
+def softmax_span(x, y, log, r0, r1):
+    """Rows r0..r1-1 of a 2-D array: y = softmax(x) (log=False) or log_softmax(x) (log=True)."""
+    C = x.shape[1]
+    for r in range(r0, r1):
         m = _row_max(x, r)
         s = typed(x, 0.0)
         if log:
@@ -61,11 +71,20 @@ def softmax_rows(x, y, log):
                 y[r, c] *= inv
 
 
-@njit(cache=CACHE, parallel=True, fastmath=REDUCE)
-def softmax_backward_rows(y, gy, gx, log):
-    """softmax: gx = y * (gy - sum(gy*y));  log-softmax: gx = gy - exp(y) * sum(gy)."""
-    N, C = y.shape
-    for r in prange(N):
+@njit(cache=CACHE, nogil=True)
+def softmax_items(x, y, log, first, step):
+    """Row spans first, first + step, ... of ROW_SPAN rows (one share of `run_items`)."""
+    N = x.shape[0]
+    for i in range(first, (N + ROW_SPAN - 1) // ROW_SPAN, step):
+        r0 = i * ROW_SPAN
+        softmax_span(x, y, log, r0, min(r0 + ROW_SPAN, N))
+
+
+@njit(cache=CACHE, fastmath=REDUCE)
+def softmax_backward_span(y, gy, gx, log, r0, r1):
+    """Rows r0..r1-1. softmax: gx = y * (gy - sum(gy*y));  log-softmax: gx = gy - exp(y) * sum(gy)."""
+    C = y.shape[1]
+    for r in range(r0, r1):
         s = typed(y, 0.0)
         if log:
             for c in range(C):
@@ -79,13 +98,15 @@ def softmax_backward_rows(y, gy, gx, log):
                 gx[r, c] = y[r, c] * (gy[r, c] - s)
 
 
-# Cross-entropy: a row-span function (serial) and a `nogil` driver that does the spans of ROW_SPAN
-# rows first, first + step, ... (`_threads.run_items` starts one share per thread). The wrappers
-# call the span function on all rows directly below CE_PARALLEL_MIN logits, where starting the
-# second share (~5-10 us) would cost more than half the work saves. The pool kernel compiles as
-# a small serial function, not a `prange` gufunc (~3 CPU s each: benchmarks/compile_cost.py).
-CE_PARALLEL_MIN = 65_536
-ROW_SPAN = 64
+@njit(cache=CACHE, nogil=True)
+def softmax_backward_items(y, gy, gx, log, first, step):
+    """Row spans first, first + step, ... of ROW_SPAN rows (one share of `run_items`)."""
+    N = y.shape[0]
+    for i in range(first, (N + ROW_SPAN - 1) // ROW_SPAN, step):
+        r0 = i * ROW_SPAN
+        softmax_backward_span(y, gy, gx, log, r0, min(r0 + ROW_SPAN, N))
+
+
 
 
 @njit(cache=CACHE, fastmath=REDUCE)
@@ -152,34 +173,42 @@ def _rows(x):
     return x, x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
 
 
-def softmax_forward(x):
+def _softmax(x, log):
     x, x2 = _rows(x)
     y = np.empty_like(x)
-    softmax_rows(x2, y.reshape(x2.shape), False)
+    if x2.size >= SOFTMAX_PARALLEL_MIN:
+        run_items(softmax_items, (x2.shape[0] + ROW_SPAN - 1) // ROW_SPAN, x2, y.reshape(x2.shape), log)
+    else:
+        softmax_span(x2, y.reshape(x2.shape), log, 0, x2.shape[0])
     return y
+
+
+def _softmax_backward(y, gy, log):
+    y, y2 = _rows(y)
+    gy = np.ascontiguousarray(gy, dtype=y.dtype)
+    gx = np.empty_like(y)
+    args = (y2, gy.reshape(y2.shape), gx.reshape(y2.shape), log)
+    if y2.size >= SOFTMAX_PARALLEL_MIN:
+        run_items(softmax_backward_items, (y2.shape[0] + ROW_SPAN - 1) // ROW_SPAN, *args)
+    else:
+        softmax_backward_span(*args, 0, y2.shape[0])
+    return gx
+
+
+def softmax_forward(x):
+    return _softmax(x, False)
 
 
 def log_softmax_forward(x):
-    x, x2 = _rows(x)
-    y = np.empty_like(x)
-    softmax_rows(x2, y.reshape(x2.shape), True)
-    return y
+    return _softmax(x, True)
 
 
 def softmax_backward(y, gy):
-    y, y2 = _rows(y)
-    gy = np.ascontiguousarray(gy, dtype=y.dtype)
-    gx = np.empty_like(y)
-    softmax_backward_rows(y2, gy.reshape(y2.shape), gx.reshape(y2.shape), False)
-    return gx
+    return _softmax_backward(y, gy, False)
 
 
 def log_softmax_backward(y, gy):
-    y, y2 = _rows(y)
-    gy = np.ascontiguousarray(gy, dtype=y.dtype)
-    gx = np.empty_like(y)
-    softmax_backward_rows(y2, gy.reshape(y2.shape), gx.reshape(y2.shape), True)
-    return gx
+    return _softmax_backward(y, gy, True)
 
 
 def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
