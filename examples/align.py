@@ -31,7 +31,6 @@ Steps:
      used), with standard errors, the change against SFT and DPO's against the NLL control (paired),
      and the mistakes by failure mode; curves as PNGs
 """
-import argparse
 import copy
 import dataclasses
 import json
@@ -54,6 +53,7 @@ from minillm.data.world import generate_sft  # noqa: E402
 from minillm.eval import exact_match  # noqa: E402
 from minillm.io import load_model, save_model  # noqa: E402
 from minillm.models.llama import ModelConfig, Transformer  # noqa: E402
+from minillm.pipeline import banner  # noqa: E402
 from minillm.plot import lines_png  # noqa: E402
 from minillm.tokenizers import load_tokenizer  # noqa: E402
 from minillm.train import TrainConfig, check_out_dir  # noqa: E402
@@ -79,15 +79,16 @@ N_SFT_TRAIN = 6_000  # the SFT run trained on the first 6000 "train" conversatio
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a smoke run in seconds (trains a micro SFT model itself)")
+    # --quick, --out-dir, --seed, --no-progress, --overwrite; the settings' flags below are declared by hand (not
+    # add_setting_flags) because each carries its own help text
+    p = pipeline.example_parser(__doc__, out_dir="runs/align", quick_help="a smoke run in seconds (trains a micro SFT "
+                                "model itself)", overwrite_help="replace an earlier run in --out-dir")
     p.add_argument("--sft-model", "--model", dest="model", default="runs/tiny_llama/model", metavar="DIR",
                    help="the SFT model dir that examples/train_tiny_llama.py writes (default: %(default)s); "
                    "if it is missing, a small one is trained first")
     p.add_argument("--world-seed", type=int,
                    help="seed of the world the SFT model was trained on (default: read from DIR/../report.json, "
                    "which train_tiny_llama.py writes; else --seed)")
-    p.add_argument("--out-dir", default="runs/align", help="where everything is written (default: %(default)s)")
     p.add_argument("--n-prompts", type=int, help="training prompts to sample the SFT model on")
     p.add_argument("--n-val-prompts", type=int, help="held-out prompts for the pairs' validation split")
     p.add_argument("--samples", type=int, help="replies sampled per prompt")
@@ -124,20 +125,11 @@ def parse_args(argv=None):
     p.add_argument("--ppo-critic", choices=["value-head", "reward-model"], default="value-head",
                    help="PPO's critic: a value head on the actor (default, one trunk) or, as in the book, "
                    "a copy of the reward model (a second trunk: slower)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
     args = p.parse_args(argv)
-    for k, v in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    pipeline.apply_defaults(args, QUICK if args.quick else DEFAULTS)  # the settings the command line left out
     if args.dpo_lr is None:  # each the best measured for its loop (docs/chapter4.md)
         args.dpo_lr = 1e-4 if args.online_rounds else 2e-4
     return args
-
-
-def banner(text):
-    print(f"\n=== {text} ===", flush=True)
 
 
 def micro_sft_model(out_dir, quick, show, world_seed):

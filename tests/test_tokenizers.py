@@ -159,6 +159,18 @@ def test_compiled_word_counts_equal_counter(corpus):
     assert len(compiled) > 1000
 
 
+def test_training_texts_that_are_not_str_are_a_clear_error():
+    """Both word counters of BPETokenizer.train and train_naive check the texts with the tokenizers'
+    shared training_texts: a TypeError naming the offending type, a single str is one text."""
+    tok = BPETokenizer()
+    for count in (tok._word_arrays_compiled, tok._word_arrays):
+        with pytest.raises(TypeError, match="BPETokenizer.train: training texts must be str, got bytes"):
+            count(["ab", b"ab"], False)
+        assert count("abab", False)[3].tolist() == count(["abab"], False)[3].tolist() == [1]
+    with pytest.raises(TypeError, match="train_naive: training texts must be str, got int"):
+        train_naive(["ab", 3], 6 + 256 + 1)
+
+
 def test_encode_equals_naive_encoder(bpe, corpus):
     tail = corpus[-30_000:]
     assert bpe.encode(tail) == encode_naive(bpe, tail)

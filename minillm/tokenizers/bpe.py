@@ -56,7 +56,7 @@ import regex
 
 from . import _fast_encode as FE
 from . import _kernels as K
-from .base import _AUTO, DEFAULT_SPECIAL_TOKENS, Tokenizer
+from .base import _AUTO, DEFAULT_SPECIAL_TOKENS, Tokenizer, training_texts
 from .hf_json import (
     NORMALIZATIONS,
     bos_post_processor,
@@ -165,6 +165,11 @@ def merge(ids: Sequence[int], pair: tuple[int, int], idx: int) -> list[int]:
     return out
 
 
+def _n_texts(texts) -> int | None:
+    """How many training texts there are, for the progress bar (None for a stream without a length)."""
+    return 1 if isinstance(texts, str) else len(texts) if hasattr(texts, "__len__") else None
+
+
 def train_naive(
     text: str | Iterable[str],
     vocab_size: int,
@@ -182,7 +187,7 @@ def train_naive(
     """
     tok = BPETokenizer(special_tokens=special_tokens, pattern=GPT4_PATTERN if pattern is None else pattern,
                        normalization=normalization)
-    texts = [text] if isinstance(text, str) else list(text)
+    texts = list(training_texts(text, "train_naive"))
     chunks = [[int(tok._byte_ids[b]) for b in c.encode("utf-8")] for t in texts for c in tok._training_chunks(t)]
     id_to_bytes = list(tok._id_to_bytes)
     bytes_to_id = {b: i for i, b in enumerate(id_to_bytes) if b is not None}
@@ -550,15 +555,11 @@ class BPETokenizer(Tokenizer):
         Same words and counts (in the same first-seen order)."""
         from tqdm.auto import tqdm
 
-        if isinstance(texts, str):
-            texts = [texts]
         counts = FE.ChunkCounts()
         table = FE.char_table()
         specials = self._special_regex(frozenset(self._special_tokens)) if self._special_tokens else None
-        for i, text in enumerate(tqdm(texts, desc="counting words", unit=" texts", disable=not show_progress,
-                                      leave=False)):
-            if not isinstance(text, str):
-                raise TypeError(f"training text {i} is a {type(text).__name__}, not a str")
+        for i, text in enumerate(tqdm(training_texts(texts, "BPETokenizer.train"), total=_n_texts(texts),
+                                      desc="counting words", unit=" texts", disable=not show_progress, leave=False)):
             for piece in (specials.split(text) if specials is not None else (text,)):  # special tokens cut out
                 try:
                     data = self._normalize(piece).encode("utf-8")
@@ -575,13 +576,9 @@ class BPETokenizer(Tokenizer):
         """Pre-tokenize every text and count the distinct chunks (special tokens cut out)."""
         from tqdm.auto import tqdm
 
-        if isinstance(texts, str):
-            texts = [texts]
         counts: Counter = Counter()
-        for i, text in enumerate(tqdm(texts, desc="counting words", unit=" texts", disable=not show_progress,
-                                      leave=False)):
-            if not isinstance(text, str):
-                raise TypeError(f"training text {i} is a {type(text).__name__}, not a str")
+        for text in tqdm(training_texts(texts, "BPETokenizer.train"), total=_n_texts(texts), desc="counting words",
+                         unit=" texts", disable=not show_progress, leave=False):
             counts.update(self._training_chunks(text))
         return counts
 
