@@ -20,7 +20,8 @@ REDUCE = {"reassoc", "nsz", "contract"}
 
 # Numba-IR inlined, unlike fast_exp/typed (benchmarks/README.md, "Cold start" round 3): measured without it,
 # softmax forward ran ~1 % slower in 6 of 6 runs (an identical copy of it: 0.999-1.002x) to save
-# 0.15 of ~2.4 CPU s of compilation (cross_entropy_forward_span only; softmax_rows compiled no faster).
+# 0.15 of ~2.4 CPU s of compilation (cross_entropy_forward_span only; the softmax kernel, then a prange
+# `softmax_rows`, compiled no faster).
 @njit(cache=CACHE, fastmath=REDUCE, inline="always")
 def _row_max(x, r):
     # 8 independent running maxima, so the compare/select chain is not one long dependency
