@@ -8,13 +8,12 @@ whatever the thread count.
 """
 import math
 
-import numba
 import numpy as np
 from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
-from ._threads import run_items
+from ._threads import run_items, run_items_above
 
 # "contract" lets LLVM fuse a * b + c into one FMA (fast_exp's polynomial, the SwiGLU
 # products, the RoPE rotations): SwiGLU ~1.4x faster, and an FMA rounds once, not twice.
@@ -130,13 +129,9 @@ def embedding_backward_kernel(ids, gout, gw, first, step):
 
 # -------------------------------------------------------------------------- wrappers
 def _run(kernel, which, n, span, *args):
-    """kernel(*args, span, first, step) over n elements / positions: its spans on the thread pool
-    from PARALLEL_MIN[which] elements, else one span on this thread (a serial call is the same
-    compiled function with first = 0, step = 1: one function to compile, not two)."""
-    if args[0].size >= PARALLEL_MIN[which] and numba.get_num_threads() > 1:
-        run_items(kernel, (n + span - 1) // span, *args, span)
-    else:
-        kernel(*args, max(n, 1), 0, 1)
+    """kernel(*args, span, first, step) over n elements / positions, in spans of `span`: on the
+    thread pool from PARALLEL_MIN[which] elements, else on this thread."""
+    run_items_above(PARALLEL_MIN[which], args[0].size, kernel, (n + span - 1) // span, *args, span)
 
 
 def _rope(x, cos, sin):

@@ -11,13 +11,12 @@ the thread count nor on the path (tests/test_kernels_parallel.py: bit for bit).
 """
 import math
 
-import numba
 import numpy as np
 from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import typed
-from ._threads import run_items
+from ._threads import run_items_above
 
 # Reductions (sum of squares, dot products) vectorise only if LLVM may reassociate them;
 # "contract" allows fused multiply-adds.  No nnan/ninf: infinities and NaNs propagate.
@@ -96,11 +95,6 @@ def _fold_parts(parts, gw):
 
 
 # ------------------------------------------------------------------------ wrappers
-def _split(size, which):
-    """Run on the thread pool (True) or serial (False)?"""
-    return size >= PARALLEL_MIN[which] and numba.get_num_threads() > 1
-
-
 def rmsnorm_forward(x, weight, eps):
     """x (..., C), weight (C,) -> y (..., C), rstd (...)."""
     x = np.ascontiguousarray(x)
@@ -110,10 +104,7 @@ def rmsnorm_forward(x, weight, eps):
     w = np.ascontiguousarray(weight, dtype=x.dtype)
     args = (x.reshape(-1, C), w, x.dtype.type(eps), y.reshape(-1, C), rstd.reshape(-1))  # (..., C) -> (N, C); rstd (...) -> (N,)
     nblk = (args[0].shape[0] + ROW_BLOCK - 1) // ROW_BLOCK
-    if _split(x.size, "forward"):
-        run_items(rmsnorm_forward_items, nblk, *args)
-    else:
-        rmsnorm_forward_items(*args, 0, 1)  # every block on this thread
+    run_items_above(PARALLEL_MIN["forward"], x.size, rmsnorm_forward_items, nblk, *args)
     return y, rstd
 
 
@@ -129,10 +120,7 @@ def rmsnorm_backward(x, weight, rstd, gy):
             np.ascontiguousarray(gy, dtype=dt).reshape(-1, C), gx.reshape(-1, C))  # (..., C) -> (N, C)
     nblk = (args[0].shape[0] + ROW_BLOCK - 1) // ROW_BLOCK
     parts = np.empty((nblk, C), dt)  # (nblk, C): one weight-gradient row per block, every row written
-    if _split(x.size, "backward"):
-        run_items(rmsnorm_backward_items, nblk, *args, parts)
-    else:
-        rmsnorm_backward_items(*args, parts, 0, 1)  # every block on this thread
+    run_items_above(PARALLEL_MIN["backward"], x.size, rmsnorm_backward_items, nblk, *args, parts)
     _fold_parts(parts, gw)  # in block order, whichever thread did each block
     return gx, gw
 

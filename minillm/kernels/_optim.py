@@ -2,11 +2,10 @@
 import math
 
 import numpy as np
-import numba
 from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
-from ._threads import run_items
+from ._threads import run_items_above
 from . import reference
 
 
@@ -47,7 +46,4 @@ def adamw_step(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, we
         t(1 - lr * weight_decay), t(beta1), t(1 - beta1), t(beta2), t(1 - beta2),
         t(lr / (1 - beta1**step)), t(math.sqrt(1 - beta2**step)), t(eps),
     )
-    if param.size >= PARALLEL_MIN and numba.get_num_threads() > 1:
-        run_items(adamw_items, (param.size + SPAN - 1) // SPAN, *args, SPAN)
-    else:
-        adamw_span(*args, 0, param.size)
+    run_items_above(PARALLEL_MIN, param.size, adamw_items, (param.size + SPAN - 1) // SPAN, *args, SPAN)

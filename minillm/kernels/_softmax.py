@@ -13,7 +13,7 @@ from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
-from ._threads import run_items
+from ._threads import run_items_above
 
 REDUCE = {"reassoc", "nsz", "contract"}
 
@@ -172,6 +172,11 @@ def cross_entropy_backward_items(x, target, lse, grad, ignore_index, eps, g, fir
 
 
 # ------------------------------------------------------------------ array-level API
+def _n_spans(x2):
+    """Work items of a (N, C) array: spans of ROW_SPAN rows."""
+    return (x2.shape[0] + ROW_SPAN - 1) // ROW_SPAN
+
+
 def _rows(x):
     x = np.ascontiguousarray(x)
     return x, x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
@@ -180,10 +185,7 @@ def _rows(x):
 def _softmax(x, log):
     x, x2 = _rows(x)
     y = np.empty_like(x)
-    if x2.size >= SOFTMAX_PARALLEL_MIN:
-        run_items(softmax_items, (x2.shape[0] + ROW_SPAN - 1) // ROW_SPAN, x2, y.reshape(x2.shape), log)
-    else:
-        softmax_span(x2, y.reshape(x2.shape), log, 0, x2.shape[0])
+    run_items_above(SOFTMAX_PARALLEL_MIN, x2.size, softmax_items, _n_spans(x2), x2, y.reshape(x2.shape), log)
     return y
 
 
@@ -192,10 +194,7 @@ def _softmax_backward(y, gy, log):
     gy = np.ascontiguousarray(gy, dtype=y.dtype)
     gx = np.empty_like(y)
     args = (y2, gy.reshape(y2.shape), gx.reshape(y2.shape), log)
-    if y2.size >= SOFTMAX_PARALLEL_MIN:
-        run_items(softmax_backward_items, (y2.shape[0] + ROW_SPAN - 1) // ROW_SPAN, *args)
-    else:
-        softmax_backward_span(*args, 0, y2.shape[0])
+    run_items_above(SOFTMAX_PARALLEL_MIN, y2.size, softmax_backward_items, _n_spans(y2), *args)
     return gx
 
 
@@ -221,10 +220,7 @@ def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
     loss = np.empty(x.shape[0], x.dtype)
     lse = np.empty(x.shape[0], x.dtype)
     args = (x, t, int(ignore_index), x.dtype.type(label_smoothing), loss, lse)
-    if x.size >= CE_PARALLEL_MIN:
-        run_items(cross_entropy_forward_items, (x.shape[0] + ROW_SPAN - 1) // ROW_SPAN, *args)
-    else:
-        cross_entropy_forward_span(*args, 0, x.shape[0])
+    run_items_above(CE_PARALLEL_MIN, x.size, cross_entropy_forward_items, _n_spans(x), *args)
     return loss, lse
 
 
@@ -235,8 +231,5 @@ def cross_entropy_backward(logits, target, lse, grad_losses, ignore_index, label
     g = np.empty_like(x)
     args = (x, t, np.ascontiguousarray(lse, dtype=dt), np.ascontiguousarray(grad_losses, dtype=dt),
             int(ignore_index), dt.type(label_smoothing), g)
-    if x.size >= CE_PARALLEL_MIN:
-        run_items(cross_entropy_backward_items, (x.shape[0] + ROW_SPAN - 1) // ROW_SPAN, *args)
-    else:
-        cross_entropy_backward_span(*args, 0, x.shape[0])
+    run_items_above(CE_PARALLEL_MIN, x.size, cross_entropy_backward_items, _n_spans(x), *args)
     return g

@@ -144,3 +144,15 @@ def run_items(kernel, n_items: int, *args) -> None:
         _busy.release()
     if job.error is not None:
         raise job.error
+
+
+def run_items_above(min_size: int, size: int, kernel, n_items: int, *args) -> None:
+    """``run_items`` for an input of ``size`` elements from ``min_size`` on; below it every item on
+    the calling thread (``kernel(*args, 0, 1)``, the same compiled function: one to compile, not
+    two), because handing a share to a worker (~5-10 us idle, milliseconds when it waits for a
+    core under other jobs' load) costs more than it saves on a small input. Each kernel module
+    measures its own ``min_size`` (PARALLEL_MIN)."""
+    if size >= min_size:
+        run_items(kernel, n_items, *args)
+    else:
+        kernel(*args, 0, 1)
