@@ -111,12 +111,14 @@ def test_matmul_numba_equals_reference(dtype, seed, m, k, n, ta, tb, batch):
 @pytest.mark.parametrize("batch", [(), (3,)])
 def test_matmul_split_over_threads(monkeypatch, dtype, ta, tb, shape, batch):
     """The "numba" matmul splits C's rows (or columns) over the kernel threads, OpenBLAS
-    single-threaded in each chunk: equal to np.matmul up to rounding, the same bits on every call
-    (also when the pool is busy and the caller does every chunk itself), and OpenBLAS's thread
-    count is back to the user's afterwards."""
+    single-threaded in each share: equal to np.matmul up to rounding, the same bits on every call
+    (also when the pool is busy and the caller does every share itself), and OpenBLAS's thread
+    count is back to the user's afterwards. A 2-D product goes to the workers' slots
+    (`_threads.run_shares`, OpenBLAS called from `_spin.run_share`); a batched one is cut in
+    Python shares (`_gemm_rows` / `_gemm_cols`)."""
     import numba
 
-    from minillm.kernels import _threads
+    from minillm.kernels import _spin, _threads
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here")
@@ -124,15 +126,21 @@ def test_matmul_split_over_threads(monkeypatch, dtype, ta, tb, shape, batch):
     monkeypatch.setattr(_matmul, "BLAS_SERIAL_MAX", 0)
     m, k, n = shape
     a, b = rng_arrays(1, dtype, batch + ((k, m) if ta else (m, k)), (n, k) if tb else (k, n))
-    chunks, real = [], {f: getattr(_matmul, f) for f in ("_gemm_rows", "_gemm_cols")}
+    names = ("_gemm_rows", "_gemm_cols", "run_shares")
+    chunks, real = [], {f: getattr(_matmul, f) for f in names}
 
     def spy(name):
-        def chunk(*args):  # records (first, step) and OpenBLAS's thread counts inside the chunk
-            chunks.append((name, args[-2:], [get() for get, _ in _matmul._controls]))
+        def chunk(*args):  # records what ran and OpenBLAS's thread counts inside it
+            if name == "run_shares":
+                descs = args[0]
+                chunks.append((name, (len(descs), int(descs[0][_spin.M]), int(descs[0][_spin.N])),
+                               [get() for get, _ in _matmul._controls]))
+            else:
+                chunks.append((name, args[-2:], [get() for get, _ in _matmul._controls]))
             real[name](*args)
         return chunk
 
-    for name in real:
+    for name in names:
         monkeypatch.setattr(_matmul, name, spy(name))
     before = [get() for get, _ in _matmul.blas_controls()]
     previous = numba.get_num_threads()
@@ -149,10 +157,49 @@ def test_matmul_split_over_threads(monkeypatch, dtype, ta, tb, shape, batch):
     np.testing.assert_array_equal(got, again)
     np.testing.assert_array_equal(got, busy)
     if _matmul._controls:  # NumPy on OpenBLAS: split, single-threaded inside, the user's count restored
-        expect = "_gemm_rows" if m >= n else "_gemm_cols"
-        assert sorted(c[:2] for c in chunks) == sorted([(expect, (0, 2)), (expect, (1, 2))] * 3)
+        if not batch and _matmul.gemm_addresses():  # two shares of half of C's rows (or columns) each
+            assert [c[:2] for c in chunks] == [("run_shares", (2, m // 2, n) if m >= n else (2, m, n // 2))] * 3
+        else:
+            expect = "_gemm_rows" if m >= n else "_gemm_cols"
+            assert sorted(c[:2] for c in chunks) == sorted([(expect, (0, 2)), (expect, (1, 2))] * 3)
         assert all(n == 1 for c in chunks for n in c[2])
         assert [get() for get, _ in _matmul._controls] == before
+
+
+def test_matmul_shares_read_views_in_place(monkeypatch):
+    """The threads' GEMM shares read strided and transposed views where BLAS can (a row stride
+    larger than the row, a transpose), and leave a view with no unit stride to the Python shares;
+    every result equals np.matmul on the same views."""
+    import numba
+
+    from minillm.kernels import _spin
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    monkeypatch.setattr(_matmul, "SPLIT_MIN", 0)
+    monkeypatch.setattr(_matmul, "BLAS_SERIAL_MAX", 0)
+    rng = np.random.default_rng(0)
+    wide = rng.standard_normal((60, 50))
+    b = rng.standard_normal((20, 31))
+    cases = {
+        "rows of a wider array": (wide[:, :20], b, True),  # lda = 50 > K = 20
+        "every other row": (wide[::2, :20], b, True),  # lda = 100
+        "a transpose": (rng.standard_normal((20, 60)).T, b, True),
+        "b transposed, columns split": (wide[:10, :20], rng.standard_normal((31, 20)).T, True),
+        "no unit stride": (wide[:, ::2], rng.standard_normal((25, 31)), False),
+    }
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(2)
+        for what, (a, b2, in_place) in cases.items():
+            c = np.empty((a.shape[0], b2.shape[1]))
+            if _matmul.gemm_addresses() and _spin.JIT:
+                assert (_matmul._gemm_shares(a, b2, c, 2) is not None) == in_place, what
+            with backend("numba"):
+                got = K.matmul(a, b2)
+            np.testing.assert_allclose(got, np.matmul(a, b2), rtol=1e-12, atol=1e-12, err_msg=what)
+    finally:
+        numba.set_num_threads(previous)
 
 
 def test_matmul_keeps_float16_and_vectors_on_numpy():

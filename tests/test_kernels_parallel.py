@@ -191,7 +191,7 @@ def test_thread_pool_chunks_errors_and_a_late_worker():
     done); a call made while another thread's call owns the pool runs on its own thread instead of waiting."""
     import threading
 
-    from minillm.kernels import _threads
+    from minillm.kernels import _spin, _threads
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here")
@@ -210,9 +210,10 @@ def test_thread_pool_chunks_errors_and_a_late_worker():
         with pytest.raises(ValueError, match="chunk"):
             _threads.run_items(fails, 8)
         # another thread's call holds the pool (its worker sits inside a chunk): ours must not wait
-        worker = _threads._workers[0]  # first let the worker finish waking up for the call above:
-        assert worker.idle.acquire(timeout=20)  # a worker still busy is skipped, and `hold` below
-        worker.idle.release()  # needs it (that was a timing-dependent failure under load)
+        worker = _threads._workers[0]  # first let the worker finish its share of the call above:
+        deadline = time.time() + 20  # a worker still busy is skipped, and `hold` below needs it
+        while worker.slot[_spin.STATE] == _spin.PYTAKEN and time.time() < deadline:
+            time.sleep(0.001)
         release, inside = threading.Event(), threading.Event()
 
         def hold(first, step):
@@ -269,5 +270,109 @@ def test_thread_pool_works_in_a_forked_child():
                 pytest.fail("run_items hung in a forked child")
             time.sleep(0.05)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        numba.set_num_threads(previous)
+
+
+def test_spin_slot_protocol():
+    """`_spin`, the slot a pool worker watches without the GIL: a posted GEMM share is run by the
+    watching worker, or taken back by the caller when no worker has started it; a worker whose
+    share the caller took back keeps watching until the caller's DONE (falling asleep from TAKEN
+    would leave it asleep with no one to wake it: a bug this guards); an idle worker falls asleep
+    and the next post says so (the caller then wakes it); a worker inside a Python job is BUSY."""
+    import threading
+
+    from minillm.kernels import _matmul, _spin
+
+    if not _spin.JIT or _matmul.gemm_addresses() is None:
+        pytest.skip("needs compiled kernels and NumPy's OpenBLAS with the ILP64 cblas")
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((40, 24)), rng.standard_normal((24, 30))
+    c = np.zeros((40, 30))
+    descs = _matmul._gemm_shares(a, b, c, 2)
+    want = a @ b
+
+    slot = _spin.new_slot()  # nobody watches: the caller takes its share back
+    assert _spin.post(slot, descs[1]) == _spin.EMPTY and slot[_spin.STATE] == _spin.GEMM
+    assert _spin.collect(slot, 1) == _spin.RETURNED and slot[_spin.STATE] == _spin.RETURNED
+    np.testing.assert_allclose(c[20:], want[20:], rtol=1e-12, atol=1e-12)
+    assert not c[:20].any()  # only the posted share ran
+
+    def watch(slot, seconds, out):
+        thread = threading.Thread(target=lambda: out.append(_spin.serve(slot, _spin.spins(seconds))))
+        thread.start()
+        return thread
+
+    c[:] = 0
+    slot, out = _spin.new_slot(), []
+    worker = watch(slot, 0.05, out)
+    assert _spin.post(slot, descs[1]) == _spin.EMPTY
+    deadline = time.time() + 20
+    while slot[_spin.STATE] != _spin.DONE and slot[_spin.STATE] != _spin.ASLEEP and time.time() < deadline:
+        time.sleep(0.001)
+    np.testing.assert_allclose(c[20:], want[20:], rtol=1e-12, atol=1e-12)  # the worker ran it
+    worker.join(20)
+    assert out == [_spin.ASLEEP] and slot[_spin.STATE] == _spin.ASLEEP  # idle: it fell asleep
+    assert _spin.post(slot, descs[1]) == _spin.ASLEEP  # so this post must wake it
+    assert _spin.collect(slot, 1) == _spin.RETURNED  # (not woken here: the caller runs it)
+
+    slot, out = _spin.new_slot(), []
+    slot[_spin.STATE] = _spin.TAKEN  # the caller is running a share it took back
+    worker = watch(slot, 0.0, out)  # no spinning at all once idle...
+    time.sleep(0.05)
+    assert worker.is_alive() and out == []  # ...yet it waits for the caller's DONE
+    assert _spin.collect(slot, 10) == _spin.TAKEN  # (a share still running: the caller would wait)
+    _spin.set_state(slot, _spin.DONE)
+    worker.join(20)
+    assert out == [_spin.ASLEEP] and slot[_spin.STATE] == _spin.ASLEEP
+
+    job = _spin.new_slot()
+    job[_spin.STATE] = _spin.PYJOB
+    slot = _spin.new_slot()
+    assert _spin.post(slot, job) == _spin.EMPTY
+    assert _spin.serve(slot, 10) == _spin.PYJOB and slot[_spin.STATE] == _spin.PYTAKEN
+    assert _spin.post(slot, descs[1]) == _spin.BUSY and slot[_spin.STATE] == _spin.PYTAKEN
+
+
+def test_gemm_shares_with_a_busy_or_late_worker(monkeypatch):
+    """GEMM shares between Python jobs, idle gaps and a worker still inside a Python job: every
+    product equals np.matmul. A worker in PYTAKEN gets no share (`post` says BUSY) and the caller
+    runs it; once such a share was counted as done and C kept np.empty's leftover memory."""
+    import threading
+
+    from minillm.kernels import _matmul, _spin, _threads
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    monkeypatch.setattr(_matmul, "SPLIT_MIN", 0)
+    monkeypatch.setattr(_matmul, "BLAS_SERIAL_MAX", 0)
+    previous = numba.get_num_threads()
+    rng = np.random.default_rng(0)
+    try:
+        numba.set_num_threads(2)
+        a, b = rng.standard_normal((64, 40)), rng.standard_normal((40, 48))
+        _matmul.matmul(a, b)  # the pool and its worker exist
+        if _spin.JIT and _matmul.gemm_addresses():
+            worker, inside, release = _threads._workers[0], threading.Event(), threading.Event()
+            worker.job = _threads._Job(lambda first, step: (inside.set(), release.wait(20)), (), 1)
+            deadline = time.time() + 20
+            while worker.post(_threads._PYJOB) == _spin.BUSY:  # (still finishing an earlier job)
+                assert time.time() < deadline
+                time.sleep(0.001)
+            try:
+                assert inside.wait(20)  # the worker sits inside a Python job
+                c = np.full((64, 48), np.nan)
+                _threads.run_shares(_matmul._gemm_shares(a, b, c, 2))
+                np.testing.assert_allclose(c, a @ b, rtol=1e-12, atol=1e-12)
+            finally:
+                release.set()
+        for i in range(300):  # shares right after a Python job, after gaps long enough to sleep, ...
+            m, k, n = rng.integers(1, 60, 3)
+            a, b = rng.standard_normal((m, k)), rng.standard_normal((k, n))
+            if i % 3 == 0:
+                _threads.run_items(lambda first, step: None, 4)
+            elif i % 7 == 0:
+                time.sleep(0.002)
+            np.testing.assert_allclose(_matmul.matmul(a, b), a @ b, rtol=1e-12, atol=1e-12, err_msg=f"product {i}")
     finally:
         numba.set_num_threads(previous)

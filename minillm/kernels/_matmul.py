@@ -105,7 +105,10 @@ def matmul_numba(a, b, trans_a=False, trans_b=False):
 # (2048, 384) product took 6.6x one call, 1 thread). The ranges depend only on the shape and the
 # thread count, so the bits are the same on every call at a thread count; they may differ from
 # one unsplit np.matmul in the last place (OpenBLAS's edge tiles), as OpenBLAS's own threading
-# does.
+# does. A 2-D product (every linear layer) is handed out as descriptors (`_gemm_shares`): a worker
+# watching its slot runs its share at once, calling OpenBLAS's cblas_?gemm without the GIL
+# (`_spin.run_share`); that made the tiny model's split GEMMs 1.45x -> 1.66x faster than one thread
+# (benchmarks/README.md, "Round 5"). Batched products keep the Python shares below.
 import ctypes  # noqa: E402
 import glob  # noqa: E402
 import os  # noqa: E402
@@ -113,7 +116,8 @@ import threading  # noqa: E402
 
 import numba  # noqa: E402
 
-from ._threads import run_items  # noqa: E402
+from . import _spin  # noqa: E402
+from ._threads import run_items, run_shares  # noqa: E402
 
 # Below this many multiply-adds (M·N·K, all batches) one thread does the GEMM: starting the
 # second chunk costs ~5-10 µs, a GEMM of 2M multiply-adds ~15 µs on one core.
@@ -125,10 +129,9 @@ BLAS_SERIAL_MAX = 262_144
 _BLAS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _openblas_controls():
-    """(get, set) ctypes functions for each OpenBLAS loaded in this process (NumPy's wheels ship
-    one as libscipy_openblas, with prefixed names); [] if NumPy uses another BLAS (MKL,
-    Accelerate), in which case the GEMMs keep that library's own threading."""
+def _openblas_libraries():
+    """Every OpenBLAS loaded in this process, as ctypes libraries (NumPy's wheels ship one as
+    libscipy_openblas, with prefixed names); [] if NumPy uses another BLAS (MKL, Accelerate)."""
     paths = []
     try:
         with open("/proc/self/maps") as f:  # Linux: every mapped library
@@ -141,24 +144,54 @@ def _openblas_controls():
     np_dir = os.path.dirname(np.__file__)
     for pattern in (os.path.join(np_dir, os.pardir, "numpy.libs", "*openblas*"), os.path.join(np_dir, ".dylibs", "*openblas*")):
         paths += [p for p in map(os.path.realpath, sorted(glob.glob(pattern))) if p not in paths]
-    controls = []
+    libs = []
     for path in paths:
         try:
-            lib = ctypes.CDLL(path)  # already loaded by NumPy: this returns the same library
+            libs.append(ctypes.CDLL(path))  # already loaded by NumPy: this returns the same library
         except OSError:
             continue
-        for prefix in ("scipy_", ""):
-            for suffix in ("64_", ""):
-                get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-                set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-                if get is not None and set_ is not None:
-                    get.restype, get.argtypes, set_.restype, set_.argtypes = ctypes.c_int, [], None, [ctypes.c_int]
-                    controls.append((get, set_))
-                    break
-            else:
-                continue
-            break
+    return libs
+
+
+def _symbol(lib, name):
+    """lib's function `name` under OpenBLAS's possible prefixes/suffixes, as (function, ILP64) or None."""
+    for prefix in ("scipy_", ""):
+        for suffix in ("64_", ""):
+            fn = getattr(lib, f"{prefix}{name}{suffix}", None)
+            if fn is not None:
+                return fn, suffix == "64_"
+    return None
+
+
+def _openblas_controls():
+    """(get, set) ctypes functions for each OpenBLAS loaded in this process; [] if NumPy uses
+    another BLAS, in which case the GEMMs keep that library's own threading."""
+    controls = []
+    for lib in _openblas_libraries():
+        get, set_ = _symbol(lib, "openblas_get_num_threads"), _symbol(lib, "openblas_set_num_threads")
+        if get is not None and set_ is not None:
+            (get, _), (set_, _) = get, set_
+            get.restype, get.argtypes, set_.restype, set_.argtypes = ctypes.c_int, [], None, [ctypes.c_int]
+            controls.append((get, set_))
     return controls
+
+
+_gemm_addresses = None
+
+
+def gemm_addresses():
+    """(cblas_sgemm, cblas_dgemm) addresses of NumPy's OpenBLAS when it has the ILP64 interface
+    (64-bit integers: NumPy's wheels), which `_spin.run_share` calls from the pool's workers; None
+    otherwise (the shares then call np.matmul in Python)."""
+    global _gemm_addresses
+    if _gemm_addresses is None:
+        _gemm_addresses = ()
+        for lib in _openblas_libraries():
+            s, d = _symbol(lib, "cblas_sgemm"), _symbol(lib, "cblas_dgemm")
+            if s is not None and d is not None and s[1] and d[1]:
+                _gemm_addresses = tuple(ctypes.cast(f, ctypes.c_void_p).value for f, _ in (s, d))
+                break
+    return _gemm_addresses or None
 
 
 _controls = None
@@ -220,6 +253,52 @@ def _gemm_cols(a, b, c, first, step):
     np.matmul(a, b[..., :, lo:hi], out=c[..., :, lo:hi])  # (..., M, K) @ (..., K, hi-lo) -> (..., M, hi-lo)
 
 
+def _layout(x):
+    """(CBLAS transpose flag, leading dimension) of a 2-D view that BLAS can read in place, else None."""
+    size = x.itemsize
+    rows, cols = x.shape
+    s0, s1 = x.strides
+    if (s1 == size or cols == 1) and s0 % size == 0 and s0 // size >= max(cols, 1):
+        return _spin.NO_TRANS, s0 // size  # rows of x are contiguous
+    if (s0 == size or rows == 1) and s1 % size == 0 and s1 // size >= max(rows, 1):
+        return _spin.TRANS, s1 // size  # x is the transpose of a row-major (cols, rows) matrix
+    return None
+
+
+def _gemm_shares(a, b, c, threads):
+    """One `_spin` descriptor per thread for c = a @ b (2-D; c new and C-contiguous): C's rows in
+    `threads` ranges (its columns when C is wider than tall), or None when an operand's strides
+    are not BLAS's or NumPy's BLAS has no ILP64 cblas (then `_gemm_rows` / `_gemm_cols`)."""
+    fns = gemm_addresses()
+    la, lb = _layout(a), _layout(b)
+    if fns is None or la is None or lb is None or not _spin.JIT:
+        return None
+    (M, K), N, size = a.shape, b.shape[1], a.itemsize
+    descs = np.zeros((threads, _spin.SLOT_SIZE), np.int64)
+    d = descs.T  # d[FIELD] is that field of every share
+    d[_spin.STATE] = _spin.GEMM
+    d[_spin.DOUBLE] = a.dtype == np.float64
+    d[_spin.FN] = fns[a.dtype == np.float64]
+    d[_spin.TRANS_A], d[_spin.LDA] = la
+    d[_spin.TRANS_B], d[_spin.LDB] = lb
+    d[_spin.M], d[_spin.N], d[_spin.K], d[_spin.LDC] = M, N, K, N
+    pa, pb, pc = a.ctypes.data, b.ctypes.data, c.ctypes.data
+    by_rows = M >= N
+    edges = [i * (M if by_rows else N) // threads for i in range(threads + 1)]
+    for i, (lo, hi) in enumerate(zip(edges, edges[1:])):
+        if by_rows:  # rows lo:hi of A and C
+            d[_spin.M, i] = hi - lo
+            d[_spin.A, i] = pa + lo * size * (la[1] if la[0] == _spin.NO_TRANS else 1)
+            d[_spin.B, i] = pb
+            d[_spin.C, i] = pc + lo * N * size
+        else:  # columns lo:hi of B and C
+            d[_spin.N, i] = hi - lo
+            d[_spin.A, i] = pa
+            d[_spin.B, i] = pb + lo * size * (1 if lb[0] == _spin.NO_TRANS else lb[1])
+            d[_spin.C, i] = pc + lo * size
+    return descs
+
+
 def matmul(a, b, trans_a=False, trans_b=False):
     """a @ b as `reference.matmul` (np.matmul semantics, trans_* transposes the last two axes, no
     copy), its rows split over the kernel threads with OpenBLAS single-threaded in each share."""
@@ -240,6 +319,8 @@ def matmul(a, b, trans_a=False, trans_b=False):
     with _blas_serial:
         if threads < 2 or work < SPLIT_MIN:
             np.matmul(a, b, out=c)
+        elif c.ndim == 2 and (descs := _gemm_shares(a, b, c, min(threads, max(M, N)))) is not None:
+            run_shares(descs)  # one share per thread, started by watching workers without the GIL
         elif M >= N:
             run_items(_gemm_rows, min(threads, M), a, b, c)  # one chunk per thread
         else:

@@ -11,16 +11,24 @@ Why not ``prange``: Numba's parallel compiler types and lowers a ``parallel=True
 loop body a second time (as a "gufunc"), so a big kernel costs about twice its serial compile
 time on a fresh install: the two attention kernels took ~24 of the ~47 CPU s that the first
 ``examples/train_tiny_llama.py --quick`` spent compiling (benchmarks/README.md, "Cold start").
-Starting the shares costs ~5-10 µs per call (one lock handed to each worker and one handed
-back; a ``concurrent.futures`` pool took ~13 µs with its futures and condition variables), so
+Starting the shares costs a few µs per call when the worker is watching its slot (one post;
+a ``concurrent.futures`` pool took ~13 µs with its futures and condition variables), so
 kernels of ~0.1 ms and more can be split: besides attention, the GEMMs (`_matmul.matmul`), the
 norms, RoPE, SwiGLU, cross-entropy and AdamW run their shares here above a size each.
 
-One pool for everything: an idle worker sleeps on its lock, it never spins. OpenBLAS's own
-workers spin ~0.1 s after each threaded GEMM, so a kernel that started a second thread right
-after a GEMM shared a core with the spinning BLAS thread, and on a machine with other jobs the
-spinning made a 2-thread training step 4x slower than a 1-thread one (benchmarks/README.md,
-"Round 4"). `_matmul.matmul` therefore runs OpenBLAS single-threaded inside each share.
+One pool for everything. OpenBLAS's own workers spin ~0.1 s after each threaded GEMM, so a kernel
+that started a second thread right after a GEMM shared a core with the spinning BLAS thread, and
+on a machine with other jobs the spinning made a 2-thread training step 4x slower than a 1-thread
+one (benchmarks/README.md, "Round 4"). `_matmul.matmul` therefore runs OpenBLAS single-threaded
+inside each share, and splits the GEMMs over this pool (`run_shares`).
+
+How a worker waits (`_spin.py`): after a job it watches its slot for `_spin.SPIN_SECONDS` (1 ms)
+inside a `nogil` Numba function, then sleeps on its lock. Waking a sleeping thread costs ~25-50 us
+on a 2-core VM, as much as a small GEMM share, while a watching worker starts a GEMM share within
+a microsecond, and a Python job (a Numba kernel's share) as soon as it gets the GIL (~25 us
+instead of ~50; benchmarks/README.md, "Round 5"). When a worker that was watching failed to start
+a share before the caller had done its own, the cores are taken by other jobs, and the workers stop
+watching for a while (`_spin.back_off`), so spinning does not take CPU time from them.
 
 Interleaved items (not halves) give each thread a fair share of causal attention, whose later
 query blocks see more keys.
@@ -34,8 +42,11 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 
 import numba
+
+from . import _spin
 
 
 # Work is cut into up to CHUNKS_PER_THREAD chunks per thread, and each thread (the caller
@@ -80,21 +91,37 @@ class _Job:
 
 
 class _Worker:
-    """One pool thread: it sleeps on `go` (a lock, no spinning), works on `job`, releases `idle`."""
+    """One pool thread. Between jobs it watches its slot (`_spin.serve`, no GIL held) for
+    `_spin.SPIN_SECONDS`, running GEMM shares posted there itself; then it sleeps on `wake`
+    (a lock) until a post finds it ASLEEP and releases it."""
 
     def __init__(self, index: int):
-        self.go = threading.Lock()
-        self.go.acquire()
-        self.idle = threading.Lock()  # held while the worker has a job it has not finished
-        self.job = None
+        self.slot = _spin.new_slot()
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.job = None  # the Python job of the last PYJOB post
         threading.Thread(target=self._loop, name=f"minillm-kernel-{index}", daemon=True).start()
 
     def _loop(self):
         while True:
-            self.go.acquire()
-            job, self.job = self.job, None
-            job.work()
-            self.idle.release()
+            if _spin.serve(self.slot, _spin.spins()) == _spin.PYJOB:
+                self.job.work()  # (a job that is already done has no chunk left to claim)
+                _spin.set_state(self.slot, _spin.RETURNED)
+            else:  # ASLEEP
+                self.wake.acquire()
+
+    def post(self, desc) -> int:
+        """Hand this worker a GEMM share or (desc[STATE] = PYJOB) `self.job`; returns its previous
+        state, `_spin.BUSY` if it is still inside an earlier job (then nothing was posted: the
+        caller does the work)."""
+        previous = _spin.post(self.slot, desc)
+        if previous == _spin.ASLEEP:
+            self.wake.release()
+        return previous
+
+
+_PYJOB = _spin.new_slot()
+_PYJOB[_spin.STATE] = _spin.PYJOB
 
 
 _workers: list = []
@@ -135,15 +162,43 @@ def run_items(kernel, n_items: int, *args) -> None:
             _workers.append(_Worker(len(_workers) + 1))
         job = _Job(kernel, args, n_chunks)
         for w in _workers[: threads - 1]:
-            if w.idle.acquire(blocking=False):
-                w.job = job
-                w.go.release()
+            w.job = job  # before the post: the worker reads it once it has taken the post
+            w.post(_PYJOB)
         job.work()  # this thread claims chunks too
         job.finished.acquire()  # every chunk done (at once, if this thread did the last one)
     finally:
         _busy.release()
     if job.error is not None:
         raise job.error
+
+
+def run_shares(descs) -> None:
+    """Every GEMM share in `descs` ((threads, _spin.SLOT_SIZE) int64, one per thread: `_matmul`):
+    the first on this thread, each other posted to a worker's slot, where a watching worker
+    starts it within a microsecond without taking the GIL. One that no worker has taken by the
+    time this thread's own share is done is run here (`_spin.collect`), as are all of them when
+    the pool is busy with another thread's call."""
+    threads = len(descs)
+    if threads == 1 or not _busy.acquire(blocking=False):
+        for desc in descs:
+            _spin.run_share(desc)
+        return
+    try:
+        while len(_workers) < threads - 1:
+            _workers.append(_Worker(len(_workers) + 1))
+        posted = [w.post(desc) for w, desc in zip(_workers, descs[1:])]  # the workers' previous states
+        _spin.run_share(descs[0])
+        spins = _spin.spins(_spin.SPIN_SECONDS)
+        for w, desc, previous in zip(_workers, descs[1:], posted):
+            if previous == _spin.BUSY:
+                _spin.run_share(desc)
+                continue
+            while (got := _spin.collect(w.slot, spins)) == _spin.TAKEN:  # still on it: let it have the core
+                time.sleep(0)
+            if got == _spin.RETURNED and previous == _spin.DONE:  # it was watching, yet did not start
+                _spin.back_off()
+    finally:
+        _busy.release()
 
 
 def run_items_above(min_size: int, size: int, kernel, n_items: int, *args) -> None:
