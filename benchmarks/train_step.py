@@ -6,6 +6,8 @@ so their ratio is meaningful on a noisy machine:
   minillm (numpy)   every fused op on the NumPy reference kernels
   torch (manual)    PyTorch eager, attention written out (softmax(QKᵀ)V), when torch is installed
   torch (sdpa)      PyTorch eager with F.scaled_dot_product_attention
+  torch (sdpa, compile)  the same model under torch.compile (with --compile; issue 23 asks to be at
+                    least level with it "where it runs": it needs a C++ compiler for inductor)
 
 The ``gpt-tiny`` and ``t5-tiny`` configs (Happy LLM 3.3.1 / 3.2.1) time ``models/gpt.py`` and
 ``models/t5.py`` against their PyTorch eager twins of the same size, Hugging Face's
@@ -176,7 +178,7 @@ def make_transformers(c: dict, sdpa: bool):
 
 
 # ----------------------------------------------------------------------------- torch
-def make_torch(c: dict, sdpa: bool):
+def make_torch(c: dict, sdpa: bool, compile_model: bool = False):
     import torch
     import torch.nn as tnn
     import torch.nn.functional as tF
@@ -255,10 +257,11 @@ def make_torch(c: dict, sdpa: bool):
     model = Model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     n_params = sum(p.numel() for p in model.parameters())
+    run_model = torch.compile(model) if compile_model else model  # compiled on the first (warm-up) step
 
     def step(x, y, timings):
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        return timed_step(lambda: model(xt, yt), opt, timings)
+        return timed_step(lambda: run_model(xt, yt), opt, timings)
 
     return step, n_params
 
@@ -320,6 +323,8 @@ def main(argv=None):
     p.add_argument("--ghz", type=float, default=2.45, help="clock used for the FP32 peak")
     p.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy reference path")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--compile", action="store_true",
+                   help="also PyTorch SDPA under torch.compile (inductor; needs a C++ compiler; compiles for ~1 min in warm-up)")
     p.add_argument("--json", action="store_true", help="print JSON results instead of the table")
     args = p.parse_args(argv)
 
@@ -332,6 +337,8 @@ def main(argv=None):
             contenders.append(("minillm (numpy)", lambda c: make_minillm(c, "numpy"), arch))
     if not args.no_torch:
         contenders += [("torch (manual)", lambda c: make_torch(c, False), "llama"), ("torch (sdpa)", lambda c: make_torch(c, True), "llama")]
+        if args.compile:
+            contenders.append(("torch (sdpa, compile)", lambda c: make_torch(c, True, compile_model=True), "llama"))
         for arch in ("gpt", "t5"):
             contenders += [("transformers (eager)", lambda c: make_transformers(c, False), arch),
                            ("transformers (sdpa)", lambda c: make_transformers(c, True), arch)]
