@@ -352,7 +352,7 @@ def main(argv=None):
         return
     print(f"training step, {args.threads} threads, FP32 peak {peak:.0f} GFLOP/s, median of {args.steps} steps "
           f"({args.rounds} alternating rounds), load average {load:.1f} at the end")
-    head = (f"{'config':8} {'contender':20} {'tokens/s':>9} {'step ms':>8} {'q1-q3 ms':>13} {'CPU ms':>7} {'fwd ms':>7} {'bwd ms':>7} "
+    head = (f"{'config':8} {'contender':22} {'tokens/s':>9} {'step ms':>8} {'q1-q3 ms':>13} {'CPU ms':>7} {'fwd ms':>7} {'bwd ms':>7} "
             f"{'opt ms':>7} {'MFU':>6} {'vs best torch':>13}")
     print(head)
     print("-" * len(head))
@@ -363,7 +363,7 @@ def main(argv=None):
             ratio = f"{r['tokens_per_s'] / torch_best:.2f}x" if torch_best else "-"
             spread = f"{1e3 * r['step_q1_s']:.0f}-{1e3 * r['step_q3_s']:.0f}"
             print(
-                f"{name:8} {r['contender']:20} {r['tokens_per_s']:9.0f} {1e3 * r['median_step_s']:8.1f} "
+                f"{name:8} {r['contender']:22} {r['tokens_per_s']:9.0f} {1e3 * r['median_step_s']:8.1f} "
                 f"{spread:>13} {1e3 * r['cpu_s']:7.1f} "
                 f"{1e3 * r['forward_s']:7.1f} {1e3 * r['backward_s']:7.1f} {1e3 * r['optimizer_s']:7.1f} "
                 f"{100 * r['mfu']:5.1f}% {ratio:>13}"
