@@ -18,12 +18,12 @@ import argparse  # noqa: E402
 import json
 import math  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import median_time  # noqa: E402
 
 SIZES = {
     "tiny": dict(B=8, T=256, H=4, n_kv=2, D=32, dim=128, vocab=2048),
@@ -35,22 +35,6 @@ PEAK_FLOP_PER_CYCLE = 32  # FP32: 2 FMA pipes x 8 lanes x 2 FLOP (AVX2, Zen 3)
 def hidden_dim(dim, multiple_of=64):  # the book's MLP: 4*dim -> 2/3 -> round up to multiple_of
     h = int(2 * (4 * dim) / 3)
     return multiple_of * ((h + multiple_of - 1) // multiple_of)
-
-
-SETTLE_S = 0.3  # OpenBLAS's worker threads spin ~0.1 s after a call: let them sleep before the next contender
-
-
-def median_time(fn, repeats):
-    # Without the pause a Numba kernel timed right after the BLAS-backed NumPy reference shares
-    # its 2 cores with a spinning BLAS thread (measured: attention bwd 1.9 ms alone, 3.8 ms after).
-    time.sleep(SETTLE_S)
-    fn()  # warm-up (and compile)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def set_threads(n):

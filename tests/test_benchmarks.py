@@ -49,6 +49,15 @@ def _row(prof, pattern):
     return rows[0]
 
 
+def test_gemm_split_benchmark_times_every_contender():
+    pytest.importorskip("threadpoolctl")
+    rows = json.loads(run("gemm_split.py", "--quick", "--no-torch", "--json"))["rows"]
+    assert [(r["M"], r["K"], r["N"]) for r in rows] == [(2048, 128, 128), (2048, 128, 384)]
+    for r in rows:
+        assert r["same_result"]
+        assert all(r[k] > 0 for k in ("numpy_1_thread_ms", "minillm_split_ms", "openblas_threads_ms"))
+
+
 def test_profile_script_finds_where_the_time_goes():
     # 1 thread: with 2, each GEMM's second share runs on a pool thread, which cProfile does not see
     res = json.loads(run("profile_steps.py", "--steps", "1", "--tokens", "3", "--top", "40", "--threads", "1", "--json"))
