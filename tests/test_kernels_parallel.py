@@ -277,7 +277,7 @@ def test_thread_pool_works_in_a_forked_child():
 def test_spin_slot_protocol():
     """`_spin`, the slot a pool worker watches without the GIL: a posted GEMM share is run by the
     watching worker, or taken back by the caller when no worker has started it; a worker whose
-    share the caller took back keeps watching until the caller's DONE (falling asleep from TAKEN
+    share the caller took back keeps watching until the caller's RETURNED (falling asleep from TAKEN
     would leave it asleep with no one to wake it: a bug this guards); an idle worker falls asleep
     and the next post says so (the caller then wakes it); a worker inside a Python job is BUSY."""
     import threading
@@ -299,7 +299,7 @@ def test_spin_slot_protocol():
     assert not c[:20].any()  # only the posted share ran
 
     def watch(slot, seconds, out):
-        thread = threading.Thread(target=lambda: out.append(_spin.serve(slot, _spin.spins(seconds))))
+        thread = threading.Thread(target=lambda: out.append(_spin.serve(slot, _spin.spins(seconds), -1)))
         thread.start()
         return thread
 
@@ -322,7 +322,7 @@ def test_spin_slot_protocol():
     time.sleep(0.05)
     assert worker.is_alive() and out == []  # ...yet it waits for the caller's DONE
     assert _spin.collect(slot, 10) == _spin.TAKEN  # (a share still running: the caller would wait)
-    _spin.set_state(slot, _spin.DONE)
+    slot[_spin.STATE] = _spin.RETURNED  # (what the caller's `collect` stores; the worker reads it atomically)
     worker.join(20)
     assert out == [_spin.ASLEEP] and slot[_spin.STATE] == _spin.ASLEEP
 
@@ -330,7 +330,7 @@ def test_spin_slot_protocol():
     job[_spin.STATE] = _spin.PYJOB
     slot = _spin.new_slot()
     assert _spin.post(slot, job) == _spin.EMPTY
-    assert _spin.serve(slot, 10) == _spin.PYJOB and slot[_spin.STATE] == _spin.PYTAKEN
+    assert _spin.serve(slot, 10, -1) == _spin.PYJOB and slot[_spin.STATE] == _spin.PYTAKEN
     assert _spin.post(slot, descs[1]) == _spin.BUSY and slot[_spin.STATE] == _spin.PYTAKEN
 
 

@@ -142,10 +142,13 @@ def run_share(s):
 
 
 @njit(cache=CACHE, nogil=True)
-def serve(slot, spins):
-    """The worker's side: run posted GEMM shares; return PYJOB when a Python job was taken (the
-    caller runs it, then `set_state(slot, RETURNED)`), ASLEEP after `spins` idle checks (the
-    caller then sleeps on its lock until a post wakes it)."""
+def serve(slot, spins, first_state):
+    """The worker's side: set STATE to `first_state` if it is not negative (RETURNED after a Python
+    job), then run posted GEMM shares; return PYJOB when a Python job was taken (the caller runs
+    it and calls again with RETURNED), ASLEEP after `spins` idle checks (the caller then sleeps
+    on its lock until a post wakes it)."""
+    if first_state >= 0:
+        _store(slot, STATE, first_state)
     idle = 0
     while True:
         s = _load(slot, STATE)
@@ -163,7 +166,7 @@ def serve(slot, spins):
                 return ASLEEP
             _relax()
         else:  # TAKEN by the caller, which took back a share: never sleep from here, or the
-            _relax()  # DONE it stores next would leave this worker asleep with no one to wake it
+            _relax()  # RETURNED it stores next would leave this worker asleep with no one to wake it
 
 
 @njit(cache=CACHE, nogil=True)
@@ -196,17 +199,6 @@ def collect(slot, spins):
             return DONE
         _relax()
     return TAKEN
-
-
-@njit(cache=CACHE, nogil=True)
-def set_state(slot, state):
-    _store(slot, STATE, state)
-
-
-@njit(cache=CACHE, nogil=True)
-def _relax_loop(n):
-    for _ in range(n):
-        _relax()
 
 
 if not JIT:  # NUMBA_DISABLE_JIT=1: the functions above run as Python; atomics under one lock
@@ -246,10 +238,12 @@ def spins(seconds: float | None = None) -> int:
             return 0
         seconds = SPIN_SECONDS
     if _spins is None:
-        _relax_loop(10)  # compiled (or loaded) before timing
+        busy = new_slot()
+        busy[STATE] = TAKEN  # `collect` then only watches it: the same check-and-pause loop as `serve`'s
+        collect(busy, 10)  # compiled (or loaded) before timing
         n = 20_000
         t = time.perf_counter()
-        _relax_loop(n)
+        collect(busy, n)
         _spins = max((time.perf_counter() - t) / n, 1e-9)  # seconds per check
     return max(1, int(seconds / _spins)) if seconds > 0 else 0
 

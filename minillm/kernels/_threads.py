@@ -103,12 +103,14 @@ class _Worker:
         threading.Thread(target=self._loop, name=f"minillm-kernel-{index}", daemon=True).start()
 
     def _loop(self):
+        first_state = -1
         while True:
-            if _spin.serve(self.slot, _spin.spins()) == _spin.PYJOB:
+            if _spin.serve(self.slot, _spin.spins(), first_state) == _spin.PYJOB:
                 self.job.work()  # (a job that is already done has no chunk left to claim)
-                _spin.set_state(self.slot, _spin.RETURNED)
+                first_state = _spin.RETURNED  # (stored by the next `serve`: one call, not two)
             else:  # ASLEEP
                 self.wake.acquire()
+                first_state = -1
 
     def post(self, desc) -> int:
         """Hand this worker a GEMM share or (desc[STATE] = PYJOB) `self.job`; returns its previous
