@@ -19,6 +19,10 @@ busy, so the table also reports a fixed pure-Python loop's CPU time (`calibratio
 in the same processes: compare runs by their ratio to it. Times are exclusive: a kernel that
 calls another @njit function is charged only for its own part.
 
+The last line says how much of the compiling was Python's garbage collector (collections that
+ran while a kernel compiled; they are inside the kernels' rows): ~1.3 of ~13 CPU s in a
+--quick run, most of it ~14 full collections (benchmarks/README.md, "Cold start").
+
 How: a `sitecustomize.py` on PYTHONPATH wraps numba's Dispatcher.compile in every process
 (so a site-wide sitecustomize, if there is one, is not run during the measurement).
 """
@@ -81,10 +85,30 @@ if _out:
 
     _dispatcher.Dispatcher.compile = compile
 
+    # Python's garbage collector inside compilation: Numba allocates many objects while it compiles,
+    # so collections (full ones traverse the whole heap) run in the middle of it and their time is
+    # part of each kernel's row. Counted here (thread time of collections that start while this
+    # thread compiles), by generation, so a table can say how much of the total they are.
+    import gc as _gc
+    _gc_t = {}
+    _gc_sum = dict(cpu_s=[0.0, 0.0, 0.0], count=[0, 0, 0])
+
+    def _gc_callback(phase, info):
+        if not getattr(_local, "stack", None):
+            return
+        if phase == "start":
+            _gc_t[threading.get_ident()] = time.thread_time()
+        elif threading.get_ident() in _gc_t:
+            g = info["generation"]
+            _gc_sum["cpu_s"][g] += time.thread_time() - _gc_t.pop(threading.get_ident())
+            _gc_sum["count"][g] += 1
+
+    _gc.callbacks.append(_gc_callback)
+
     def _dump():
         _calib.append(_calibrate())
         with open(f"{_out}.{os.getpid()}.json", "w") as f:
-            json.dump(dict(records=list(_done.values()), calibration_s=min(_calib)), f)
+            json.dump(dict(records=list(_done.values()), calibration_s=min(_calib), gc=_gc_sum), f)
 
     atexit.register(_dump)
 '''
@@ -115,10 +139,13 @@ def run(command: list, cache_dir: str, probe_dir: str, tag: str) -> dict:
         a["signatures"].add(r["sig"])
         a["parallel"] |= r["parallel"]
     kernels = {k: dict(v, signatures=sorted(v["signatures"])) for k, v in per.items()}
+    gc_cpu = [sum(d.get("gc", {}).get("cpu_s", [0, 0, 0])[g] for d in dumps) for g in range(3)]
+    gc_count = [sum(d.get("gc", {}).get("count", [0, 0, 0])[g] for d in dumps) for g in range(3)]
     return dict(
         command=command, processes=len(files), wall_s=wall, load_average=os.getloadavg(),
         calibration_s=min((d["calibration_s"] for d in dumps), default=None),
         compile_cpu_s=sum(v["cpu_s"] for v in kernels.values()), load_cpu_s=sum(v["load_cpu_s"] for v in kernels.values()),
+        gc_in_compile_cpu_s=gc_cpu, gc_in_compile_collections=gc_count,
         kernels=kernels,
     )
 
@@ -142,6 +169,9 @@ def print_table(res: dict, title: str, show_signatures: bool) -> None:
             for s in a["signatures"]:
                 print(f"|   {s[:150]} | | | | | |")
     print(f"| Numba's own helpers (np.empty, min, ...) | | {helpers['compiled']} | {helpers['cpu_s']:.2f} | | |")
+    gc_cpu, gc_n = res["gc_in_compile_cpu_s"], res["gc_in_compile_collections"]
+    print(f"of the compiling, Python's garbage collector: {sum(gc_cpu):.2f} CPU s ({gc_n[2]} full collections "
+          f"{gc_cpu[2]:.2f} s, {gc_n[0] + gc_n[1]} young ones {gc_cpu[0] + gc_cpu[1]:.2f} s), inside the rows above")
 
 
 def main(argv=None):

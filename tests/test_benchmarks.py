@@ -128,11 +128,14 @@ def test_distributed_benchmark_reports_speed_and_memory_per_rank():
 
 def test_compile_cost_counts_cold_compiles_and_warm_cache_loads(tmp_path):
     # one tiny cached kernel (no minillm import: seconds, not a model): compiled once on the
-    # empty cache, loaded from it the second time
+    # empty cache, loaded from it the second time; gc.set_threshold(1) makes the garbage
+    # collector run during the compilation, which the probe must count
     script = tmp_path / "twice.py"
-    script.write_text("from numba import njit\n\n@njit(cache=True)\ndef twice(x):\n    return 2 * x\n\ntwice(1.5)\n")
+    script.write_text("import gc\nfrom numba import njit\n\ngc.set_threshold(1)\n\n"
+                      "@njit(cache=True)\ndef twice(x):\n    return 2 * x\n\ntwice(1.5)\n")
     res = json.loads(run("compile_cost.py", "--warm", "--json", "--", sys.executable, str(script)))
     cold, warm = res["cold"]["kernels"]["__main__.twice"], res["warm"]["kernels"]["__main__.twice"]
     assert (cold["compiled"], cold["loaded"], warm["compiled"], warm["loaded"]) == (1, 0, 0, 1)
     assert cold["signatures"] == ["(float64,)"] and cold["cpu_s"] > 0
     assert res["cold"]["processes"] == 1 and res["cold"]["calibration_s"] > 0
+    assert sum(res["cold"]["gc_in_compile_collections"]) > 0 and sum(res["cold"]["gc_in_compile_cpu_s"]) > 0

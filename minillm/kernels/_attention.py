@@ -74,9 +74,9 @@ FM = {"reassoc", "nsz", "contract"}  # no nnan/ninf: -inf masks keep their meani
 
 
 @njit(cache=CACHE, fastmath=FM, inline="always")
-def _mm_acc(c, a, b, i0, i1, p0, p1, j0, j1):
-    """c[i0:i1, j0:j1] += a[i0:i1, p0:p1] @ b[p0:p1, j0:j1]; c, b C-contiguous 2-D arrays, a any
-    2-D view (read one element at a time); i1 - i0 and p1 - p0 multiples of 4.
+def _mm_acc(c, a, b, ni, np_, nj):
+    """c[:ni, :nj] += a[:ni, :np_] @ b[:np_, :nj]; c, b C-contiguous 2-D arrays, a any 2-D view
+    (read one element at a time); ni and np_ multiples of 4.
 
     The micro-kernel: 4 rows of c times 4 steps of the reduction per pass over a
     row.  The 16 numbers a[i:i+4, p:p+4] are read into scalars (registers) once,
@@ -84,27 +84,51 @@ def _mm_acc(c, a, b, i0, i1, p0, p1, j0, j1):
     it into full-width SIMD FMAs (16 float32 lanes with AVX-512); each c element
     is loaded and stored once per 4 reduction steps instead of once per step
     (about 2x the speed of that simple loop: ~100-130 GFLOP/s on one core here).
-    The rows are sliced from j0 so the inner index starts at 0: Numba then knows
-    it is not negative and skips the wrap-around check that would block SIMD
-    (a loop starting at a variable j0 ran 5x slower).  Inlined at every call, so
-    constant bounds (BQ, BK) become trip counts known when compiling, which LLVM
-    schedules better (up to ~25 % faster than the same product with variable bounds)."""
-    w = j1 - j0
-    for i in range(i0, i1, 4):
-        c0 = c[i, j0:]
-        c1 = c[i + 1, j0:]
-        c2 = c[i + 2, j0:]
-        c3 = c[i + 3, j0:]
-        for p in range(p0, p1, 4):
-            a00, a01, a02, a03 = a[i, p], a[i, p + 1], a[i, p + 2], a[i, p + 3]
-            a10, a11, a12, a13 = a[i + 1, p], a[i + 1, p + 1], a[i + 1, p + 2], a[i + 1, p + 3]
-            a20, a21, a22, a23 = a[i + 2, p], a[i + 2, p + 1], a[i + 2, p + 2], a[i + 2, p + 3]
-            a30, a31, a32, a33 = a[i + 3, p], a[i + 3, p + 1], a[i + 3, p + 2], a[i + 3, p + 3]
-            b0 = b[p, j0:]
-            b1 = b[p + 1, j0:]
-            b2 = b[p + 2, j0:]
-            b3 = b[p + 3, j0:]
-            for j in range(w):
+    Every product starts at row / column 0, so the rows are whole row views
+    (`c[i]`) and the inner index starts at 0: Numba then knows it is not negative
+    and skips the wrap-around check that would block SIMD (a loop starting at a
+    variable j0 ran 5x slower).  Inlined at every call, so constant bounds (BQ, BK)
+    become trip counts known when compiling, which LLVM schedules better (up to
+    ~25 % faster than the same product with variable bounds; an LLVM-level
+    `forceinline` of a separately compiled copy, or a plain call, ran 10-25 %
+    slower: that copy is vectorised before it sees the constants).
+
+    Written for the cold start too: each inlined copy is typed and lowered again
+    (benchmarks/README.md, "Cold start").  Row views and 1-D reads (`ar0 = a[i]`,
+    `ar0[p + 1]`) instead of 2-D slices and reads (`c[i, j0:]`, `a[i, p + 1]`) and
+    no start offsets (always 0) halved a copy's compilation (0.42 -> 0.22 CPU s)
+    and made the backward 5-7 % faster (the forward the same), with the same bits."""
+    for i in range(0, ni, 4):
+        c0 = c[i]
+        c1 = c[i + 1]
+        c2 = c[i + 2]
+        c3 = c[i + 3]
+        ar0 = a[i]
+        ar1 = a[i + 1]
+        ar2 = a[i + 2]
+        ar3 = a[i + 3]
+        for p in range(0, np_, 4):
+            a00 = ar0[p]
+            a01 = ar0[p + 1]
+            a02 = ar0[p + 2]
+            a03 = ar0[p + 3]
+            a10 = ar1[p]
+            a11 = ar1[p + 1]
+            a12 = ar1[p + 2]
+            a13 = ar1[p + 3]
+            a20 = ar2[p]
+            a21 = ar2[p + 1]
+            a22 = ar2[p + 2]
+            a23 = ar2[p + 3]
+            a30 = ar3[p]
+            a31 = ar3[p + 1]
+            a32 = ar3[p + 2]
+            a33 = ar3[p + 3]
+            b0 = b[p]
+            b1 = b[p + 1]
+            b2 = b[p + 2]
+            b3 = b[p + 3]
+            for j in range(nj):
                 x0 = b0[j]
                 x1 = b1[j]
                 x2 = b2[j]
@@ -169,7 +193,7 @@ def attention_forward_kernel(q, k, v, Tk, mask, has_mask, is_causal, scale, out,
             for jj in range(BK):
                 for r in range(BQ):
                     st[jj, r] = zero
-            _mm_acc(st, k_t, qt, 0, BK, 0, D, 0, BQ)  # S^T = K_t (scale Q_blk)^T
+            _mm_acc(st, k_t, qt, BK, D, BQ)  # S^T = K_t (scale Q_blk)^T
             if has_mask:
                 for r in range(bq):
                     mrow = mask[b, h, i0 + r, j0:]
@@ -213,7 +237,7 @@ def attention_forward_kernel(q, k, v, Tk, mask, has_mask, is_causal, scale, out,
             for d in range(D):
                 for r in range(BQ):
                     acct[d, r] *= alpha[r]
-            _mm_acc(acct, vt_t, st, 0, D, 0, BK, 0, BQ)  # acc^T += V_t^T P^T
+            _mm_acc(acct, vt_t, st, D, BK, BQ)  # acc^T += V_t^T P^T
         for r in range(bq):
             i = i0 + r
             out_i = out[b, h, i]
@@ -315,10 +339,10 @@ def attention_backward_kernel(q, k, v, mask, has_mask, is_causal, scale, out, ls
                             dp[r, jj] = zero
                     # S = (scale Q) K_t^T, then dP = dO V_t^T. One call site in a loop of two rather than
                     # two calls: every call site is a full inlined copy of the micro-kernel, and each
-                    # copy costs ~0.5 CPU s of compilation on a fresh install (same for dV, dK below)
+                    # copy costs ~0.2 CPU s of compilation on a fresh install (same for dV, dK below)
                     for which in range(2):
                         _mm_acc(s if which == 0 else dp, qs if which == 0 else go, ktp[t] if which == 0 else vtp[t],
-                                0, BQ, 0, Dp, 0, BK)
+                                BQ, Dp, BK)
                     for r in range(BQ):
                         lim = n  # keys [j0, j0 + lim) are visible to row r
                         if is_causal:
@@ -340,8 +364,8 @@ def attention_backward_kernel(q, k, v, mask, has_mask, is_causal, scale, out, ls
                             dp_r[jj] = zero
                     for which in range(2):  # dV_t^T += dO^T P, then dK_t^T += (scale Q)^T dS
                         _mm_acc(gvt[t] if which == 0 else gkt[t], go_t if which == 0 else qs_t, s if which == 0 else dp,
-                                0, Dp, 0, BQ, 0, BK)
-                    _mm_acc(dq, dp, kp[t], 0, BQ, 0, BK, 0, Dp)  # dQ += dS K_t
+                                Dp, BQ, BK)
+                    _mm_acc(dq, dp, kp[t], BQ, BK, Dp)  # dQ += dS K_t
                 for r in range(bq):
                     gq_r = gq[b, h, i0 + r]
                     for d in range(D):

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 from numba.core import types
-from numba.extending import intrinsic, overload, register_jitable
+from numba.extending import intrinsic, lower_builtin, overload, register_jitable, type_callable
 
 
 def fast_exp(x):
@@ -65,11 +65,23 @@ def _fast_exp_overload(x):
     return lambda x: math.exp(x)
 
 
-@overload(typed)
-def _typed_overload(x, value):
-    dt = x.dtype
+# `typed` is written for the cold start (benchmarks/README.md, "Cold start"): Numba compiles an
+# @overload's implementation once per signature *and per set of compile flags of its caller*
+# (fastmath, error_model, nogil, ...), ~20 ms each; as an @overload `typed` compiled 8 times in a
+# --quick run. Its typing and its one LLVM cast are now given directly (`type_callable` /
+# `lower_builtin`, which Numba inlines at every call): nothing is compiled. (`fast_exp` returning
+# `_expf32` itself instead of the lambda measured no better: the lambda layer costs 4 small
+# compilations, but without it `_expf32` is compiled once per caller flag set, 4 instead of 3.)
+@type_callable(typed)
+def _typed_typer(context):
+    def typer(x, value):
+        if isinstance(x, types.Array) and isinstance(value, (types.Number, types.Boolean)):
+            return x.dtype(x, value)
 
-    def impl(x, value):
-        return dt(value)
+    return typer
 
-    return impl
+
+@lower_builtin(typed, types.Array, types.Number)
+@lower_builtin(typed, types.Array, types.Boolean)
+def _typed_lower(context, builder, sig, args):
+    return context.cast(builder, args[1], sig.args[1], sig.return_type)  # what x.dtype.type(value) compiles to

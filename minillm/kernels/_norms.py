@@ -25,6 +25,9 @@ REDUCE = {"reassoc", "nsz", "contract"}
 # check inside a loop also blocks vectorisation).
 OPTS = dict(cache=CACHE, error_model="numpy", fastmath=REDUCE)
 
+# The block functions are Numba-IR inlined into their `*_items` drivers (same flags): compiled
+# apart, each driver linked its block in and LLVM optimised it a second time (~0.1 CPU s each on a
+# cold start). Same bits, same speed (benchmarks/README.md, "Cold start").
 ROW_BLOCK = 128  # rows per block: a fixed count, so the weight-gradient sum order is fixed
 # Below this many elements the calling thread does every block.  A forward over the tiny /
 # small models' (8, 256, 128) / (8, 256, 288) activations takes ~0.05-0.2 ms on one core: half
@@ -34,7 +37,7 @@ PARALLEL_MIN = {"forward": 1_048_576, "backward": 1_048_576}
 
 
 # ------------------------------------------------------------------------- forward
-@njit(**OPTS)
+@njit(inline="always", **OPTS)
 def _forward_block(x, w, eps, y, rstd, r0, r1):
     """Rows r0..r1-1 of x (N, C): rstd[r] = 1 / sqrt(mean(x[r]^2) + eps), y[r] = x[r] * rstd[r] * w."""
     C = x.shape[1]
@@ -57,7 +60,7 @@ def rmsnorm_forward_items(x, w, eps, y, rstd, first, step):
 
 
 # ------------------------------------------------------------------------ backward
-@njit(**OPTS)
+@njit(inline="always", **OPTS)
 def _backward_block(x, w, rstd, gy, gx, gw_part, r0, r1):
     """Rows r0..r1-1: gx[r] = rstd * (g - xhat * mean(g * xhat)) with xhat = x * rstd,
     g = gy * w; and this block's share of the weight gradient, gw_part (C,) = sum_r gy[r] * xhat[r]

@@ -47,6 +47,13 @@ def _row_max(x, r):
 # wrappers call the span function on all rows directly below *_PARALLEL_MIN elements, where starting
 # the second share (~5-10 us) would cost more than half the work saves. Not `prange`: a parfor body
 # is compiled twice (~1.8 CPU s for the softmax kernel on a cold start).
+#
+# The cross-entropy spans are Numba-IR inlined into their drivers (`inline="always"`, and the driver
+# takes the span's fastmath flags, which change nothing in its integer loop): a driver compiled on
+# its own links its span in and runs LLVM over it a second time, ~0.1 CPU s per driver on a cold
+# start; inlined, the span is compiled once, inside the driver. Same bits, same speed (measured,
+# benchmarks/README.md "Cold start"). Not done for softmax (not in a training step; its forward
+# measured 1.5-2.7 % slower inlined) nor for SwiGLU, RoPE and AdamW (3-10 % slower).
 SOFTMAX_PARALLEL_MIN = 65_536
 CE_PARALLEL_MIN = 65_536
 ROW_SPAN = 64
@@ -113,7 +120,7 @@ def softmax_backward_items(y, gy, gx, log, first, step):
 
 
 
-@njit(cache=CACHE, fastmath=REDUCE)
+@njit(cache=CACHE, fastmath=REDUCE, inline="always")
 def cross_entropy_forward_span(x, target, ignore_index, eps, loss, lse, r0, r1):
     """Rows r0..r1-1: loss = lse - x[target] (label smoothing: mixed with the mean), lse saved."""
     V = x.shape[1]
@@ -134,7 +141,7 @@ def cross_entropy_forward_span(x, target, ignore_index, eps, loss, lse, r0, r1):
             loss[r] = (one - eps) * (L - x[r, t]) + eps * (L - sx / typed(x, V))
 
 
-@njit(cache=CACHE, nogil=True)
+@njit(cache=CACHE, fastmath=REDUCE, nogil=True)
 def cross_entropy_forward_items(x, target, ignore_index, eps, loss, lse, first, step):
     """Row spans first, first + step, ... of ROW_SPAN rows (one share of `run_items`)."""
     N = x.shape[0]
@@ -143,7 +150,7 @@ def cross_entropy_forward_items(x, target, ignore_index, eps, loss, lse, first, 
         cross_entropy_forward_span(x, target, ignore_index, eps, loss, lse, r0, min(r0 + ROW_SPAN, N))
 
 
-@njit(cache=CACHE, fastmath=REDUCE)
+@njit(cache=CACHE, fastmath=REDUCE, inline="always")
 def cross_entropy_backward_span(x, target, lse, grad, ignore_index, eps, g, r0, r1):
     """Rows r0..r1-1: g = (softmax(x) - smoothed onehot(target)) * grad."""
     V = x.shape[1]
@@ -162,7 +169,7 @@ def cross_entropy_backward_span(x, target, lse, grad, ignore_index, eps, g, r0, 
         g[r, t] = (fast_exp(x[r, t] - L) - u - (one - eps)) * gr
 
 
-@njit(cache=CACHE, nogil=True)
+@njit(cache=CACHE, fastmath=REDUCE, nogil=True)
 def cross_entropy_backward_items(x, target, lse, grad, ignore_index, eps, g, first, step):
     """Row spans first, first + step, ... of ROW_SPAN rows (one share of `run_items`)."""
     N = x.shape[0]
