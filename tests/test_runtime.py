@@ -156,3 +156,56 @@ def test_kernel_cache_is_on_here_and_every_kernel_module_uses_it():
     offenders = [os.path.relpath(path, package) for path in glob.glob(os.path.join(package, "**", "*.py"), recursive=True)
                  if re.search(r"jit\([^)]*cache=True", open(path, encoding="utf-8").read())]
     assert offenders == []
+
+
+# ----------------------------------------------- no full garbage collection while Numba compiles
+def test_no_full_gc_while_numba_compiles():
+    """While Numba compiles (its "numba:compile" event) the oldest generation's threshold is
+    raised, so no full collection walks the process (1.1 of a cold --quick run's ~13 CPU s); the
+    thresholds are back after it, nested compilations switch once, a threshold the user set
+    meanwhile is kept, and MINILLM_COMPILE_GC=1 turns the switch off."""
+    import gc
+
+    import numba
+    from numba.core import event
+
+    from minillm.kernels import _cache
+
+    before = gc.get_threshold()
+    seen = []
+
+    class Spy(event.Listener):  # registered after minillm's, so it sees the raised threshold
+        def on_start(self, ev):
+            seen.append(gc.get_threshold())
+
+        def on_end(self, ev):
+            pass
+
+    spy = Spy()
+    event.register("numba:compile", spy)
+    try:
+        @numba.njit
+        def fresh(x):  # compiles on its first call (no cache)
+            return x * 2 + 1
+
+        assert fresh(20) == 41
+    finally:
+        event.unregister("numba:compile", spy)
+    assert seen and seen[0][:2] == before[:2] and seen[0][2] == 1_000_000
+    assert gc.get_threshold() == before
+    switch = _cache._NoFullGCWhileCompiling()
+    switch.on_start(None)
+    switch.on_start(None)  # a callee compiled inside
+    switch.on_end(None)
+    assert gc.get_threshold()[2] == 1_000_000  # still inside the outer compilation
+    switch.on_end(None)
+    assert gc.get_threshold() == before
+    try:
+        switch.on_start(None)
+        gc.set_threshold(before[0], before[1], 7)  # the user's own setting, made meanwhile
+        switch.on_end(None)
+        assert gc.get_threshold()[2] == 7
+    finally:
+        gc.set_threshold(*before)
+    out = run("import minillm.kernels._cache as c\nprint(c.NO_FULL_GC_WHILE_COMPILING)\n", MINILLM_COMPILE_GC="1")
+    assert out.stdout.split() == ["False"]

@@ -14,14 +14,25 @@ would refuse to even define a ``cache=True`` function, so ``import minillm`` wou
     nothing writable at all             -> CACHE = False: every run compiles again, with a warning
 
 ``plan`` takes the writability test as an argument, so the tests can play each case.
+
+No full garbage collection while Numba compiles (`_NoFullGCWhileCompiling`): the compiler
+allocates millions of objects that live through a compilation, and Python's collector, counting
+them, ran 14 full collections (each walking every object in the process) during a fresh
+install's first `--quick` run: ~1.1 of its ~13 CPU s of compiling (benchmarks/README.md, "Cold
+start", round 5). From the start to the end of each compilation (Numba's "numba:compile" event;
+not while loading from the cache) only young collections run; the user's thresholds are back
+after it. MINILLM_COMPILE_GC=1 leaves the collector alone.
 """
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
+import threading
 import warnings
 
 import numba
+from numba.core import event
 
 
 def writable(path: str) -> bool:
@@ -67,3 +78,34 @@ def _apply() -> bool:
 
 
 CACHE = _apply()  # the `cache=` of every @njit in minillm/kernels
+
+
+class _NoFullGCWhileCompiling(event.Listener):
+    """No full (oldest-generation) collection from the start of a compilation to its end: the
+    oldest generation's threshold is raised at the start and put back at the end. Young
+    collections go on, so the compiler's short-lived cycles are still freed as it goes.
+    Compilations nest (a kernel compiles its callees inside its own), so only the outermost one
+    switches."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = None
+
+    def on_start(self, ev):
+        with self._lock:
+            if self._depth == 0:
+                self._saved = gc.get_threshold()
+                gc.set_threshold(self._saved[0], self._saved[1], 1_000_000)
+            self._depth += 1
+
+    def on_end(self, ev):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and gc.get_threshold()[2] == 1_000_000:  # (unless the user set one meanwhile)
+                gc.set_threshold(*self._saved)
+
+
+NO_FULL_GC_WHILE_COMPILING = os.environ.get("MINILLM_COMPILE_GC", "0").strip() != "1"
+if NO_FULL_GC_WHILE_COMPILING:
+    event.register("numba:compile", _NoFullGCWhileCompiling())
