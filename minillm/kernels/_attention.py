@@ -162,11 +162,15 @@ def attention_forward_kernel(q, k, v, Tk, mask, has_mask, is_causal, scale, out,
     # function Numba lowers those through a generic strided iterator, which made the kernel
     # 15-30 % slower once it was no longer `parallel=True` (benchmarks/README.md, cold start).
     for task in range(first, B * H * nqb, step):
-        bh = task // nqb
+        # The query block is the slow index: with causal masking block i sees i + 1 key tiles, and
+        # a share (every step-th item) must get every block size. With (b, h) slow and step = nqb
+        # (4 chunks, Tq = 256) one share got all the first blocks and another all the last ones:
+        # 1:2:3:4 work, the forward at 2 threads 1.6x instead of ~1.9x (benchmarks/README.md, Round 5).
+        bh = task % (B * H)
         b = bh // H
         h = bh % H
         g = h // G  # the kv head this query head reads
-        i0 = (task % nqb) * BQ
+        i0 = (task // (B * H)) * BQ
         bq = min(BQ, Tq - i0)
         for d in range(D):
             for r in range(BQ):
