@@ -53,6 +53,46 @@ def test_steps_equal_the_models_forward(backend, dtype, heads):
     assert dec.length == ids.shape[1]
 
 
+def test_a_large_batch_is_split_over_the_threads_with_the_same_bits(monkeypatch):
+    """From SPLIT_MIN_ROWS rows (and 2 threads) a step runs the kernel once per thread on its own
+    rows and cache rows (ranges cut at even rows): logits, caches and generated tokens are the same
+    bits as one call over every row."""
+    import numba
+
+    from minillm import kernels
+    from minillm.generation import fused
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    model = make_model()
+    B = fused.SPLIT_MIN_ROWS + 3  # 19 rows: shares of 10 and 9
+    prompts = [[1 + (i % 7), 2 + (i % 5), 3] for i in range(B)]
+    ids, mask = left_pad(prompts)
+    results = []
+    previous = numba.get_num_threads()
+    calls = count_kernel_calls(monkeypatch)
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            calls.clear()
+            dec = FusedDecoder(model, batch_size=B)
+            rng = np.random.default_rng(0)
+            with mi.no_grad():
+                dec.prefill(ids, attention_mask=mask.astype(bool))
+                steps = [dec.step(rng.integers(0, 50, B)) for _ in range(4)]
+            results.append((steps, dec.k_cache.copy(), dec.v_cache.copy(), len(calls)))
+    finally:
+        numba.set_num_threads(previous)
+    (one, k1, v1, calls1), (two, k2, v2, calls2) = results
+    assert calls2 - calls1 == 4  # every step split in two (the prefill's check is one call either way)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(k1, k2)
+    np.testing.assert_array_equal(v1, v2)
+    assert [fused._even_edge(i, 2, 19) for i in range(3)] == [0, 10, 19]
+    assert [fused._even_edge(i, 3, 32) for i in range(4)] == [0, 10, 22, 32]
+
+
 def test_cache_is_shared_with_the_modules_path(backend):
     """The prefill writes the stacked cache through per-layer KVCache views, and the fused steps
     write the same slots the modules would: keys after fused steps equal a modules-only run."""
@@ -105,6 +145,8 @@ def decode_problem(draw):
     def r(*shape, scale=0.5):
         return (rng.standard_normal(shape) * scale).astype(dtype)
 
+    extra = draw(st.integers(0, 2))  # cache rows of other shares of the batch (FusedDecoder splits it over threads)
+    cache_row = draw(st.integers(0, extra))
     valid = rng.random((B, cache_pos + 1)) < 0.7
     valid[:, -1] = True  # the new token always sees itself
     args = dict(
@@ -112,7 +154,7 @@ def decode_problem(draw):
         emb=r(V, dim), attention_norm=1 + r(L, dim), wq=r(L, H * D, dim), wk=r(L, Hkv * D, dim), wv=r(L, Hkv * D, dim),
         wo=r(L, dim, H * D), ffn_norm=1 + r(L, dim), w1=r(L, hidden, dim), w2=r(L, dim, hidden), w3=r(L, hidden, dim),
         norm=1 + r(dim), output=r(V, dim), cos=r(S, D // 2, scale=1.0), sin=r(S, D // 2, scale=1.0),
-        k_cache=r(L, B, Hkv, S, D), v_cache=r(L, B, Hkv, S, D), eps=1e-5,
+        k_cache=r(L, B + extra, Hkv, S, D), v_cache=r(L, B + extra, Hkv, S, D), eps=1e-5, cache_row=cache_row,
     )
     return dtype, args
 
@@ -129,7 +171,7 @@ def test_numba_kernel_equals_reference(problem):
     tol = dict(rtol=1e-5, atol=1e-5 * scale) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
     assert got.dtype == want.dtype == dtype
     np.testing.assert_allclose(got, want, **tol)
-    for name in ("k_cache", "v_cache"):  # the new keys/values land in slot cache_pos, nothing else changes
+    for name in ("k_cache", "v_cache"):  # the new keys/values land in slot cache_pos of rows cache_row.., nothing else changes
         np.testing.assert_allclose(args[name], ref_args[name], **tol)
 
 

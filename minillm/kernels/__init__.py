@@ -36,6 +36,7 @@ import numpy as np
 from . import _attention, _decode, _elementwise, _norms, _optim, _quant, _softmax, reference
 from . import _matmul
 from ._matmul import matmul_numba  # noqa: F401  (the teaching GEMM; not dispatched to, see above)
+from ._threads import run_items  # noqa: F401  (the kernel thread pool, for callers that split their own work: generation/fused.py)
 
 BACKENDS = ("numba", "numpy")
 _use_numba = True  # read on every call: a module global is the cheapest check

@@ -122,9 +122,10 @@ def _rope(x, n_heads, head_dim, positions, cos, sin):
                 x[b, base + 2 * i + 1] = x0 * s + x1 * c
 
 
-@njit(cache=CACHE, error_model="numpy", fastmath=REDUCE)
+@njit(cache=CACHE, error_model="numpy", fastmath=REDUCE, nogil=True)
 def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq, wk, wv, wo,
-                      ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps):
+                      ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps, cache_row):
+    # cache_row: the cache's batch row of tokens[0] (a thread's share of a batch: generation/fused.py)
     B = tokens.shape[0]
     L, Hkv, D = k_cache.shape[0], k_cache.shape[2], k_cache.shape[4]
     dim = emb.shape[1]
@@ -162,8 +163,8 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
         for b in range(B):
             for j in range(Hkv):
                 for d in range(D):
-                    k_cache[layer, b, j, cache_pos, d] = k[b, j * D + d]
-                    v_cache[layer, b, j, cache_pos, d] = v[b, j * D + d]
+                    k_cache[layer, cache_row + b, j, cache_pos, d] = k[b, j * D + d]
+                    v_cache[layer, cache_row + b, j, cache_pos, d] = v[b, j * D + d]
         for bh in range(B * H):  # one (row, query head) each: scores, softmax, weighted values
             b = bh // H
             hd = bh % H
@@ -173,7 +174,7 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
                 if key_valid[b, s]:
                     acc = typed(emb, 0.0)
                     for d in range(D):
-                        acc += q[b, hd * D + d] * k_cache[layer, b, j, s, d]
+                        acc += q[b, hd * D + d] * k_cache[layer, cache_row + b, j, s, d]
                     acc *= scale
                     scores[bh, s] = acc
                     m = max(m, acc)
@@ -191,7 +192,7 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
                 p = scores[bh, s] / total
                 if p != 0:
                     for d in range(D):
-                        att[b, hd * D + d] += p * v_cache[layer, b, j, s, d]
+                        att[b, hd * D + d] += p * v_cache[layer, cache_row + b, j, s, d]
         _matvec(wo[layer], att, branch)  # (B, H*D) -> (B, dim)
         for b in range(B):
             for c in range(dim):

@@ -270,7 +270,7 @@ def attention_backward(q, k, v, mask, is_causal, scale, out, lse, gout):
 
 # ------------------------------------------------------------- LLaMA2 decode step
 def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq, wk, wv, wo,
-                      ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps):
+                      ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps, cache_row):
     """One new token per row through the whole LLaMA2 model (inference only, no graph).
 
     The same arithmetic as ``Transformer.forward`` on a (B, 1) input with a KV cache,
@@ -284,7 +284,8 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
     emb, output: (V, dim); attention_norm, ffn_norm: (L, dim); norm: (dim,)
     wq: (L, H*D, dim); wk, wv: (L, Hkv*D, dim); wo: (L, dim, H*D)
     w1, w3: (L, hidden, dim); w2: (L, dim, hidden); cos, sin: (max_seq_len, D/2)
-    k_cache, v_cache: (L, B, Hkv, S, D), written at slot cache_pos
+    k_cache, v_cache: (L, B_all, Hkv, S, D), written at slot cache_pos; this call's rows are
+        cache_row .. cache_row + B - 1 (a thread's share of a batch: ``generation/fused.py``)
     Returns logits (B, V).
     """
     B = tokens.shape[0]
@@ -312,9 +313,10 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
         q = rope((x @ wq[layer].T).reshape(B, H, D))  # (B, dim) -> (B, H, D)
         k = rope((x @ wk[layer].T).reshape(B, Hkv, D))  # (B, dim) -> (B, Hkv, D)
         v = (x @ wv[layer].T).reshape(B, Hkv, D)  # (B, dim) -> (B, Hkv, D)
-        k_cache[layer, :, :, cache_pos] = k  # write this step's keys and values in place
-        v_cache[layer, :, :, cache_pos] = v
-        keys, values = k_cache[layer, :, :, :P], v_cache[layer, :, :, :P]  # (B, Hkv, P, D)
+        rows = slice(cache_row, cache_row + B)
+        k_cache[layer, rows, :, cache_pos] = k  # write this step's keys and values in place
+        v_cache[layer, rows, :, cache_pos] = v
+        keys, values = k_cache[layer, rows, :, :P], v_cache[layer, rows, :, :P]  # (B, Hkv, P, D)
         qg = q.reshape(B, Hkv, G, D)  # (B, H, D) -> (B, Hkv, G, D): G heads share a kv head
         scores = qg @ keys.swapaxes(-1, -2) * dt(1 / math.sqrt(D)) + key_mask  # (B, Hkv, G, P)
         p = np.exp(scores - scores.max(axis=-1, keepdims=True))  # the new token is always visible
