@@ -322,8 +322,10 @@ def test_spin_slot_protocol():
     time.sleep(0.05)
     assert worker.is_alive() and out == []  # ...yet it waits for the caller's DONE
     assert _spin.collect(slot, 10) == _spin.TAKEN  # (a share still running: the caller would wait)
+    assert _spin.collect(slot, 0) == _spin.TAKEN
     slot[_spin.STATE] = _spin.RETURNED  # (what the caller's `collect` stores; the worker reads it atomically)
     worker.join(20)
+    assert _spin.collect(slot, 0) == _spin.DONE  # even with no spinning it looks once (it hung on MINILLM_SPIN_SECONDS=0)
     assert out == [_spin.ASLEEP] and slot[_spin.STATE] == _spin.ASLEEP
 
     job = _spin.new_slot()
@@ -376,3 +378,20 @@ def test_gemm_shares_with_a_busy_or_late_worker(monkeypatch):
             np.testing.assert_allclose(_matmul.matmul(a, b), a @ b, rtol=1e-12, atol=1e-12, err_msg=f"product {i}")
     finally:
         numba.set_num_threads(previous)
+
+
+def test_spin_seconds_from_the_environment(monkeypatch):
+    """MINILLM_SPIN_SECONDS sets how long an idle worker watches its slot; a bad value warns and
+    keeps the default."""
+    from minillm.kernels import _spin
+
+    monkeypatch.setenv("MINILLM_SPIN_SECONDS", "0")
+    assert _spin._spin_seconds() == 0.0
+    monkeypatch.setenv("MINILLM_SPIN_SECONDS", "0.0002")
+    assert _spin._spin_seconds() == 0.0002
+    for bad in ("fast", "-1", "5"):
+        monkeypatch.setenv("MINILLM_SPIN_SECONDS", bad)
+        with pytest.warns(RuntimeWarning, match="MINILLM_SPIN_SECONDS"):
+            assert _spin._spin_seconds() == 0.001
+    monkeypatch.delenv("MINILLM_SPIN_SECONDS")
+    assert _spin._spin_seconds() == 0.001

@@ -31,9 +31,11 @@ under one lock, a worker does not spin, and the GEMMs keep `_matmul`'s Python sh
 """
 from __future__ import annotations
 
+import os
 import platform
 import threading
 import time
+import warnings
 
 import numba
 import numpy as np
@@ -53,7 +55,24 @@ BUSY = -1  # what `post` returns when the worker is still inside an earlier job
 # CBLAS constants
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
-SPIN_SECONDS = 0.001  # how long an idle worker watches its slot before it sleeps (benchmarks/README.md)
+def _spin_seconds(default: float = 0.001) -> float:
+    """MINILLM_SPIN_SECONDS, how long an idle worker watches its slot before it sleeps (default 1 ms,
+    benchmarks/README.md, "Round 5"; 0: sleep at once, as on a machine shared with other jobs)."""
+    raw = os.environ.get("MINILLM_SPIN_SECONDS", "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+        if not 0 <= value <= 1:
+            raise ValueError
+    except ValueError:
+        warnings.warn(f"MINILLM_SPIN_SECONDS={raw!r} is not a number of seconds in [0, 1]; using {default}",
+                      RuntimeWarning, stacklevel=2)
+        return default
+    return value
+
+
+SPIN_SECONDS = _spin_seconds()
 BACK_OFF_SECONDS = 0.2  # no spinning for this long after a sign that the cores are oversubscribed
 
 JIT = not numba.config.DISABLE_JIT
@@ -194,7 +213,7 @@ def collect(slot, spins):
         run_share(slot)
         _store(slot, STATE, RETURNED)
         return RETURNED
-    for _ in range(spins):
+    for _ in range(spins + 1):  # (at least one look, also with spins = 0)
         if _load(slot, STATE) != TAKEN:  # DONE, or already ASLEEP again after it
             return DONE
         _relax()

@@ -190,7 +190,7 @@ def run_shares(descs) -> None:
             _workers.append(_Worker(len(_workers) + 1))
         posted = [w.post(desc) for w, desc in zip(_workers, descs[1:])]  # the workers' previous states
         _spin.run_share(descs[0])
-        spins = _spin.spins(_spin.SPIN_SECONDS)
+        spins = _spin.spins(0.001)  # this thread waits for a share being run for up to 1 ms before yielding
         for w, desc, previous in zip(_workers, descs[1:], posted):
             if previous == _spin.BUSY:
                 _spin.run_share(desc)
