@@ -191,13 +191,13 @@ def test_no_full_gc_while_numba_compiles():
         assert fresh(20) == 41
     finally:
         event.unregister("numba:compile", spy)
-    assert seen and seen[0][:2] == before[:2] and seen[0][2] == 1_000_000
+    assert seen and seen[0][:2] == before[:2] and seen[0][2] == _cache._NO_FULL_GC
     assert gc.get_threshold() == before
     switch = _cache._NoFullGCWhileCompiling()
     switch.on_start(None)
     switch.on_start(None)  # a callee compiled inside
     switch.on_end(None)
-    assert gc.get_threshold()[2] == 1_000_000  # still inside the outer compilation
+    assert gc.get_threshold()[2] == _cache._NO_FULL_GC  # still inside the outer compilation
     switch.on_end(None)
     assert gc.get_threshold() == before
     try:

@@ -184,7 +184,9 @@ class FusedDecoder:
         w = self.weights
         weights = (w["emb"], w["attention_norm"], w["wq"], w["wk"], w["wv"], w["wo"], w["ffn_norm"], w["w1"], w["w2"],
                    w["w3"], w["norm"], w["output"], w["cos"], w["sin"])
-        shares = min(numba.get_num_threads(), B // SPLIT_MIN_ROWS * 2) if kernels.get_kernels() == "numba" else 1
+        shares = 1  # one per thread, each of at least SPLIT_MIN_ROWS / 2 rows
+        if kernels.get_kernels() == "numba" and B >= SPLIT_MIN_ROWS:
+            shares = min(numba.get_num_threads(), B // (SPLIT_MIN_ROWS // 2))
         if shares < 2:
             logits = kernels.llama_decode_step(tokens, positions, start, valid, *weights, self.k_cache, self.v_cache,
                                                self.eps, 0)  # (B, V); keys/values written at slot `start`
@@ -213,7 +215,7 @@ SPLIT_MIN_ROWS = 8
 def _even_edge(i: int, n: int, rows: int) -> int:
     """Edge i of n row ranges, on an even row: the kernel's matrix products work on pairs of rows,
     so even ranges keep every row's arithmetic (and bits) as in one call over all rows."""
-    return min(rows, (i * rows // n + 1) // 2 * 2) if 0 < i < n else (0 if i == 0 else rows)
+    return rows if i >= n else min(rows, (i * rows // n + 1) // 2 * 2)
 
 
 # How close the kernel's logits must be to the modules' to count as the same computation. The

@@ -80,6 +80,9 @@ def _apply() -> bool:
 CACHE = _apply()  # the `cache=` of every @njit in minillm/kernels
 
 
+_NO_FULL_GC = 1_000_000  # the oldest generation's threshold while compiling: never reached in one compilation
+
+
 class _NoFullGCWhileCompiling(event.Listener):
     """No full (oldest-generation) collection from the start of a compilation to its end: the
     oldest generation's threshold is raised at the start and put back at the end. Young
@@ -96,13 +99,13 @@ class _NoFullGCWhileCompiling(event.Listener):
         with self._lock:
             if self._depth == 0:
                 self._saved = gc.get_threshold()
-                gc.set_threshold(self._saved[0], self._saved[1], 1_000_000)
+                gc.set_threshold(self._saved[0], self._saved[1], _NO_FULL_GC)
             self._depth += 1
 
     def on_end(self, ev):
         with self._lock:
             self._depth -= 1
-            if self._depth == 0 and gc.get_threshold()[2] == 1_000_000:  # (unless the user set one meanwhile)
+            if self._depth == 0 and gc.get_threshold()[2] == _NO_FULL_GC:  # (unless the user set one meanwhile)
                 gc.set_threshold(*self._saved)
 
 

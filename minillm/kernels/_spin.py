@@ -48,12 +48,13 @@ from ._cache import CACHE  # cache=True, or False where no folder is writable (_
 
 # the slot's fields (int64 each); a GEMM share is C[M, N] = op(A)[M, K] @ op(B)[K, N], row-major
 STATE, DOUBLE, TRANS_A, TRANS_B, M, N, K, A, LDA, B, LDB, C, LDC, FN = range(14)
-SLOT_SIZE = 16  # 128 bytes: two slots never share a cache line
+SLOT_SIZE = 16  # 14 fields, rounded up
 # states
 EMPTY, GEMM, TAKEN, DONE, ASLEEP, PYJOB, PYTAKEN, RETURNED = range(8)
 BUSY = -1  # what `post` returns when the worker is still inside an earlier job
 # CBLAS constants
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
+
 
 def _spin_seconds(default: float = 0.001) -> float:
     """MINILLM_SPIN_SECONDS, how long an idle worker watches its slot before it sleeps (default 1 ms,
@@ -242,29 +243,29 @@ if not JIT:  # NUMBA_DISABLE_JIT=1: the functions above run as Python; atomics u
         time.sleep(0)
 
 
-_spins = None
+_seconds_per_check = None
 _quiet_until = 0.0
 
 
 def spins(seconds: float | None = None) -> int:
     """How many idle checks last about `seconds` (default SPIN_SECONDS) on this CPU (a `pause`
     takes ~10-150 cycles depending on the model; measured once); 0 (sleep at once) while backing off."""
-    global _spins
+    global _seconds_per_check
     if not JIT:
         return 0
     if seconds is None:
         if time.monotonic() < _quiet_until:
             return 0
         seconds = SPIN_SECONDS
-    if _spins is None:
+    if _seconds_per_check is None:
         busy = new_slot()
         busy[STATE] = TAKEN  # `collect` then only watches it: the same check-and-pause loop as `serve`'s
         collect(busy, 10)  # compiled (or loaded) before timing
         n = 20_000
         t = time.perf_counter()
         collect(busy, n)
-        _spins = max((time.perf_counter() - t) / n, 1e-9)  # seconds per check
-    return max(1, int(seconds / _spins)) if seconds > 0 else 0
+        _seconds_per_check = max((time.perf_counter() - t) / n, 1e-9)
+    return max(1, int(seconds / _seconds_per_check)) if seconds > 0 else 0
 
 
 def back_off() -> None:
