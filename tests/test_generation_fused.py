@@ -172,7 +172,11 @@ def test_numba_kernel_equals_reference(problem):
     assert got.dtype == want.dtype == dtype
     np.testing.assert_allclose(got, want, **tol)
     for name in ("k_cache", "v_cache"):  # the new keys/values land in slot cache_pos of rows cache_row.., nothing else changes
-        np.testing.assert_allclose(args[name], ref_args[name], **tol)
+        # a later layer's keys carry the earlier layers' float32 rounding (hypothesis found 5.7e-5 on
+        # a key of 2.6, relative 2e-5): scaled by the caches' own size, not the logits'
+        cache_scale = max(1.0, float(np.abs(ref_args[name]).max()))
+        cache_tol = dict(rtol=1e-4, atol=1e-5 * cache_scale) if dtype == np.float32 else tol
+        np.testing.assert_allclose(args[name], ref_args[name], **cache_tol)
 
 
 # ----------------------------------------------------------------------- fallbacks and errors

@@ -10,9 +10,9 @@ from minillm.testing.strategies import arrays, shapes
 
 
 @st.composite
-def array_and_dim(draw, min_dims=1):
+def array_and_dim(draw, min_dims=1, kinds=("none", "int", "tuple")):
     x = draw(arrays(shapes(min_dims=min_dims, max_dims=3, max_side=3)))
-    kind = draw(st.sampled_from(["none", "int", "tuple"]))
+    kind = draw(st.sampled_from(kinds))
     if kind == "none":
         dim = None
     elif kind == "int":
@@ -64,10 +64,9 @@ def test_reduction_forward_and_grad(name, case):
 
 
 @pytest.mark.parametrize("use_min", [False, True])
-@given(case=array_and_dim())
-def test_max_min_with_int_dim_returns_values_and_indices(use_min, case):
+@given(case=array_and_dim(kinds=("int",)))  # (drawn, not filtered: assume() threw away 2 of 3 draws and
+def test_max_min_with_int_dim_returns_values_and_indices(use_min, case):  # failed hypothesis's health check)
     x, dim, keepdim = case
-    assume(isinstance(dim, int))
     t = mi.tensor(x)
     values, indices = t.min(dim, keepdim) if use_min else t.max(dim, keepdim)
     ref = (np.min if use_min else np.max)(x, axis=dim, keepdims=keepdim)
