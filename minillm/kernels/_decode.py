@@ -169,30 +169,40 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
             b = bh // H
             hd = bh % H
             j = hd // G  # the kv head this query head reads
+            # Row views, then 1-D loops: indexing the 5-D caches element by element in the loops
+            # below kept them from vectorising (small, batch 16, 64 cached positions: the
+            # attention took ~4 of a 10 ms step; views: ~1.3 ms less)
+            keys = k_cache[layer, cache_row + b, j]  # (max_seq_len, D)
+            values = v_cache[layer, cache_row + b, j]
+            qh = q[b, hd * D:(hd + 1) * D]  # (D,)
+            out = att[b, hd * D:(hd + 1) * D]
+            row = scores[bh]  # (P,)
             m = typed(emb, -np.inf)
             for s in range(P):
                 if key_valid[b, s]:
+                    key = keys[s]
                     acc = typed(emb, 0.0)
                     for d in range(D):
-                        acc += q[b, hd * D + d] * k_cache[layer, cache_row + b, j, s, d]
+                        acc += qh[d] * key[d]
                     acc *= scale
-                    scores[bh, s] = acc
+                    row[s] = acc
                     m = max(m, acc)
             total = typed(emb, 0.0)
             for s in range(P):
                 if key_valid[b, s]:
-                    e = fast_exp(scores[bh, s] - m)
-                    scores[bh, s] = e
+                    e = fast_exp(row[s] - m)
+                    row[s] = e
                     total += e
                 else:
-                    scores[bh, s] = 0
+                    row[s] = 0
             for d in range(D):
-                att[b, hd * D + d] = 0
+                out[d] = 0
             for s in range(P):
-                p = scores[bh, s] / total
+                p = row[s] / total
                 if p != 0:
+                    value = values[s]
                     for d in range(D):
-                        att[b, hd * D + d] += p * v_cache[layer, cache_row + b, j, s, d]
+                        out[d] += p * value[d]
         _matvec(wo[layer], att, branch)  # (B, H*D) -> (B, dim)
         for b in range(B):
             for c in range(dim):
