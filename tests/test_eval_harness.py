@@ -86,6 +86,44 @@ def test_shared_contexts_reuse_the_kv_cache_and_score_as_from_scratch(lm):
     assert sum(fed) < full_tokens - context_tokens  # each question's context ran once, not six times
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt"])
+def test_contexts_of_several_questions_run_together_left_padded(lm, family):
+    """Several questions' contexts of different lengths in one forward call (left-padded, with
+    attention_mask and position ids): every score equals the model's own cross-entropy on that
+    pair alone. A choice that would not fit behind the batch's longest context (max_seq_len 48)
+    sends its question to another batch instead of being cut."""
+    rng = random.Random(2)
+    V = lm.tok.vocab_size
+    if family == "gpt":
+        from minillm.models.gpt import GPT, GPTConfig
+
+        mi.manual_seed(0)
+        model = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=32, vocab_size=V, max_seq_len=48))
+    else:
+        model = lm.model
+    questions = [[rng.randrange(V) for _ in range(n)] for n in (1, 3, 17, 30, 9, 40, 5)]
+    pairs = [(q, [rng.randrange(V) for _ in range(rng.randint(1, 5))]) for q in questions for _ in range(2)]
+    pairs.append((questions[3], [rng.randrange(V) for _ in range(12)]))  # 30 + 12 fits alone, not behind the 40-token context
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def __call__(self, ids, **kw):
+            calls.append(np.asarray(ids).shape)
+            return model(ids, **kw)
+
+    scorer = ModelLM(Counting(), lm.tok, batch_size=8)
+    scores = scorer.loglikelihood_tokens(pairs)
+    for (ctx, cont), ll in zip(pairs, scores):
+        assert ll == pytest.approx(_reference_loglik(model, ctx, cont), rel=1e-4, abs=1e-4)
+    context_calls = [shape for shape in calls if shape[1] >= 9]  # the choices' calls are at most 11 wide
+    assert any(shape[0] > 1 for shape in context_calls)  # several contexts in one call
+    assert len(context_calls) < len(questions)
+    assert all(shape[0] <= 8 for shape in calls)
+
+
 def test_loglikelihood_truncates_long_sequences_on_the_left(lm):
     ctx, cont = list(range(5, 5 + 70)), [7, 8, 9]  # 73 tokens > max_seq_len 48 + 1
     (ll,) = lm.loglikelihood_tokens([(ctx, cont)])

@@ -152,12 +152,10 @@ class ModelLM:
         out = [0.0] * len(seqs)
         with no_grad(), self.model.mode(training=False):
             self._score_full(seqs, [i for i in range(len(seqs)) if i not in in_shared], out, bar)
-            for ctx, idx in shared:
-                scores = self._score_shared(list(ctx), [list(pairs[i][1]) for i in idx])
+            questions = [(list(ctx), [list(pairs[i][1]) for i in idx]) for ctx, idx in shared]
+            for (_, idx), scores in zip(shared, self._score_shared(questions, bar)):
                 for i, ll in zip(idx, scores):
                     out[i] = ll
-                if bar is not None:
-                    bar.update(len(idx))
         return out
 
     def _score_full(self, seqs: list, indices: list, out: list, bar=None) -> None:
@@ -179,37 +177,76 @@ class ModelLM:
             if bar is not None:
                 bar.update(len(idx))
 
-    def _score_shared(self, ctx: list, conts: list) -> list:
-        """``log P(cont | ctx)`` for every continuation, running ``ctx`` once.
+    def _score_shared(self, questions: list, bar=None) -> list:
+        """``log P(cont | ctx)`` for every ``(ctx, conts)`` question, running each ``ctx`` once.
 
-        The context fills a one-row KV cache; its last position's logits score every
-        continuation's first token. For a batch of continuations the cache rows are copied
-        (``np.repeat``) and the continuations minus their last token run after it, right-padded:
-        position t of a continuation predicts its token t + 1."""
-        cache = self.model.new_kv_cache(1)
-        logits = self.model(np.array([ctx], dtype=np.int64), kv_cache=cache).logits.data  # (1, len(ctx), vocab)
-        first = _log_softmax(logits[0, -1:])[0]  # (vocab,): log P(first continuation token | ctx)
-        out = []
-        for b0 in range(0, len(conts), self.batch_size):
-            chunk = conts[b0 : b0 + self.batch_size]
-            T = max(len(c) for c in chunk) - 1
-            if T == 0:  # one-token continuations: the context's logits are all that is needed
-                out += [float(first[c[0]]) for c in chunk]
-                continue
-            rows = []
-            for c in cache:  # (1, Hkv, S, D) -> (len(chunk), Hkv, S, D), filled up to the context's length
-                copy = type(c).from_arrays(np.repeat(c.k, len(chunk), axis=0), np.repeat(c.v, len(chunk), axis=0))
-                copy.length = c.length
-                rows.append(copy)
-            inp = np.zeros((len(chunk), T), dtype=np.int64)  # right padding: never attended by real tokens
-            for r, c in enumerate(chunk):
-                inp[r, : len(c) - 1] = c[:-1]
-            logits = self.model(inp, kv_cache=rows).logits.data  # (B, T, vocab)
-            for r, c in enumerate(chunk):
-                k = len(c)
-                lp = _log_softmax(logits[r, : k - 1])  # (k - 1, vocab)
-                out.append(float(first[c[0]] + lp[np.arange(k - 1), c[1:]].sum()))
+        Contexts run together, up to ``batch_size`` choices' worth of questions per forward
+        call, left-padded (``attention_mask`` 0 on the padding, RoPE/position ids counted from
+        each row's first real token: the same numbers as running the context alone). Their
+        last position's logits score every choice's first token. Then each choice gets a copy
+        of its context's KV-cache row and its tokens minus the last run after it, right-padded:
+        position t of a choice predicts its token t + 1. Returns one list of scores per question.
+        """
+        order = sorted(range(len(questions)), key=lambda q: -len(questions[q][0]))  # longest context first
+        out = [None] * len(questions)
+        start = 0
+        while start < len(order):
+            batch, rows = [], 0  # questions whose contexts run together
+            width = len(questions[order[start]][0])  # the longest context in this batch
+            for q in order[start:]:
+                ctx, conts = questions[q]
+                if batch and (rows + len(conts) > self.batch_size or width + max(map(len, conts)) - 1 > self.max_length):
+                    break  # a full batch, or a choice that would not fit behind the padded context
+                batch.append(q)
+                rows += len(conts)
+            start += len(batch)
+            for q, scores in zip(batch, self._score_contexts([questions[q] for q in batch], width)):
+                out[q] = scores
+                if bar is not None:
+                    bar.update(len(scores))
         return out
+
+    def _score_contexts(self, questions: list, width: int) -> list:
+        """One batch of ``_score_shared``: contexts left-padded to ``width`` tokens."""
+        n = len(questions)
+        ids = np.zeros((n, width), dtype=np.int64)
+        mask = np.zeros((n, width), dtype=np.int64)  # 1: a context token, 0: left padding
+        for r, (ctx, _) in enumerate(questions):
+            ids[r, width - len(ctx):] = ctx
+            mask[r, width - len(ctx):] = 1
+        positions = np.maximum(mask.cumsum(axis=1) - 1, 0)  # (n, width): 0 at each row's first real token
+        cache = self.model.new_kv_cache(n)
+        logits = self.model(ids, attention_mask=mask, position_ids=positions, kv_cache=cache).logits.data  # (n, width, vocab)
+        first = _log_softmax(logits[:, -1])  # (n, vocab): log P(first choice token | context)
+        choices = [(r, c) for r, (_, conts) in enumerate(questions) for c in conts]  # (context row, choice)
+        scores = []
+        for b0 in range(0, len(choices), self.batch_size):
+            chunk = choices[b0 : b0 + self.batch_size]
+            T = max(len(c) for _, c in chunk) - 1
+            if T == 0:  # one-token choices: the context's logits are all that is needed
+                scores += [float(first[r, c[0]]) for r, c in chunk]
+                continue
+            rows = np.array([r for r, _ in chunk])
+            copies = []
+            for c in cache:  # (n, Hkv, S, D) -> (len(chunk), Hkv, S, D): each choice's context row
+                copy = type(c).from_arrays(np.take(c.k, rows, axis=0), np.take(c.v, rows, axis=0))
+                copy.length = c.length
+                copies.append(copy)
+            inp = np.zeros((len(chunk), T), dtype=np.int64)  # right padding: never attended by real tokens
+            for i, (_, c) in enumerate(chunk):
+                inp[i, : len(c) - 1] = c[:-1]
+            chunk_mask = np.concatenate([mask[rows], np.ones((len(chunk), T), dtype=np.int64)], axis=1)  # (len(chunk), width + T)
+            chunk_positions = mask[rows].sum(axis=1, keepdims=True) + np.arange(T)  # (len(chunk), T): after each context
+            logits = self.model(inp, attention_mask=chunk_mask, position_ids=chunk_positions, kv_cache=copies).logits.data
+            for i, (r, c) in enumerate(chunk):
+                k = len(c)
+                lp = _log_softmax(logits[i, : k - 1])  # (k - 1, vocab)
+                scores.append(float(first[r, c[0]] + lp[np.arange(k - 1), c[1:]].sum()))
+        per_question, i = [], 0
+        for _, conts in questions:
+            per_question.append(scores[i : i + len(conts)])
+            i += len(conts)
+        return per_question
 
     def loglikelihood_rolling(self, documents: Sequence[str], bar=None) -> list:
         """``log P(document)`` of whole documents, every token scored once, in windows of the
