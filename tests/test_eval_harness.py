@@ -37,6 +37,19 @@ def _reference_loglik(model, ctx, cont):
     return -loss * len(cont)
 
 
+def _recording(model, record):
+    """``model``, with ``record(ids)`` called on every forward call's input ids."""
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def __call__(self, ids, **kw):
+            record(np.asarray(ids))
+            return model(ids, **kw)
+
+    return Recording()
+
+
 def test_batched_loglikelihood_equals_one_by_one(lm):
     rng = random.Random(0)
     V = lm.tok.vocab_size
@@ -63,17 +76,7 @@ def test_shared_contexts_reuse_the_kv_cache_and_score_as_from_scratch(lm):
     pairs.append((list(range(45)), [6, 7, 8, 9, 10]))
 
     fed = []  # tokens of every forward call
-    model = lm.model
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(model, name)
-
-        def __call__(self, ids, **kw):
-            fed.append(np.asarray(ids).size)
-            return model(ids, **kw)
-
-    counting = ModelLM(Counting(), lm.tok, batch_size=4)
+    counting = ModelLM(_recording(lm.model, lambda ids: fed.append(ids.size)), lm.tok, batch_size=4)
     shared = counting.loglikelihood_tokens(pairs)
     seqs = [((c + x)[-(lm.max_length + 1):], len(x)) for c, x in pairs]
     whole = [0.0] * len(pairs)
@@ -105,16 +108,7 @@ def test_contexts_of_several_questions_run_together_left_padded(lm, family):
     pairs = [(q, [rng.randrange(V) for _ in range(rng.randint(1, 5))]) for q in questions for _ in range(2)]
     pairs.append((questions[3], [rng.randrange(V) for _ in range(12)]))  # 30 + 12 fits alone, not behind the 40-token context
     calls = []
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(model, name)
-
-        def __call__(self, ids, **kw):
-            calls.append(np.asarray(ids).shape)
-            return model(ids, **kw)
-
-    scorer = ModelLM(Counting(), lm.tok, batch_size=8)
+    scorer = ModelLM(_recording(model, lambda ids: calls.append(ids.shape)), lm.tok, batch_size=8)
     scores = scorer.loglikelihood_tokens(pairs)
     for (ctx, cont), ll in zip(pairs, scores):
         assert ll == pytest.approx(_reference_loglik(model, ctx, cont), rel=1e-4, abs=1e-4)
