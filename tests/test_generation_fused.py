@@ -53,6 +53,100 @@ def test_steps_equal_the_models_forward(backend, dtype, heads):
     assert dec.length == ids.shape[1]
 
 
+def _team_args(dec, tokens, members=2):
+    """decode_team's arguments for one step of `dec` (all rows unpadded), with fresh logits, workspace and counters."""
+    from minillm.kernels import _decode
+
+    w, B, start = dec.weights, dec.batch_size, dec.length
+    weights = [w[name] for name in ("emb", "attention_norm", "wq", "wk", "wv", "wo", "ffn_norm", "w1", "w2", "w3", "norm",
+                                    "output", "cos", "sin")]
+    head = (np.asarray(tokens, np.int64), np.full(B, start, np.int64), start, np.ones((B, start + 1), bool))
+    logits = np.empty((B, w["output"].shape[0]), w["output"].dtype)
+    a = dec.model.args
+    bufs = _decode.step_buffers(B, a.dim, w["wq"].shape[1], w["wk"].shape[1], w["w1"].shape[1], a.n_heads, start + 1, w["output"])
+    counters = np.zeros(_decode.counters_size(w["wq"].shape[0]), np.int64)
+    return (*head, *weights, dec.k_cache, dec.v_cache, dec.eps, 0, logits, bufs, counters, members)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_decode_team_members_share_one_step_and_a_late_one_finds_it_done(B):
+    """Two threads running decode_team on the same step claim its items between them; the logits
+    and caches are the bits of the one-thread kernel; a member that arrives after the step is done
+    changes nothing. Widths that are not multiples of the 32-row blocks (72, 50) included."""
+    import threading
+
+    from minillm.kernels import _decode
+
+    model = make_model(dim=72, n_heads=4, n_kv_heads=2)
+    decs = [FusedDecoder(model, batch_size=B) for _ in range(2)]
+    prompt = np.arange(1, 1 + 4 * B).reshape(B, 4) % 50
+    with mi.no_grad():
+        for dec in decs:
+            dec.prefill(prompt)
+    tokens = np.arange(7, 7 + B)
+    alone = _team_args(decs[0], tokens, members=1)  # products uncut, as llama_decode_step
+    _decode.decode_team(*alone)
+    team = _team_args(decs[1], tokens, members=3)  # cut finer than the 2 threads that run it
+    members = [threading.Thread(target=_decode.decode_team, args=team) for _ in range(2)]
+    for m in members:
+        m.start()
+    for m in members:
+        m.join()
+    logits, counters = team[-4], team[-2]
+    np.testing.assert_array_equal(logits, alone[-4])
+    np.testing.assert_array_equal(decs[1].k_cache, decs[0].k_cache)
+    np.testing.assert_array_equal(decs[1].v_cache, decs[0].v_cache)
+    np.testing.assert_array_equal(counters[0::2], counters[1::2])  # every claimed item counted done
+    before = (logits.copy(), decs[1].k_cache.copy(), counters.copy())
+    _decode.decode_team(*team)  # late: every phase already claimed and done
+    np.testing.assert_array_equal(logits, before[0])
+    np.testing.assert_array_equal(decs[1].k_cache, before[1])
+    np.testing.assert_array_equal(counters, before[2])
+    single = _decode.llama_decode_step(*_team_args(decs[0], tokens)[:22])  # the same step again from slot 4: same bits
+    np.testing.assert_array_equal(single, alone[-4])
+
+
+def test_a_large_model_decodes_as_a_team_with_the_same_bits(monkeypatch):
+    """At 2 threads a model of TEAM_MIN_BYTES or more runs each step as one team (here the threshold
+    is lowered to 0): generated logits and caches are the bits of 1 thread, padded rows included."""
+    import numba
+
+    from minillm.generation import fused
+    from minillm.kernels import _decode
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    monkeypatch.setattr(fused, "TEAM_MIN_BYTES", 0)
+    team_calls = []
+    real = _decode.decode_team
+    monkeypatch.setattr(_decode, "decode_team", lambda *a: (team_calls.append(1), real(*a)))
+    model = make_model(dim=72, n_heads=4, n_kv_heads=2)
+    prompts = [[1 + i, 2, 3 + i % 2][: 1 + i % 3] for i in range(5)]
+    ids, mask = left_pad(prompts)
+    results = []
+    previous = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            dec = FusedDecoder(model, batch_size=5)
+            rng = np.random.default_rng(0)
+            with mi.no_grad():
+                dec.prefill(ids, attention_mask=mask.astype(bool), position_ids=positions_of(mask))
+                m, steps = mask.astype(bool), []
+                for _ in range(3):
+                    m = np.concatenate([m, np.ones((5, 1), bool)], axis=1)
+                    steps.append(dec.step(rng.integers(0, 50, 5), positions=positions_of(m)[:, -1], attention_mask=m))
+            results.append((steps, dec.k_cache.copy(), dec.v_cache.copy()))
+    finally:
+        numba.set_num_threads(previous)
+    assert len(team_calls) >= 3 * 2  # at 2 threads: every step, by each member that started
+    (one, k1, v1), (two, k2, v2) = results
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(k1, k2)
+    np.testing.assert_array_equal(v1, v2)
+
+
 def test_a_large_batch_is_split_over_the_threads_with_the_same_bits(monkeypatch):
     """From SPLIT_MIN_ROWS rows (and 2 threads) a step runs the kernel once per thread on its own
     rows and cache rows (ranges cut at even rows): logits, caches and generated tokens are the same

@@ -23,8 +23,10 @@ decodes through the modules. The check costs one kernel step per ``generate`` ca
 
 The kernel's NumPy twin, ``kernels.reference.llama_decode_step``, is the same step written
 out with array operations (``MINILLM_KERNELS=numpy`` runs it); tests check both against
-``Transformer.forward``. A batch of SPLIT_MIN_ROWS rows or more is split over the kernel
-threads (``numba.set_num_threads``), each running the kernel on its own rows (same bits).
+``Transformer.forward``. With 2+ kernel threads (``numba.set_num_threads``) a model of
+TEAM_MIN_BYTES of weights or more runs each step as one team (every thread on every row, each
+phase's weight rows shared out: ``kernels/_decode.decode_team``); a smaller one splits a batch of
+SPLIT_MIN_ROWS rows or more, each thread running the kernel on its own rows. Same bits either way.
 
 Weights are packed once per decoder (stacked over layers, (L, out, in)), so build a new
 ``FusedDecoder`` after changing the model's weights.
@@ -35,6 +37,7 @@ import numba
 import numpy as np
 
 from .. import kernels
+from ..kernels import _decode
 from .._checks import check_token_ids
 from ..nn import Linear, RMSNorm
 from ..nn.kv_cache import KVCache
@@ -120,6 +123,8 @@ class FusedDecoder:
         self.v_cache = np.zeros(shape, dtype)
         self.kv_cache = [KVCache.from_arrays(self.k_cache[i], self.v_cache[i]) for i in range(a.n_layers)]
         self.eps = float(a.norm_eps)
+        # what a step streams: every matrix but the embedding (B rows of it are read) and the RoPE tables
+        self.weight_bytes = sum(v.nbytes for name, v in self.weights.items() if name not in ("emb", "cos", "sin"))
 
     @property
     def length(self) -> int:
@@ -184,14 +189,23 @@ class FusedDecoder:
         w = self.weights
         weights = (w["emb"], w["attention_norm"], w["wq"], w["wk"], w["wv"], w["wo"], w["ffn_norm"], w["w1"], w["w2"],
                    w["w3"], w["norm"], w["output"], w["cos"], w["sin"])
-        shares = 1  # one per thread, each of at least SPLIT_MIN_ROWS / 2 rows
-        if kernels.get_kernels() == "numba" and B >= SPLIT_MIN_ROWS:
-            shares = min(numba.get_num_threads(), B // (SPLIT_MIN_ROWS // 2))
-        if shares < 2:
-            logits = kernels.llama_decode_step(tokens, positions, start, valid, *weights, self.k_cache, self.v_cache,
-                                               self.eps, 0)  # (B, V); keys/values written at slot `start`
-        else:  # the rows in `shares` ranges, one per thread, each writing its own rows of the cache
-            logits = np.empty((B, w["output"].shape[0]), w["output"].dtype)  # (B, V)
+        threads = numba.get_num_threads() if kernels.get_kernels() == "numba" else 1
+        out_shape = (B, w["output"].shape[0])  # (B, V)
+        if threads > 1 and self.weight_bytes >= TEAM_MIN_BYTES:  # every thread on every row, the weights split
+            logits = np.empty(out_shape, w["output"].dtype)
+            a = self.model.args
+            bufs = _decode.step_buffers(B, a.dim, w["wq"].shape[1], w["wk"].shape[1], w["w1"].shape[1], a.n_heads, start + 1,
+                                        w["output"])
+            counters = np.zeros(_decode.counters_size(w["wq"].shape[0]), np.int64)
+
+            def member(first, step):  # each thread joins the same step; a late one finds its phases done
+                _decode.decode_team(tokens, positions, start, valid, *weights, self.k_cache, self.v_cache, self.eps, 0,
+                                    logits, bufs, counters, threads)
+
+            kernels.run_items(member, threads)
+        elif threads > 1 and B >= SPLIT_MIN_ROWS:  # the rows in ranges, one per thread, each writing its own cache rows
+            logits = np.empty(out_shape, w["output"].dtype)
+            shares = min(threads, B // (SPLIT_MIN_ROWS // 2))  # each of at least SPLIT_MIN_ROWS / 2 rows
 
             def share(first, step):
                 lo, hi = _even_edge(first, step, B), _even_edge(first + 1, step, B)
@@ -199,6 +213,9 @@ class FusedDecoder:
                                                           *weights, self.k_cache, self.v_cache, self.eps, lo)
 
             kernels.run_items(share, shares)
+        else:
+            logits = kernels.llama_decode_step(tokens, positions, start, valid, *weights, self.k_cache, self.v_cache,
+                                               self.eps, 0)  # (B, V); keys/values written at slot `start`
         for c in self.kv_cache:
             c.length = start + 1
         return logits
@@ -210,6 +227,16 @@ class FusedDecoder:
 # 15.5k vs 12.7k, 19.8k vs 13.4k tok/s; small at 8 rows 1.26x vs 0.90x; at 4 rows splitting lost
 # (tiny 7.1k vs 8.4k: each share streams every weight for only 2 rows).
 SPLIT_MIN_ROWS = 8
+
+# From this many bytes of weights a step at 2+ threads runs as one team (`_decode.decode_team`):
+# every thread works on every row, each phase's weight rows shared out, so each thread streams part of
+# the weights from memory instead of all of them (a row split makes each thread stream all of them).
+# Measured on an AMD EPYC (Zen 4) 2-core machine, 2 threads, ms per step, one call or the row split vs
+# the team (`FusedDecoder.step`, alternating, benchmarks/README.md "Round 6"): small (31 MB of weights)
+# batch 1 1.25 vs 0.93, 2 4.06 vs 2.22, 4 4.48 vs 2.38, 8 4.88 vs 3.09, 16 4.87-5.37 vs 4.69-5.09, 32
+# 7.41-8.13 vs 7.58-8.59 (level); tiny (6 MB, which stay in cache) batch 1 0.137 vs 0.229, 8 0.42 vs
+# 0.48, 32 1.34 vs 1.63: there the waits between phases cost more than the shared streaming saves.
+TEAM_MIN_BYTES = 16 << 20
 
 
 def _even_edge(i: int, n: int, rows: int) -> int:

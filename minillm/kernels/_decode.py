@@ -8,11 +8,15 @@ weights (a matrix-vector product is memory bound: every weight is used once per 
 Same arithmetic and argument list as `reference.llama_decode_step` (read that first);
 tested equal to it.
 
-The kernel is single-threaded on purpose. A parallel version (`prange` over the output rows
-of each matrix-vector product) was measured 3-25x *slower* here (tiny: 2.9 ms vs 0.12 ms
-per token; small: 2.4-5.6 ms vs 0.8 ms, 1 or 2 threads): one step launches ~30 parallel
-loops of a few microseconds of work each, and waking the worker threads for each costs
-more than the loop.
+Threads. One call can be run by several threads at once (`decode_team`, `generation/fused.py`):
+the step is a sequence of phases (the q/k/v products, attention, wo, ...), each cut into work
+items (row ranges of the weight matrices, or (row, kv head) pairs) that the threads claim from a counter;
+a thread waits at the end of a phase only for items another thread is running. An early parallel
+version (`prange` per product) was measured 3-25x slower (tiny: 2.9 ms vs 0.12 ms per token):
+~30 parallel loops of a few microseconds each woke the worker threads ~30 times. Here the threads
+start once per step and only watch a counter between phases. Every item computes the same
+elements with the same arithmetic whoever runs it, so the logits are the same bits for any
+number of threads (tested).
 """
 import math
 
@@ -21,6 +25,7 @@ from numba import njit
 
 from ._cache import CACHE  # cache=True, or False where no folder is writable (_cache.py)
 from ._mathutil import fast_exp, typed
+from ._spin import claim, count, wait_for
 
 # Reductions may be reordered (vectorised dot products); no 'nnan'/'ninf': masked keys are -inf.
 # error_model="numpy" (on every function here): no Python division-by-zero checks inside loops.
@@ -107,25 +112,119 @@ def _rmsnorm(h, w, eps, x):
 
 
 @njit(cache=CACHE, error_model="numpy")
-def _rope(x, n_heads, head_dim, positions, cos, sin):
-    """Rotate pairs (2i, 2i+1) of every head in place.   x: (B, n_heads*head_dim)."""
-    for b in range(x.shape[0]):
-        t = positions[b]
-        for hd in range(n_heads):
-            base = hd * head_dim
-            for i in range(head_dim // 2):
-                x0 = x[b, base + 2 * i]
-                x1 = x[b, base + 2 * i + 1]
-                c = cos[t, i]
-                s = sin[t, i]
-                x[b, base + 2 * i] = x0 * c - x1 * s
-                x[b, base + 2 * i + 1] = x0 * s + x1 * c
+def _rope_heads(x, b, h0, h1, head_dim, t, cos, sin):
+    """Rotate pairs (2i, 2i+1) of heads h0 .. h1-1 of row b in place, at position t.   x: (B, heads*head_dim)."""
+    for hd in range(h0, h1):
+        base = hd * head_dim
+        for i in range(head_dim // 2):
+            x0 = x[b, base + 2 * i]
+            x1 = x[b, base + 2 * i + 1]
+            c = cos[t, i]
+            s = sin[t, i]
+            x[b, base + 2 * i] = x0 * c - x1 * s
+            x[b, base + 2 * i + 1] = x0 * s + x1 * c
+
+
+@njit(cache=CACHE, error_model="numpy", fastmath=REDUCE)
+def _attend(q, att, scores, k_cache, v_cache, key_valid, layer, row, b, j, G, P, scale):
+    """Attention of row b's query heads j*G .. (j+1)*G-1, which read kv head j of the cache's batch
+    row `row`, over its first P positions: att[b, head] = softmax(q . keys * scale) @ values.
+    q, att: (B, H*D); scores: (B*H, >= P) scratch; k_cache, v_cache: (L, B_all, Hkv, S, D)."""
+    D = k_cache.shape[4]
+    H = q.shape[1] // D
+    # Row views, then 1-D loops: indexing the 5-D caches element by element in the loops below kept
+    # them from vectorising (small, batch 16, 64 cached positions: the attention took ~4 of a 10 ms
+    # step; views: ~1.3 ms less)
+    keys = k_cache[layer, row, j]  # (max_seq_len, D)
+    values = v_cache[layer, row, j]
+    for hd in range(j * G, (j + 1) * G):
+        qh = q[b, hd * D:(hd + 1) * D]  # (D,)
+        out = att[b, hd * D:(hd + 1) * D]
+        p_row = scores[b * H + hd]  # (P,)
+        m = typed(q, -np.inf)
+        for s in range(P):
+            if key_valid[b, s]:
+                key = keys[s]
+                acc = typed(q, 0.0)
+                for d in range(D):
+                    acc += qh[d] * key[d]
+                acc *= scale
+                p_row[s] = acc
+                m = max(m, acc)
+        total = typed(q, 0.0)
+        for s in range(P):
+            if key_valid[b, s]:
+                e = fast_exp(p_row[s] - m)
+                p_row[s] = e
+                total += e
+            else:
+                p_row[s] = 0
+        for d in range(D):
+            out[d] = 0
+        for s in range(P):
+            p = p_row[s] / total
+            if p != 0:
+                value = values[s]
+                for d in range(D):
+                    out[d] += p * value[d]
+
+
+@njit(cache=CACHE)
+def _parts(n, members):
+    """Work items a product with n output rows is cut into for a team of `members` threads: one
+    alone (one call, as a serial kernel), else ~4 per member (a late or slow member still gets a
+    share) of at least 32 rows (fewer: the claims and calls cost more than they share)."""
+    if members == 1:
+        return 1
+    return max(1, min(4 * members, n // 32))
+
+
+@njit(cache=CACHE, error_model="numpy", fastmath=REDUCE)
+def _part(w, x, y, i, parts):
+    """y[:, n0:n1] = x @ w[n0:n1].T for part i of `parts`, returns (n0, n1); edges on multiples of
+    4 (_matvec's row blocks), so every element gets the same arithmetic however many parts.
+    w: (N, K); x: (B, K); y: (B, N)."""
+    N = w.shape[0]
+    n0 = (N * i // parts) // 4 * 4
+    n1 = N if i == parts - 1 else (N * (i + 1) // parts) // 4 * 4
+    _matvec(w[n0:n1], x, y[:, n0:n1])
+    return n0, n1
+
+
+@njit(cache=CACHE, error_model="numpy")
+def _add_columns(h, branch, n0, n1):
+    """h[:, n0:n1] += branch[:, n0:n1] (a branch joins the residual), through row views that
+    loop from 0: a range(n0, n1) loop keeps Numba's negative-index checks and does not vectorise."""
+    for b in range(h.shape[0]):
+        hb = h[b, n0:n1]
+        bb = branch[b, n0:n1]
+        for c in range(n1 - n0):
+            hb[c] += bb[c]
+
+
+@njit(cache=CACHE)
+def step_buffers(B, dim, q_dim, kv_dim, hidden, heads, P, dtype_like):
+    """The arrays `decode_team`'s threads share: h, branch (B, dim); q, att (B, q_dim); k, v
+    (B, kv_dim); gate, up (B, hidden); attention scores (B * heads, P); the dtype of `dtype_like`. Separate allocations: views of one workspace ran the step
+    1.25x slower (AMD Zen 4, one thread; padding between the views did not help)."""
+    return (np.empty((B, dim), dtype_like.dtype), np.empty((B, dim), dtype_like.dtype),
+            np.empty((B, q_dim), dtype_like.dtype), np.empty((B, q_dim), dtype_like.dtype),
+            np.empty((B, kv_dim), dtype_like.dtype), np.empty((B, kv_dim), dtype_like.dtype),
+            np.empty((B, hidden), dtype_like.dtype), np.empty((B, hidden), dtype_like.dtype),
+            np.empty((B * heads, P), dtype_like.dtype))
+
+
+@njit(cache=CACHE)
+def counters_size(n_layers):
+    """Length of `decode_team`'s counters: two per phase (embedding, 5 per layer, output)."""
+    return 2 * (5 * n_layers + 2)
 
 
 @njit(cache=CACHE, error_model="numpy", fastmath=REDUCE, nogil=True)
 def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq, wk, wv, wo,
                       ffn_norm, w1, w2, w3, norm, output, cos, sin, k_cache, v_cache, eps, cache_row):
-    # cache_row: the cache's batch row of tokens[0] (a thread's share of a batch: generation/fused.py)
+    """The step on this thread (`reference.llama_decode_step` has the arguments). cache_row: the
+    cache's batch row of tokens[0] (a thread's share of a batch: generation/fused.py)."""
     B = tokens.shape[0]
     L, Hkv, D = k_cache.shape[0], k_cache.shape[2], k_cache.shape[4]
     dim = emb.shape[1]
@@ -158,51 +257,17 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
         _matvec(wq[layer], x, q)  # (B, dim) -> (B, H*D)
         _matvec(wk[layer], x, k)  # (B, dim) -> (B, Hkv*D)
         _matvec(wv[layer], x, v)
-        _rope(q, H, D, positions, cos, sin)
-        _rope(k, Hkv, D, positions, cos, sin)
+        for b in range(B):
+            _rope_heads(q, b, 0, H, D, positions[b], cos, sin)
+            _rope_heads(k, b, 0, Hkv, D, positions[b], cos, sin)
         for b in range(B):
             for j in range(Hkv):
                 for d in range(D):
                     k_cache[layer, cache_row + b, j, cache_pos, d] = k[b, j * D + d]
                     v_cache[layer, cache_row + b, j, cache_pos, d] = v[b, j * D + d]
-        for bh in range(B * H):  # one (row, query head) each: scores, softmax, weighted values
-            b = bh // H
-            hd = bh % H
-            j = hd // G  # the kv head this query head reads
-            # Row views, then 1-D loops: indexing the 5-D caches element by element in the loops
-            # below kept them from vectorising (small, batch 16, 64 cached positions: the
-            # attention took ~4 of a 10 ms step; views: ~1.3 ms less)
-            keys = k_cache[layer, cache_row + b, j]  # (max_seq_len, D)
-            values = v_cache[layer, cache_row + b, j]
-            qh = q[b, hd * D:(hd + 1) * D]  # (D,)
-            out = att[b, hd * D:(hd + 1) * D]
-            row = scores[bh]  # (P,)
-            m = typed(emb, -np.inf)
-            for s in range(P):
-                if key_valid[b, s]:
-                    key = keys[s]
-                    acc = typed(emb, 0.0)
-                    for d in range(D):
-                        acc += qh[d] * key[d]
-                    acc *= scale
-                    row[s] = acc
-                    m = max(m, acc)
-            total = typed(emb, 0.0)
-            for s in range(P):
-                if key_valid[b, s]:
-                    e = fast_exp(row[s] - m)
-                    row[s] = e
-                    total += e
-                else:
-                    row[s] = 0
-            for d in range(D):
-                out[d] = 0
-            for s in range(P):
-                p = row[s] / total
-                if p != 0:
-                    value = values[s]
-                    for d in range(D):
-                        out[d] += p * value[d]
+        for b in range(B):
+            for j in range(Hkv):
+                _attend(q, att, scores, k_cache, v_cache, key_valid, layer, cache_row + b, b, j, G, P, scale)
         _matvec(wo[layer], att, branch)  # (B, H*D) -> (B, dim)
         for b in range(B):
             for c in range(dim):
@@ -223,3 +288,115 @@ def llama_decode_step(tokens, positions, cache_pos, key_valid, emb, attention_no
     logits = np.empty((B, output.shape[0]), emb.dtype)
     _matvec(output, x, logits)  # (B, dim) -> (B, V)
     return logits
+
+
+@njit(cache=CACHE, error_model="numpy", fastmath=REDUCE, nogil=True)
+def decode_team(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq, wk, wv, wo, ffn_norm, w1, w2, w3,
+                norm, output, cos, sin, k_cache, v_cache, eps, cache_row, logits, bufs, counters, members):
+    """`llama_decode_step` (same arguments) run by every thread that calls it with the same
+    `logits` (B, V), `bufs` (step_buffers), `counters` (counters_size zeros) and
+    `members` (the threads expected: how finely the products are cut; the bits do not depend on
+    it): each phase's items are claimed from `counters`, so the threads share the work, and one
+    thread alone does all of it."""
+    B = tokens.shape[0]
+    L, Hkv, D = k_cache.shape[0], k_cache.shape[2], k_cache.shape[4]
+    dim = emb.shape[1]
+    H = wq.shape[1] // D
+    G = H // Hkv
+    P = cache_pos + 1
+    hidden = w1.shape[1]
+    scale = typed(emb, 1.0 / math.sqrt(D))
+    eps = typed(emb, eps)
+    one = typed(emb, 1.0)
+
+    h, branch, q, att, k, v, gate, up, scores = bufs  # the arrays every thread reads and writes
+    # each thread's own copy of a norm's output (B x dim, cheap to compute twice; no phase to wait for)
+    x = np.empty((B, dim), emb.dtype)
+
+    n_q, n_kv, n_dim, n_hidden = _parts(H * D, members), _parts(Hkv * D, members), _parts(dim, members), _parts(hidden, members)
+    ph = 0  # phase: its items are claimed from counters[2 ph], counted done in counters[2 ph + 1]
+    while True:  # embedding lookup, a row per item (element loop: a row assignment `h[b] = emb[t]`
+        b = claim(counters, 2 * ph, B)  # compiles a shape check whose error message alone costs ~1.5 CPU s)
+        if b < 0:
+            break
+        for c in range(dim):
+            h[b, c] = emb[tokens[b], c]
+        count(counters, 2 * ph + 1)
+    wait_for(counters, 2 * ph + 1, B)
+    ph += 1
+    for layer in range(L):
+        # ---- attention branch
+        _rmsnorm(h, attention_norm[layer], eps, x)
+        n = n_q + 2 * n_kv
+        while True:  # wq, wk, wv: (B, dim) -> (B, H*D), (B, Hkv*D), (B, Hkv*D), a range of outputs per item
+            i = claim(counters, 2 * ph, n)
+            if i < 0:
+                break
+            if i < n_q:
+                _part(wq[layer], x, q, i, n_q)
+            elif i < n_q + n_kv:
+                _part(wk[layer], x, k, i - n_q, n_kv)
+            else:
+                _part(wv[layer], x, v, i - n_q - n_kv, n_kv)
+            count(counters, 2 * ph + 1)
+        wait_for(counters, 2 * ph + 1, n)
+        ph += 1
+        while True:  # one (row, kv head) per item: RoPE, the cache write, its G query heads' attention
+            i = claim(counters, 2 * ph, B * Hkv)
+            if i < 0:
+                break
+            b = i // Hkv
+            j = i % Hkv
+            t = positions[b]
+            _rope_heads(q, b, j * G, (j + 1) * G, D, t, cos, sin)
+            _rope_heads(k, b, j, j + 1, D, t, cos, sin)
+            for d in range(D):
+                k_cache[layer, cache_row + b, j, cache_pos, d] = k[b, j * D + d]
+                v_cache[layer, cache_row + b, j, cache_pos, d] = v[b, j * D + d]
+            _attend(q, att, scores, k_cache, v_cache, key_valid, layer, cache_row + b, b, j, G, P, scale)
+            count(counters, 2 * ph + 1)
+        wait_for(counters, 2 * ph + 1, B * Hkv)
+        ph += 1
+        while True:  # wo: (B, H*D) -> (B, dim), and the residual, a block of columns per item
+            i = claim(counters, 2 * ph, n_dim)
+            if i < 0:
+                break
+            n0, n1 = _part(wo[layer], att, branch, i, n_dim)
+            _add_columns(h, branch, n0, n1)
+            count(counters, 2 * ph + 1)
+        wait_for(counters, 2 * ph + 1, n_dim)
+        ph += 1
+        # ---- feed-forward branch (SwiGLU)
+        _rmsnorm(h, ffn_norm[layer], eps, x)
+        while True:  # w1, w3: (B, dim) -> (B, hidden), then silu(w1 x) * w3 x, a block of hidden units per item
+            i = claim(counters, 2 * ph, n_hidden)
+            if i < 0:
+                break
+            n0, n1 = _part(w1[layer], x, gate, i, n_hidden)
+            _part(w3[layer], x, up, i, n_hidden)
+            for b in range(B):
+                g = gate[b, n0:n1]  # row views, loops from 0: a range(n0, n1) loop keeps Numba's
+                u = up[b, n0:n1]  # negative-index checks in and does not vectorise
+                for c in range(n1 - n0):
+                    g[c] = g[c] / (one + fast_exp(-g[c])) * u[c]  # silu(w1 x) * w3 x
+            count(counters, 2 * ph + 1)
+        wait_for(counters, 2 * ph + 1, n_hidden)
+        ph += 1
+        while True:  # w2: (B, hidden) -> (B, dim), and the residual
+            i = claim(counters, 2 * ph, n_dim)
+            if i < 0:
+                break
+            n0, n1 = _part(w2[layer], gate, branch, i, n_dim)
+            _add_columns(h, branch, n0, n1)
+            count(counters, 2 * ph + 1)
+        wait_for(counters, 2 * ph + 1, n_dim)
+        ph += 1
+    _rmsnorm(h, norm, eps, x)
+    n = _parts(output.shape[0], members)
+    while True:  # the output head: (B, dim) -> (B, V)
+        i = claim(counters, 2 * ph, n)
+        if i < 0:
+            break
+        _part(output, x, logits, i, n)
+        count(counters, 2 * ph + 1)
+    wait_for(counters, 2 * ph + 1, n)

@@ -221,6 +221,62 @@ def collect(slot, spins):
     return TAKEN
 
 
+# ------------------------------------------------------------------ a team working through phases
+# Threads that run one kernel together (the decode step, `_decode.py`) hand out each phase's work
+# items by claiming them from a counter, and wait for the phase's items to be done before the next
+# phase: counters[2 p] = items of phase p claimed so far, counters[2 p + 1] = items done. A thread
+# waits only for items another thread has claimed (and so is running), never for a thread to
+# arrive, so one thread alone finishes every phase, and a late one finds them done.
+@njit(cache=CACHE, nogil=True)
+def claim(counters, i, n):
+    """The next of n items of counter i (0 .. n - 1), or -1 when all are claimed."""
+    while True:
+        v = _load(counters, i)
+        if v >= n:
+            return -1
+        if _cas(counters, i, v, v + 1):
+            return v
+
+
+@njit(cache=CACHE, nogil=True)
+def count(counters, i):
+    """counters[i] += 1, atomically (an item done: release, so its writes are seen first)."""
+    while True:
+        v = _load(counters, i)
+        if _cas(counters, i, v, v + 1):
+            return
+
+
+@njit(cache=CACHE, nogil=True)
+def wait_for(counters, i, n):
+    """Until counters[i] reaches n (every item of a phase done). The items still running belong to
+    a thread that holds a core, unless other jobs took it: after ~2,000 checks, yield the core."""
+    checks = 0
+    while _load(counters, i) < n:
+        checks += 1
+        if checks < 2000:
+            _relax()
+        else:
+            _yield_core()
+
+
+_POSIX = os.name == "posix"
+
+
+@intrinsic
+def _yield_core(typingctx):
+    """sched_yield(): let a thread that waits for a core run (POSIX; a `pause` elsewhere)."""
+    def codegen(context, builder, sig, args):
+        if _POSIX:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+            builder.call(fn, [])
+        elif _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
 if not JIT:  # NUMBA_DISABLE_JIT=1: the functions above run as Python; atomics under one lock
     _atomic = threading.Lock()
 
@@ -240,6 +296,9 @@ if not JIT:  # NUMBA_DISABLE_JIT=1: the functions above run as Python; atomics u
             return False
 
     def _relax():  # noqa: F811
+        time.sleep(0)
+
+    def _yield_core():  # noqa: F811
         time.sleep(0)
 
 
