@@ -31,6 +31,8 @@ import numpy as np
 from .._files import atomic_write
 from ..autograd import no_grad
 from ..generation import generate as _generate
+from ..generation import left_pad
+from ..generation.decode import positions
 from .tasks import GenerationTask, MultipleChoiceTask, PerplexityTask
 
 __all__ = [
@@ -200,23 +202,19 @@ class ModelLM:
                 batch.append(q)
                 rows += len(conts)
             start += len(batch)
-            for q, scores in zip(batch, self._score_contexts([questions[q] for q in batch], width)):
+            for q, scores in zip(batch, self._score_contexts([questions[q] for q in batch])):
                 out[q] = scores
                 if bar is not None:
                     bar.update(len(scores))
         return out
 
-    def _score_contexts(self, questions: list, width: int) -> list:
-        """One batch of ``_score_shared``: contexts left-padded to ``width`` tokens."""
-        n = len(questions)
-        ids = np.zeros((n, width), dtype=np.int64)
-        mask = np.zeros((n, width), dtype=np.int64)  # 1: a context token, 0: left padding
-        for r, (ctx, _) in enumerate(questions):
-            ids[r, width - len(ctx):] = ctx
-            mask[r, width - len(ctx):] = 1
-        positions = np.maximum(mask.cumsum(axis=1) - 1, 0)  # (n, width): 0 at each row's first real token
-        cache = self.model.new_kv_cache(n)
-        logits = self.model(ids, attention_mask=mask, position_ids=positions, kv_cache=cache).logits.data  # (n, width, vocab)
+    def _score_contexts(self, questions: list) -> list:
+        """One batch of ``_score_shared``: the contexts left-padded to the longest."""
+        ids, mask = left_pad([ctx for ctx, _ in questions])  # (n, width) each; mask 0 on the left padding
+        padded = not mask.all()  # else no mask and default positions: the same numbers, the unmasked path
+        cache = self.model.new_kv_cache(len(questions))
+        logits = self.model(ids, attention_mask=mask if padded else None, position_ids=positions(mask),
+                            kv_cache=cache).logits.data  # (n, width, vocab)
         first = _log_softmax(logits[:, -1])  # (n, vocab): log P(first choice token | context)
         choices = [(r, c) for r, (_, conts) in enumerate(questions) for c in conts]  # (context row, choice)
         scores = []
@@ -235,8 +233,10 @@ class ModelLM:
             inp = np.zeros((len(chunk), T), dtype=np.int64)  # right padding: never attended by real tokens
             for i, (_, c) in enumerate(chunk):
                 inp[i, : len(c) - 1] = c[:-1]
-            chunk_mask = np.concatenate([mask[rows], np.ones((len(chunk), T), dtype=np.int64)], axis=1)  # (len(chunk), width + T)
-            chunk_positions = mask[rows].sum(axis=1, keepdims=True) + np.arange(T)  # (len(chunk), T): after each context
+            chunk_mask = chunk_positions = None
+            if padded:
+                chunk_mask = np.concatenate([mask[rows], np.ones((len(chunk), T), dtype=np.int64)], axis=1)  # (len(chunk), width + T)
+                chunk_positions = mask[rows].sum(axis=1, keepdims=True) + np.arange(T)  # (len(chunk), T): after each context
             logits = self.model(inp, attention_mask=chunk_mask, position_ids=chunk_positions, kv_cache=copies).logits.data
             for i, (r, c) in enumerate(chunk):
                 k = len(c)
