@@ -205,8 +205,9 @@ def _add_columns(h, branch, n0, n1):
 @njit(cache=CACHE)
 def step_buffers(B, dim, q_dim, kv_dim, hidden, heads, P, dtype_like):
     """The arrays `decode_team`'s threads share: h, branch (B, dim); q, att (B, q_dim); k, v
-    (B, kv_dim); gate, up (B, hidden); attention scores (B * heads, P); the dtype of `dtype_like`. Separate allocations: views of one workspace ran the step
-    1.25x slower (AMD Zen 4, one thread; padding between the views did not help)."""
+    (B, kv_dim); gate, up (B, hidden); attention scores (B * heads, P); the dtype of `dtype_like`.
+    Separate allocations: views of one workspace ran the step 1.25x slower (AMD Zen 4, one
+    thread; padding between the views did not help)."""
     return (np.empty((B, dim), dtype_like.dtype), np.empty((B, dim), dtype_like.dtype),
             np.empty((B, q_dim), dtype_like.dtype), np.empty((B, q_dim), dtype_like.dtype),
             np.empty((B, kv_dim), dtype_like.dtype), np.empty((B, kv_dim), dtype_like.dtype),
@@ -310,7 +311,10 @@ def decode_team(tokens, positions, cache_pos, key_valid, emb, attention_norm, wq
     one = typed(emb, 1.0)
 
     h, branch, q, att, k, v, gate, up, scores = bufs  # the arrays every thread reads and writes
-    # each thread's own copy of a norm's output (B x dim, cheap to compute twice; no phase to wait for)
+    # Each thread's own copy of a norm's output (B x dim, cheap to compute twice; no phase to wait
+    # for). A member that arrives late computes it for phases already finished too, possibly while h
+    # is being updated further on; it never uses that x: it finds no item left in those phases, and
+    # h does not change between a norm and the end of the phase that reads its x.
     x = np.empty((B, dim), emb.dtype)
 
     n_q, n_kv, n_dim, n_hidden = _parts(H * D, members), _parts(Hkv * D, members), _parts(dim, members), _parts(hidden, members)

@@ -221,6 +221,23 @@ def collect(slot, spins):
     return TAKEN
 
 
+_POSIX = os.name == "posix"
+
+
+@intrinsic
+def _yield_core(typingctx):
+    """sched_yield(): let a thread that waits for a core run (POSIX; a `pause` elsewhere)."""
+    def codegen(context, builder, sig, args):
+        if _POSIX:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+            builder.call(fn, [])
+        elif _X86:
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
 # ------------------------------------------------------------------ a team working through phases
 # Threads that run one kernel together (the decode step, `_decode.py`) hand out each phase's work
 # items by claiming them from a counter, and wait for the phase's items to be done before the next
@@ -258,23 +275,6 @@ def wait_for(counters, i, n):
             _relax()
         else:
             _yield_core()
-
-
-_POSIX = os.name == "posix"
-
-
-@intrinsic
-def _yield_core(typingctx):
-    """sched_yield(): let a thread that waits for a core run (POSIX; a `pause` elsewhere)."""
-    def codegen(context, builder, sig, args):
-        if _POSIX:
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
-            builder.call(fn, [])
-        elif _X86:
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
-            builder.call(fn, [])
-        return context.get_dummy_value()
-    return types.void(), codegen
 
 
 if not JIT:  # NUMBA_DISABLE_JIT=1: the functions above run as Python; atomics under one lock
