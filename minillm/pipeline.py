@@ -6,6 +6,7 @@ these; read this file to see every step of the pipeline in order. At its end, th
 pattern every example shares (``example_parser``, ``add_setting_flags``, ``apply_defaults``: a
 default run of minutes, ``--quick`` in seconds) and its section ``banner``.
 
+    compile_ahead(ModelConfig.preset("tiny", vocab_size=2048))    # fresh install: the model's kernels compile on the idle core
     paths = prepare_corpus("out/data")                            # 5.3.1 the data
     tok = train_tokenizer(paths["pretrain_train"], 2048, "out/tokenizer")   # 5.2 BPE
     model = Transformer(ModelConfig.preset("tiny", vocab_size=tok.vocab_size))  # 5.1
@@ -22,6 +23,7 @@ import os
 import time
 from typing import Sequence
 
+from ._ahead import compile_ahead
 from ._files import atomic_write
 from .data import (
     DataLoader, PretrainDataset, SFTDataset, build_token_file, check_eval_conversation, collate_sft,
@@ -37,7 +39,7 @@ from .tokenizers import BPETokenizer
 from .train import Trainer, TrainConfig, check_out_dir, make_sample_fn
 
 __all__ = [
-    "prepare_corpus", "train_tokenizer", "pretrain", "sft", "evaluate_sft", "read_sft_records", "make_trainer",
+    "compile_ahead", "prepare_corpus", "train_tokenizer", "pretrain", "sft", "evaluate_sft", "read_sft_records", "make_trainer",
     "world_preference_pairs", "DEFAULT_PROMPTS", "example_parser", "add_setting_flags", "apply_defaults", "banner",
 ]
 

@@ -50,11 +50,7 @@ def plan(kernels_dir: str, is_writable=writable, user_cache_dir: str | None = No
 
     ``chosen`` is NUMBA_CACHE_DIR (Numba's ``config.CACHE_DIR``), ``user_cache_dir`` Numba's
     user-wide folder."""
-    if user_cache_dir is None:
-        from numba.misc.appdirs import AppDirs
-
-        user_cache_dir = AppDirs(appname="numba", appauthor=False).user_cache_dir
-    candidates = ([chosen] if chosen else []) + [os.path.join(kernels_dir, "__pycache__"), user_cache_dir]
+    candidates = _candidates(kernels_dir, user_cache_dir, chosen)
     if any(is_writable(p) for p in candidates):
         return True, None, None
     fallback = os.path.join(tempfile.gettempdir(), f"minillm-numba-cache-{os.getuid() if hasattr(os, 'getuid') else 0}")
@@ -66,6 +62,25 @@ def plan(kernels_dir: str, is_writable=writable, user_cache_dir: str | None = No
     return False, None, (
         f"minillm: no writable Numba cache folder ({tried}, {fallback}); kernels are compiled again in every "
         "process (set NUMBA_CACHE_DIR to a writable folder to cache them)")
+
+
+def _candidates(kernels_dir: str, user_cache_dir: str | None, chosen: str | None) -> list:
+    """The folders Numba tries, in its order."""
+    if user_cache_dir is None:
+        from numba.misc.appdirs import AppDirs
+
+        user_cache_dir = AppDirs(appname="numba", appauthor=False).user_cache_dir
+    return ([chosen] if chosen else []) + [os.path.join(kernels_dir, "__pycache__"), user_cache_dir]
+
+
+def cache_folder(is_writable=writable) -> str | None:
+    """The first writable folder of Numba's order for the kernels (after ``plan``'s choice was
+    applied), where their compiled code is kept; None when the cache is off. Other files that
+    belong with that code (``minillm.compile_ahead``'s stamps) go there too."""
+    if not CACHE:
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    return next((p for p in _candidates(here, None, numba.config.CACHE_DIR or None) if is_writable(p)), None)
 
 
 def _apply() -> bool:
