@@ -117,6 +117,8 @@ def test_a_large_model_decodes_as_a_team_with_the_same_bits(monkeypatch):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba has a single thread here")
     monkeypatch.setattr(fused, "TEAM_MIN_BYTES", 0)
+    monkeypatch.setattr(fused._spin, "back_off", lambda: None)  # a worker late on a busy machine must not switch it off
+    monkeypatch.setattr(fused._spin, "_quiet_until", 0.0)
     team_calls = []
     real = _decode.decode_team
     monkeypatch.setattr(_decode, "decode_team", lambda *a: (team_calls.append(1), real(*a)))
@@ -145,6 +147,50 @@ def test_a_large_model_decodes_as_a_team_with_the_same_bits(monkeypatch):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(k1, k2)
     np.testing.assert_array_equal(v1, v2)
+
+
+def test_a_team_step_no_other_thread_joined_backs_off_to_steps_that_wait_for_no_one(monkeypatch):
+    """When the caller has run a whole team step before any worker joined (simulated: every share on
+    the calling thread), the workers were not on a core: the pool backs off, and while it does the
+    steps run as one call (or the row split), not as a team whose waits would cost time slices. Same
+    bits on every path; after the back-off the team is used again."""
+    import numba
+
+    from minillm.generation import fused
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has a single thread here")
+    monkeypatch.setattr(fused, "TEAM_MIN_BYTES", 0)
+    monkeypatch.setattr(fused._spin, "_quiet_until", 0.0)
+    monkeypatch.setattr(fused._spin, "BACK_OFF_SECONDS", 600.0)  # not over on a slow machine before the test is
+    monkeypatch.setattr(fused.kernels, "run_items", lambda kernel, n, *args: [kernel(*args, i, n) for i in range(n)])
+    team_calls = []
+    real = _decode.decode_team
+    monkeypatch.setattr(_decode, "decode_team", lambda *a: (team_calls.append(1), real(*a)))
+    model = make_model(dim=72, n_heads=4, n_kv_heads=2)
+    previous = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        alone = FusedDecoder(model, batch_size=2)
+        numba.set_num_threads(2)
+        dec = FusedDecoder(model, batch_size=2)
+        with mi.no_grad():
+            for d in (alone, dec):
+                d.prefill(np.array([[1, 2, 3], [4, 5, 6]]))
+            for token, team_expected in ((7, True), (8, False), (9, False), (10, True)):
+                if token == 10:
+                    fused._spin._quiet_until = 0.0  # the back-off is over
+                calls = len(team_calls)
+                numba.set_num_threads(1)
+                expected = alone.step([token, token + 1])
+                numba.set_num_threads(2)
+                got = dec.step([token, token + 1])
+                np.testing.assert_array_equal(got, expected)
+                assert (len(team_calls) > calls) == team_expected, token
+                assert fused._spin.backing_off()  # each team step again found no worker
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_array_equal(dec.k_cache, alone.k_cache)
 
 
 def test_a_large_batch_is_split_over_the_threads_with_the_same_bits(monkeypatch):

@@ -27,17 +27,22 @@ out with array operations (``MINILLM_KERNELS=numpy`` runs it); tests check both 
 TEAM_MIN_BYTES of weights or more runs each step as one team (every thread on every row, each
 phase's weight rows shared out: ``kernels/_decode.decode_team``); a smaller one splits a batch of
 SPLIT_MIN_ROWS rows or more, each thread running the kernel on its own rows. Same bits either way.
+A team step that no other thread joined before the caller had run it alone means the cores are
+taken by other jobs: the thread pool then backs off (``_spin.back_off``) and, while it does, steps
+take the other paths, which never wait for a thread that is not on a core.
 
 Weights are packed once per decoder (stacked over layers, (L, out, in)), so build a new
 ``FusedDecoder`` after changing the model's weights.
 """
 from __future__ import annotations
 
+import threading
+
 import numba
 import numpy as np
 
 from .. import kernels
-from ..kernels import _decode
+from ..kernels import _decode, _spin
 from .._checks import check_token_ids
 from ..nn import Linear, RMSNorm
 from ..nn.kv_cache import KVCache
@@ -191,18 +196,23 @@ class FusedDecoder:
                    w["w3"], w["norm"], w["output"], w["cos"], w["sin"])
         threads = numba.get_num_threads() if kernels.get_kernels() == "numba" else 1
         out_shape = (B, w["output"].shape[0])  # (B, V)
-        if threads > 1 and self.weight_bytes >= TEAM_MIN_BYTES:  # every thread on every row, the weights split
+        if threads > 1 and self.weight_bytes >= TEAM_MIN_BYTES and not _spin.backing_off():  # every thread on every row
             logits = np.empty(out_shape, w["output"].dtype)
             a = self.model.args
             bufs = _decode.step_buffers(B, a.dim, w["wq"].shape[1], w["wk"].shape[1], w["w1"].shape[1], a.n_heads, start + 1,
                                         w["output"])
             counters = np.zeros(_decode.counters_size(w["wq"].shape[0]), np.int64)
 
+            caller, by_caller = threading.get_ident(), [0]
+
             def member(first, step):  # each thread joins the same step; a late one finds its phases done
+                by_caller[0] += threading.get_ident() == caller
                 _decode.decode_team(tokens, positions, start, valid, *weights, self.k_cache, self.v_cache, self.eps, 0,
                                     logits, bufs, counters, threads)
 
             kernels.run_items(member, threads)
+            if by_caller[0] == threads:  # no worker joined before this thread had run the whole step alone:
+                _spin.back_off()  # it was not on a core (other jobs); waits for its items would cost time slices
         elif threads > 1 and B >= SPLIT_MIN_ROWS:  # the rows in ranges, one per thread, each writing its own cache rows
             logits = np.empty(out_shape, w["output"].dtype)
             shares = min(threads, B // (SPLIT_MIN_ROWS // 2))  # each of at least SPLIT_MIN_ROWS / 2 rows

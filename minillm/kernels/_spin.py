@@ -313,7 +313,7 @@ def spins(seconds: float | None = None) -> int:
     if not JIT:
         return 0
     if seconds is None:
-        if time.monotonic() < _quiet_until:
+        if backing_off():
             return 0
         seconds = SPIN_SECONDS
     if _seconds_per_check is None:
@@ -325,6 +325,11 @@ def spins(seconds: float | None = None) -> int:
         collect(busy, n)
         _seconds_per_check = max((time.perf_counter() - t) / n, 1e-9)
     return max(1, int(seconds / _seconds_per_check)) if seconds > 0 else 0
+
+
+def backing_off() -> bool:
+    """True for BACK_OFF_SECONDS after the last `back_off()`: the cores looked oversubscribed."""
+    return time.monotonic() < _quiet_until
 
 
 def back_off() -> None:
