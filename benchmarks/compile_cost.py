@@ -11,7 +11,7 @@ they took. With --warm it runs the command a second time on the now-filled cache
     python benchmarks/compile_cost.py --warm             # ... then once more, from the cache
     python benchmarks/compile_cost.py -- python -m pytest -q tests/test_kernels_attention.py
     python benchmarks/compile_cost.py --json
-    python benchmarks/compile_cost.py --ahead off         # without minillm.compile_ahead's helper (before/after)
+    python benchmarks/compile_cost.py --ahead off         # without pipeline.compile_ahead's helper (before/after)
 
 CPU seconds (time.thread_time of the compiling thread), not wall-clock: compilation is
 single-threaded, so on a shared machine CPU time is the part that does not depend on how many
@@ -129,7 +129,7 @@ def run(command: list, cache_dir: str, probe_dir: str, tag: str, ahead: str = "a
     if proc.returncode != 0:
         sys.stderr.write(stderr[-3000:])
         raise SystemExit(f"compile_cost: {' '.join(command)} failed with exit code {proc.returncode}")
-    # processes the command started and left running (minillm.compile_ahead's helper) dump when they end
+    # processes the command started and left running (pipeline.compile_ahead's helper) dump when they end
     deadline = time.time() + 300
     while len(glob.glob(out + ".*.json")) < len(glob.glob(out + ".*.started")) and time.time() < deadline:
         time.sleep(0.2)
@@ -168,7 +168,7 @@ def print_table(res: dict, title: str, show_signatures: bool) -> None:
     print(f"compiling: {res['compile_cpu_s']:.1f} CPU s; loading from the cache: {res['load_cpu_s']:.1f} CPU s")
     if res["processes"] > 1:
         print(f"of which the command's own process: {res['own_compile_cpu_s']:.1f} CPU s ({res['own_compilations']} "
-              f"compilations); the rest ran in the processes it started (e.g. minillm.compile_ahead's helper)")
+              f"compilations); the rest ran in the processes it started (e.g. pipeline.compile_ahead's helper)")
     print("| kernel | parallel | compiled | CPU s | from cache | CPU s |")
     print("|---|---|---:|---:|---:|---:|")
     helpers = dict(compiled=0, cpu_s=0.0)
@@ -194,7 +194,7 @@ def main(argv=None):
     p.add_argument("--warm", action="store_true", help="run the command again on the filled cache")
     p.add_argument("--signatures", action="store_true", help="list each kernel's compiled signatures")
     p.add_argument("--ahead", choices=["auto", "on", "off"], default="auto",
-                   help="minillm.compile_ahead's helper: as a user gets it (auto: when a core is idle), always "
+                   help="pipeline.compile_ahead's helper: as a user gets it (auto: when a core is idle), always "
                         "(MINILLM_COMPILE_AHEAD=1) or never (=0; the run compiles everything itself)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)

@@ -22,7 +22,8 @@ kernel) without a list that would go stale (tests/test_compile_ahead.py checks t
 step and a generate after it compile nothing the rehearsal did not).
 
 Nothing is started (``compile_ahead`` returns False) when it cannot help: ``MINILLM_COMPILE_AHEAD=0``,
-the NumPy kernels, no kernel cache (then nothing is shared), an earlier helper that already
+the NumPy kernels, a model above MAX_PARAMETERS (the helper would hold a second copy of it and its
+AdamW state), no kernel cache (then nothing is shared), an earlier helper that already
 rehearsed this model config with these sources on this CPU (a stamp file in the cache folder: a
 warm start spends ~4 ms here), one usable core, or no idle core right now (other runnable tasks,
 e.g. a test suite's workers); a run under ``mpiexec`` does not call it (its ranks use the cores).
@@ -40,6 +41,9 @@ import subprocess
 import sys
 
 STAMP_PREFIX = "minillm-ahead-"
+# No helper for a larger model: it would hold a second copy of the model and its AdamW state
+# (16 bytes a parameter: 0.5 GB at this size) to save seconds of a run that takes hours.
+MAX_PARAMETERS = 32_000_000
 
 
 def compile_ahead(config, batch_size: int = 8, seq_len: int = 128) -> bool:
@@ -53,6 +57,7 @@ def compile_ahead(config, batch_size: int = 8, seq_len: int = 128) -> bool:
     from . import kernels
     from .kernels import _cache
     from .models.llama import ModelConfig
+    from .scaling import count_parameters
 
     if not isinstance(config, ModelConfig):
         raise TypeError(f"compile_ahead: config must be a minillm.models.llama.ModelConfig, got {type(config).__name__}")
@@ -60,7 +65,7 @@ def compile_ahead(config, batch_size: int = 8, seq_len: int = 128) -> bool:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
             raise ValueError(f"compile_ahead: {name} must be an integer >= {least}, got {value!r}")
     setting = os.environ.get("MINILLM_COMPILE_AHEAD", "").strip()
-    if setting == "0" or kernels.get_kernels() != "numba":
+    if setting == "0" or kernels.get_kernels() != "numba" or count_parameters(config) > MAX_PARAMETERS:
         return False
     folder = _cache.cache_folder()  # None: no kernel cache, so nothing a helper compiled would reach the run
     if folder is None:
@@ -75,17 +80,30 @@ def compile_ahead(config, batch_size: int = 8, seq_len: int = 128) -> bool:
     import numba
 
     env = dict(os.environ, MINILLM_COMPILE_AHEAD="0", NUMBA_NUM_THREADS=str(numba.get_num_threads()))
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([package_parent] + [p for p in [env.get("PYTHONPATH")] if p])
+    package = os.path.dirname(os.path.abspath(__file__))
     try:
-        subprocess.Popen(
-            [sys.executable, "-c", "import sys; from minillm._ahead import _helper; _helper(sys.argv[1])",
-             json.dumps(dict(job, stamp=stamp, parent=os.getpid()))],
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=True)
+        subprocess.Popen([sys.executable, "-c", _HELPER, package, json.dumps(dict(job, stamp=stamp, parent=os.getpid()))],
+                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         close_fds=True)
     except OSError:  # no process could be started: the run compiles everything itself, as without us
         return False
     return True
+
+
+# The helper's program: this very minillm package (argv[1], its folder), imported by location rather
+# than through sys.path, which is left as it is (the caller may run from a checkout that is not
+# installed, and putting a site-packages folder first on the path could shadow the standard library).
+_HELPER = """
+import importlib.util, os, sys
+folder = sys.argv[1]
+spec = importlib.util.spec_from_file_location("minillm", os.path.join(folder, "__init__.py"),
+                                              submodule_search_locations=[folder])
+package = importlib.util.module_from_spec(spec)
+sys.modules["minillm"] = package
+spec.loader.exec_module(package)
+from minillm._ahead import _helper
+_helper(sys.argv[2])
+"""
 
 
 def _others_running() -> float:

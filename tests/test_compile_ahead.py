@@ -112,7 +112,8 @@ def test_a_helper_is_started_with_the_job_and_its_own_settings(spawns, tmp_path)
     assert os.path.dirname(job["stamp"]) == str(tmp_path) and not os.path.exists(job["stamp"])
     env = kwargs["env"]
     assert env["MINILLM_COMPILE_AHEAD"] == "0"  # a helper never starts helpers
-    assert env["PYTHONPATH"].split(os.pathsep)[0] == ROOT  # the same minillm as the caller, installed or not
+    assert args[-2] == os.path.join(ROOT, "minillm")  # the same minillm as the caller's, installed or not
+    assert env.get("PYTHONPATH") == os.environ.get("PYTHONPATH")  # ... without changing the helper's sys.path
     assert kwargs["stdout"] is subprocess.DEVNULL and kwargs["stderr"] is subprocess.DEVNULL
 
 
@@ -148,6 +149,8 @@ def test_no_helper_when_it_cannot_help(spawns, tmp_path, monkeypatch):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})  # one usable core
         assert compile_ahead(TINY) is False
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+
+    assert compile_ahead(ModelConfig.preset("book", vocab_size=6144)) is False  # 82.6M parameters: no second copy
 
     previous = mi.get_kernels()
     mi.set_kernels("numpy")

@@ -76,7 +76,7 @@ def _candidates(kernels_dir: str, user_cache_dir: str | None, chosen: str | None
 def cache_folder(is_writable=writable) -> str | None:
     """The first writable folder of Numba's order for the kernels (after ``plan``'s choice was
     applied), where their compiled code is kept; None when the cache is off. Other files that
-    belong with that code (``minillm.compile_ahead``'s stamps) go there too."""
+    belong with that code (``pipeline.compile_ahead``'s stamps) go there too."""
     if not CACHE:
         return None
     here = os.path.dirname(os.path.abspath(__file__))
