@@ -158,6 +158,19 @@ def test_kernel_cache_is_on_here_and_every_kernel_module_uses_it():
     assert offenders == []
 
 
+def test_cache_folder_is_where_numba_caches_the_kernels(monkeypatch):
+    """`_cache.cache_folder()` (where pipeline.compile_ahead leaves its stamps) holds Numba's own
+    cache of the kernels, whichever of Numba's places that is; None when nothing is cached."""
+    from minillm.kernels import _attention, _cache
+
+    folder = _cache.cache_folder()
+    numba_path = _attention.attention_forward_kernel._cache.cache_path
+    assert folder is not None and os.path.commonpath([folder, numba_path]) == folder
+    assert _cache.cache_folder(is_writable=lambda p: False) is None
+    monkeypatch.setattr(_cache, "CACHE", False)
+    assert _cache.cache_folder() is None
+
+
 # ----------------------------------------------- no full garbage collection while Numba compiles
 def test_no_full_gc_while_numba_compiles():
     """While Numba compiles (its "numba:compile" event) the oldest generation's threshold is
