@@ -179,7 +179,8 @@ def rehearse(config, batch_size: int = 8, seq_len: int = 128, parent: int | None
 
     def decode():
         with no_grad():
-            generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=2, temperature=0.0)
+            prompts = [[t % config.vocab_size for t in prompt] for prompt in ([1, 2, 3], [4, 5])]
+            generate(model, prompts, max_new_tokens=2, temperature=0.0)
 
     def step():
         optimizer = AdamW(param_groups_for_weight_decay(model, 0.1), lr=1e-3)
