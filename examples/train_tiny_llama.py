@@ -15,6 +15,10 @@ Steps (each one a function in minillm/pipeline.py):
 
 A second run in the same --out-dir is refused (it would mix two runs); pass --overwrite to replace it.
 
+The first run after an install compiles the Numba kernels (~13 CPU s, then cached on disk). Meanwhile
+a helper process compiles the model's kernels on the idle core while this one trains the tokenizer
+(`pipeline.compile_ahead`; MINILLM_COMPILE_AHEAD=0 turns it off).
+
 Data parallel (6.1.5; needs `pip install -e ".[distributed]"`):
 
     mpiexec -n 2 python examples/train_tiny_llama.py --quick
