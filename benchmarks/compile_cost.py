@@ -116,6 +116,16 @@ if _out:
 '''
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def run(command: list, cache_dir: str, probe_dir: str, tag: str, ahead: str = "auto") -> dict:
     out = os.path.join(probe_dir, tag)
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, COMPILE_COST_OUT=out)
@@ -129,9 +139,11 @@ def run(command: list, cache_dir: str, probe_dir: str, tag: str, ahead: str = "a
     if proc.returncode != 0:
         sys.stderr.write(stderr[-3000:])
         raise SystemExit(f"compile_cost: {' '.join(command)} failed with exit code {proc.returncode}")
-    # processes the command started and left running (pipeline.compile_ahead's helper) dump when they end
+    # processes the command started and left running dump when they end (pipeline.compile_ahead's
+    # helper is stopped at the command's exit; one killed by a signal never dumps: stop waiting for it)
     deadline = time.time() + 300
-    while len(glob.glob(out + ".*.json")) < len(glob.glob(out + ".*.started")) and time.time() < deadline:
+    while time.time() < deadline and any(_alive(int(f.split(".")[-2])) for f in glob.glob(out + ".*.started")
+                                         if not os.path.exists(f[: -len("started")] + "json")):
         time.sleep(0.2)
     files = glob.glob(out + ".*.json")
     dumps = [json.load(open(f)) for f in files]

@@ -28,11 +28,12 @@ rehearsed this model config with these sources on this CPU (a stamp file in the 
 warm start spends ~4 ms here), one usable core, or no idle core right now (other runnable tasks,
 e.g. a test suite's workers); a run under ``mpiexec`` does not call it (its ranks use the cores).
 ``MINILLM_COMPILE_AHEAD=1`` skips the idle-core test. The helper never touches the caller's
-files, prints nothing, ends when its rehearsal ends (or when the caller has exited) and any error
-in it only means the run compiles that kernel itself.
+files, prints nothing, ends when its rehearsal ends or is stopped when the caller exits, and any
+error in it only means the run compiles that kernel itself.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import numbers
@@ -82,12 +83,30 @@ def compile_ahead(config, batch_size: int = 8, seq_len: int = 128) -> bool:
     env = dict(os.environ, MINILLM_COMPILE_AHEAD="0", NUMBA_NUM_THREADS=str(numba.get_num_threads()))
     package = os.path.dirname(os.path.abspath(__file__))
     try:
-        subprocess.Popen([sys.executable, "-c", _HELPER, package, json.dumps(dict(job, stamp=stamp, parent=os.getpid()))],
-                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         close_fds=True)
+        helper = subprocess.Popen(
+            [sys.executable, "-c", _HELPER, package, json.dumps(dict(job, stamp=stamp, parent=os.getpid()))],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
     except OSError:  # no process could be started: the run compiles everything itself, as without us
         return False
+    if not _started:
+        atexit.register(_stop_helpers)
+    _started.append(helper)
     return True
+
+
+_started: list = []
+
+
+def _stop_helpers() -> None:
+    """At the caller's exit: a helper still rehearsing has nothing left to hand over, so it is
+    stopped (a kernel it was writing is not lost: Numba writes a new file, then renames it)."""
+    for helper in _started:
+        if helper.poll() is None:
+            helper.terminate()
+            try:
+                helper.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 # The helper's program: this very minillm package (argv[1], its folder), imported by location rather

@@ -94,7 +94,11 @@ def spawns(monkeypatch, tmp_path):
         def __init__(self, args, **kwargs):
             calls.append((args, kwargs))
 
+        def poll(self):
+            return 0
+
     monkeypatch.setattr(_ahead.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(_ahead, "_started", [])
     monkeypatch.setattr(_cache, "cache_folder", lambda: str(tmp_path))
     monkeypatch.setattr(_ahead, "_others_running", lambda: 0)
     monkeypatch.delenv("MINILLM_COMPILE_AHEAD", raising=False)
@@ -179,6 +183,13 @@ def test_the_helper_leaves_its_stamp_only_when_it_finished(tmp_path):
     assert json.loads(finished.read_text()) == job
     _ahead._helper(json.dumps(dict(job, stamp=str(cut), parent=-1)))  # "the caller has exited": stop, no stamp
     assert not cut.exists()
+
+
+def test_a_helper_still_running_is_stopped_when_the_caller_exits(monkeypatch):
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(_ahead, "_started", [running])
+    _ahead._stop_helpers()  # what atexit runs
+    assert running.poll() is not None
 
 
 def test_a_real_helper_fills_a_fresh_cache_folder(tmp_path):
