@@ -107,8 +107,8 @@ def run(args, group):
     for run_dir in (args.out_dir, os.path.join(args.out_dir, "pretrain"), os.path.join(args.out_dir, "sft")):
         check_out_dir(run_dir, overwrite=args.overwrite)  # before any work, never on top of another run
     if group.world_size == 1:  # a fresh install: the model's kernels compile on the idle core meanwhile
-        pipeline.compile_ahead(ModelConfig.preset(args.preset, vocab_size=args.vocab_size, max_seq_len=max(args.block_size, 256)),
-                         batch_size=args.batch_size, seq_len=args.block_size)
+        planned = ModelConfig.preset(args.preset, vocab_size=args.vocab_size, max_seq_len=max(args.block_size, 256))
+        pipeline.compile_ahead(planned, batch_size=args.batch_size, seq_len=args.block_size)
     group.barrier()  # every rank has looked before rank 0 writes anything
     if lead:
         os.makedirs(args.out_dir, exist_ok=True)
