@@ -16,6 +16,14 @@ def assert_close(actual, expected, dtype, scale=1.0, what=""):
     tol = TOL[np.dtype(dtype).type]
     assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype} != {np.dtype(dtype)}"
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if np.ndim(scale):  # one absolute tolerance per element (where a result cancels larger terms)
+        diff = np.abs(actual.astype(np.float64) - expected)
+        bound = tol["rtol"] * np.abs(expected.astype(np.float64)) + tol["atol"] * np.asarray(scale, np.float64)
+        if (diff > bound).any():
+            i = np.unravel_index(np.argmax(diff - bound), diff.shape)
+            raise AssertionError(f"{what}: {(diff > bound).sum()} of {diff.size} elements beyond tolerance; worst at "
+                                 f"{tuple(map(int, i))}: {actual[i]} vs {expected[i]} (|diff| {diff[i]:.3g} > {bound[i]:.3g})")
+        return
     np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale, err_msg=what)
 
 

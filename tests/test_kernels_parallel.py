@@ -67,7 +67,14 @@ def test_rmsnorm_parallel_equals_reference_and_serial(parallel, dtype, seed, n, 
     # gw sums n rows: float32 rounding grows with the size of its summands, not of the (possibly
     # cancelled) result, so its absolute tolerance scales with Σ|x·gy·rstd|
     gw_scale = max(1.0, float(np.abs(x.astype(np.float64) * gy * rrstd.reshape(-1, 1)).sum(axis=0).max()))
-    for got, want, scale in ((y, ry, 1.0), (rstd, rrstd, 1.0), (gx, rgx, 1.0), (gw, rgw, gw_scale)):
+    # gx = rstd * (g - xhat * mean(g * xhat)) cancels where a row's xhat**2 is ~1 (always at c = 1:
+    # there gx = g * rstd * eps / (x**2 + eps)), so each element's float32 rounding grows with its two
+    # terms, not with their difference (seed 40315, n 230, c 1: kernel and reference each 6e-5 from
+    # float64 at |gx| = 569, and 1.8e-5 apart at 0.40, where the terms are ~90)
+    r64, g64 = rrstd.astype(np.float64).reshape(-1, 1), gy.astype(np.float64) * w
+    xhat64 = x.astype(np.float64) * r64
+    gx_scale = np.maximum(1.0, r64 * (np.abs(g64) + np.abs(xhat64 * (g64 * xhat64).mean(axis=-1, keepdims=True))))
+    for got, want, scale in ((y, ry, 1.0), (rstd, rrstd, 1.0), (gx, rgx, gx_scale), (gw, rgw, gw_scale)):
         assert_close(got, want, dtype, scale=scale)
     parallel()  # now the serial kernels: same blocks, same order -> identical bits
     sy, srstd = _norms.rmsnorm_forward(x, w, 1e-5)
