@@ -396,6 +396,10 @@ def cmd_pretrain(args):
     group, zero_stage, bucket, batch_size = _parallel(args)
     say = print if group.rank == 0 else (lambda *a, **k: None)
     _claim_out_dir(args, group)
+    # a fresh install: the model's kernels compile on the idle core while the tokenizer and data are prepared
+    if args.arch == "llama" and group.world_size == 1:
+        planned = ModelConfig.preset(args.preset, vocab_size=args.vocab_size, max_seq_len=max(256, args.block_size))
+        pipeline.compile_ahead(planned, batch_size=batch_size, seq_len=args.block_size)
     paths = _world_paths(args) if args.data is None else {"pretrain_train": args.data, "pretrain_val": args.val}
     tok = load_tokenizer(args.tokenizer) if args.tokenizer else _shared_tokenizer(args, paths, group)
     config_cls, model_cls = {"llama": (ModelConfig, Transformer), "gpt": (GPTConfig, GPT)}[args.arch]

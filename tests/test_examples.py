@@ -66,15 +66,22 @@ def test_cli_pipeline(tmp_path, capsys, monkeypatch):
 
     assert main(["train-tokenizer", "--input", str(tmp_path / "pre.jsonl"), "--vocab-size", "300", "--out", str(tmp_path / "tok")]) == 0
     assert (tmp_path / "tok" / "tokenizer.json").exists()
+    from minillm import pipeline
+
+    ahead = []  # what `pretrain` asks a compile_ahead helper to rehearse (none is started here)
+    monkeypatch.setattr(pipeline, "compile_ahead", lambda config, **shape: ahead.append((config, shape)))
     pre = tmp_path / "pre"
     assert main(["pretrain", "--data", str(tmp_path / "pre.jsonl"), "--val", str(tmp_path / "pre_val.jsonl"),
                  "--tokenizer", str(tmp_path / "tok"), "--block-size", "64", "--steps", "3", "--batch-size", "2",
                  "--out", str(pre), "--no-progress"]) == 0
     assert (pre / "model" / "model.safetensors").exists() and (pre / "model" / "tokenizer.json").exists()
+    (config, shape), = ahead
+    assert (config.dim, config.n_layers, shape) == (128, 4, dict(batch_size=2, seq_len=64))  # the tiny preset's run
     gpt = tmp_path / "gpt"  # the same pretraining recipe, GPT-2 architecture (3.3.1)
     assert main(["pretrain", "--arch", "gpt", "--data", str(tmp_path / "pre.jsonl"), "--val", str(tmp_path / "pre_val.jsonl"),
                  "--tokenizer", str(tmp_path / "tok"), "--block-size", "64", "--steps", "2", "--batch-size", "2",
                  "--out", str(gpt), "--no-progress"]) == 0
+    assert len(ahead) == 1  # the GPT run rehearses nothing: compile_ahead is the LLaMA's
     from minillm.io import load_model
     from minillm.models.gpt import GPT
 
