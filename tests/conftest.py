@@ -9,6 +9,11 @@ from hypothesis import HealthCheck, settings
 import minillm as mi
 import minillm.kernels
 
+# No compile_ahead helpers behind the tests' backs: the examples and CLI runs of the suite (and the
+# processes they start) would each rehearse in a process of its own. tests/test_compile_ahead.py
+# turns it on where it tests it.
+os.environ.setdefault("MINILLM_COMPILE_AHEAD", "0")
+
 # The "numba" backend sends arrays smaller than SMALL_INPUT elements to the NumPy reference
 # (faster there). The tests use small arrays, so by default every call on that backend reaches
 # Numba (SMALL_INPUT = 0). The model, training and generation tests run a second time at the
