@@ -211,8 +211,10 @@ class FusedDecoder:
                                     logits, bufs, counters, threads)
 
             kernels.run_items(member, threads)
-            if by_caller[0] == threads:  # no worker joined before this thread had run the whole step alone:
-                _spin.back_off()  # it was not on a core (other jobs); waits for its items would cost time slices
+            # No worker joined before this thread had run the whole step alone: it was not on a core (other
+            # jobs), or the pool was busy with another thread's call. Either way a team would wait for it.
+            if by_caller[0] == threads:
+                _spin.back_off()
         elif threads > 1 and B >= SPLIT_MIN_ROWS:  # the rows in ranges, one per thread, each writing its own cache rows
             logits = np.empty(out_shape, w["output"].dtype)
             shares = min(threads, B // (SPLIT_MIN_ROWS // 2))  # each of at least SPLIT_MIN_ROWS / 2 rows
