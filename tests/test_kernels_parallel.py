@@ -305,14 +305,20 @@ def test_spin_slot_protocol():
     np.testing.assert_allclose(c[20:], want[20:], rtol=1e-12, atol=1e-12)
     assert not c[:20].any()  # only the posted share ran
 
-    def watch(slot, seconds, out):
-        thread = threading.Thread(target=lambda: out.append(_spin.serve(slot, _spin.spins(seconds), -1)))
+    def watch(slot, seconds, out, first_state=-1):
+        thread = threading.Thread(target=lambda: out.append(_spin.serve(slot, _spin.spins(seconds), first_state)))
         thread.start()
         return thread
 
     c[:] = 0
     slot, out = _spin.new_slot(), []
-    worker = watch(slot, 0.05, out)
+    slot[_spin.STATE] = _spin.RETURNED  # the worker stores EMPTY once it is inside `serve`, watching
+    worker = watch(slot, 0.5, out, first_state=_spin.EMPTY)
+    deadline = time.time() + 20
+    while slot[_spin.STATE] != _spin.EMPTY and time.time() < deadline:
+        time.sleep(0.001)
+    # posted while it watches (for 0.5 s: a test process descheduled for longer than a short
+    # watch once found the worker already asleep, and post rightly said ASLEEP)
     assert _spin.post(slot, descs[1]) == _spin.EMPTY
     deadline = time.time() + 20
     while slot[_spin.STATE] != _spin.DONE and slot[_spin.STATE] != _spin.ASLEEP and time.time() < deadline:
