@@ -302,6 +302,24 @@ def decode_problem(draw):
     return dtype, args
 
 
+@given(n=st.integers(1, 41), k=st.integers(1, 70), b=st.integers(1, 9), f64=st.booleans(), seed=st.integers(0, 2**16))
+def test_matvec_prefetching_gives_the_same_bits(n, k, b, f64, seed):
+    """`_matvec` with `stream` (the hints to load the next weight block, used when a model's weights
+    do not stay in the caches; the tests' models are all small) computes the same bits as without:
+    any rows, columns (also not whole cache lines), an odd batch row; and w @ x as NumPy does."""
+    dtype = np.float64 if f64 else np.float32
+    rng = np.random.default_rng(seed)
+    w, x = rng.standard_normal((n, k)).astype(dtype), rng.standard_normal((b, k)).astype(dtype)
+    plain, hinted = np.full((b, n), np.nan, dtype), np.full((b, n), np.nan, dtype)
+    _decode._matvec(w, x, plain, False)
+    _decode._matvec(w, x, hinted, True)
+    np.testing.assert_array_equal(hinted, plain)
+    np.testing.assert_allclose(hinted, x @ w.T, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-4 if dtype == np.float32 else 1e-10)
+    part = np.full((b, n), np.nan, dtype)  # a team's share: a slice of the rows, as `_part` passes it
+    lo, hi = _decode._part(w, x, part, 0, 2, True)
+    np.testing.assert_array_equal(part[:, lo:hi], plain[:, lo:hi])
+
+
 @given(decode_problem())
 def test_numba_kernel_equals_reference(problem):
     dtype, args = problem

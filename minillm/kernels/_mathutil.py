@@ -13,7 +13,8 @@ polynomial, 2**n built directly in the exponent bits.
 import math
 
 import numpy as np
-from numba.core import types
+from llvmlite import ir
+from numba.core import cgutils, types
 from numba.extending import intrinsic, lower_builtin, overload, register_jitable, type_callable
 
 
@@ -85,3 +86,34 @@ def _typed_typer(context):
 @lower_builtin(typed, types.Array, types.Boolean)
 def _typed_lower(context, builder, sig, args):
     return context.cast(builder, args[1], sig.args[1], sig.return_type)  # what x.dtype.type(value) compiles to
+
+
+def prefetch(a, i, j):
+    """Ask the CPU to start loading the cache line of a[i, j] (a 2-D array), without waiting for it.
+    A hint only: nothing is read or written, and results do not change. (A no-op in plain Python.)
+
+    Why: the hardware prefetcher follows one long sequential read well, but not several short ones
+    read side by side, such as the four weight rows of one `_decode._matvec` block (benchmarks/README.md,
+    "Round 8"). Like `typed`, typed and lowered directly, so nothing is compiled for it."""
+
+
+@type_callable(prefetch)
+def _prefetch_typer(context):
+    def typer(a, i, j):
+        if isinstance(a, types.Array) and a.ndim == 2 and isinstance(i, types.Integer) and isinstance(j, types.Integer):
+            return types.none(a, i, j)
+
+    return typer
+
+
+@lower_builtin(prefetch, types.Array, types.Integer, types.Integer)
+def _prefetch_lower(context, builder, sig, args):
+    aryty = sig.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    index = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:])]
+    ptr = cgutils.get_item_pointer(context, builder, aryty, ary, index)
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
+    # (address, 0 = for reading, 3 = keep in every cache level, 1 = data cache)
+    builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+    return context.get_dummy_value()
