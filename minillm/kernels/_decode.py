@@ -45,8 +45,9 @@ def _matvec(w, x, y, stream):
     A block reads its 4 weight rows side by side, four short streams the hardware prefetcher
     hardly follows: a 27 MB matrix streamed from memory at 10 GB/s at batch 2 against 26-31 at
     batch 1. So each pass over a block first asks for a share of the next block's cache lines
-    (`prefetch`, a hint: same arithmetic, same bits); the products of a decode step at 1 thread,
-    AMD Zen 4: batch 8 4.24 -> 3.01 ms, 16 6.77 -> 5.46, 32 10.28 -> 8.51. Only when `stream`:
+    (`prefetch`, a hint: same arithmetic, same bits); the products of small's decode step at 1
+    thread, AMD Zen 4: batch 8 3.47 -> 2.63-2.78 ms, 16 5.24-5.30 -> 4.14-4.41, 32 8.71-9.63 ->
+    7.06-8.63 (benchmarks/README.md, "Round 8"). Only when `stream`:
     with weights that stay in the caches (the tiny model's 6 MB) the hints only cost time (batch 8
     0.45 -> 0.54 ms a step)."""
     N, K = w.shape
