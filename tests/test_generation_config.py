@@ -126,3 +126,23 @@ def test_nan_or_inf_logits_stop_generation_naming_the_step(monkeypatch, bad, num
     model.output.weight.data[3, 0] = bad  # token 3's logit is NaN / inf whenever feature 0 is non-zero
     with pytest.raises(FloatingPointError, match=r"logits at new token 0 contain"):
         generate(model, [1, 2, 3], max_new_tokens=4, temperature=0, num_beams=num_beams)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_check_logits_finds_one_nan_or_inf_anywhere_and_allows_minus_inf(dtype):
+    """check_logits first looks at the max (one pass): a single NaN or +inf anywhere, also mixed
+    with -inf or in the last element, must still be refused; -inf alone is a legitimate logit."""
+    from minillm.generation.sampling import check_logits
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((3, 37)).astype(dtype)
+    logits[1, 5] = -np.inf
+    check_logits(logits, 0)  # finite and -inf: fine
+    check_logits(np.full((2, 4), -np.inf, dtype), 0)
+    check_logits(np.empty((0, 4), dtype), 0)
+    for bad in (np.nan, np.inf):
+        for row, col in [(0, 0), (2, 36), (1, 5), (1, 17)]:
+            x = logits.copy()
+            x[row, col] = bad
+            with pytest.raises(FloatingPointError, match=rf"new token 7 contain {bad} \(row {row}, token {col}\)"):
+                check_logits(x, 7)
