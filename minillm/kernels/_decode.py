@@ -151,7 +151,15 @@ def _rope_heads(x, b, h0, h1, head_dim, t, cos, sin):
 def _attend(q, att, scores, k_cache, v_cache, key_valid, layer, row, b, j, G, P, scale):
     """Attention of row b's query heads j*G .. (j+1)*G-1, which read kv head j of the cache's batch
     row `row`, over its first P positions: att[b, head] = softmax(q . keys * scale) @ values.
-    q, att: (B, H*D); scores: (B*H, >= P) scratch; k_cache, v_cache: (L, B_all, Hkv, S, D)."""
+    q, att: (B, H*D); scores: (B*H, >= P) scratch; k_cache, v_cache: (L, B_all, Hkv, S, D).
+
+    Keys and values are taken four at a time. A head is short (D = 32 or 48 in the presets), shorter
+    than the 64 elements LLVM's vectorised loop takes per pass, so a loop over one key's D elements
+    ran in its 8-wide remainder loop: one chain of dependent adds, then a horizontal sum, per key.
+    Four dot products in one loop are four independent chains (and the weighted sum of four values
+    loads and stores `out` once for four): 11 -> 6.3 ns a key at D = 48, 24 -> 11 at D = 32 with
+    two query heads a kv head (AMD Zen 4, one thread, keys in the caches). An item's arithmetic
+    depends only on P, not on who runs it: the bits still do not depend on the thread count."""
     D = k_cache.shape[4]
     H = q.shape[1] // D
     # Row views, then 1-D loops: indexing the 5-D caches element by element in the loops below kept
@@ -159,20 +167,31 @@ def _attend(q, att, scores, k_cache, v_cache, key_valid, layer, row, b, j, G, P,
     # step; views: ~1.3 ms less)
     keys = k_cache[layer, row, j]  # (max_seq_len, D)
     values = v_cache[layer, row, j]
+    P4 = P - P % 4
     for hd in range(j * G, (j + 1) * G):
         qh = q[b, hd * D:(hd + 1) * D]  # (D,)
         out = att[b, hd * D:(hd + 1) * D]
         p_row = scores[b * H + hd]  # (P,)
-        m = typed(q, -np.inf)
+        for s in range(0, P4, 4):  # scores, four keys at a time
+            k0, k1, k2, k3 = keys[s], keys[s + 1], keys[s + 2], keys[s + 3]
+            a0, a1, a2, a3 = typed(q, 0.0), typed(q, 0.0), typed(q, 0.0), typed(q, 0.0)
+            for d in range(D):
+                x = qh[d]
+                a0 += x * k0[d]
+                a1 += x * k1[d]
+                a2 += x * k2[d]
+                a3 += x * k3[d]
+            p_row[s], p_row[s + 1], p_row[s + 2], p_row[s + 3] = a0 * scale, a1 * scale, a2 * scale, a3 * scale
+        for s in range(P4, P):  # the last P % 4 keys
+            key = keys[s]
+            acc = typed(q, 0.0)
+            for d in range(D):
+                acc += qh[d] * key[d]
+            p_row[s] = acc * scale
+        m = typed(q, -np.inf)  # softmax over the visible keys
         for s in range(P):
             if key_valid[b, s]:
-                key = keys[s]
-                acc = typed(q, 0.0)
-                for d in range(D):
-                    acc += qh[d] * key[d]
-                acc *= scale
-                p_row[s] = acc
-                m = max(m, acc)
+                m = max(m, p_row[s])
         total = typed(q, 0.0)
         for s in range(P):
             if key_valid[b, s]:
@@ -181,14 +200,19 @@ def _attend(q, att, scores, k_cache, v_cache, key_valid, layer, row, b, j, G, P,
                 total += e
             else:
                 p_row[s] = 0
+        inv = typed(q, 1.0) / total
         for d in range(D):
             out[d] = 0
-        for s in range(P):
-            p = p_row[s] / total
-            if p != 0:
-                value = values[s]
-                for d in range(D):
-                    out[d] += p * value[d]
+        for s in range(0, P4, 4):  # out = p . values, four values at a time
+            v0, v1, v2, v3 = values[s], values[s + 1], values[s + 2], values[s + 3]
+            p0, p1, p2, p3 = p_row[s] * inv, p_row[s + 1] * inv, p_row[s + 2] * inv, p_row[s + 3] * inv
+            for d in range(D):
+                out[d] += p0 * v0[d] + p1 * v1[d] + p2 * v2[d] + p3 * v3[d]
+        for s in range(P4, P):
+            value = values[s]
+            p = p_row[s] * inv
+            for d in range(D):
+                out[d] += p * value[d]
 
 
 @njit(cache=CACHE)
