@@ -315,9 +315,31 @@ def test_matvec_prefetching_gives_the_same_bits(n, k, b, f64, seed):
     _decode._matvec(w, x, hinted, True)
     np.testing.assert_array_equal(hinted, plain)
     np.testing.assert_allclose(hinted, x @ w.T, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-4 if dtype == np.float32 else 1e-10)
-    part = np.full((b, n), np.nan, dtype)  # a team's share: a slice of the rows, as `_part` passes it
-    lo, hi = _decode._part(w, x, part, 0, 2, True)
-    np.testing.assert_array_equal(part[:, lo:hi], plain[:, lo:hi])
+    part = np.full((b, n), np.nan, dtype)  # a team's items: slices of the rows, as `_part` passes them
+    for i in range(_decode._parts(n, 2)):
+        _decode._part(w, x, part, i, 2, True)
+    np.testing.assert_array_equal(part, plain)
+
+
+@given(n=st.integers(1, 20000), members=st.integers(1, 4))
+def test_team_items_cut_every_product_into_shrinking_rows_on_block_edges(n, members):
+    """`decode_team`'s work items for a product of n output rows: they cover 0..n once, in order;
+    every edge but the end on a multiple of 4 (`_matvec`'s row blocks: the same bits however the
+    rows are cut); one item alone; else at least 32 rows (but the last) and never growing."""
+    w, x = np.zeros((n, 1), np.float32), np.zeros((1, 1), np.float32)
+    y = np.empty((1, n), np.float32)
+    parts = _decode._parts(n, members)
+    edges = [_decode._part(w, x, y, i, members, False) for i in range(parts)]
+    assert edges[0][0] == 0 and edges[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(edges, edges[1:]))
+    assert all(lo % 4 == 0 for lo, _ in edges)
+    sizes = [hi - lo for lo, hi in edges]
+    if members == 1:
+        assert sizes == [n]
+    else:
+        assert all(s >= 32 for s in sizes[:-1]) and sizes[-1] > 0
+        assert all(a >= b for a, b in zip(sizes, sizes[1:-1]))
+        assert sizes[0] <= max(32, n // (2 * members) + 4)  # a share, not the whole product
 
 
 @given(decode_problem())
