@@ -157,8 +157,9 @@ def _attend(q, att, scores, k_cache, v_cache, key_valid, layer, row, b, j, G, P,
     than the 64 elements LLVM's vectorised loop takes per pass, so a loop over one key's D elements
     ran in its 8-wide remainder loop: one chain of dependent adds, then a horizontal sum, per key.
     Four dot products in one loop are four independent chains (and the weighted sum of four values
-    loads and stores `out` once for four): 11 -> 6.3 ns a key at D = 48, 24 -> 11 at D = 32 with
-    two query heads a kv head (AMD Zen 4, one thread, keys in the caches). An item's arithmetic
+    loads and stores `out` once for four): 11-13 -> 6.7-7.1 ns a key at D = 48, 19-20 -> 14 at D = 32
+    with two query heads a kv head (AMD Zen 4, one thread, keys in the caches; benchmarks/README.md,
+    "Round 9"). Masked keys get a score too, then weight 0, as in the reference. An item's arithmetic
     depends only on P, not on who runs it: the bits still do not depend on the thread count."""
     D = k_cache.shape[4]
     H = q.shape[1] // D
