@@ -56,6 +56,7 @@ def sample_from(probs: np.ndarray, rng=None) -> np.ndarray:
 def check_logits(logits: np.ndarray, step: int) -> None:
     """Refuse NaN or +inf logits (broken weights, an overflow): every choice from them would be
     an arbitrary token, silently. -inf is a legitimate "never this token"."""
+    logits = np.asarray(logits)  # (B, V); no copy for an array
     if logits.size and logits.max() < np.inf:  # one pass (the max is NaN if any is): 11 us against 64 for
         return  # the mask below at (32, 6144), ~5 % of a tiny model's batched decode step
     bad = np.isnan(logits) | np.isposinf(logits)
